@@ -1,0 +1,59 @@
+# skycache: `make demo` runs the main job in the lab; `make test` runs every test tier.
+# Both install what they need first (`make setup`, idempotent).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SKYCACHE := $(VENV)/bin/skycache
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# What the lab guest runs comes from the host's root filesystem (virtme-ng shares it read-only).
+APT_PACKAGES := python3-venv lvm2 dmsetup open-iscsi fio thin-provisioning-tools iproute2 iptables \
+	nftables conntrack iperf3 qemu-system-x86 qemu-utils kmod udev busybox-static e2fsprogs \
+	util-linux procps
+
+.PHONY: setup apt venv kernel test test-unit test-lab demo bench lint typecheck clean
+
+setup: apt venv kernel
+
+apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "==> installing Debian packages"; \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+kernel: venv
+	@$(SKYCACHE) lab fetch-kernel
+
+test: setup
+	$(PY) tools/test_tiers.py
+
+test-unit: venv
+	$(PY) tools/test_tiers.py --tiers unit
+
+# Run one lab test file in one boot: make test-lab LAB=tests/lab/test_foo.py
+LAB ?= tests/lab
+test-lab: setup
+	$(PY) tools/test_tiers.py --tiers lab $(LAB)
+
+lint: venv
+	$(VENV)/bin/ruff check lib bench sim tests tools
+	$(VENV)/bin/mypy lib bench sim
+
+demo: setup
+	$(SKYCACHE) lab run --memory 3G --disk 4G --disk 4G -- $(PY) tools/demo.py
+
+bench: setup
+	$(PY) -m pytest tests/benchmarks --benchmark-only -q
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache

@@ -1,0 +1,90 @@
+"""The top-level ``skycache`` app and its error handling."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from importlib.metadata import entry_points, version
+from typing import Annotated
+
+import click
+import typer
+
+from skycache.errors import SkycacheError
+
+# Modules of lib/ that add verbs; each has register(app: typer.Typer) -> None.
+LIB_CLI_MODULES = (
+    "skycache.cli.lab",
+    "skycache.cli.storage",
+    "skycache.cli.node",
+    "skycache.cli.net",
+)
+PLUGIN_GROUP = "skycache.cli"
+
+app = typer.Typer(
+    name="skycache",
+    help="Build, benchmark and simulate the storage path of virtual machines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"skycache {version('skycache')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[
+        int,
+        typer.Option("--verbose", "-v", count=True, help="More log output (-vv: every command run)."),
+    ] = 0,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Build, benchmark and simulate the storage path of virtual machines."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _register_all() -> None:
+    for name in LIB_CLI_MODULES:
+        importlib.import_module(name).register(app)
+    for ep in entry_points(group=PLUGIN_GROUP):
+        app.add_typer(ep.load(), name=ep.name)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console entry point: one-line errors for SkycacheError, exit codes passed on."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=sys.argv[1:], prog_name="skycache", standalone_mode=False)
+    except SkycacheError as exc:
+        typer.echo(f"skycache: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("skycache: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("skycache: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Lab-tier fixtures. These tests need a real kernel with device-mapper, LIO and open-iscsi: they
+run inside the lab (`make test`, or `make test-lab LAB=tests/lab/test_x.py` for one file) and are
+skipped anywhere else.
+
+One boot runs the whole tier, so every test must leave the system as it found it (use the
+library's teardown in a finalizer), and must only touch objects it created.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skycache.runner import Runner
+
+IN_LAB = os.environ.get("SKYCACHE_IN_LAB") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.lab)
+        if not IN_LAB:
+            item.add_marker(pytest.mark.skip(reason="needs the lab (run with make test-lab)"))
+
+
+@pytest.fixture(scope="session")
+def runner() -> Runner:
+    return Runner()
+
+
+@pytest.fixture(scope="session")
+def lab_disks() -> list[str]:
+    """The lab's empty scratch disks (``make test`` gives two of 8 GiB): /dev/vda, /dev/vdb."""
+    return os.environ.get("SKYCACHE_LAB_DISKS", "").split()
+
+
+@pytest.fixture(scope="session")
+def scratch_dir(runner: Runner, lab_disks: list[str]) -> Iterator[Path]:
+    """A filesystem on the first scratch disk, for sparse backing files of loop devices.
+
+    The guest's /tmp lives in RAM; backing files here cost host disk instead (sparse, thrown away).
+    """
+    mount = Path("/run/skycache-scratch")
+    mount.mkdir(parents=True, exist_ok=True)
+    if lab_disks:
+        runner.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", lab_disks[0]])
+        runner.run(["mount", lab_disks[0], str(mount)])
+    yield mount
+    if lab_disks:
+        runner.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture(scope="session")
+def spare_disk(lab_disks: list[str]) -> str:
+    """The second scratch disk as a raw block device (a test that uses it must wipe it after)."""
+    if len(lab_disks) < 2:
+        pytest.skip("needs two lab scratch disks")
+    return lab_disks[1]
