@@ -45,6 +45,8 @@ def prepare(runner: Runner) -> None:
         runner.run(["modprobe", module])
     if not Path("/sys/kernel/config/target").exists() and not os.path.ismount("/sys/kernel/config"):
         runner.run(["mount", "-t", "configfs", "none", "/sys/kernel/config"])
+    # rtslib-fb refuses to start without its dbroot (where LIO keeps persistent reservations/ALUA).
+    Path("/etc/target").mkdir(parents=True, exist_ok=True)
     runner.run(["ip", "link", "set", "lo", "up"])
     iscsi_etc = Path("/etc/iscsi")
     iscsi_etc.mkdir(parents=True, exist_ok=True)
