@@ -1,0 +1,89 @@
+"""dm-cache tables and sizing rules (pure: no commands run here).
+
+Constructor (kernel Documentation/admin-guide/device-mapper/cache.rst)::
+
+    cache <metadata dev> <cache dev> <origin dev> <block size> <#feature args> [<feature arg>]*
+          <policy> <#policy args> [<policy arg>]*
+
+Block size is in sectors, a multiple of 64 (32 KiB) between 32 KiB and 1 GiB. The metadata device is
+sized by rule: at least 4 MiB plus 44 bytes per cache block (the issue's rule; cache.rst's own rule of
+thumb, 16 bytes per block, is too tight for metadata2 with hints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from skycache.errors import InvalidInput
+from skycache.units import format_size
+
+SECTOR = 512
+MIN_BLOCK = 32 * 1024
+MAX_BLOCK = 1024**3
+METADATA_BASE = 4 * 1024**2
+METADATA_PER_BLOCK = 44
+MODES = ("writethrough", "writeback", "passthrough")
+POLICIES = ("smq", "cleaner")
+DEFAULT_BLOCK = 256 * 1024
+
+
+def check_block_size(block_bytes: int) -> int:
+    if block_bytes % MIN_BLOCK or not MIN_BLOCK <= block_bytes <= MAX_BLOCK:
+        raise InvalidInput(
+            f"cache block size {format_size(block_bytes)} is invalid: "
+            "use a multiple of 32K between 32K and 1G"
+        )
+    return block_bytes
+
+
+def cache_blocks(data_bytes: int, block_bytes: int) -> int:
+    """How many cache blocks a data device of ``data_bytes`` holds."""
+    check_block_size(block_bytes)
+    return data_bytes // block_bytes
+
+
+def metadata_bytes(data_bytes: int, block_bytes: int, *, align: int = 4 * 1024**2) -> int:
+    """Metadata device size for ``data_bytes`` of cache: 4 MiB + 44 B x blocks, rounded up to ``align``."""
+    need = METADATA_BASE + METADATA_PER_BLOCK * cache_blocks(data_bytes, block_bytes)
+    return -(-need // align) * align
+
+
+@dataclass(frozen=True)
+class CacheTable:
+    """One dm-cache target covering the whole origin."""
+
+    metadata_dev: str
+    cache_dev: str
+    origin_dev: str
+    origin_sectors: int
+    block_bytes: int = DEFAULT_BLOCK
+    mode: str = "writethrough"
+    policy: str = "smq"
+    metadata2: bool = True
+
+    def __post_init__(self) -> None:
+        check_block_size(self.block_bytes)
+        if self.mode not in MODES:
+            raise InvalidInput(f"cache mode {self.mode!r} is invalid: use one of {', '.join(MODES)}")
+        if self.policy not in POLICIES:
+            raise InvalidInput(f"cache policy {self.policy!r} is invalid: use one of {', '.join(POLICIES)}")
+        if self.origin_sectors <= 0:
+            raise InvalidInput(f"origin size {self.origin_sectors} sectors is invalid")
+
+    def line(self) -> str:
+        features = (["metadata2"] if self.metadata2 else []) + [self.mode]
+        return " ".join(
+            [
+                "0",
+                str(self.origin_sectors),
+                "cache",
+                self.metadata_dev,
+                self.cache_dev,
+                self.origin_dev,
+                str(self.block_bytes // SECTOR),
+                str(len(features)),
+                *features,
+                self.policy,
+                "0",
+            ]
+        )
