@@ -1,8 +1,411 @@
-"""``skycache bench`` and ``skycache suite``."""
+"""``skycache bench`` (run, compare, plots, report) and ``skycache suite`` (list, show, validate)."""
 
 from __future__ import annotations
 
-import typer
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
 
-app = typer.Typer(help="Run fio scenarios over real stacks, compare runs, draw plots.")
-suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).")
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from skycache.bench import compare as comparing
+from skycache.bench import scenario as scenarios
+from skycache.errors import InvalidInput, SkycacheError
+
+app = typer.Typer(help="Run fio scenarios over real stacks, compare runs, draw plots.", no_args_is_help=True)
+suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
+
+# Piped output (make demo | tee, CI logs) would wrap at 80 columns; tables need more.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+# -- progress ----------------------------------------------------------------------------------------
+
+
+class RichReporter:
+    """A progress bar with ETA; each finished condition is one line above it."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]bench"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=err_console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("starting", total=None)
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def begin(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
+    def step(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+    def finished(self, text: str, ok: bool) -> None:
+        mark = "[green]ok[/]" if ok else "[red]FAILED[/]"
+        self.progress.console.print(f"  {mark} {text}")
+        self.progress.advance(self.task)
+
+    def note(self, text: str) -> None:
+        self.progress.update(self.task, description=text)
+
+
+# -- tables ------------------------------------------------------------------------------------------
+
+
+def comparison_table(comps: list[comparing.Comparison], metrics: tuple[str, ...], title: str) -> Table:
+    t = Table(title=title, show_lines=False)
+    for col in (
+        "condition",
+        "baseline",
+        "dir",
+        "metric",
+        "value",
+        "baseline value",
+        "ratio [95% CI]",
+        "verdict",
+    ):
+        t.add_column(col, justify="right" if col in ("value", "baseline value") else "left")
+    for c in comps:
+        if c.metric not in metrics:
+            continue
+        style = {"better": "green", "worse": "red"}.get(c.verdict, "dim")
+        t.add_row(
+            c.condition,
+            c.baseline,
+            c.direction,
+            c.metric,
+            comparing.fmt_metric(c.metric, c.mean),
+            comparing.fmt_metric(c.metric, c.base_mean),
+            c.ratio.fmt(),
+            f"[{style}]{c.verdict}[/]",
+        )
+    return t
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def _comparisons_json(comps: list[comparing.Comparison]) -> list[dict[str, object]]:
+    return [
+        {
+            "run_id": c.run_id,
+            "condition": c.condition,
+            "baseline": c.baseline,
+            "direction": c.direction,
+            "metric": c.metric,
+            "mean": _finite(c.mean),
+            "baseline_mean": _finite(c.base_mean),
+            "ratio": _finite(c.ratio.ratio),
+            "ci_low": _finite(c.ratio.low),
+            "ci_high": _finite(c.ratio.high),
+            "verdict": c.verdict,
+        }
+        for c in comps
+    ]
+
+
+# -- bench -------------------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run_cmd(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file (scenarios/*.toml).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Results root; the run goes to OUT/<scenario>/<run-id>/.")
+    ] = Path("results"),
+    where: Annotated[
+        str | None,
+        typer.Option("--where", help="lab (inside `skycache lab run`) or host; default: the scenario's."),
+    ] = None,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Where image files live (default: lab scratch disk).")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Name of the run directory (must be new).")
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="Baseline for the closing table (default: the scenario's)."),
+    ] = None,
+) -> None:
+    """Build each stack, run fio on it, tear it down; conditions interleaved; then plots and report.md.
+
+    Example (in the lab): skycache lab run --disk 8G -- skycache bench run scenarios/quickstart.toml
+    """
+    from skycache.bench import orchestrate, report
+
+    sc = scenarios.load(scenario)
+    place = where or sc.model.where
+    if place not in ("lab", "host"):
+        raise InvalidInput(f"--where {place!r}: use lab or host")
+    if place == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
+        raise InvalidInput(
+            f"{scenario} runs in the lab: skycache lab run --memory 3G --disk 8G -- "
+            f"skycache bench run {scenario}   (or --where host to run on this machine)"
+        )
+    command = "skycache bench run " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [str(scenario)])
+    opts = orchestrate.RunOptions(results=out, where=place, workdir=workdir, run_id=run_id, command=command)
+    err_console.print(
+        f"bench: {sc.name}: {len(sc.conditions)} conditions x {sc.model.repetitions} repetitions "
+        f"= {sc.runs} fio runs, {place}"
+    )
+    with RichReporter() as reporter:
+        outcome = orchestrate.run_scenario(sc, opts, reporter=reporter)
+    run_dir = outcome.run.path
+    for e in outcome.errors[:10]:
+        err_console.print(f"[red]failed[/] {e}")
+    comps, pngs, report_path = report.finish(run_dir, baseline)
+    for p in pngs:
+        err_console.print(f"plot: {p}")
+    err_console.print(f"report: {report_path}")
+    base = baseline or sc.model.baseline or "default"
+    title = f"{sc.name} run {outcome.run.run_id}: ratio to baseline ({base})"
+    console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
+    console.print(f"run directory: {run_dir}  ({outcome.ok} ok, {outcome.failed} failed)")
+    if outcome.ok == 0:
+        raise SkycacheError(f"no condition of {sc.name} succeeded (see {run_dir}/conditions.jsonl)")
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (or directories holding runs).")],
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Baseline condition (label or id) or FACTOR=VALUE; default: the first run is the baseline "
+            "of the others, or the scenario's baseline for one run.",
+        ),
+    ] = None,
+    fail_on_regression: Annotated[
+        float | None,
+        typer.Option(
+            "--fail-on-regression",
+            help="Exit 3 when a condition is significantly worse than the baseline by more than PCT %.",
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="Metrics to show (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Ratios to a baseline with bootstrap 95% intervals; "not significant" when the interval holds 1."""
+    from skycache.bench import store, tidy
+
+    if fail_on_regression is not None and not 0 <= fail_on_regression < 1000:
+        raise InvalidInput(
+            f"--fail-on-regression {fail_on_regression:g}: use a percentage between 0 and 1000"
+        )
+    metrics = tuple(metric or ("iops", "lat_mean_ns", "lat_p99_ns"))
+    for m in metrics:
+        if m not in comparing.METRICS:
+            raise InvalidInput(f"--metric {m!r}: use one of {', '.join(comparing.METRICS)}")
+    df = tidy.load(runs)
+    run_ids = list(dict.fromkeys(df["run_id"]))
+    if baseline is None and len(run_ids) == 1:
+        baseline = store.read_manifest(Path(df["run_dir"].iloc[0])).get("baseline")
+    comps = comparing.compare(df, baseline)
+    regressed = comparing.regressions(comps, fail_on_regression) if fail_on_regression is not None else []
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"comparisons": _comparisons_json(comps), "regressions": _comparisons_json(regressed)},
+                indent=2,
+            )
+        )
+    else:
+        console.print(comparison_table(comps, metrics, f"ratio to baseline ({baseline or run_ids[0]})"))
+    if regressed:
+        for c in regressed:
+            err_console.print(
+                f"regression: {c.condition} [{c.direction}] {c.metric} {c.ratio.fmt()} vs {c.baseline} "
+                f"(threshold {fail_on_regression:g}%)"
+            )
+        raise typer.Exit(3)
+    if fail_on_regression is not None and not as_json:
+        console.print(f"no regression beyond {fail_on_regression:g}% (significant at 95%)")
+
+
+@app.command("plots")
+def plots_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline for report.md.")] = None,
+) -> None:
+    """(Re)draw a run's plots and report.md from its tidy table; prints the PNG paths."""
+    from skycache.bench import report, store
+
+    if not (run / store.TIDY).is_file():
+        raise InvalidInput(f"{run}: not a run directory (no {store.TIDY})")
+    _, pngs, report_path = report.finish(run, baseline)
+    for p in pngs:
+        typer.echo(str(p))
+    typer.echo(str(report_path))
+
+
+@app.command("show")
+def show_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Mean IOPS and latency per condition with 95% intervals."""
+    from skycache.bench import tidy
+
+    s = comparing.summary(tidy.load(run))
+    if as_json:
+        typer.echo(s.to_json(orient="records", indent=2))
+        return
+    t = Table(title=str(run))
+    for col in ("condition", "dir", "n", "IOPS [95% CI]", "mean lat us [95% CI]", "p99 us"):
+        t.add_column(col)
+    for r in s.itertuples():
+        t.add_row(
+            str(r.condition),
+            str(r.direction),
+            str(r.n),
+            f"{r.iops:.0f} [{r.iops_lo:.0f}, {r.iops_hi:.0f}]",
+            f"{r.lat_mean_us:.0f} [{r.lat_lo_us:.0f}, {r.lat_hi_us:.0f}]",
+            f"{r.lat_p99_us:.0f}",
+        )
+    console.print(t)
+
+
+# -- suite -------------------------------------------------------------------------------------------
+
+
+def _scenario_files(paths: list[Path] | None) -> list[Path]:
+    out: list[Path] = []
+    for p in paths or [Path("scenarios")]:
+        if p.is_dir():
+            out += sorted(p.glob("*.toml"))
+        else:
+            out.append(p)
+    if not out:
+        raise InvalidInput(f"no scenario files in {', '.join(str(p) for p in paths or [Path('scenarios')])}")
+    return out
+
+
+@suite_app.command("list")
+def suite_list(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Scenario files or directories (default: scenarios/).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List scenarios with their size (conditions x repetitions) and where they run."""
+    rows = []
+    for f in _scenario_files(paths):
+        try:
+            sc = scenarios.load(f)
+            rows.append(
+                {
+                    "file": str(f),
+                    "name": sc.name,
+                    "where": sc.model.where,
+                    "conditions": len(sc.conditions),
+                    "repetitions": sc.model.repetitions,
+                    "runs": sc.runs,
+                    "valid": True,
+                    "error": "",
+                }
+            )
+        except InvalidInput as exc:
+            rows.append({"file": str(f), "name": "", "valid": False, "error": str(exc)})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    t = Table()
+    for col in ("file", "name", "where", "conditions", "reps", "fio runs", "status"):
+        t.add_column(col)
+    for r in rows:
+        if r["valid"]:
+            t.add_row(
+                str(r["file"]), str(r["name"]), str(r["where"]), str(r["conditions"]), str(r["repetitions"]),
+                str(r["runs"]), "[green]valid[/]",
+            )  # fmt: skip
+        else:
+            t.add_row(str(r["file"]), "", "", "", "", "", f"[red]{r['error']}[/]")
+    console.print(t)
+
+
+@suite_app.command("show")
+def suite_show(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print the stacks and the expanded conditions of a scenario (nothing is built)."""
+    sc = scenarios.load(scenario)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "name": sc.name,
+                    "where": sc.model.where,
+                    "repetitions": sc.model.repetitions,
+                    "stacks": {s.name: s.describe() for s in sc.model.stacks},
+                    "conditions": [
+                        {"id": c.id, "label": c.label, "factors": dict(c.factors)} for c in sc.conditions
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    console.print(f"[bold]{sc.name}[/]: {sc.model.description.strip()}")
+    console.print(f"where {sc.model.where}, shaping {sc.model.shaping}, {sc.model.repetitions} repetitions")
+    for s in sc.model.stacks:
+        console.print(f"  stack {s.name}: {s.describe()}")
+    for c in sc.conditions:
+        w = c.workload
+        what = (
+            f"job file {w.job_file}"
+            if w.job_file
+            else f"{w.rw} bs={w.bs} iodepth={w.iodepth} numjobs={w.numjobs}"
+        )
+        console.print(f"  condition {c.label}: {what}, {c.cache_state}")
+    console.print(f"{len(sc.conditions)} conditions x {sc.model.repetitions} = {sc.runs} fio runs")
+
+
+@suite_app.command("validate")
+def suite_validate(
+    paths: Annotated[list[Path], typer.Argument(help="Scenario files or directories.")],
+) -> None:
+    """Validate scenario files; one line per file; exits non-zero if any is invalid."""
+    bad = 0
+    for f in _scenario_files(paths):
+        try:
+            sc = scenarios.load(f)
+            typer.echo(f"{f}: ok ({len(sc.conditions)} conditions, {sc.runs} fio runs)")
+        except InvalidInput as exc:
+            typer.echo(f"skycache: error: {exc}", err=True)
+            bad += 1
+    if bad:
+        raise typer.Exit(2)

@@ -1,0 +1,269 @@
+"""Compare conditions (or runs) from tidy tables: ratios to a baseline with bootstrap intervals.
+
+Baselines:
+- several runs and no ``--baseline``: the first run is the baseline of the others, condition by
+  condition (the CI regression gate);
+- ``--baseline FACTOR=VALUE[,FACTOR=VALUE]``: each condition is compared with the condition of the same
+  run that differs only in those factors (e.g. ``stack=lvm-iscsi``); if that condition was excluded,
+  ``cache_state`` is ignored for the match (a warm cached stack against the uncached stack);
+- ``--baseline LABEL``: one condition (by label or id) against every condition with the same workload;
+- one run and no baseline: per workload, the first condition of the scenario.
+
+A *regression* is a change for the worse by more than PCT percent whose interval excludes "no change".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from skycache.bench.scenario import KNOWN_FACTORS
+from skycache.bench.stats import Ratio, mean_ci, ratio_ci
+from skycache.errors import InvalidInput
+
+# metric -> True when higher is better
+METRICS: dict[str, bool] = {"iops": True, "bw_bytes": True, "lat_mean_ns": False, "lat_p99_ns": False}
+GATED = ("iops", "bw_bytes", "lat_mean_ns")
+_SUMMED = ("iops", "bw_bytes")  # per repetition: jobs add up; latencies average
+
+
+@dataclass(frozen=True)
+class Comparison:
+    run_id: str
+    condition: str  # label
+    baseline: str  # "<run_id>:<label>" when across runs, else the label
+    direction: str
+    metric: str
+    mean: float
+    base_mean: float
+    ratio: Ratio
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric]
+
+    @property
+    def verdict(self) -> str:
+        if not self.ratio.significant:
+            return "not significant"
+        better = (self.ratio.ratio > 1.0) == self.higher_is_better
+        return "better" if better else "worse"
+
+    def regression(self, pct: float) -> bool:
+        """Worse than the baseline by more than ``pct`` percent, with significance."""
+        if not self.ratio.significant or math.isnan(self.ratio.ratio):
+            return False
+        if self.higher_is_better:
+            return self.ratio.high < 1.0 and self.ratio.ratio < 1.0 - pct / 100.0
+        return self.ratio.low > 1.0 and self.ratio.ratio > 1.0 + pct / 100.0
+
+
+def per_rep(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run x condition x repetition x direction (jobs summed, latencies averaged)."""
+    need = {"run_id", "label", "rep", "direction", "status"}
+    missing = need - set(df.columns)
+    if missing:
+        raise InvalidInput(f"not a fio tidy table (missing columns: {', '.join(sorted(missing))})")
+    d = df[(df["status"] == "ok") & (df["direction"] != "")]
+    if "phase" in d.columns:
+        d = d[d["phase"] == "measure"]
+    if "hostname" in d.columns and (d["hostname"] == "All clients").any():
+        d = d[d["hostname"] == "All clients"]  # fio's own aggregate; the per-host rows would double count
+    factors = [c for c in KNOWN_FACTORS if c in d.columns]
+    keys = ["run_id", "condition", "label", *factors, "rep", "direction"]
+    keys = [k for k in dict.fromkeys(keys) if k in d.columns]
+    agg = {m: ("sum" if m in _SUMMED else "mean") for m in METRICS if m in d.columns}
+    return d.groupby(keys, sort=False, dropna=False).agg(agg).reset_index()
+
+
+def _values(rep: pd.DataFrame, run: str, label: str, direction: str, metric: str) -> np.ndarray:
+    sel = rep[(rep["run_id"] == run) & (rep["label"] == label) & (rep["direction"] == direction)]
+    return sel[metric].to_numpy(dtype=float)
+
+
+def _varying(rep: pd.DataFrame) -> list[str]:
+    return [c for c in KNOWN_FACTORS if c in rep.columns and rep[c].nunique(dropna=False) > 1]
+
+
+def _parse_assignments(baseline: str) -> dict[str, str] | None:
+    if "=" not in baseline:
+        return None
+    out = {}
+    for part in baseline.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(
+                f"--baseline {baseline!r}: expected FACTOR=VALUE[,FACTOR=VALUE] or a condition"
+            )
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _conditions(rep: pd.DataFrame, run: str) -> pd.DataFrame:
+    cols = [c for c in ["label", *KNOWN_FACTORS] if c in rep.columns]
+    return rep[rep["run_id"] == run][cols].drop_duplicates("label")
+
+
+def _pairs(rep: pd.DataFrame, runs: Sequence[str], baseline: str | None) -> list[tuple[str, str, str, str]]:
+    """(run, label, base_run, base_label) pairs to compare."""
+    pairs: list[tuple[str, str, str, str]] = []
+    if baseline is None and len(runs) > 1:
+        base_run = runs[0]
+        base_labels = set(_conditions(rep, base_run)["label"])
+        for run in runs[1:]:
+            for label in _conditions(rep, run)["label"]:
+                if label in base_labels:
+                    pairs.append((run, label, base_run, label))
+        if not pairs:
+            raise InvalidInput(f"runs share no condition with the baseline run {base_run}")
+        return pairs
+    varying = _varying(rep)
+    assign = _parse_assignments(baseline) if baseline else None
+    for run in runs:
+        conds = _conditions(rep, run)
+        if assign is not None:
+            for key, value in assign.items():
+                if key not in conds.columns:
+                    raise InvalidInput(f"--baseline: {key!r} is not a factor of run {run}")
+                if value not in {str(v) for v in conds[key]}:
+                    raise InvalidInput(f"--baseline: {key}={value} matches no condition of run {run}")
+            for _, row in conds.iterrows():
+                if all(str(row[k]) == v for k, v in assign.items()):
+                    continue
+                match = _counterpart(conds, row, assign, varying)
+                if match is not None:
+                    pairs.append((run, str(row["label"]), run, match))
+            continue
+        if baseline is not None:
+            hit = conds[(conds["label"] == baseline) | (conds["label"].astype(str) == baseline)]
+            if hit.empty and "condition" in rep.columns:
+                ids = rep[(rep["run_id"] == run) & (rep["condition"] == baseline)]["label"].unique()
+                hit = conds[conds["label"].isin(ids)]
+            if hit.empty:
+                raise InvalidInput(f"--baseline {baseline!r}: no such condition in run {run}")
+            base_row = hit.iloc[0]
+            for _, row in conds.iterrows():
+                if row["label"] == base_row["label"]:
+                    continue
+                if "workload" in conds.columns and row["workload"] != base_row["workload"]:
+                    continue
+                pairs.append((run, str(row["label"]), run, str(base_row["label"])))
+            continue
+        first: dict[object, str] = {}
+        for _, row in conds.iterrows():
+            wkey: object = row["workload"] if "workload" in conds.columns else None
+            if wkey not in first:
+                first[wkey] = str(row["label"])
+            else:
+                pairs.append((run, str(row["label"]), run, first[wkey]))
+    return pairs
+
+
+def _counterpart(
+    conds: pd.DataFrame, row: pd.Series, assign: dict[str, str], varying: list[str]
+) -> str | None:
+    for ignore in ((), ("cache_state",)):
+        sel = conds
+        for f in varying:
+            if f in assign:
+                sel = sel[sel[f].astype(str) == assign[f]]
+            elif f not in ignore:
+                sel = sel[sel[f] == row[f]]
+        if not sel.empty:
+            if "cache_state" in sel.columns and len(sel) > 1:
+                cold = sel[sel["cache_state"] == "cold"]
+                sel = cold if not cold.empty else sel
+            return str(sel.iloc[0]["label"])
+    return None
+
+
+def compare(
+    df: pd.DataFrame, baseline: str | None = None, *, metrics: Sequence[str] | None = None
+) -> list[Comparison]:
+    rep = per_rep(df)
+    if rep.empty:
+        raise InvalidInput("no successful measurements to compare")
+    runs = list(dict.fromkeys(rep["run_id"]))
+    out: list[Comparison] = []
+    wanted = [m for m in (metrics or METRICS) if m in rep.columns]
+    for run, label, base_run, base_label in _pairs(rep, runs, baseline):
+        directions = set(rep[(rep["run_id"] == run) & (rep["label"] == label)]["direction"])
+        base_dirs = set(rep[(rep["run_id"] == base_run) & (rep["label"] == base_label)]["direction"])
+        for direction in [d for d in ("read", "write", "trim") if d in directions & base_dirs]:
+            for metric in wanted:
+                a = _values(rep, run, label, direction, metric)
+                b = _values(rep, base_run, base_label, direction, metric)
+                r = ratio_ci(a, b)
+                base_name = base_label if base_run == run else f"{base_run}:{base_label}"
+                out.append(Comparison(run, label, base_name, direction, metric, _mean(a), _mean(b), r))
+    return out
+
+
+def _mean(a: np.ndarray) -> float:
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else math.nan
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run x condition x direction: mean IOPS and latency with 95% intervals, n repetitions."""
+    rep = per_rep(df)
+    rows = []
+    for (run, label, direction), g in rep.groupby(["run_id", "label", "direction"], sort=False):
+        iops, iops_lo, iops_hi = mean_ci(g["iops"].to_numpy(dtype=float))
+        lat, lat_lo, lat_hi = mean_ci(g["lat_mean_ns"].to_numpy(dtype=float) / 1000.0)
+        p99 = float(np.nanmean(g["lat_p99_ns"].to_numpy(dtype=float))) / 1000.0 if len(g) else math.nan
+        rows.append(
+            {
+                "run_id": run,
+                "condition": label,
+                "direction": direction,
+                "n": len(g),
+                "iops": iops,
+                "iops_lo": iops_lo,
+                "iops_hi": iops_hi,
+                "lat_mean_us": lat,
+                "lat_lo_us": lat_lo,
+                "lat_hi_us": lat_hi,
+                "lat_p99_us": p99,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def to_frame(comparisons: Sequence[Comparison]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run_id": c.run_id,
+                "condition": c.condition,
+                "baseline": c.baseline,
+                "direction": c.direction,
+                "metric": c.metric,
+                "mean": c.mean,
+                "baseline_mean": c.base_mean,
+                "ratio": c.ratio.ratio,
+                "ci_low": c.ratio.low,
+                "ci_high": c.ratio.high,
+                "verdict": c.verdict,
+            }
+            for c in comparisons
+        ]
+    )
+
+
+def regressions(comparisons: Sequence[Comparison], pct: float) -> list[Comparison]:
+    return [c for c in comparisons if c.metric in GATED and c.regression(pct)]
+
+
+def fmt_metric(metric: str, value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if metric.endswith("_ns"):
+        return f"{value / 1000.0:.1f} us"
+    if metric == "bw_bytes":
+        return f"{value / 2**20:.1f} MiB/s"
+    return f"{value:.0f}"

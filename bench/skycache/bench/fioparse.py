@@ -1,0 +1,188 @@
+"""Parse fio's JSON output, defensively.
+
+fio's JSON is the source of truth, but the text fio writes is not always pure JSON: in client/server
+mode and on errors it prints progress or ``fio: ...`` lines before (and sometimes after) the
+document. The parser finds the JSON document inside the text, keeps the rest as notes, and turns
+fio's own error codes into :class:`FioError`.
+
+Units (fio 3.x): ``bw`` is KiB/s, ``bw_bytes`` bytes/s, latencies are ns (``clat_ns``, ``lat_ns``);
+percentile keys are strings such as ``"99.900000"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from skycache.errors import SkycacheError
+
+DIRECTIONS = ("read", "write", "trim")
+PERCENTILES = {"p50": "50.000000", "p95": "95.000000", "p99": "99.000000", "p99_9": "99.900000"}
+ALL_CLIENTS = "All clients"
+
+
+class FioParseError(SkycacheError):
+    """The text holds no usable fio JSON document."""
+
+
+class FioError(SkycacheError):
+    """fio ran but reported an error (a job's ``error`` field, or ``fio:`` error lines)."""
+
+
+@dataclass(frozen=True)
+class DirectionStats:
+    iops: float
+    bw_bytes: float  # bytes/s
+    io_bytes: int
+    runtime_ms: int
+    total_ios: int
+    lat_mean_ns: float
+    lat_stddev_ns: float
+    lat_min_ns: float
+    lat_max_ns: float
+    clat_mean_ns: float
+    percentiles_ns: Mapping[str, float]  # p50, p95, p99, p99_9 (NaN when fio did not report them)
+    percentile_source: str  # "lat_ns" or "clat_ns"
+
+    @property
+    def bw_kib(self) -> float:
+        return self.bw_bytes / 1024.0
+
+
+@dataclass(frozen=True)
+class JobResult:
+    name: str
+    hostname: str | None  # client/server mode: the fio server, or "All clients" for the aggregate
+    error: int
+    elapsed_s: float
+    directions: Mapping[str, DirectionStats]
+    usr_cpu: float
+    sys_cpu: float
+
+
+@dataclass(frozen=True)
+class FioResult:
+    fio_version: str
+    timestamp: int
+    jobs: tuple[JobResult, ...]
+    notes: tuple[str, ...] = field(default=())  # text fio printed around the JSON
+
+    def job_errors(self) -> list[str]:
+        return [f"job {j.name!r}{_on(j.hostname)}: error {j.error}" for j in self.jobs if j.error]
+
+    def check(self) -> FioResult:
+        """Raise FioError when fio reported any error; otherwise return self."""
+        errors = self.job_errors() + [n for n in self.notes if _is_error_line(n)]
+        if errors:
+            raise FioError("fio reported errors: " + "; ".join(errors[:3]))
+        return self
+
+
+def _on(hostname: str | None) -> str:
+    return f" on {hostname}" if hostname else ""
+
+
+def _is_error_line(line: str) -> bool:
+    low = line.lower()
+    return low.startswith("fio:") and ("err" in low or "fail" in low or "invalid" in low)
+
+
+def extract_json(text: str) -> tuple[dict[str, Any], list[str]]:
+    """The first fio JSON document in ``text`` and the non-JSON lines around it."""
+    decoder = json.JSONDecoder()
+    pos = 0
+    while True:
+        start = text.find("{", pos)
+        if start < 0:
+            break
+        try:
+            doc, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            pos = start + 1
+            continue
+        if isinstance(doc, dict) and ("jobs" in doc or "client_stats" in doc):
+            notes = _lines(text[:start]) + _lines(text[end:])
+            return doc, notes
+        pos = end
+    notes = _lines(text)
+    hint = f": {notes[-1]}" if notes else ": empty output"
+    raise FioParseError(f"no fio JSON document found{hint}")
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def _num(d: Mapping[str, Any], key: str, default: float = math.nan) -> float:
+    v = d.get(key, default)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def _direction(d: Mapping[str, Any]) -> DirectionStats:
+    lat = d.get("lat_ns") or {}
+    clat = d.get("clat_ns") or {}
+    # With lat_percentiles=1 fio puts percentiles on lat_ns; by default they are on clat_ns.
+    if isinstance(lat.get("percentile"), dict):
+        pct, source = lat["percentile"], "lat_ns"
+    else:
+        pct, source = clat.get("percentile") or {}, "clat_ns"
+    percentiles = {name: _num(pct, key) for name, key in PERCENTILES.items()}
+    return DirectionStats(
+        iops=_num(d, "iops", 0.0),
+        bw_bytes=_num(d, "bw_bytes", _num(d, "bw", 0.0) * 1024.0),
+        io_bytes=int(_num(d, "io_bytes", 0.0)),
+        runtime_ms=int(_num(d, "runtime", 0.0)),
+        total_ios=int(_num(d, "total_ios", 0.0)),
+        lat_mean_ns=_num(lat, "mean"),
+        lat_stddev_ns=_num(lat, "stddev"),
+        lat_min_ns=_num(lat, "min"),
+        lat_max_ns=_num(lat, "max"),
+        clat_mean_ns=_num(clat, "mean"),
+        percentiles_ns=percentiles,
+        percentile_source=source,
+    )
+
+
+def _job(raw: Mapping[str, Any]) -> JobResult:
+    dirs = {}
+    for name in DIRECTIONS:
+        d = raw.get(name)
+        if isinstance(d, dict) and (d.get("total_ios") or d.get("io_bytes")):
+            dirs[name] = _direction(d)
+    return JobResult(
+        name=str(raw.get("jobname", "?")),
+        hostname=raw.get("hostname"),
+        error=int(raw.get("error", 0) or 0),
+        elapsed_s=_num(raw, "elapsed", 0.0),
+        directions=dirs,
+        usr_cpu=_num(raw, "usr_cpu"),
+        sys_cpu=_num(raw, "sys_cpu"),
+    )
+
+
+def parse(text: str) -> FioResult:
+    """Parse fio's output (JSON possibly wrapped in other text). Does not raise on job errors:
+    call :meth:`FioResult.check` for that."""
+    doc, notes = extract_json(text)
+    raw_jobs = doc.get("client_stats") if "client_stats" in doc else doc.get("jobs")
+    if not isinstance(raw_jobs, list):
+        raise FioParseError("fio JSON has no job list")
+    jobs = []
+    for raw in raw_jobs:
+        if not isinstance(raw, dict):
+            continue
+        job = _job(raw)
+        if "client_stats" in doc and job.name == ALL_CLIENTS:
+            job = JobResult(
+                job.name, ALL_CLIENTS, job.error, job.elapsed_s, job.directions, job.usr_cpu, job.sys_cpu
+            )
+        jobs.append(job)
+    return FioResult(
+        str(doc.get("fio version", "?")), int(_num(doc, "timestamp", 0.0)), tuple(jobs), tuple(notes)
+    )

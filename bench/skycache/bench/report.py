@@ -1,0 +1,157 @@
+"""report.md: a run written up as a short results section (pure: data in, Markdown out)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skycache.bench import compare
+from skycache.errors import InvalidInput
+
+
+def comparison_table(
+    comparisons: Sequence[compare.Comparison], metrics: Sequence[str] = ("iops", "lat_mean_ns")
+) -> str:
+    """A Markdown table of ratios to the baseline, one row per condition x direction x metric."""
+    lines = [
+        "| condition | baseline | dir | metric | value | baseline value | ratio [95% CI] | verdict |",
+        "|---|---|---|---|---:|---:|---|---|",
+    ]
+    for c in comparisons:
+        if c.metric not in metrics:
+            continue
+        value, base = compare.fmt_metric(c.metric, c.mean), compare.fmt_metric(c.metric, c.base_mean)
+        lines.append(
+            f"| {c.condition} | {c.baseline} | {c.direction} | {c.metric} | {value} | {base} "
+            f"| {c.ratio.fmt()} | {c.verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_table(summary: pd.DataFrame) -> str:
+    lines = [
+        "| condition | dir | n | IOPS [95% CI] | mean latency us [95% CI] | p99 us |",
+        "|---|---|---:|---|---|---:|",
+    ]
+    for r in summary.itertuples():
+        lines.append(
+            f"| {r.condition} | {r.direction} | {r.n} | {r.iops:.0f} [{r.iops_lo:.0f}, {r.iops_hi:.0f}] "
+            f"| {r.lat_mean_us:.0f} [{r.lat_lo_us:.0f}, {r.lat_hi_us:.0f}] | {r.lat_p99_us:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _findings(comparisons: Sequence[compare.Comparison]) -> list[str]:
+    out = []
+    for c in comparisons:
+        if c.metric != "iops":
+            continue
+        if c.ratio.significant:
+            word = "more" if c.ratio.ratio > 1 else "fewer"
+            pct = abs(c.ratio.ratio - 1) * 100
+            out.append(
+                f"- **{c.condition}** ({c.direction}): {pct:.0f}% {word} IOPS than {c.baseline} "
+                f"({c.ratio.fmt()})."
+            )
+        else:
+            out.append(f"- {c.condition} ({c.direction}) vs {c.baseline}: not significant ({c.ratio.fmt()}).")
+    return out
+
+
+def render(
+    manifest: Mapping[str, Any],
+    df: pd.DataFrame,
+    comparisons: Sequence[compare.Comparison],
+    plots: Sequence[Path],
+    run_dir: Path,
+    *,
+    baseline: str | None,
+) -> str:
+    env = manifest.get("environment", {})
+    shaping = manifest.get("shaping", {})
+    failed = df[df["status"] != "ok"] if "status" in df.columns else df.iloc[0:0]
+    summary = compare.summary(df)
+    n_ok = int((df["status"] == "ok").sum()) if "status" in df.columns else len(df)
+    parts = [
+        f"# {manifest.get('scenario', '?')}: results of run {manifest.get('run_id', '?')}",
+        "",
+        str(manifest.get("description", "")).strip(),
+        "",
+        "## Setup",
+        "",
+        f"- Where: {env.get('where', '?')} ({env.get('accel', '?')}), kernel {env.get('kernel', '?')}, "
+        f"{env.get('fio_version', '?')}, skycache {env.get('skycache_version', '?')} "
+        f"(commit {str(env.get('git_commit', '?'))[:12]}).",
+        f"- Shaping: {shaping.get('name', 'none')} {shaping.get('detail', '')}".rstrip() + ".",
+        f"- {manifest.get('repetitions', '?')} repetitions per condition, conditions interleaved in a "
+        f"shuffled order per round (seed {manifest.get('seed', '?')}); {manifest.get('started', '?')} "
+        f"to {manifest.get('ended', '?')}.",
+        "- Stacks:",
+    ]
+    for name, desc in manifest.get("stacks", {}).items():
+        parts.append(f"  - `{name}`: {desc}")
+    parts += [
+        "",
+        "## Results",
+        "",
+        "Mean of the repetitions with 95% bootstrap intervals:",
+        "",
+        summary_table(summary),
+        "",
+        f'Ratios to the baseline ({baseline or "default"}); "not significant" when the 95% interval '
+        "contains 1:",
+        "",
+        comparison_table(comparisons),
+        "",
+        "### Findings",
+        "",
+        *(_findings(comparisons) or ["- (no comparisons)"]),
+        "",
+    ]
+    if len(failed):
+        parts += ["### Failed conditions", ""]
+        for r in failed.itertuples():
+            parts.append(f"- {r.label} rep {r.rep}: {r.error}")
+        parts.append("")
+    parts += ["## Plots", ""]
+    for p in plots:
+        rel = p.relative_to(run_dir) if p.is_relative_to(run_dir) else p
+        parts.append(f"![{p.stem}]({rel})")
+    parts += [
+        "",
+        "## Reproduce",
+        "",
+        f"Raw fio JSON and the job files that ran are under `fio/` and `jobs/` ({n_ok} measured rows in "
+        "`tidy.parquet`); `skycache.bench.load(run_dir)` loads the table.",
+        "",
+        "```",
+        str(manifest.get("command", "")),
+        "```",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def finish(run_dir: Path, baseline: str | None = None) -> tuple[list[compare.Comparison], list[Path], Path]:
+    """Comparisons, plots and report.md for a finished run directory (also re-run by `bench plots`)."""
+    from skycache.bench import plots, store, tidy  # plots pulls in matplotlib: only when drawing
+
+    run = store.RunDir(run_dir)
+    manifest = run.manifest()
+    if baseline is None:
+        baseline = manifest.get("baseline")
+    df = tidy.load(run_dir)
+    try:
+        comparisons = compare.compare(df, baseline)
+    except InvalidInput:  # a run with no successes still gets a report saying so
+        comparisons = []
+    samples = [s for rec in run.records() for s in rec.get("cache", [])]
+    ok = df[df["status"] == "ok"] if "status" in df.columns else df
+    pngs = plots.plot_run(df, manifest, run_dir / "plots", samples) if len(ok) else []
+    text = render(manifest, df, comparisons, pngs, run_dir, baseline=baseline)
+    out = run_dir / "report.md"
+    out.write_text(text)
+    return comparisons, pngs, out

@@ -1,0 +1,406 @@
+"""Scenario suites: the TOML schema, its validation, and the expansion into conditions.
+
+A scenario names the stacks to build, the fio workloads to run on them, the factors to vary (expanded
+as a full product, minus ``[[exclude]]`` entries), how often to repeat each condition, and the
+environment (where to run, shaping profile). Everything is checked when the file is loaded, before
+anything is built: a wrong type, an unknown key, an impossible combination or a missing job file is
+one :class:`~skycache.errors.InvalidInput` whose message names the file, the key and the problem.
+
+Example (see ``scenarios/quickstart.toml`` for a complete one)::
+
+    name = "mini"
+    repetitions = 3
+    [[stacks]]
+    name = "lvm-iscsi"
+    backend = "lvm"
+    transport = "iscsi"
+    [[workloads]]
+    name = "randread"
+    rw = "randread"
+    [factors]
+    stack = ["lvm-iscsi"]
+    cache_state = ["cold", "warm"]
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from skycache.errors import InvalidInput
+from skycache.units import parse_positive_size
+
+Where = Literal["lab", "host", "hosts"]
+CacheState = Literal["cold", "warm"]
+FactorValue = str | int
+
+RW_MODES = ("read", "write", "randread", "randwrite", "randrw", "readwrite", "rw", "trim", "randtrim")
+# Factors a scenario may vary. ``stack`` and ``workload`` pick named sections; the fio keys override
+# the chosen workload's value; ``cache_state`` is how the caches start each repetition.
+FIO_FACTORS = ("rw", "bs", "iodepth", "numjobs")
+KNOWN_FACTORS = ("stack", "workload", "cache_state", *FIO_FACTORS)
+# Shaping profile names known without importing the network layer (it may be absent on a host).
+DEFAULT_PROFILES = ("none", "gbe-2009", "10gbe")
+
+_NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+
+
+def _size(value: str | int, what: str) -> str | int:
+    try:
+        parse_positive_size(value, what=what)
+    except InvalidInput as exc:  # a ValueError lets pydantic report it with the key's location
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Workload(_Strict):
+    """One fio job: either the usual parameters or an existing job file (relative to the scenario)."""
+
+    name: _NAME
+    rw: Literal[RW_MODES] | None = None  # type: ignore[valid-type]
+    bs: str | int = "4k"
+    iodepth: int = Field(1, ge=1, le=4096)
+    numjobs: int = Field(1, ge=1, le=256)
+    size: str | int = "64M"
+    runtime_s: float = Field(10.0, gt=0, le=86400)
+    ramp_s: float = Field(0.0, ge=0, le=3600)
+    time_based: bool = True  # false: run until `size` is done (e.g. a fill), runtime_s is a cap
+    rwmixread: int | None = Field(None, ge=0, le=100)
+    ioengine: str = "libaio"
+    direct: bool = True
+    job_file: str | None = None
+    options: dict[str, str | int] = Field(default_factory=dict)
+
+    @field_validator("bs", "size")
+    @classmethod
+    def _sizes(cls, v: str | int, info: Any) -> str | int:
+        return _size(v, info.field_name)
+
+    @model_validator(mode="after")
+    def _rw_or_file(self) -> Workload:
+        if self.rw is None and self.job_file is None:
+            raise ValueError("needs either rw or job_file")
+        if self.rw is not None and self.job_file is not None:
+            raise ValueError("give rw or job_file, not both")
+        if self.rwmixread is not None and self.rw not in ("randrw", "readwrite", "rw"):
+            raise ValueError(f"rwmixread only applies to mixed rw modes, not {self.rw!r}")
+        return self
+
+    @property
+    def writes(self) -> bool:
+        return self.rw is not None and ("write" in self.rw or self.rw in ("randrw", "rw", "readwrite"))
+
+
+class Stack(_Strict):
+    """A storage stack to build: image backend, transport, COW engine and caches."""
+
+    name: _NAME
+    backend: Literal["file", "lvm"] = "lvm"
+    transport: Literal["local", "iscsi"] = "local"
+    cow: Literal["none", "snapshot", "thin"] = "none"
+    read_cache: str | int | None = None
+    write_cache: str | int | None = None
+    write_engine: Literal["writecache", "dmcache"] | None = None
+    repo_delay_ms: float = Field(0.0, ge=0, le=10000)
+
+    @field_validator("read_cache", "write_cache")
+    @classmethod
+    def _sizes(cls, v: str | int | None, info: Any) -> str | int | None:
+        return None if v is None else _size(v, info.field_name)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> Stack:
+        if self.backend == "file" and self.cow in ("snapshot", "thin"):
+            raise ValueError(f"cow = {self.cow!r} needs backend = 'lvm' (file images can only be copied)")
+        if (self.read_cache or self.write_cache) and self.transport != "iscsi":
+            raise ValueError("read_cache/write_cache cache remote images: need transport = 'iscsi'")
+        if self.write_engine is not None and self.write_cache is None:
+            raise ValueError("write_engine is set but write_cache is not")
+        if self.cow != "none" and self.transport != "iscsi":
+            raise ValueError(f"cow = {self.cow!r} builds a VM disk on a node: needs transport = 'iscsi'")
+        return self
+
+    @property
+    def engine(self) -> str | None:
+        if self.write_cache is None:
+            return None
+        return self.write_engine or "writecache"
+
+    def describe(self) -> str:
+        parts = [f"{self.backend} image", "over iSCSI" if self.transport == "iscsi" else "local"]
+        if self.cow != "none":
+            parts.append(f"COW {self.cow}")
+        if self.read_cache:
+            parts.append(f"read cache {self.read_cache} (dm-cache writethrough)")
+        if self.write_cache:
+            parts.append(f"write-back cache {self.write_cache} ({self.engine})")
+        if self.repo_delay_ms:
+            parts.append(f"repository disk delay {self.repo_delay_ms:g} ms (dm-delay)")
+        return ", ".join(parts)
+
+
+class Phases(_Strict):
+    """``precondition``: workloads run once, untimed, on each freshly built stack before measuring."""
+
+    precondition: list[str] = Field(default_factory=list)
+
+
+class ScenarioModel(_Strict):
+    name: _NAME
+    description: str = ""
+    where: Where = "lab"
+    hosts: list[str] = Field(default_factory=list)
+    repetitions: int = Field(3, ge=1, le=1000)
+    shaping: str = "none"
+    image_size: str | int = "256M"
+    seed: int = 1
+    baseline: str | None = None  # default --baseline of compare/report, e.g. "stack=lvm-iscsi"
+    stacks: list[Stack] = Field(min_length=1)
+    workloads: list[Workload] = Field(min_length=1)
+    factors: dict[str, list[FactorValue]] = Field(default_factory=dict)
+    exclude: list[dict[str, FactorValue | list[FactorValue]]] = Field(default_factory=list)
+    phases: Phases = Field(default_factory=Phases)
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: str | int) -> str | int:
+        return _size(v, "image_size")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One point of the factor product: what to build and what to run on it."""
+
+    factors: tuple[tuple[str, FactorValue], ...]  # every factor, in factor order
+    varying: tuple[str, ...]  # the factors with more than one level (what tells conditions apart)
+    stack: Stack
+    workload: Workload
+    cache_state: CacheState
+
+    @property
+    def id(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.factors if k in self.varying)
+
+    @property
+    def label(self) -> str:
+        """Compact: the varying factor values, in factor order (what tables and plots show)."""
+        return "/".join(
+            f"{k}={v}" if k in FIO_FACTORS else str(v) for k, v in self.factors if k in self.varying
+        )
+
+    def factor_dict(self) -> dict[str, FactorValue]:
+        return dict(self.factors)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: Path
+    model: ScenarioModel
+    conditions: tuple[Condition, ...]
+    factor_names: tuple[str, ...]  # every factor, varying or not (tidy columns)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def stack(self, name: str) -> Stack:
+        return next(s for s in self.model.stacks if s.name == name)
+
+    def workload(self, name: str) -> Workload:
+        return next(w for w in self.model.workloads if w.name == name)
+
+    @property
+    def runs(self) -> int:
+        return len(self.conditions) * self.model.repetitions
+
+
+def _loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _first_error(path: Path, exc: ValidationError) -> InvalidInput:
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return InvalidInput(f"{path}: {_loc(loc)}: {msg}{tail}")
+
+
+def _check_names(path: Path, m: ScenarioModel) -> None:
+    for what, names in (("stacks", [s.name for s in m.stacks]), ("workloads", [w.name for w in m.workloads])):
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                raise InvalidInput(f"{path}: {what}[{i}].name: duplicate name {name!r}")
+            seen.add(name)
+
+
+def _levels(path: Path, m: ScenarioModel) -> dict[str, list[FactorValue]]:
+    """The factor levels in a fixed order: stack, workload, the rest as written; each validated."""
+    stacks = [s.name for s in m.stacks]
+    workloads = [w.name for w in m.workloads]
+    for key in m.factors:
+        if key not in KNOWN_FACTORS:
+            raise InvalidInput(f"{path}: factors.{key}: unknown factor (known: {', '.join(KNOWN_FACTORS)})")
+    levels: dict[str, list[FactorValue]] = {
+        "stack": list(m.factors.get("stack", stacks)),
+        "workload": list(m.factors.get("workload", workloads)),
+    }
+    for key, values in m.factors.items():
+        if key not in levels:
+            levels[key] = list(values)
+    for key, values in levels.items():
+        if not values:
+            raise InvalidInput(f"{path}: factors.{key}: needs at least one level")
+        if len(set(values)) != len(values):
+            raise InvalidInput(f"{path}: factors.{key}: duplicate levels")
+        for v in values:
+            _check_level(path, key, v, stacks, workloads)
+    return levels
+
+
+def _check_level(path: Path, key: str, v: FactorValue, stacks: list[str], workloads: list[str]) -> None:
+    where = f"{path}: factors.{key}"
+    if key == "stack" and v not in stacks:
+        raise InvalidInput(f"{where}: {v!r} is not a stack of this scenario ({', '.join(stacks)})")
+    if key == "workload" and v not in workloads:
+        raise InvalidInput(f"{where}: {v!r} is not a workload of this scenario ({', '.join(workloads)})")
+    if key == "cache_state" and v not in ("cold", "warm"):
+        raise InvalidInput(f"{where}: {v!r} must be 'cold' or 'warm'")
+    if key == "rw" and v not in RW_MODES:
+        raise InvalidInput(f"{where}: {v!r} is not a fio rw mode ({', '.join(RW_MODES)})")
+    if key == "bs":
+        try:
+            parse_positive_size(v, what="bs")
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+    if key in ("iodepth", "numjobs") and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+        raise InvalidInput(f"{where}: {v!r} must be a positive integer")
+
+
+def _excluded(combo: Mapping[str, FactorValue], excludes: Sequence[Mapping[str, list[FactorValue]]]) -> bool:
+    return any(all(combo.get(k) in vs for k, vs in ex.items()) for ex in excludes)
+
+
+def _check_combination(path: Path, cond: Condition) -> None:
+    w = cond.workload
+    if w.job_file is not None and any(k in cond.factor_dict() for k in FIO_FACTORS):
+        raise InvalidInput(
+            f"{path}: workloads.{w.name}: a job_file workload cannot be combined with fio factors "
+            f"({', '.join(k for k in FIO_FACTORS if k in cond.factor_dict())}); exclude the combination"
+        )
+    if cond.cache_state == "warm" and w.job_file is None and w.rw is not None and "trim" in w.rw:
+        raise InvalidInput(f"{path}: condition {cond.id}: a warm-up pass of a trim workload is destructive")
+
+
+def load(path: str | Path, *, profiles: Sequence[str] | None = None) -> Scenario:
+    """Read, validate and expand a scenario file; raises InvalidInput (one line) on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput(f"{p}: scenario file not found")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{p}: not a text file") from None
+    return from_dict(raw, p, profiles=profiles)
+
+
+def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | None = None) -> Scenario:
+    try:
+        model = ScenarioModel.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+    except InvalidInput as exc:  # raised inside a validator that pydantic did not wrap
+        raise InvalidInput(f"{path}: {exc}") from None
+    known_profiles = tuple(profiles) if profiles is not None else available_profiles()
+    if model.shaping not in known_profiles:
+        raise InvalidInput(
+            f"{path}: shaping: unknown profile {model.shaping!r} (known: {', '.join(known_profiles)})"
+        )
+    if model.where == "hosts" and not model.hosts:
+        raise InvalidInput(f"{path}: hosts: where = 'hosts' needs a list of fio server hosts")
+    if model.where != "hosts" and model.hosts:
+        raise InvalidInput(f"{path}: hosts: only used with where = 'hosts'")
+    _check_names(path, model)
+    for i, w in enumerate(model.workloads):
+        if w.job_file is not None and not (path.parent / w.job_file).is_file():
+            raise InvalidInput(f"{path}: workloads[{i}].job_file: file not found: {w.job_file}")
+    names = {w.name for w in model.workloads}
+    for i, pre in enumerate(model.phases.precondition):
+        if pre not in names:
+            raise InvalidInput(
+                f"{path}: phases.precondition[{i}]: {pre!r} is not a workload of this scenario"
+            )
+    levels = _levels(path, model)
+    if model.baseline is not None and "=" in model.baseline:
+        for part in model.baseline.split(","):
+            bkey, _, bvalue = (t.strip() for t in part.partition("="))
+            if bkey not in levels or bvalue not in {str(v) for v in levels[bkey]}:
+                raise InvalidInput(f"{path}: baseline: {part.strip()!r} is not a level of a factor here")
+    excludes: list[dict[str, list[FactorValue]]] = []
+    for i, ex in enumerate(model.exclude):
+        if not ex:
+            raise InvalidInput(f"{path}: exclude[{i}]: empty exclude would remove every condition")
+        norm: dict[str, list[FactorValue]] = {}
+        for key, value in ex.items():
+            if key not in levels:
+                raise InvalidInput(f"{path}: exclude[{i}].{key}: not a factor of this scenario")
+            values: list[FactorValue] = list(value) if isinstance(value, list) else [value]
+            for v in values:
+                if v not in levels[key]:
+                    raise InvalidInput(f"{path}: exclude[{i}].{key}: {v!r} is not a level of factor {key}")
+            norm[key] = values
+        excludes.append(norm)
+    stacks = {s.name: s for s in model.stacks}
+    workloads = {w.name: w for w in model.workloads}
+    conditions: list[Condition] = []
+    keys = list(levels)
+    for combination in itertools.product(*(levels[k] for k in keys)):
+        combo = dict(zip(keys, combination, strict=True))
+        if _excluded(combo, excludes):
+            continue
+        workload = workloads[str(combo["workload"])]
+        overrides = {k: combo[k] for k in FIO_FACTORS if k in combo}
+        if overrides and workload.job_file is None:
+            workload = workload.model_copy(update=overrides)
+        state: CacheState = "warm" if combo.get("cache_state") == "warm" else "cold"
+        # Single-level factors stay out of the condition's identity (they are constants of the run).
+        varying = tuple(k for k in keys if len(levels[k]) > 1) or (keys[0],)
+        cond = Condition(tuple(combo.items()), varying, stacks[str(combo["stack"])], workload, state)
+        _check_combination(path, cond)
+        conditions.append(cond)
+    if not conditions:
+        raise InvalidInput(f"{path}: exclude: the excludes remove every condition")
+    return Scenario(path, model, tuple(conditions), tuple(keys))
+
+
+def available_profiles() -> tuple[str, ...]:
+    """Shaping profile names: from skycache.net.shaping when it is installed, else the defaults."""
+    try:
+        from skycache.net import shaping  # type: ignore[attr-defined,unused-ignore]  # optional module
+    except ImportError:
+        return DEFAULT_PROFILES
+    profiles = getattr(shaping, "PROFILES", None)
+    return tuple(profiles) if profiles else DEFAULT_PROFILES
