@@ -17,7 +17,7 @@ from pathlib import Path
 
 from skycache.errors import Busy, InvalidInput, NotFound
 from skycache.ownership import is_marked_name, require_marked_name
-from skycache.runner import CommandError, Retry, Runner
+from skycache.runner import CommandError, Retry, Runner, render
 
 SECTOR = 512
 MAPPER_DIR = "/dev/mapper"
@@ -239,6 +239,13 @@ def create_argv(
     if uuid:
         argv += ["--uuid", uuid]
     return [*argv, "--table", _table_arg(table)]
+
+
+def render_create(
+    name: str, table: Sequence[Segment] | str, *, readonly: bool = False, uuid: str | None = None
+) -> str:
+    """The dmsetup command line of :func:`create`, for plans."""
+    return render(create_argv(name, table, readonly=readonly, uuid=uuid))
 
 
 def create(

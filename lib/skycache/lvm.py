@@ -202,8 +202,9 @@ def pvcreate_argv(devices: Sequence[str]) -> list[str]:
     return ["pvcreate", "-y", *devices]
 
 
-def vgcreate_argv(name: str, devices: Sequence[str]) -> list[str]:
-    return ["vgcreate", "-y", "--addtag", LVM_TAG, name, *devices]
+def vgcreate_argv(name: str, devices: Sequence[str], *, tags: Sequence[str] = ()) -> list[str]:
+    extra = [w for t in tags for w in ("--addtag", t)]
+    return ["vgcreate", "-y", "--addtag", LVM_TAG, *extra, name, *devices]
 
 
 def lvcreate_argv(vg: str, name: str, size: int, *, extra: Sequence[str] = ()) -> list[str]:
@@ -312,7 +313,7 @@ def require_owned_lv(runner: Runner, vg: str, name: str) -> LV:
 # -- changes -----------------------------------------------------------------------------------------
 
 
-def create_vg(runner: Runner, name: str, devices: Sequence[str]) -> None:
+def create_vg(runner: Runner, name: str, devices: Sequence[str], *, tags: Sequence[str] = ()) -> None:
     """pvcreate + vgcreate (tagged) on ``devices``; refuses devices that already carry a PV or data."""
     check_name(name, what="volume group name")
     if not devices:
@@ -327,7 +328,7 @@ def create_vg(runner: Runner, name: str, devices: Sequence[str]) -> None:
             raise Busy(f"device {dev!r} is already an LVM physical volume (VG {in_use[dev] or '-'!r})")
     runner.run(pvcreate_argv(devices), retry=LOCK_RETRY)
     try:
-        runner.run(vgcreate_argv(name, devices), retry=LOCK_RETRY)
+        runner.run(vgcreate_argv(name, devices, tags=tags), retry=LOCK_RETRY)
     except CommandError:
         runner.run(["pvremove", "-y", *devices], check=False)
         raise
@@ -337,7 +338,9 @@ def loop_backing_file(directory: str | Path, vg: str) -> Path:
     return Path(directory) / f"skycache-vg-{vg}.img"
 
 
-def create_loop_vg(runner: Runner, name: str, size: int, directory: str | Path) -> str:
+def create_loop_vg(
+    runner: Runner, name: str, size: int, directory: str | Path, *, tags: Sequence[str] = ()
+) -> str:
     """A tagged VG on a loop device over a sparse ``skycache-vg-NAME.img`` in ``directory``.
 
     Returns the loop device. Undoes the file and the loop device when the VG cannot be made.
@@ -349,7 +352,7 @@ def create_loop_vg(runner: Runner, name: str, size: int, directory: str | Path) 
     device = ""
     try:
         device = loopdev.attach(runner, backing)
-        create_vg(runner, name, [device])
+        create_vg(runner, name, [device], tags=tags)
     except BaseException:
         if device and not runner.dry_run:
             loopdev.detach(runner, device)

@@ -2,14 +2,322 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-repo_app = typer.Typer(help="Image repositories (LVM volume groups or directories).")
-image_app = typer.Typer(help="Images, read-only bases and COW clones.")
-export_app = typer.Typer(help="iSCSI exports of images (LIO).")
+from skycache import image, inventory, iscsi, lio, teardown
+from skycache import repo as repos
+from skycache.errors import InvalidInput
+from skycache.plan import Plan
+from skycache.runner import Runner
+from skycache.units import format_size, parse_positive_size
+
+repo_app = typer.Typer(help="Image repositories (LVM volume groups or directories).", no_args_is_help=True)
+image_app = typer.Typer(help="Images, read-only bases and COW clones.", no_args_is_help=True)
+export_app = typer.Typer(help="iSCSI exports of images (LIO).", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
+
+
+def _run_plan(plan: Plan, dry_run: bool) -> None:
+    if dry_run:
+        typer.echo("\n".join(plan.describe()))
+        return
+    plan.apply(Runner())
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+def _dump(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+# -- repo --------------------------------------------------------------------------------------------
+
+
+@repo_app.command("init")
+def repo_init(
+    name: Annotated[str, typer.Argument(help="Repository name (the VG is named like it).")],
+    backend: Annotated[str, typer.Option("--backend", help="lvm or file.")] = "lvm",
+    device: Annotated[
+        list[str] | None, typer.Option("--device", help="Block device for the VG (repeat).")
+    ] = None,
+    loop: Annotated[
+        str | None, typer.Option("--loop", help="Back the VG with a sparse file of SIZE.")
+    ] = None,
+    loop_dir: Annotated[
+        Path | None, typer.Option("--loop-dir", help="Where the --loop file goes ($SKYCACHE_LOOP_DIR).")
+    ] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Directory of a file repository.")] = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Create a repository: a tagged VG (on devices or a loop file) or a marked directory."""
+    runner = Runner(dry_run=True)
+    if backend == "lvm":
+        if directory is not None:
+            raise InvalidInput("--dir is for --backend file")
+        size = parse_positive_size(loop, what="--loop size") if loop is not None else None
+        plan = repos.plan_init_lvm(runner, name, devices=device or None, loop_size=size, directory=loop_dir)
+    elif backend == "file":
+        if directory is None or device or loop:
+            raise InvalidInput("--backend file needs --dir PATH (and no --device/--loop)")
+        plan = repos.plan_init_file(runner, name, directory)
+    else:
+        raise InvalidInput(f"backend {backend!r} is not lvm or file")
+    _run_plan(plan, dry_run)
+    if not dry_run:
+        typer.echo(f"repository {name} ({backend}) created")
+
+
+@repo_app.command("list")
+def repo_list(as_json: JsonOpt = False) -> None:
+    """List repositories."""
+    found = repos.list_repos(Runner())
+    if as_json:
+        _dump([r.as_dict() for r in found])
+        return
+    _table(
+        [[r.name, r.backend, r.location, format_size(r.size), format_size(r.free)] for r in found],
+        ["NAME", "BACKEND", "LOCATION", "SIZE", "FREE"],
+    )
+
+
+# -- image -------------------------------------------------------------------------------------------
+
+
+@image_app.command("create")
+def image_create(
+    ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
+    size: Annotated[str | None, typer.Option("--size", help="Size (512M, 8G...).")] = None,
+    source: Annotated[str | None, typer.Option("--from", help="Raw or qcow2 file to copy in.")] = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Create an image, empty or from a raw/qcow2 file."""
+    nbytes = parse_positive_size(size, what="--size") if size is not None else None
+    plan = image.plan_create(Runner(dry_run=True), ref, size=nbytes, source=source)
+    _run_plan(plan, dry_run)
+    if not dry_run:
+        typer.echo(f"image {ref} created")
+
+
+@image_app.command("list")
+def image_list(
+    repo: Annotated[str | None, typer.Option("--repo", help="Only this repository.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List images: name, backend, size, read-only, origin, clones."""
+    found = image.list_images(Runner(), repo)
+    if as_json:
+        _dump([i.as_dict() for i in found])
+        return
+    _table(
+        [
+            [
+                i.ref,
+                i.backend,
+                format_size(i.size),
+                "ro" if i.read_only else "rw",
+                f"{i.origin} ({i.cow})" if i.origin else "-",
+                ",".join(i.clones) or "-",
+                "yes" if i.exported else "no",
+            ]
+            for i in found
+        ],
+        ["NAME", "BACKEND", "SIZE", "MODE", "ORIGIN", "CLONES", "EXPORTED"],
+    )
+
+
+@image_app.command("delete")
+def image_delete(
+    ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
+    force: Annotated[bool, typer.Option("--force", help="Also delete its clones and its export.")] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Delete an image (refused while clones or an export use it, unless --force)."""
+    _run_plan(image.plan_delete(Runner(dry_run=True), ref, force=force), dry_run)
+    if not dry_run:
+        typer.echo(f"image {ref} deleted")
+
+
+@image_app.command("clone")
+def image_clone(
+    base: Annotated[str, typer.Argument(metavar="REPO/BASE")],
+    new: Annotated[str, typer.Argument(metavar="REPO/NEW")],
+    cow: Annotated[str, typer.Option("--cow", help="thin, snapshot or copy.")] = "thin",
+    cow_size: Annotated[
+        str | None, typer.Option("--cow-size", help="COW store of a snapshot clone (default: base/4).")
+    ] = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Clone a base (made read-only first): thin, snapshot (O(1)) or copy."""
+    cs = parse_positive_size(cow_size, what="--cow-size") if cow_size is not None else None
+    _run_plan(image.plan_clone(Runner(dry_run=True), base, new, cow, cow_size=cs), dry_run)
+    if not dry_run:
+        typer.echo(f"image {new} cloned from {base} ({cow})")
+
+
+# -- export ------------------------------------------------------------------------------------------
+
+
+@export_app.command("add")
+def export_add(
+    ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
+    initiator: Annotated[
+        list[str] | None,
+        typer.Option("--initiator", help="Initiator IQN allowed in (repeat; default: this node)."),
+    ] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Export read-only.")] = False,
+    no_chap: Annotated[bool, typer.Option("--no-chap", help="Turn CHAP off (ACLs only).")] = False,
+    listen: Annotated[
+        str, typer.Option("--listen", help="Portal ADDR[:PORT] LIO listens on.")
+    ] = "0.0.0.0:3260",
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Export an image over iSCSI (LIO), with ACLs and CHAP."""
+    plan = image.plan_export(
+        Runner(dry_run=True),
+        ref,
+        initiators=initiator or [],
+        read_only=read_only,
+        chap=not no_chap,
+        listen=lio.parse_listen(listen),
+    )
+    _run_plan(plan, dry_run)
+    if not dry_run:
+        repo, name = image.split_ref(ref)
+        typer.echo(lio.target_iqn(repo, name))
+
+
+@export_app.command("remove")
+def export_remove(
+    ref: Annotated[str, typer.Argument(metavar="REPO/NAME")], dry_run: DryRunOpt = False
+) -> None:
+    """Remove the export of an image."""
+    _run_plan(image.plan_unexport(Runner(dry_run=True), ref), dry_run)
+    if not dry_run:
+        typer.echo(f"export of {ref} removed")
+
+
+@export_app.command("list")
+def export_list(as_json: JsonOpt = False) -> None:
+    """List owned exports (never their secrets)."""
+    found = lio.list_exports()
+    if as_json:
+        _dump([e.as_dict() for e in found])
+        return
+    _table(
+        [
+            [
+                e.iqn,
+                e.plugin,
+                e.device,
+                ",".join(e.initiators),
+                "ro" if e.read_only else "rw",
+                "on" if e.chap else "off",
+            ]
+            for e in found
+        ],
+        ["TARGET", "BACKSTORE", "DEVICE", "INITIATORS", "MODE", "CHAP"],
+    )
+
+
+@export_app.command("show")
+def export_show(
+    ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
+    show_secret: Annotated[bool, typer.Option("--show-secret", help="Also print the CHAP secret.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one export; its CHAP secret only with --show-secret."""
+    repo, name = image.split_ref(ref)
+    iqn = lio.target_iqn(repo, name)
+    exp = lio.find_export(iqn)
+    if exp is None:
+        raise InvalidInput(f"{ref!r} is not exported")
+    data = exp.as_dict()
+    chap = lio.load_chap(iqn)
+    if chap:
+        data["chap_user"] = chap.userid
+        if show_secret:
+            data["chap_secret"] = chap.password
+    if as_json:
+        _dump(data)
+        return
+    for key, value in data.items():
+        typer.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+
+
+@export_app.command("restore")
+def export_restore() -> None:
+    """Recreate owned exports from the saved configuration (after a reboot)."""
+    done = lio.restore(Runner())
+    typer.echo("\n".join(done) if done else "nothing to restore")
+
+
+# -- attach / detach / inventory / teardown ----------------------------------------------------------
+
+
+def attach(
+    ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
+    portal: Annotated[str, typer.Option("--portal", help="Target portal ADDR[:PORT].")],
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the disk.")] = 60,
+) -> None:
+    """Log in to an exported image; prints the block device as the last line."""
+    typer.echo(image.attach(Runner(), ref, iscsi.parse_portal(portal), timeout_s=timeout))
+
+
+def detach(
+    ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Log out even if a device sits on the disk.")
+    ] = False,
+) -> None:
+    """Flush and log out of an attached image."""
+    done = image.detach(Runner(), ref, force=force)
+    typer.echo("\n".join(f"logged out of {d}" for d in done) if done else f"{ref} is not attached")
+
+
+def inventory_cmd(as_json: JsonOpt = False) -> None:
+    """List every object skycache owns, from the system's own records."""
+    items = inventory.collect(Runner()).items()
+    if as_json:
+        _dump([i.as_dict() for i in items])
+        return
+    _table([[i.kind, i.name, i.detail] for i in items], ["KIND", "NAME", "DETAIL"])
+
+
+def teardown_cmd(
+    all_: Annotated[bool, typer.Option("--all", help="Remove everything skycache owns.")] = False,
+    no_flush: Annotated[
+        bool,
+        typer.Option("--no-flush", help="Do not flush write-back caches (refuse if dirty, unless --force)."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Discard dirty cache blocks; force dm removal.")
+    ] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Remove owned objects in safe order: flush, dm holders, sessions, exports, LVs/VGs, loops, files."""
+    if not all_:
+        raise InvalidInput("say --all: teardown removes everything skycache owns")
+    plan = teardown.plan_teardown(Runner(dry_run=True), flush=not no_flush, force=force)
+    _run_plan(plan, dry_run)
+    if not dry_run:
+        typer.echo(f"teardown done ({len(plan.actions)} steps)")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(repo_app, name="repo")
     app.add_typer(image_app, name="image")
     app.add_typer(export_app, name="export")
+    app.command("attach")(attach)
+    app.command("detach")(detach)
+    app.command("inventory")(inventory_cmd)
+    app.command("teardown")(teardown_cmd)
