@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -70,7 +71,7 @@ class RichReporter:
 
     def finished(self, text: str, ok: bool) -> None:
         mark = "[green]ok[/]" if ok else "[red]FAILED[/]"
-        self.progress.console.print(f"  {mark} {text}")
+        self.progress.console.print(f"  {mark} {escape(text)}")
         self.progress.advance(self.task)
 
     def note(self, text: str) -> None:
@@ -98,13 +99,13 @@ def comparison_table(comps: list[comparing.Comparison], metrics: tuple[str, ...]
             continue
         style = {"better": "green", "worse": "red"}.get(c.verdict, "dim")
         t.add_row(
-            c.condition,
-            c.baseline,
+            escape(c.condition),
+            escape(c.baseline),
             c.direction,
             c.metric,
             comparing.fmt_metric(c.metric, c.mean),
             comparing.fmt_metric(c.metric, c.base_mean),
-            c.ratio.fmt(),
+            escape(c.ratio.fmt()),
             f"[{style}]{c.verdict}[/]",
         )
     return t
@@ -182,7 +183,7 @@ def run_cmd(
         outcome = orchestrate.run_scenario(sc, opts, reporter=reporter)
     run_dir = outcome.run.path
     for e in outcome.errors[:10]:
-        err_console.print(f"[red]failed[/] {e}")
+        err_console.print(f"[red]failed[/] {escape(e)}")
     comps, pngs, report_path = report.finish(run_dir, baseline)
     for p in pngs:
         err_console.print(f"plot: {p}")
@@ -248,7 +249,8 @@ def compare_cmd(
         for c in regressed:
             err_console.print(
                 f"regression: {c.condition} [{c.direction}] {c.metric} {c.ratio.fmt()} vs {c.baseline} "
-                f"(threshold {fail_on_regression:g}%)"
+                f"(threshold {fail_on_regression:g}%)",
+                markup=False,
             )
         raise typer.Exit(3)
     if fail_on_regression is not None and not as_json:

@@ -1,0 +1,72 @@
+"""Synthetic run directories made from recorded real fio JSON with chosen IOPS (for unit tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from skycache.bench import store, tidy
+
+DATA = Path(__file__).parent / "data" / "bench"
+
+
+def fio_json(iops: float, lat_ns: float) -> str:
+    doc = json.loads((DATA / "randrw.json").read_text())
+    job = doc["jobs"][0]
+    for d in ("read", "write"):
+        job[d]["iops"] = iops
+        job[d]["bw_bytes"] = iops * 4096
+        job[d]["lat_ns"]["mean"] = lat_ns
+    return json.dumps(doc)
+
+
+def make_run(
+    root: Path,
+    conditions: Mapping[str, Sequence[float]],
+    *,
+    scenario: str = "synthetic",
+    run_id: str | None = None,
+    failed: Sequence[str] = (),
+    stack_of: Mapping[str, str] | None = None,
+) -> Path:
+    """A run with one condition per key; each value lists the IOPS of its repetitions."""
+    run = store.RunDir.create(root, scenario, run_id)
+    run.write_manifest({"scenario": scenario, "run_id": run.run_id, "environment": {"where": "test"}})
+    for label, reps in conditions.items():
+        stack = (stack_of or {}).get(label, label)
+        for i, iops in enumerate(reps, 1):
+            d = run.fio_dir(i, store.target_name(label), "4k")
+            p = run.write_new(d / "randrw-1-1.json", fio_json(iops, 1e9 / iops))
+            run.append_record(
+                {
+                    "scenario": scenario,
+                    "run_id": run.run_id,
+                    "condition": f"stack={stack}",
+                    "label": label,
+                    "rep": i,
+                    "phase": "measure",
+                    "status": "ok",
+                    "json": run.rel(p),
+                    "factors": {"stack": stack, "workload": "randrw", "cache_state": "cold"},
+                    "stack_attrs": {"backend": "lvm"},
+                    "cache": [
+                        {
+                            "t": float(i),
+                            "label": label,
+                            "role": "read",
+                            "hits": i * 10,
+                            "misses": 1,
+                            "dirty": 0,
+                        }
+                    ],
+                }
+            )
+    for label in failed:
+        run.append_record(
+            {"scenario": scenario, "run_id": run.run_id, "condition": f"stack={label}", "label": label,
+             "rep": 1, "phase": "measure", "status": "failed", "error": "boom: iSCSI login refused",
+             "factors": {"stack": label, "workload": "randrw", "cache_state": "cold"}}
+        )  # fmt: skip
+    tidy.write(run, tidy.build(run))
+    return run.path

@@ -1,0 +1,107 @@
+"""A real fio run through the orchestrator on the host (file image, no root needed), then the framework
+cost check: the IOPS skycache records equal what the stored job file gives when run by hand."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import skycache.bench
+from skycache.bench import fioparse, orchestrate, scenario
+
+pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed")
+
+SCENARIO = """
+name = "host-tiny"
+where = "host"
+repetitions = 2
+image_size = "8M"
+[[stacks]]
+name = "file-local"
+backend = "file"
+[[workloads]]
+name = "randread"
+rw = "randread"
+size = "8M"
+runtime_s = 1
+ioengine = "psync"
+direct = false
+[[workloads]]
+name = "randwrite"
+rw = "randwrite"
+size = "8M"
+runtime_s = 1
+ioengine = "psync"
+direct = false
+"""
+
+
+def test_host_run_end_to_end(tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text(SCENARIO)
+    sc = scenario.load(f)
+    out = orchestrate.run_scenario(
+        sc, orchestrate.RunOptions(results=tmp_path / "results", where="host", workdir=tmp_path / "work")
+    )
+    assert out.failed == 0 and out.ok == 4, out.errors
+    run = out.run.path
+    manifest = out.run.manifest()
+    assert manifest["status"] == "complete" and manifest["environment"]["fio_version"].startswith("fio-")
+    for key in ("kernel", "skycache_version", "git_commit", "where", "accel"):
+        assert key in manifest["environment"]
+    # fio-plot layout, one JSON per repetition, logs next to it
+    for rep in (1, 2):
+        assert (run / f"fio/rep-{rep}/randread/4k/randread-1-1.json").is_file()
+        assert list((run / f"fio/rep-{rep}/randread/4k").glob("randread-iodepth-1-numjobs-1_iops.1.log"))
+    df = skycache.bench.load(run)
+    assert set(df["workload"]) == {"randread", "randwrite"} and (df["iops"] > 0).all()
+    # the image is removed after the run
+    assert not list((tmp_path / "work").glob("skycache-*"))
+
+
+def test_order_is_interleaved(tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text(SCENARIO.replace("repetitions = 2", "repetitions = 3"))
+    sc = scenario.load(f)
+    orch = orchestrate.Orchestrator(
+        sc, orchestrate.RunOptions(), runner=None, reporter=orchestrate.NullReporter()
+    )  # type: ignore[arg-type]
+    order = orch.schedule()
+    reps = [rep for rep, _ in order]
+    assert reps == [1, 1, 2, 2, 3, 3]  # rounds: every condition once per round, not blocks
+
+
+def test_framework_adds_no_cost(tmp_path: Path) -> None:
+    """Same job file, run by hand right after: skycache's figure is within noise of the manual one."""
+    f = tmp_path / "s.toml"
+    f.write_text(
+        SCENARIO.replace("repetitions = 2", "repetitions = 3").replace("runtime_s = 1", "runtime_s = 2", 1)
+    )
+    sc = scenario.load(f)
+    out = orchestrate.run_scenario(
+        sc, orchestrate.RunOptions(results=tmp_path / "results", where="host", workdir=tmp_path / "work")
+    )
+    df = skycache.bench.load(out.run.path)
+    ours = df[(df["workload"] == "randread")]["iops"].to_numpy()
+    # the stored job file names the image, which the run removed: recreate it and run fio by hand
+    image = tmp_path / "work" / "skycache-bench-base.img"
+    subprocess.run(
+        ["fio", "--name=fill", f"--filename={image}", "--rw=write", "--bs=1m", "--size=8M"],
+        check=True,
+        capture_output=True,
+    )
+    manual = []
+    for job in sorted(out.run.path.glob("jobs/rep-*/randread/4k/randread-1-1.fio")):
+        text = job.read_text().replace("write_", "; write_")  # keep the run's own logs untouched
+        j = tmp_path / job.name
+        j.write_text(text)
+        res = subprocess.run(
+            ["fio", "--output-format=json", str(j)], capture_output=True, text=True, check=True
+        )
+        manual.append(fioparse.parse(res.stdout).jobs[0].directions["read"].iops)
+    image.unlink()
+    ratio = ours.mean() / (sum(manual) / len(manual))
+    assert 0.7 < ratio < 1.3, (ours, manual)
