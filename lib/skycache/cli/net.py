@@ -1,10 +1,234 @@
-"""``skycache net``: shaping, NAT measurement and VM isolation."""
+"""``skycache net``: shaping of the iSCSI path, NAT load measurement and VM isolation rules."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-net_app = typer.Typer(help="Network shaping, NAT load measurement and VM isolation rules.")
+from skycache.errors import InvalidInput, SkycacheError
+from skycache.net import isolation, netns, shaping
+from skycache.runner import Runner
+
+net_app = typer.Typer(
+    help="Network shaping, NAT load measurement and VM isolation rules.", no_args_is_help=True
+)
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the commands and change nothing.")]
+NetnsOpt = Annotated[
+    str | None,
+    typer.Option("--netns", help="Apply inside this owned namespace (skycache-*) instead of the host's."),
+]
+DevOpt = Annotated[str, typer.Option("--dev", help="Device carrying the iSCSI traffic.")]
+
+
+def _runner(dry_run: bool) -> Runner:
+    return Runner(dry_run=dry_run)
+
+
+def _print_plan(runner: Runner) -> None:
+    for cmd in runner.plan:
+        typer.echo("$ " + " ".join(cmd.argv))
+    if not runner.plan:
+        typer.echo("(nothing to do)")
+
+
+def _ns(ns: str | None) -> str | None:
+    return netns.check_ns(ns) if ns is not None else None
+
+
+# -- shaping ---------------------------------------------------------------------------------------
+
+
+@net_app.command("shape")
+def shape(
+    profile: Annotated[
+        str | None,
+        typer.Argument(help=f"A named profile: {', '.join(shaping.PROFILES)}.", show_default=False),
+    ] = None,
+    rate: Annotated[
+        str | None, typer.Option("--rate", help="Custom rate per direction, e.g. 100mbit.")
+    ] = None,
+    delay: Annotated[float | None, typer.Option("--delay", help="Custom one-way delay in ms.")] = None,
+    loss: Annotated[float, typer.Option("--loss", help="Custom random loss in percent.")] = 0.0,
+    dev: DevOpt = "lo",
+    port: Annotated[int, typer.Option("--port", help="TCP port of the iSCSI path (both directions).")] = 3260,
+    ns: NetnsOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Shape the iSCSI path (TCP PORT on DEV, both directions) with tc; other traffic is untouched.
+
+    Example: skycache net shape gbe-2009   |   skycache net shape --rate 50mbit --delay 2
+    """
+    if profile is not None and (rate is not None or delay is not None or loss):
+        raise InvalidInput("give either a PROFILE or --rate/--delay/--loss, not both")
+    if profile is None and rate is None and delay is None:
+        raise InvalidInput(f"give a PROFILE ({', '.join(shaping.PROFILES)}) or --rate and/or --delay")
+    prof = shaping.profile(profile) if profile is not None else shaping.custom(rate, delay or 0.0, loss)
+    runner = _runner(dry_run)
+    shaping.apply(runner, prof, dev, port, ns=_ns(ns))
+    if dry_run:
+        _print_plan(runner)
+        return
+    typer.echo(f"shaped TCP port {port} on {dev}: {prof.describe()}")
+
+
+@net_app.command("unshape")
+def unshape(dev: DevOpt = "lo", ns: NetnsOpt = None, dry_run: DryRunOpt = False) -> None:
+    """Remove skycache's shaping from DEV (refuses a qdisc skycache did not install)."""
+    runner = _runner(dry_run)
+    shaping.remove(runner, dev, ns=_ns(ns))
+    if dry_run:
+        _print_plan(runner)
+        return
+    typer.echo(f"no skycache shaping on {dev}")
+
+
+@net_app.command("status")
+def status(
+    dev: DevOpt = "lo",
+    ns: NetnsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the shaping profile on DEV and the isolated VMs (skycache's rules only)."""
+    runner = Runner()
+    prof = shaping.current(runner, dev, ns=_ns(ns))
+    isolated = isolation.status(runner, _ns(ns))
+    if as_json:
+        data: dict[str, Any] = {
+            "dev": dev,
+            "shaping": prof.to_json() if prof else None,
+            "isolated": [
+                {"key": i.key, "interfaces": list(i.interfaces), "rules": i.rules} for i in isolated
+            ],
+        }
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"shaping on {dev}: {prof.describe() if prof else 'none'}")
+    for i in isolated:
+        typer.echo(f"isolated: {i.key} (interfaces {', '.join(i.interfaces) or '-'}; {i.rules} rules)")
+
+
+# -- isolation -------------------------------------------------------------------------------------
+
+
+def _split_cidrs(values: list[str] | None) -> list[str]:
+    return [c.strip() for v in values or [] for c in v.split(",") if c.strip()]
+
+
+@net_app.command("isolate")
+def isolate(
+    target: Annotated[str, typer.Argument(help="The VM: an owned namespace (skycache-*) or its interface.")],
+    deny: Annotated[
+        list[str] | None,
+        typer.Option("--deny", help="Internal network to block, CIDR (repeat, or comma-separated)."),
+    ] = None,
+    allow_egress: Annotated[
+        bool, typer.Option("--allow-egress/--no-egress", help="Let the VM reach everything not denied.")
+    ] = False,
+    allow_dhcp_dns: Annotated[
+        bool, typer.Option("--allow-dhcp-dns", help="Let the VM reach the node's DHCP (udp 67) and DNS (53).")
+    ] = False,
+    ns: NetnsOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Isolate a VM: outside reachable (through NAT), denied networks and the node itself not.
+
+    Example: skycache net isolate skycache-vm1 --allow-egress --deny 198.18.3.0/24 --deny 198.18.4.0/24
+    """
+    worker_ns = _ns(ns)
+    runner = _runner(dry_run)
+    interface = isolation.resolve_interface(runner, target, worker_ns)
+    spec = isolation.make_spec(
+        isolation.key_for(target),
+        interface,
+        _split_cidrs(deny),
+        allow_egress=allow_egress,
+        allow_dhcp_dns=allow_dhcp_dns,
+    )
+    isolation.isolate(runner, spec, worker_ns)
+    if dry_run:
+        _print_plan(runner)
+        return
+    egress = "egress allowed" if spec.allow_egress else "no egress"
+    typer.echo(
+        f"isolated {target} (interface {interface}): denied {', '.join(spec.deny) or 'nothing'}, {egress}, "
+        f"node reachable only for {'DHCP/DNS' if spec.allow_dhcp_dns else 'nothing'}; "
+        f"chains {spec.fwd_chain}, {spec.inp_chain}"
+    )
+
+
+@net_app.command("unisolate")
+def unisolate(
+    target: Annotated[
+        str | None, typer.Argument(help="The VM (as given to isolate); omit with --all.")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Remove the isolation of every VM.")] = False,
+    ns: NetnsOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Remove exactly the rules and chains `isolate` installed (nothing else is touched)."""
+    if (target is None) == (not all_):
+        raise InvalidInput("give a TARGET or --all (not both)")
+    runner = _runner(dry_run)
+    removed = isolation.unisolate(runner, isolation.key_for(target) if target else None, _ns(ns))
+    if dry_run:
+        _print_plan(runner)
+        return
+    typer.echo(f"removed chains: {', '.join(removed)}" if removed else "nothing to remove")
+
+
+# -- NAT measurement -------------------------------------------------------------------------------
+
+
+def _natbench() -> Any:
+    # The measurement lives in the bench portion (design.md §3: lib does not import bench); load it
+    # at run time like the CLI's other plug-ins, so lib works without it.
+    try:
+        return importlib.import_module("skycache.bench.natbench")
+    except ImportError as exc:
+        raise SkycacheError("nat-bench needs the skycache.bench portion (not installed)") from exc
+
+
+@net_app.command("nat-bench")
+def nat_bench(
+    where: Annotated[
+        str, typer.Option("--where", help="lab (boot the lab kernel) or host (this kernel).")
+    ] = "lab",
+    repetitions: Annotated[int, typer.Option("--repetitions", help="Repetitions per condition.")] = 3,
+    out: Annotated[
+        Path, typer.Option("--out", help="Results root (run goes to OUT/nat-bench/<run-id>/).")
+    ] = Path("results"),
+    bulk_seconds: Annotated[float, typer.Option("--bulk-seconds", help="iperf3 duration per run.")] = 5.0,
+    conn_seconds: Annotated[float, typer.Option("--conn-seconds", help="Short-flow loop duration.")] = 5.0,
+    max_conns: Annotated[int, typer.Option("--max-conns", help="Upper bound of short connections.")] = 20_000,
+) -> None:
+    """Measure NAT (MASQUERADE + conntrack) against plain routing on the same namespace path.
+
+    Prints NAT vs routed throughput, connections/s, CPU per packet and per connection, conntrack
+    entries and memory, with 95% intervals over the repetitions.
+    """
+    nb = _natbench()
+    opts = nb.NatBenchOptions(repetitions, bulk_seconds, conn_seconds, max_conns, out, where)
+    opts.validate()
+    runner = Runner()
+    if where == "lab":
+        cwd = Path.cwd().resolve()
+        if not out.resolve().is_relative_to(cwd):
+            raise InvalidInput(f"--out {out} must be under the current directory (the lab writes only there)")
+        exe = shutil.which("skycache") or str(Path(sys.executable).with_name("skycache"))
+        code = runner.stream(nb.lab_argv(opts, exe), on_line=typer.echo, timeout_s=3600)
+        if code != 0:
+            raise SkycacheError(f"nat-bench in the lab failed (exit {code})")
+        return
+    result = nb.run(runner, opts, progress=lambda line: typer.echo(line, err=True))
+    typer.echo(nb.format_table(result.summary, repetitions))
+    typer.echo(f"results: {result.run_dir}")
 
 
 def register(app: typer.Typer) -> None:
