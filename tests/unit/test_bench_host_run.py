@@ -105,3 +105,34 @@ def test_framework_adds_no_cost(tmp_path: Path) -> None:
     image.unlink()
     ratio = ours.mean() / (sum(manual) / len(manual))
     assert 0.7 < ratio < 1.3, (ours, manual)
+
+
+def test_fio_plot_reads_a_run_directory_as_is(tmp_path: Path) -> None:
+    """fio-plot (installed in the venv) renders a PNG from a run directory without any conversion."""
+    import sys
+
+    fio_plot = Path(sys.executable).parent / "fio-plot"
+    if not fio_plot.exists():
+        pytest.skip("fio-plot not installed in this environment")
+    f = tmp_path / "s.toml"
+    f.write_text(
+        SCENARIO.replace("repetitions = 2", "repetitions = 1").replace("runtime_s = 1", "runtime_s = 3")
+    )
+    out = orchestrate.run_scenario(
+        scenario.load(f), orchestrate.RunOptions(results=tmp_path / "r", where="host", workdir=tmp_path / "w")
+    )
+    data = out.run.path / "fio" / "rep-1" / "randread" / "4k"
+    png = tmp_path / "fio-plot.png"
+    res = subprocess.run(
+        [str(fio_plot), "-i", str(data), "-T", "skycache run", "-l", "-r", "randread", "-o", str(png)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logpng = tmp_path / "fio-plot-log.png"
+    res = subprocess.run(
+        [str(fio_plot), "-i", str(data), "-T", "skycache run", "-g", "-r", "randread", "-d", "1", "-n", "1",
+         "-t", "iops", "-o", str(logpng)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0 and logpng.is_file(), res.stdout + res.stderr

@@ -219,6 +219,14 @@ class Orchestrator:
         }
         built: stacks.BuiltStack | None = None
         samples: list[dict[str, Any]] = record["cache"]
+        timings: dict[str, float] = {}
+        record["timings_s"] = timings
+        mark = [time.monotonic()]
+
+        def lap(name: str) -> None:
+            now = time.monotonic()
+            timings[name] = round(now - mark[0], 2)
+            mark[0] = now
 
         def sample(when: str) -> None:
             if built is not None:
@@ -229,6 +237,7 @@ class Orchestrator:
         try:
             self.reporter.step(f"rep {rep} {cond.label}: building {stack.name}")
             built = stacks.build(ws, stack)
+            lap("build")
             record["layers"] = built.layers
             record["device"] = built.device
             stacks.drop_page_cache(self.runner)
@@ -240,6 +249,7 @@ class Orchestrator:
                 self.reporter.step(f"rep {rep} {cond.label}: warm-up pass")
                 self._untimed(run, rep, target, cond.workload, built.device, "warmup")
                 sample("warm")
+            lap("untimed")
             w = cond.workload
             text = self._job_text(w)
             sh = fiojob.shape(w, text)
@@ -254,6 +264,7 @@ class Orchestrator:
                 raise SkycacheError(f"{json_path} exists: results are never overwritten")
             self.reporter.step(f"rep {rep} {cond.label}: fio {sh.stem} ({w.runtime_s:g}s)")
             run_fio(self.runner, job_path, json_path, _timeout(w))
+            lap("fio")
             record.update(status="ok", json=run.rel(json_path), job=run.rel(job_path))
             sample("measured")
         except (SkycacheError, OSError) as exc:
@@ -262,7 +273,9 @@ class Orchestrator:
         finally:
             if built is not None:
                 self.reporter.step(f"rep {rep} {cond.label}: teardown")
+                mark[0] = time.monotonic()
                 errors = built.teardown()
+                lap("teardown")
                 if errors:
                     record["teardown_errors"] = errors
                     if record["status"] == "ok":

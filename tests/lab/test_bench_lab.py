@@ -1,0 +1,125 @@
+"""The bench driver in the lab (real kernel): a tiny scenario end to end over real stacks, fio-plot on
+its run directory, and the "framework adds no measurable cost" check on one real iSCSI stack."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import skycache.bench
+from skycache.bench import fiojob, fioparse, orchestrate, report, scenario, stacks
+from skycache.bench.scenario import Stack, Workload
+from skycache.runner import Runner
+
+TINY = """
+name = "lab-tiny"
+where = "lab"
+repetitions = 2
+image_size = "32M"
+baseline = "stack=lvm-iscsi"
+[[stacks]]
+name = "lvm-local"
+backend = "lvm"
+[[stacks]]
+name = "lvm-iscsi"
+backend = "lvm"
+transport = "iscsi"
+[[stacks]]
+name = "lvm-iscsi-rcache"
+backend = "lvm"
+transport = "iscsi"
+read_cache = "32M"
+[[stacks]]
+name = "lvm-iscsi-wcache"
+backend = "lvm"
+transport = "iscsi"
+write_cache = "32M"
+[[workloads]]
+name = "randread"
+rw = "randread"
+size = "8M"
+iodepth = 4
+runtime_s = 2
+[[workloads]]
+name = "randwrite"
+rw = "randwrite"
+size = "8M"
+iodepth = 4
+runtime_s = 2
+[[exclude]]
+stack = "lvm-iscsi-wcache"
+workload = "randread"
+[[exclude]]
+stack = ["lvm-local", "lvm-iscsi-rcache"]
+workload = "randwrite"
+"""
+
+
+def _clean(runner: Runner) -> None:
+    assert not [n for n in stacks_dm(runner) if n.startswith("skycache-bench")]
+
+
+def stacks_dm(runner: Runner) -> list[str]:
+    out = runner.query(["dmsetup", "ls"], check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip() and "No devices" not in line]
+
+
+def test_tiny_scenario_end_to_end(runner: Runner, scratch_dir: Path, tmp_path: Path) -> None:
+    f = tmp_path / "tiny.toml"
+    f.write_text(TINY)
+    sc = scenario.load(f)
+    results = scratch_dir / "bench-results"
+    out = orchestrate.run_scenario(
+        sc, orchestrate.RunOptions(results=results, where="lab", workdir=scratch_dir / "bench-work")
+    )
+    assert out.failed == 0, out.errors
+    assert out.ok == len(sc.conditions) * 2
+    df = skycache.bench.load(out.run.path)
+    assert (df[df["status"] == "ok"]["iops"] > 0).all()
+    assert out.run.manifest()["environment"]["accel"] in ("tcg", "kvm")
+    comps, pngs, report_md = report.finish(out.run.path)
+    assert report_md.is_file() and len(pngs) >= 3
+    assert any(c.condition == "lvm-iscsi-wcache/randwrite" for c in comps)
+    # the read cache recorded its counters over the run
+    samples = [s for r in out.run.records() for s in r.get("cache", [])]
+    assert any(s["role"] == "read" for s in samples) and any(s["role"] == "write" for s in samples)
+    # nothing of the run is left behind
+    _clean(runner)
+    assert "skycache-bench" not in runner.query(["vgs", "--noheadings", "-o", "vg_name"]).stdout
+    # fio-plot reads the run directory as is
+    fio_plot = Path(sys.executable).parent / "fio-plot"
+    data = out.run.path / "fio" / "rep-1" / "lvm-iscsi_randread" / "4k"
+    png = tmp_path / "fp.png"
+    res = subprocess.run(
+        [str(fio_plot), "-i", str(data), "-T", "lab", "-l", "-r", "randread", "-d", "4", "-o", str(png)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0 and png.read_bytes()[:4] == b"\x89PNG", res.stdout + res.stderr
+
+
+def test_framework_adds_no_measurable_cost(runner: Runner, scratch_dir: Path, tmp_path: Path) -> None:
+    """Alternate: the job through skycache's fio runner and parser, and the same file by hand."""
+    stack = Stack(name="lvm-iscsi", backend="lvm", transport="iscsi")
+    ws = stacks.Workspace.prepare(runner, [stack], "32M", scratch_dir / "cost-work")
+    try:
+        ws.fill()
+        built = stacks.build(ws, stack)
+        try:
+            w = Workload(name="rr", rw="randread", size="8M", iodepth=4, runtime_s=3)
+            job = tmp_path / "job.fio"
+            job.write_text(fiojob.render(w, built.device, log_dir=None))
+            ours, manual = [], []
+            for i in range(3):
+                res = orchestrate.run_fio(runner, job, tmp_path / f"ours-{i}.json", 120)
+                ours.append(res.jobs[0].directions["read"].iops)
+                by_hand = runner.run(["fio", "--output-format=json", str(job)], timeout_s=120)
+                manual.append(fioparse.parse(by_hand.stdout).jobs[0].directions["read"].iops)
+        finally:
+            assert not built.teardown()
+    finally:
+        ws.teardown()
+    ratio = statistics.mean(ours) / statistics.mean(manual)
+    print(f"skycache {ours} vs by hand {manual}: ratio {ratio:.3f}")
+    assert 0.8 < ratio < 1.25
