@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skycache.errors import InvalidInput
+from skycache import cachestatus, dm
+from skycache.errors import Busy, InvalidInput
+from skycache.runner import Runner
 from skycache.units import format_size
 
 SECTOR = 512
@@ -87,3 +89,29 @@ class CacheTable:
                 "0",
             ]
         )
+
+
+# -- the thin layer that runs dmsetup (through skycache.dm) -----------------------------------------
+
+
+def create(runner: Runner, name: str, spec: CacheTable) -> str:
+    """Create the dm-cache device ``name`` (``skycache-...``); returns its /dev/mapper path.
+
+    The metadata device must start zeroed for a new cache (lvcreate -Zy does that); a metadata device
+    from an earlier cache is reopened with its contents: that is how a read cache stays warm.
+    """
+    return dm.create(runner, name, spec.line())
+
+
+def remove(runner: Runner, name: str, *, force: bool = False) -> None:
+    """Remove a dm-cache device; refuses while it holds dirty blocks unless ``force``.
+
+    Removing a clean dm-cache writes its metadata (clean shutdown), so the same LVs reopen warm.
+    """
+    if not dm.exists(runner, name):
+        return
+    if not force and not runner.dry_run:
+        dirty = cachestatus.dirty_count(runner, name)
+        if dirty:
+            raise Busy(f"cache {name!r} holds {dirty} dirty blocks; flush it first (or force)")
+    dm.remove(runner, name)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skycache.errors import InvalidInput
+from skycache import cachestatus, dm
+from skycache.errors import Busy, InvalidInput
+from skycache.ownership import require_marked_name
+from skycache.runner import Runner
 
 SECTOR = 512
 DEFAULT_BLOCK = 4096
@@ -69,3 +72,35 @@ class WritecacheTable:
                 *args,
             ]
         )
+
+
+# -- the thin layer that runs dmsetup (through skycache.dm) -----------------------------------------
+
+ZERO_BYTES = 1024 * 1024
+
+
+def zero_superblock_argv(cache_dev: str) -> list[str]:
+    """Zero the start of a cache device so dm-writecache formats it instead of reading old metadata."""
+    return [
+        "dd", "if=/dev/zero", f"of={cache_dev}", "bs=65536", f"count={ZERO_BYTES // 65536}",
+        "oflag=direct", "conv=fsync",
+    ]  # fmt: skip
+
+
+def create(runner: Runner, name: str, spec: WritecacheTable, *, fresh: bool = True) -> str:
+    """Create the dm-writecache device ``name``; ``fresh`` zeroes the cache device first."""
+    require_marked_name(name, what="device-mapper device")
+    if fresh:
+        runner.run(zero_superblock_argv(spec.cache_dev))
+    return dm.create(runner, name, spec.line())
+
+
+def remove(runner: Runner, name: str, *, force: bool = False) -> None:
+    """Remove a dm-writecache device; refuses while blocks are not written back unless ``force``."""
+    if not dm.exists(runner, name):
+        return
+    if not force and not runner.dry_run:
+        unwritten = cachestatus.dirty_count(runner, name)
+        if unwritten:
+            raise Busy(f"write cache {name!r} holds {unwritten} unwritten blocks; flush it first (or force)")
+    dm.remove(runner, name)

@@ -2,14 +2,307 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-node_app = typer.Typer(help="Worker-node setup (the local cache volume group).")
-cache_app = typer.Typer(help="dm-cache and dm-writecache devices.")
-disk_app = typer.Typer(help="VM disks: clone, ln, mkimage, mkswap, mv, delete, save, list.")
+from skycache import cachestatus, dm, node, vmdisk
+from skycache.errors import InvalidInput
+from skycache.plan import Plan
+from skycache.runner import Runner
+from skycache.units import format_size, parse_positive_size
+
+node_app = typer.Typer(help="Worker-node setup (the local cache volume group).", no_args_is_help=True)
+cache_app = typer.Typer(help="dm-cache and dm-writecache devices.", no_args_is_help=True)
+disk_app = typer.Typer(
+    help="VM disks: clone, ln, mkimage, mkswap, mv, delete, purge, save, list.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
+CacheVgOpt = Annotated[
+    str, typer.Option("--cache-vg", help="Node cache VG (default: the only one on this node).")
+]
+DEFAULT_PORTAL = os.environ.get("SKYCACHE_PORTAL", "127.0.0.1:3260")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(node_app, name="node")
     app.add_typer(cache_app, name="cache")
     app.add_typer(disk_app, name="disk")
+
+
+def _run_plan(plan: Plan, dry_run: bool) -> bool:
+    """Print the plan (dry run) or apply it; True when it was applied."""
+    if dry_run:
+        typer.echo("\n".join(plan.describe()))
+        return False
+    plan.apply(Runner())
+    return True
+
+
+def _size(text: str | None, what: str) -> int:
+    return parse_positive_size(text, what=what) if text else 0
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+def _dump(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _progress(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+# -- node ------------------------------------------------------------------------------------------
+
+
+@node_app.command("init")
+def node_init(
+    cache_vg: Annotated[str, typer.Option("--cache-vg", help="Name of the cache VG to create.")],
+    device: Annotated[
+        list[str] | None, typer.Option("--device", help="Local block device for the VG (repeat).")
+    ] = None,
+    loop: Annotated[
+        str | None, typer.Option("--loop", help="Back the VG with a sparse file of SIZE.")
+    ] = None,
+    loop_dir: Annotated[
+        Path | None, typer.Option("--loop-dir", help="Where the --loop file goes ($SKYCACHE_LOOP_DIR).")
+    ] = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Create the node's cache VG (tagged skycache, skycache-node) that holds cache LVs."""
+    size = parse_positive_size(loop, what="--loop size") if loop is not None else None
+    plan = node.plan_init(
+        Runner(dry_run=True), cache_vg, devices=device or None, loop_size=size, directory=loop_dir
+    )
+    if _run_plan(plan, dry_run):
+        typer.echo(f"cache VG {cache_vg} created")
+
+
+@node_app.command("list")
+def node_list(as_json: JsonOpt = False) -> None:
+    """List this node's cache VGs."""
+    vgs = node.list_cache_vgs(Runner())
+    if as_json:
+        _dump([v.as_dict() for v in vgs])
+        return
+    _table(
+        [[v.name, format_size(v.size), format_size(v.free), str(v.lv_count)] for v in vgs],
+        ["NAME", "SIZE", "FREE", "LVS"],
+    )
+
+
+# -- cache -----------------------------------------------------------------------------------------
+
+
+@cache_app.command("status")
+def cache_status(
+    name: Annotated[str | None, typer.Argument(help="One cache device (default: all owned).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Status of skycache's dm-cache and dm-writecache devices (hits, misses, dirty, mode...)."""
+    runner = Runner()
+    tables = dm.all_tables(runner)
+    names = [name] if name else sorted(tables)
+    rows: list[dict[str, Any]] = []
+    for n in names:
+        segs = tables.get(n, ())
+        if name is None and (not n.startswith("skycache-") or len(segs) != 1):
+            continue
+        if name is not None and n not in tables:
+            raise InvalidInput(f"dm device {n!r} does not exist")
+        if segs and segs[0].target not in ("cache", "writecache"):
+            if name is not None:
+                raise InvalidInput(f"dm device {n!r} is a {segs[0].target} device, not a cache")
+            continue
+        rows.append({"name": n, **cachestatus.status(runner, n).as_dict()})
+    if as_json:
+        _dump(rows)
+        return
+    out = []
+    for r in rows:
+        if r["kind"] == "cache":
+            used = f"{r['cache_used']}/{r['cache_total']}"
+            hits = f"r {r['read_hits']}/{r['read_misses']} w {r['write_hits']}/{r['write_misses']}"
+            mode = f"{r['io_mode']},{r['policy']}"
+            flags = f"{r['metadata_mode']}{',needs_check' if r['needs_check'] else ''}"
+        else:
+            used = f"{int(r['total_blocks']) - int(r['free_blocks'])}/{r['total_blocks']}"
+            hits = f"r {r['read_hits']}/{r['read_blocks']} w {r['write_blocks']}"
+            mode = "writeback"
+            flags = f"error {r['error']}" if r["error"] else "ok"
+        out.append([str(r["name"]), str(r["kind"]), mode, used, str(r["unwritten"]), hits, flags])
+    _table(out, ["NAME", "TARGET", "MODE", "USED", "DIRTY", "HITS/MISSES (r/w)", "STATE"])
+
+
+@cache_app.command("flush")
+def cache_flush(
+    name: Annotated[str, typer.Argument(help="A skycache write-back cache device.")],
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 600,
+) -> None:
+    """Write back every dirty block and wait until the cache is clean."""
+    cachestatus.flush(Runner(), name, lambda n: _progress(f"{name}: {n} blocks to write back"), timeout)
+    typer.echo(f"{name} is clean")
+
+
+# -- disk ------------------------------------------------------------------------------------------
+
+
+@disk_app.command("clone")
+def disk_clone(
+    vm_id: Annotated[str, typer.Argument(metavar="VMID")],
+    base: Annotated[str, typer.Argument(metavar="REPO/BASE")],
+    portal: Annotated[str, typer.Option("--portal", help="Repository portal ADDR[:PORT].")],
+    cow: Annotated[str, typer.Option("--cow", help="snapshot (dm-snapshot) or thin (dm-thin).")] = "snapshot",
+    read_cache: Annotated[
+        str | None, typer.Option("--read-cache", help="Read cache size (shared per image).")
+    ] = None,
+    write_cache: Annotated[
+        str | None, typer.Option("--write-cache", help="Write-back cache size (per VM).")
+    ] = None,
+    write_engine: Annotated[
+        str, typer.Option("--write-engine", help="writecache (dm-writecache) or dmcache.")
+    ] = "writecache",
+    cache_vg: CacheVgOpt = "",
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Build the VM-disk stack from a base image; prints the VM disk path as the last line."""
+    req = vmdisk.CloneRequest(
+        vm_id,
+        base,
+        portal,
+        cow,
+        _size(read_cache, "--read-cache"),
+        _size(write_cache, "--write-cache"),
+        write_engine,
+        cache_vg,
+    )
+    plan, path = vmdisk.plan_clone(Runner(dry_run=True), req)
+    _run_plan(plan, dry_run)
+    typer.echo(path)
+
+
+@disk_app.command("ln")
+def disk_ln(
+    vm_id: Annotated[str, typer.Argument(metavar="VMID")],
+    ref: Annotated[str, typer.Argument(metavar="REPO/IMAGE")],
+    portal: Annotated[str, typer.Option("--portal", help="Repository portal ADDR[:PORT].")] = DEFAULT_PORTAL,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Attach a persistent image itself (no COW); prints the VM disk path as the last line."""
+    plan, path = vmdisk.plan_ln(Runner(dry_run=True), vm_id, ref, portal)
+    _run_plan(plan, dry_run)
+    typer.echo(path)
+
+
+def _mk(vm_id: str, size: str, cache_vg: str, dry_run: bool, swap: bool) -> None:
+    nbytes = parse_positive_size(size, what="size")
+    plan, path = vmdisk.plan_mkimage(Runner(dry_run=True), vm_id, nbytes, cache_vg=cache_vg, swap=swap)
+    _run_plan(plan, dry_run)
+    typer.echo(path)
+
+
+@disk_app.command("mkimage")
+def disk_mkimage(
+    vm_id: Annotated[str, typer.Argument(metavar="VMID")],
+    size: Annotated[str, typer.Argument(metavar="SIZE")],
+    cache_vg: CacheVgOpt = "",
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Make a new empty local disk; prints its path as the last line."""
+    _mk(vm_id, size, cache_vg, dry_run, swap=False)
+
+
+@disk_app.command("mkswap")
+def disk_mkswap(
+    vm_id: Annotated[str, typer.Argument(metavar="VMID")],
+    size: Annotated[str, typer.Argument(metavar="SIZE")],
+    cache_vg: CacheVgOpt = "",
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Make a new local swap disk (formatted with mkswap); prints its path as the last line."""
+    _mk(vm_id, size, cache_vg, dry_run, swap=True)
+
+
+@disk_app.command("mv")
+def disk_mv(
+    vm_id: Annotated[str, typer.Argument(metavar="VMID")],
+    to_node: Annotated[str, typer.Option("--to-node", help="The target node's cache VG.")],
+    portal: Annotated[str, typer.Option("--portal", help="Portal seen from the target node.")] = "",
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Synchronise the VM disk, then rebuild it on another node; prints the new path last."""
+    plan, path = vmdisk.plan_mv(Runner(dry_run=True), vm_id, to_node, portal=portal, progress=_progress)
+    _run_plan(plan, dry_run)
+    typer.echo(path)
+
+
+@disk_app.command("delete")
+def disk_delete(
+    vm_id: Annotated[str, typer.Argument(metavar="VMID")],
+    sync: Annotated[
+        bool, typer.Option("--sync", help="Flush to the repository first and keep the COW store.")
+    ] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Tear the VM disk down (with --sync: flush it into its COW store on the repository first)."""
+    plan = vmdisk.plan_delete(Runner(dry_run=True), vm_id, sync=sync, progress=_progress)
+    if _run_plan(plan, dry_run):
+        typer.echo(f"VM disk {vm_id} deleted" + (" (synced to the repository)" if sync else ""))
+
+
+@disk_app.command("purge")
+def disk_purge(
+    vm_id: Annotated[str, typer.Argument(metavar="VMID")],
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Remove a synced COW store from the repository."""
+    if _run_plan(vmdisk.plan_purge(Runner(dry_run=True), vm_id), dry_run):
+        typer.echo(f"COW store of {vm_id} purged")
+
+
+@disk_app.command("save")
+def disk_save(
+    vm_id: Annotated[str, typer.Argument(metavar="VMID")],
+    new_ref: Annotated[str, typer.Argument(metavar="REPO/NEW")],
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Materialise the VM's disk (base + COW store) as a new image in the repository."""
+    plan = vmdisk.plan_save(Runner(dry_run=True), vm_id, new_ref, progress=_progress)
+    if _run_plan(plan, dry_run):
+        typer.echo(f"VM disk {vm_id} saved as {new_ref}")
+
+
+@disk_app.command("list")
+def disk_list(as_json: JsonOpt = False) -> None:
+    """List VM disks (live on this node, or synced to a repository)."""
+    disks = vmdisk.list_disks(Runner())
+    if as_json:
+        _dump([d.as_dict() for d in disks])
+        return
+    _table(
+        [
+            [
+                d.vm_id,
+                d.kind,
+                d.state,
+                d.image or "-",
+                d.cow or "-",
+                format_size(d.read_cache) if d.read_cache else "-",
+                f"{format_size(d.write_cache)} {d.write_engine}" if d.write_cache else "-",
+                "-" if d.dirty is None else str(d.dirty),
+                d.path or "-",
+            ]
+            for d in disks
+        ],
+        ["VMID", "KIND", "STATE", "IMAGE", "COW", "READ-CACHE", "WRITE-CACHE", "DIRTY", "PATH"],
+    )

@@ -1,0 +1,116 @@
+"""The worker node's cache volume group: where read-cache and write-back-cache LVs live.
+
+A node cache VG is an ordinary skycache VG (tag ``skycache``) with the extra tag ``skycache-node``, so
+it is never taken for an image repository (those carry ``skycache-repo``). ``--loop SIZE`` backs it
+with a sparse file on a loop device (for experiments), like ``repo init --loop``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skycache import lvm, repo
+from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
+from skycache.ownership import check_name
+from skycache.plan import Action, Plan
+from skycache.runner import Runner, render
+from skycache.units import format_size
+
+NODE_TAG = "skycache-node"
+EXTENT = 4 * 1024**2
+
+
+@dataclass(frozen=True)
+class CacheVG:
+    name: str
+    size: int
+    free: int
+    lv_count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "free": self.free, "lvs": self.lv_count}
+
+
+def round_extent(nbytes: int) -> int:
+    """LVM allocates whole extents (4 MiB by default): round a size up to one."""
+    return -(-nbytes // EXTENT) * EXTENT
+
+
+def plan_init(
+    runner: Runner,
+    name: str,
+    *,
+    devices: list[str] | None = None,
+    loop_size: int | None = None,
+    directory: Path | None = None,
+) -> Plan:
+    """Plan ``node init``: a tagged VG on ``devices`` or on a loop device of ``loop_size`` bytes."""
+    check_name(name, what="cache VG name")
+    if bool(devices) == (loop_size is not None):
+        raise InvalidInput("give either --device DEV... or --loop SIZE")
+    if lvm.find_vg(runner, name) is not None:
+        raise Busy(f"volume group {name!r} already exists")
+    tags = [NODE_TAG]
+    plan = Plan(f"node init: cache VG {name}")
+    if devices:
+        devs = list(devices)
+        plan.add(
+            Action(
+                f"create tagged VG {name} on {', '.join(devs)}",
+                lambda r: lvm.create_vg(r, name, devs, tags=tags),
+                lambda r: lvm.remove_vg(r, name),
+                (render(lvm.pvcreate_argv(devs)), render(lvm.vgcreate_argv(name, devs, tags=tags))),
+            )
+        )
+    else:
+        assert loop_size is not None
+        if loop_size < 2 * EXTENT:
+            raise InvalidInput(f"--loop {format_size(loop_size)} is too small (at least 8M)")
+        where = directory or repo.loop_dir()
+        size = loop_size
+        backing = lvm.loop_backing_file(where, name)
+        plan.add(
+            Action(
+                f"create tagged VG {name} on a loop device over {backing} ({format_size(size)}, sparse)",
+                lambda r: _mkdir_and_create(r, name, size, where, tags),
+                lambda r: lvm.remove_vg(r, name),
+                (f"truncate -s {size} {backing}", "losetup --find --show " + str(backing)),
+            )
+        )
+    return plan
+
+
+def _mkdir_and_create(runner: Runner, name: str, size: int, where: Path, tags: list[str]) -> None:
+    if not runner.dry_run:
+        where.mkdir(parents=True, exist_ok=True)
+    lvm.create_loop_vg(runner, name, size, where, tags=tags)
+
+
+def list_cache_vgs(runner: Runner) -> list[CacheVG]:
+    return [
+        CacheVG(vg.name, vg.size, vg.free, vg.lv_count)
+        for vg in lvm.list_vgs(runner)
+        if vg.owned and NODE_TAG in vg.tags
+    ]
+
+
+def require_cache_vg(runner: Runner, name: str) -> CacheVG:
+    """The node cache VG ``name``; refuses VGs that are not skycache node cache VGs."""
+    check_name(name, what="cache VG name")
+    vg = lvm.find_vg(runner, name)
+    if vg is None:
+        raise NotFound(f"cache VG {name!r} does not exist (create it with skycache node init)")
+    if not vg.owned or NODE_TAG not in vg.tags:
+        raise NotOwned(f"volume group {name!r} is not a skycache node cache VG (no tag {NODE_TAG!r})")
+    return CacheVG(vg.name, vg.size, vg.free, vg.lv_count)
+
+
+def default_cache_vg(runner: Runner) -> str:
+    """The only cache VG on this node (an error when there are none or several)."""
+    vgs = list_cache_vgs(runner)
+    if len(vgs) != 1:
+        what = "no" if not vgs else f"{len(vgs)}"
+        raise InvalidInput(f"{what} node cache VGs on this host: name one with --cache-vg")
+    return vgs[0].name

@@ -1,0 +1,104 @@
+"""The VM-disk stack as data: names, dm tables per variant, sizing, input checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from skycache import stack, vmdisk
+from skycache.errors import InvalidInput
+
+BASE, STORE = "/dev/sda", "/dev/sdb"
+MiB = 1024 * 1024
+
+
+def spec(**kw: object) -> stack.StackSpec:
+    args: dict[str, object] = dict(
+        vm_id="vm1", cow="snapshot", base_dev=BASE, base_sectors=131072, store_dev=STORE, store_sectors=180224
+    )
+    args.update(kw)
+    return stack.StackSpec(**args)  # type: ignore[arg-type]
+
+
+def test_no_cache_snapshot() -> None:
+    (vm,) = stack.layers(spec())
+    assert vm.name == "skycache-vm-vm1" and vm.role == "vm"
+    assert vm.table == "0 131072 snapshot /dev/sda /dev/sdb P 8"
+
+
+def test_both_caches_snapshot_writecache() -> None:
+    rc = stack.ReadCacheDevs("skycache-rc-node.repo.base", "/dev/n/rc.m", "/dev/n/rc.d")
+    wc = stack.WriteCacheDevs("writecache", "/dev/n/wb.d")
+    layers = stack.layers(spec(read_cache=rc, write_cache=wc))
+    assert [x.role for x in layers] == ["rc", "wb", "vm"]
+    assert layers[0].shared and not layers[1].shared
+    assert (
+        layers[0].table
+        == "0 131072 cache /dev/n/rc.m /dev/n/rc.d /dev/sda 128 2 metadata2 writethrough smq 0"
+    )
+    assert layers[1].table == "0 180224 writecache s /dev/sdb /dev/n/wb.d 4096 0"
+    assert layers[2].table == (
+        "0 131072 snapshot /dev/mapper/skycache-rc-node.repo.base /dev/mapper/skycache-wb-vm1 P 8"
+    )
+
+
+def test_thin_with_dmcache_write_engine() -> None:
+    wc = stack.WriteCacheDevs("dmcache", "/dev/n/wb.d", "/dev/n/wb.m")
+    layers = stack.layers(spec(cow="thin", write_cache=wc))
+    assert [x.role for x in layers] == ["wb", "tm", "td", "tp", "vm"]
+    assert (
+        layers[0].table == "0 180224 cache /dev/n/wb.m /dev/n/wb.d /dev/sdb 128 2 metadata2 writeback smq 0"
+    )
+    meta, data = stack.thin_split(180224)
+    assert meta == 16 * MiB // 512 and data % 128 == 0 and meta + data <= 180224
+    assert layers[1].table == f"0 {meta} linear /dev/mapper/skycache-wb-vm1 0"
+    assert layers[2].table == f"0 {data} linear /dev/mapper/skycache-wb-vm1 {meta}"
+    assert layers[3].table == (
+        f"0 {data} thin-pool /dev/mapper/skycache-tm-vm1 /dev/mapper/skycache-td-vm1 128 0 0"
+    )
+    assert layers[4].table == "0 131072 thin /dev/mapper/skycache-tp-vm1 0 /dev/sda"
+    assert stack.fresh_init_device(spec(cow="thin", write_cache=wc)) == "/dev/mapper/skycache-tm-vm1"
+
+
+def test_read_only_pool_for_materialising() -> None:
+    assert stack.thin_pool_line("m", "d", 1024, read_only=True) == "0 1024 thin-pool m d 128 0 1 read_only"
+
+
+def test_removal_order_is_top_down() -> None:
+    assert stack.all_vm_devices("a") == [
+        "skycache-vm-a",
+        "skycache-tp-a",
+        "skycache-td-a",
+        "skycache-tm-a",
+        "skycache-wb-a",
+    ]
+
+
+def test_bad_inputs_name_the_value() -> None:
+    with pytest.raises(InvalidInput, match="'zfs'"):
+        spec(cow="zfs")
+    with pytest.raises(InvalidInput, match="'bcache'"):
+        stack.WriteCacheDevs("bcache", "/dev/x")
+    with pytest.raises(InvalidInput, match="metadata"):
+        stack.WriteCacheDevs("dmcache", "/dev/x")
+    with pytest.raises(InvalidInput, match="too small"):
+        spec(cow="thin", store_sectors=1000)
+    for bad in ("VM1", "a/b", "../x", "", "x" * 31):
+        with pytest.raises(InvalidInput):
+            vmdisk.check_vm_id(bad)
+
+
+def test_store_sizing() -> None:
+    base = 64 * MiB
+    snap = vmdisk.default_store_size(base, "snapshot")
+    thin = vmdisk.default_store_size(base, "thin")
+    # A full rewrite of the base fits: 4 KiB chunks cost 16 bytes of exception metadata each.
+    assert snap >= base + base // 256 + 4096 and snap % (4 * MiB) == 0
+    meta, data = stack.thin_split(thin // 512)
+    assert data * 512 >= base and meta * 512 == stack.THIN_META
+
+
+def test_names_and_tags() -> None:
+    assert vmdisk.store_name("vm1") == "vm1.cow"
+    assert vmdisk.vm_tag("vm1") == "skycache-vm.vm1"
+    assert stack.rc_name("node", "repo", "base") == "skycache-rc-node.repo.base"
+    assert vmdisk.rc_lv_names("repo", "base") == ("rc.repo.base.m", "rc.repo.base.d")
