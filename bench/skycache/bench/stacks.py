@@ -42,6 +42,9 @@ FILE_IMAGE = f"{PREFIX}-base.img"
 CACHE_BLOCK = 256 * 1024
 LAB_CACHE_DIR = Path("/tmp/skycache-bench-node")
 SCRATCH_MOUNT = Path("/run/skycache-bench")
+COW_REPO = f"{PREFIX}-cow"  # a skycache repository (repo/image/vmdisk API) for VM-disk stacks
+COW_BASE = "base"
+COW_NODE = f"{PREFIX}-cownode"
 REPO_NAME = "bench"  # the export's repository name in the IQN: <prefix>:bench.<backend>
 PORTAL_ADDR = "127.0.0.1"
 PORTAL_PORT = 3260
@@ -87,6 +90,9 @@ class Workspace:
     lvm_image: str | None = None
     node_vg: bool = False
     repo_vg: bool = False
+    cow_base: str | None = None  # the base image's device in the COW repository
+    cow_node: bool = False
+    vm_counter: int = 0
     _made: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
     @classmethod
@@ -128,15 +134,36 @@ class Workspace:
             self._made.append(("repository VG", lambda: lvm.remove_vg(r, REPO_VG)))
             lvm.create_lv(r, REPO_VG, BASE_LV, self.image_size)
             self.lvm_image = f"/dev/{REPO_VG}/{BASE_LV}"
-        cache_bytes = max(
-            [_cache_need(s) for s in stacks] or [0],
-        )
+        cow_stacks = [s for s in stacks if s.cow != "none"]
+        if cow_stacks:
+            self._setup_cow(cow_stacks)
+        cache_bytes = max([_cache_need(s) for s in stacks if s.cow == "none"] or [0])
         if cache_bytes:
             node_dir = self.cache_directory()
             node_dir.mkdir(parents=True, exist_ok=True)
             lvm.create_loop_vg(r, NODE_VG, cache_bytes + 64 * 2**20, node_dir)
             self.node_vg = True
             self._made.append(("node VG", lambda: lvm.remove_vg(r, NODE_VG)))
+
+    def _setup_cow(self, cow_stacks: list[Stack]) -> None:
+        """VM-disk stacks go through skycache.vmdisk, which works on a skycache repository and node."""
+        repo, image, node = _optional("repo"), _optional("image"), _optional("node")
+        r = self.runner
+        # base + one COW store (vmdisk sizes it to hold a full rewrite of the base) + thin metadata
+        repo.plan_init_lvm(
+            r, COW_REPO, loop_size=self.image_size * 3 + 256 * 2**20, directory=self.directory
+        ).apply(r)
+        self._made.append(("COW repository", lambda: lvm.remove_vg(r, COW_REPO)))
+        ref = f"{COW_REPO}/{COW_BASE}"
+        image.plan_create(r, ref, size=self.image_size).apply(r)
+        self.cow_base = str(image.get_image(r, ref).path)
+        need = max(_cache_need(s) for s in cow_stacks)
+        if need:
+            node_dir = self.cache_directory()
+            node_dir.mkdir(parents=True, exist_ok=True)
+            node.plan_init(r, COW_NODE, loop_size=need + 64 * 2**20, directory=node_dir).apply(r)
+            self.cow_node = True
+            self._made.append(("COW node cache VG", lambda: lvm.remove_vg(r, COW_NODE)))
 
     def cache_directory(self) -> Path:
         """Where the node's cache VG lives. In the lab: the guest's RAM (/tmp), standing for the fast
@@ -147,7 +174,7 @@ class Workspace:
 
     def fill(self, progress: Callable[[str], None] | None = None) -> None:
         """Write every image once (sequential, 1 MiB) so reads return real blocks, not holes."""
-        for image in (self.file_image, self.lvm_image):
+        for image in (self.file_image, self.lvm_image, self.cow_base):
             if image is None:
                 continue
             if progress:
@@ -303,14 +330,14 @@ def _write_cache(ws: Workspace, built: BuiltStack, stack: Stack, origin: str) ->
 
 def build(ws: Workspace, stack: Stack) -> BuiltStack:
     """Build ``stack`` on the workspace's image; on failure undo what was built and raise."""
+    if stack.cow != "none":
+        return _vm_disk(ws, stack)
     image = ws.image(stack)
     built = BuiltStack(stack, image, [f"{stack.backend} image {image} ({ws.image_size // 2**20} MiB)"])
     try:
         device = image
         if stack.transport == "iscsi":
             device = _iscsi_layer(ws, built, stack, device)
-        if stack.cow != "none":
-            raise StackError(f"cow = {stack.cow!r} stacks need skycache.vmdisk (not wired yet)")
         if stack.read_cache is not None:
             device = _read_cache(ws, built, stack, device)
         if stack.write_cache is not None:
@@ -320,6 +347,38 @@ def build(ws: Workspace, stack: Stack) -> BuiltStack:
         errors = built.teardown()
         if errors:
             log.warning("undo after a failed build left errors: %s", "; ".join(errors))
+        raise
+    return built
+
+
+def _vm_disk(ws: Workspace, stack: Stack) -> BuiltStack:
+    """The reference VM-disk stack (design.md §2) through skycache.vmdisk: a fresh VM per repetition,
+    deleted afterwards without sync (the benchmark's writes are thrown away, deliberately)."""
+    vmdisk = _optional("vmdisk")
+    if stack.read_cache is not None:
+        # vmdisk's read cache is persistent per base and node: it cannot start cold per repetition.
+        raise StackError("cow stacks with read_cache are not supported by the bench driver yet")
+    r = ws.runner
+    ws.vm_counter += 1
+    vm_id = f"bench{ws.vm_counter}"
+    req = vmdisk.CloneRequest(
+        vm_id=vm_id,
+        base_ref=f"{COW_REPO}/{COW_BASE}",
+        portal=f"{PORTAL_ADDR}:{PORTAL_PORT}",
+        cow=stack.cow,
+        write_cache=parse_positive_size(stack.write_cache) if stack.write_cache else 0,
+        write_engine=stack.engine or "writecache",
+        cache_vg=COW_NODE if ws.cow_node else "",
+    )
+    built = BuiltStack(stack, "", [f"VM disk {vm_id} (skycache.vmdisk): {stack.describe()}"])
+    try:
+        built.device = str(vmdisk.clone(r, req))
+        built.push(f"VM disk {vm_id}", lambda: vmdisk.plan_delete(r, vm_id).apply(r))
+        if stack.write_cache:
+            built.caches.append(("write", f"skycache-wb-{vm_id}"))
+    except BaseException:
+        with contextlib.suppress(SkycacheError):
+            vmdisk.plan_delete(r, vm_id).apply(r)
         raise
     return built
 
