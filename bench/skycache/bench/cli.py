@@ -307,7 +307,8 @@ def _scenario_files(paths: list[Path] | None) -> list[Path]:
     out: list[Path] = []
     for p in paths or [Path("scenarios")]:
         if p.is_dir():
-            out += sorted(p.glob("*.toml"))
+            # sim-*.toml are the simulator's scenarios (skycache sim), not fio suites
+            out += sorted(f for f in p.glob("*.toml") if not f.name.startswith("sim-"))
         else:
             out.append(p)
     if not out:
