@@ -8,7 +8,6 @@ import sys
 from importlib.metadata import entry_points, version
 from typing import Annotated
 
-import click
 import typer
 
 from skycache.errors import SkycacheError
@@ -72,14 +71,18 @@ def main() -> None:
     except SkycacheError as exc:
         typer.echo(f"skycache: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("skycache: aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: bad option values, unknown commands
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"skycache: error: {exc}", err=True)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
     except KeyboardInterrupt:
         typer.echo("skycache: interrupted", err=True)
         sys.exit(130)
