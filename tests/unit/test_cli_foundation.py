@@ -32,7 +32,7 @@ def test_every_group_has_help(group: str) -> None:
 
 
 def test_lab_without_kernel_is_one_line_error(tmp_path: Path) -> None:
-    code, out, err = run("lab", "info", env={"SKYCACHE_CACHE_DIR": str(tmp_path)})
+    code, _, err = run("lab", "info", env={"SKYCACHE_CACHE_DIR": str(tmp_path)})
     assert code == 1
     assert err.strip().splitlines() == [
         "skycache: error: lab kernel not fetched: run 'make setup' or 'skycache lab fetch-kernel'"
