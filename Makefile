@@ -49,11 +49,20 @@ lint: venv
 	$(VENV)/bin/ruff check lib bench sim tests tools
 	$(VENV)/bin/mypy lib bench sim
 
+# The main job: the quickstart suite in the lab. Ends with the comparison table on the terminal; the
+# plots and report.md are in the run directory results/quickstart/<run-id>/ (printed last).
 demo: setup
-	$(SKYCACHE) lab run --memory 3G --disk 4G --disk 4G -- $(PY) tools/demo.py
+	$(SKYCACHE) lab run --memory 3G --disk 8G -- $(SKYCACHE) bench run scenarios/quickstart.toml --out results
 
+# Regression benchmarks: pytest-benchmark, then the short fio scenario in the lab, gated against the
+# committed baseline run (exit 3 on a significant regression beyond BENCH_GATE_PCT percent).
+BENCH_BASELINE ?= results/regression/baseline
+BENCH_GATE_PCT ?= 30
 bench: setup
 	$(PY) -m pytest tests/benchmarks --benchmark-only -q
+	rm -rf .bench-ci/regression/ci
+	$(SKYCACHE) lab run --memory 3G --disk 8G -- $(SKYCACHE) bench run scenarios/regression.toml --out .bench-ci --run-id ci
+	$(SKYCACHE) bench compare $(BENCH_BASELINE) .bench-ci/regression/ci --fail-on-regression $(BENCH_GATE_PCT)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache

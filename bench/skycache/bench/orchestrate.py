@@ -183,6 +183,11 @@ class Orchestrator:
 
     def _untimed(self, run: store.RunDir, rep: int, target: str, w: Workload, device: str, what: str) -> None:
         text = self._job_text(w)
+        if what == "warmup" and w.job_file is None and w.time_based:
+            # One pass = the measured job once over its whole working set (each block once, in random
+            # order), not "for runtime seconds": how warm the caches get must not depend on how fast
+            # the machine happens to be.
+            w = w.model_copy(update={"time_based": False, "runtime_s": max(600.0, w.runtime_s)})
         sh = fiojob.shape(w, text)
         job = fiojob.render(
             w, device, log_dir=None, header=f"{what} (untimed)", job_file_text=text, untimed=True
