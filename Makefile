@@ -31,8 +31,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
+# apt-get download needs current package lists; refresh them once if the first try fails.
 kernel: venv
-	@$(SKYCACHE) lab fetch-kernel
+	@$(SKYCACHE) lab fetch-kernel || { $(SUDO) apt-get update -q && $(SKYCACHE) lab fetch-kernel; }
 
 test: setup
 	$(PY) tools/test_tiers.py
