@@ -72,25 +72,23 @@ def lab_net(runner: Runner) -> Iterator[list[measure.Background]]:
     iptables.load_modules(runner)
     netns.build(runner, TOPO)
     servers = []
+    addrs = ((OUT, OUTSIDE), (ST, DENIED["storage"]), (ND, DENIED["node2"]),
+             (WK, NODE["node-vm-side"]), (WK, NODE["node-storage-side"]))  # fmt: skip
     try:
         nat.enable(runner, "ti", "198.18.10.0/24", "wk-out", ns=WK)
         runner.run(in_ns(WK, ["iptables-restore", "--noflush"]), stdin=FOREIGN)
-        for ns, addr in (
-            (OUT, OUTSIDE),
-            (ST, DENIED["storage"]),
-            (ND, DENIED["node2"]),
-            (WK, NODE["node-vm-side"]),
-            (WK, NODE["node-storage-side"]),
-        ):
+        for ns, addr in addrs:
             argv = python_argv(
                 "skycache.net.connload", "serve", "--bind", addr, "--port", str(PORT), "--seconds", "240"
             )
             servers.append(measure.Background(runner, in_ns(ns, argv), timeout_s=300))
-        for ns in (OUT, ST, ND, WK):
-            measure.wait_listening(runner, ns, PORT)
+        for (ns, addr), server in zip(addrs, servers, strict=True):
+            measure.wait_listening(runner, ns, PORT, addr=addr, server=server)
         yield servers
     finally:
         isolation.unisolate(runner, None, WK)
+        for ns, addr in addrs[: len(servers)]:
+            measure.stop_server(runner, ns, addr, PORT)
         netns.teardown(runner, TOPO)  # the servers' sockets go with their namespaces
         for s in servers:
             s.join(320)
@@ -162,7 +160,7 @@ def test_dhcp_dns_to_node_when_enabled_and_no_egress_mode(
         timeout_s=180,
     )
     try:
-        measure.wait_listening(runner, WK, 53)
+        measure.wait_listening(runner, WK, 53, addr="198.18.10.1", server=dns)
         spec = isolation.make_spec(
             "ti-vm", "wk-vm", ["198.18.12.0/24"], allow_egress=False, allow_dhcp_dns=True
         )
@@ -184,7 +182,5 @@ def test_dhcp_dns_to_node_when_enabled_and_no_egress_mode(
         assert not reach[f"icmp:{OUTSIDE}"] and not reach[f"tcp:{OUTSIDE}:{PORT}"]  # no egress at all
         assert isolation.unisolate(runner, "ti-vm", WK) == ["SKYCACHE-FWD-ti-vm", "SKYCACHE-INP-ti-vm"]
     finally:
-        measure.connload(
-            runner, WK, "probe", "--to", "198.18.10.1", "--proto", "tcp", "--port", "53", timeout_s=30
-        )
+        measure.stop_server(runner, WK, "198.18.10.1", 53)
         dns.join(150)

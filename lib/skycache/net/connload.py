@@ -4,6 +4,7 @@
     ip netns exec NS python -m skycache.net.connload connect --to A --port P --seconds S [--max N]
     ip netns exec NS python -m skycache.net.connload probe   --to A --proto tcp|udp|icmp [--port P]
     ip netns exec NS python -m skycache.net.connload probes  tcp:A:P udp:A:P icmp:A ...
+    ip netns exec NS python -m skycache.net.connload stop    --to A --port P
     ip netns exec NS python -m skycache.net.connload rtt     --to A --port P [--count N]
 
 ``serve`` answers short TCP connections (read one byte, write one byte, close) and UDP datagrams
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proto", choices=("tcp", "udp", "icmp"), required=True)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--timeout", type=_seconds, default=2.0)
+    p = sub.add_parser("stop", help="tell a serve process to exit")
+    p.add_argument("--to", required=True)
+    p.add_argument("--port", type=int, required=True)
     p = sub.add_parser("probes", help="several probes, each PROTO:ADDR[:PORT]; prints a JSON list")
     p.add_argument("targets", nargs="+")
     p.add_argument("--timeout", type=_seconds, default=2.0)
@@ -250,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         result = connect(_check_addr(args.to), args.port, args.seconds, args.max, args.stop_server)
     elif args.mode == "probe":
         result = probe(_check_addr(args.to), args.proto, args.port, args.timeout)
+    elif args.mode == "stop":
+        try:
+            _one_connection(_check_addr(args.to), args.port, b"Q", 2.0)
+            result = {"stopped": True}
+        except OSError as exc:
+            result = {"stopped": False, "detail": str(exc)}
     elif args.mode == "probes":
         results = []
         for spec in args.targets[:200]:

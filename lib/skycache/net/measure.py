@@ -156,6 +156,16 @@ class Background:
         self._thread = threading.Thread(target=target, daemon=True)
         self._thread.start()
 
+    def finished_early(self) -> str | None:
+        """If the command already ended (a server that should still run), why; else None."""
+        if self._thread.is_alive():
+            return None
+        if self._error is not None:
+            return str(self._error)
+        assert self._result is not None
+        detail = (self._result.stderr.strip() or self._result.stdout.strip())[-300:]
+        return f"exit {self._result.returncode}: {detail}"
+
     def join(self, timeout_s: float) -> Completed:
         self._thread.join(timeout_s)
         if self._thread.is_alive():
@@ -167,15 +177,25 @@ class Background:
 
 
 def wait_listening(
-    runner: Runner, ns: str | None, port: int, *, udp: bool = False, timeout_s: float = 15
+    runner: Runner,
+    ns: str | None,
+    port: int,
+    *,
+    addr: str | None = None,
+    udp: bool = False,
+    server: Background | None = None,
+    timeout_s: float = 60,
 ) -> None:
     """Poll ``ss`` until something listens on ``port`` in ``ns`` (bounded)."""
     flag = "-Hluan" if udp else "-Hltn"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         out = runner.query(in_ns(ns, ["ss", flag, f"sport = :{port}"]), check=False).stdout
-        if out.strip():
+        if out.strip() and (addr is None or f"{addr}:{port} " in out):
             return
+        why = server.finished_early() if server is not None else None
+        if why is not None:
+            raise MeasurementError(f"the server for port {port} in {ns or 'the root namespace'} ended: {why}")
         time.sleep(0.1)
     raise MeasurementError(
         f"nothing listens on port {port} in {ns or 'the root namespace'} after {timeout_s:g}s"
@@ -198,7 +218,7 @@ def iperf3(
         in_ns(server_ns, ["iperf3", "-s", "-1", "-B", server_addr, "-p", str(port)]),
         timeout_s=seconds + 60,
     )
-    wait_listening(runner, server_ns, port)
+    wait_listening(runner, server_ns, port, addr=server_addr, server=server)
     argv = ["iperf3", "-c", server_addr, "-p", str(port), "-t", f"{seconds:g}", "-J", *extra]
     try:
         out = runner.query(in_ns(client_ns, argv), timeout_s=seconds + 60, check=False)
@@ -230,7 +250,7 @@ def short_flows(
                                      "--seconds", f"{seconds + 30:g}")),
         timeout_s=seconds + 60,
     )  # fmt: skip
-    wait_listening(runner, server_ns, port)
+    wait_listening(runner, server_ns, port, addr=server_addr, server=server)
     try:
         args = ["connect", "--to", server_addr, "--port", str(port), "--seconds", f"{seconds:g}"]
         args += ["--max", str(max_conns), "--stop-server"]
@@ -253,10 +273,20 @@ def probes(runner: Runner, ns: str, targets: Sequence[str], timeout_s: float = 2
     return {str(r["target"]): bool(r["reachable"]) for r in json.loads(out.stdout)}
 
 
-def tcp_rtt_ms(runner: Runner, ns: str | None, to: str, port: int, count: int = 20) -> float:
-    """Median TCP connect time (one round trip) to a listening server, in ms."""
+def stop_server(runner: Runner, ns: str | None, addr: str, port: int) -> None:
+    """Ask a ``connload serve`` to exit now (it would otherwise run until its time limit)."""
+    connload(runner, ns, "stop", "--to", addr, "--port", str(port), timeout_s=30)
+
+
+def tcp_rtt_ms(runner: Runner, ns: str | None, to: str, port: int, count: int = 20) -> tuple[float, float]:
+    """(minimum, median) TCP connect time (one round trip each) to a listening server, in ms.
+
+    Scheduling noise only ever adds time, so the minimum over many samples is the best estimate of
+    the path's own round trip; the median shows how noisy the machine was.
+    """
     args = ["rtt", "--to", to, "--port", str(port), "--count", str(count)]
-    return float(connload(runner, ns, *args, timeout_s=count * 6 + 30)["median_ms"])
+    result = connload(runner, ns, *args, timeout_s=count * 6 + 30)
+    return float(result["min_ms"]), float(result["median_ms"])
 
 
 def cpu_times(runner: Runner) -> CpuTimes:

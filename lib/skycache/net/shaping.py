@@ -285,9 +285,7 @@ def apply(
             profile.delay_ms,
             profile.loss_pct,
         )
-        filters = runner.query(
-            in_ns(ns, ["tc", "-j", "filter", "show", "dev", dev, "parent", ROOT_HANDLE])
-        ).stdout
+        filters = runner.query(in_ns(ns, ["tc", "-j", "filter", "show", "dev", dev])).stdout
         if same_values and parse_filter_port(filters) == port:
             return
         remove(runner, dev, ns=ns)
