@@ -1,7 +1,281 @@
-"""``skycache sim``."""
+"""``skycache sim``: run, sweep, calibrate and benchmark the cluster model."""
 
 from __future__ import annotations
 
+import json
+import platform
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="Simulate repository, network and NAT load for large clusters.")
+from skycache.errors import InvalidInput
+from skycache.sim.calibration import Calibration, load_calibration, render_calibration
+from skycache.sim.scenario import ScenarioFile, load_scenario
+
+app = typer.Typer(
+    help="Simulate repository, network and NAT load for large clusters.",
+    no_args_is_help=True,
+)
+
+ScenarioArg = Annotated[Path, typer.Argument(help="Scenario TOML (scenarios/sim-*.toml).")]
+CalibrationOpt = Annotated[
+    Path | None,
+    typer.Option("--calibration", "-c", help="Calibration TOML (default: the scenario's calibration)."),
+]
+
+
+def _calibration(sf: ScenarioFile, path: Path | None) -> Calibration:
+    chosen = path or sf.base.calibration
+    if chosen is None:
+        raise InvalidInput("no calibration: pass --calibration FILE or set scenario.calibration")
+    return load_calibration(chosen)
+
+
+def _provenance(sf: ScenarioFile, cal: Calibration, seed: int | None) -> dict[str, Any]:
+    return {
+        "scenario": str(sf.path),
+        "calibration": cal.path or "(in memory)",
+        "seed": seed if seed is not None else sf.base.seed,
+        "skycache": version("skycache"),
+        "python": platform.python_version(),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _secs(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g} s"
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    parts = [
+        f"{s['variant']}: {s['vms_started']}/{s['vms']} VMs started",
+        f"start latency median {_secs(s['start_latency_median_s'])}, p99 {_secs(s['start_latency_p99_s'])}",
+        f"peak repository link utilisation {_pct(s['repo_link_util_peak'])}"
+        f" (instantaneous {_pct(s['repo_link_util_peak_instant'])}), disk {_pct(s['repo_disk_util_peak'])}",
+        f"read-cache hits {_pct(s['cache_hit_ratio'])}",
+    ]
+    if s["nat_mode"] != "none":
+        parts.append(
+            f"NAT ({s['nat_mode']}) peak CPU {_pct(s['nat_cpu_util_peak'])}, conntrack peak "
+            f"{s['conntrack_peak']:.0f}/{s['conntrack_limit']}"
+            + (" (FULL)" if s["conntrack_over_limit"] else "")
+        )
+    return "; ".join(parts)
+
+
+def _parse_value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+@app.command("run")
+def run_cmd(
+    scenario: ScenarioArg,
+    calibration: CalibrationOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="RNG seed (default: the scenario's).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output directory (default: results/sim/<name>-<time>)."),
+    ] = None,
+    variant: Annotated[
+        list[str] | None, typer.Option("--variant", help="Run only these variants ('base' is the scenario).")
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Simulate a scenario (every variant it defines) and write tidy tables, summary and plots."""
+    from skycache.sim.model import simulate
+    from skycache.sim.results import series_table, summarise, vm_table, write_run
+
+    sf = load_scenario(scenario)
+    cal = _calibration(sf, calibration)
+    chosen = sf.all_variants()
+    if variant:
+        known = {s.variant: s for s in chosen}
+        for v in variant:
+            if v not in known:
+                raise InvalidInput(f"scenario has no variant {v!r} (has: {', '.join(known)})")
+        chosen = [known[v] for v in variant]
+    results, summaries = [], []
+    for sc in chosen:
+        t0 = time.perf_counter()
+        res = simulate(sc, cal, seed)
+        summaries.append(summarise(res, wall_s=time.perf_counter() - t0))
+        results.append(res)
+    prov = _provenance(sf, cal, seed)
+    out_dir = out or Path("results/sim") / f"{sf.base.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    write_run(out_dir, results, summaries, prov)
+    if plots:
+        import pandas as pd
+
+        from skycache.sim.plots import plot_run
+
+        vms = pd.concat([vm_table(r) for r in results], ignore_index=True)
+        series = pd.concat([series_table(r) for r in results], ignore_index=True)
+        plot_run(out_dir / "plots", vms, series, prov)
+    if as_json:
+        typer.echo(json.dumps({"provenance": prov, "variants": summaries}, indent=2, default=str))
+        return
+    typer.echo(f"scenario {sf.base.name} ({sf.path}); calibration {cal.path}; output {out_dir}")
+    for s in summaries:
+        typer.echo(_summary_line(s))
+
+
+@app.command("check")
+def check_cmd(scenario: ScenarioArg, calibration: CalibrationOpt = None) -> None:
+    """Validate a scenario (all variants and sweep points), its trace and its calibration; run nothing."""
+    from skycache.sim.swf import load_swf
+
+    sf = load_scenario(scenario)
+    cal = _calibration(sf, calibration)
+    for sc in sf.all_variants():
+        cal.backend(sc.repository.backend)
+        if sc.workload.trace is not None:
+            load_swf(sc.workload.trace)
+    typer.echo(
+        f"ok: {sf.base.name}: {1 + len(sf.variants)} variant(s), {len(sf.sweep_points())} sweep point(s)"
+    )
+
+
+@app.command("sweep")
+def sweep_cmd(
+    scenario: ScenarioArg,
+    calibration: CalibrationOpt = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="SECTION.KEY=V1,V2,... (replaces the scenario's [sweep.grid])."),
+    ] = None,
+    replications: Annotated[
+        int | None, typer.Option("--replications", "-r", min=1, help="Seeds per point (default: scenario's).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Address of an existing Dask scheduler.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Local cluster worker processes.")] = 2,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON records.")] = False,
+) -> None:
+    """Run a grid of parameters x variants x replications in parallel on Dask."""
+    from skycache.sim.scenario import parse_scenario_file
+    from skycache.sim.sweep import run_sweep, write_sweep
+
+    sf = load_scenario(scenario)
+    if param:
+        grid: dict[str, list[Any]] = {}
+        for item in param:
+            key, sep, values = item.partition("=")
+            if not sep or not values:
+                raise InvalidInput(f"--param {item!r} is not SECTION.KEY=V1,V2")
+            grid[key.strip()] = [_parse_value(v) for v in values.split(",")]
+        raw = dict(sf.raw)
+        raw["sweep"] = {**dict(raw.get("sweep", {})), "grid": grid}
+        sf = parse_scenario_file(raw, sf.path)
+    cal = _calibration(sf, calibration)
+    reps = replications or sf.replications
+    t0 = time.perf_counter()
+    table = run_sweep(sf, cal, replications=reps, scheduler=scheduler, workers=workers)
+    wall = time.perf_counter() - t0
+    out_dir = (
+        out or Path("results/sim") / f"{sf.base.name}-sweep-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    )
+    path = write_sweep(out_dir, table)
+    (out_dir / "provenance.json").write_text(json.dumps(_provenance(sf, cal, None), indent=2) + "\n")
+    if as_json:
+        typer.echo(table.to_json(orient="records"))
+        return
+    params = [c for c in table.columns if c.startswith("param:")]
+    cols = [
+        *params,
+        "variant",
+        "seed",
+        "start_latency_median_s",
+        "start_latency_p99_s",
+        "repo_link_util_peak",
+    ]
+    typer.echo(table[cols].to_string(index=False))
+    typer.echo(f"{len(table)} runs in {wall:.1f} s; table {path}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Benchmark run directories (tidy.parquet + manifest.json).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Calibration TOML to write.")],
+    base: Annotated[
+        Path | None, typer.Option("--base", help="Calibration to take rates from that no run provides.")
+    ] = None,
+) -> None:
+    """Derive the model's rates from benchmark runs; each rate records its run and condition."""
+    from skycache.sim.calibrate import derive
+
+    cal = derive(runs, load_calibration(base) if base else None)
+    header = "written by: skycache sim calibrate " + " ".join(str(r) for r in runs)
+    output.write_text(render_calibration(cal, header=header))
+    load_calibration(output)  # what we wrote must load
+    typer.echo(render_calibration(cal).rstrip())
+    typer.echo(f"wrote {output}")
+
+
+@app.command("bench")
+def bench_cmd(
+    vms: Annotated[int, typer.Option("--vms", min=1, help="VM starts to simulate.")] = 1_000_000,
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", min=1, help="Worker nodes (default: scenario's).")
+    ] = None,
+    scenario: Annotated[
+        Path | None, typer.Option("--scenario", help="Scenario (default: sim-scale).")
+    ] = None,
+    calibration: CalibrationOpt = None,
+    trace_memory: Annotated[
+        bool, typer.Option("--trace-memory", help="Also measure Python allocations (tracemalloc; slower).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Time a large run: wall time, events per second, peak memory."""
+    from skycache.sim.bench import DEFAULT_SCENARIO, run_bench
+
+    sf = load_scenario(scenario or DEFAULT_SCENARIO)
+    cal = _calibration(sf, calibration)
+    r = run_bench(sf, cal, vms=vms, nodes=nodes, trace_memory=trace_memory)
+    doc = {
+        "nodes": r.nodes,
+        "vms": r.vms,
+        "wall_s": round(r.wall_s, 3),
+        "events": r.events,
+        "events_per_s": round(r.events_per_s),
+        "flows": r.flows,
+        "peak_rss_MiB": round(r.peak_rss_bytes / 2**20, 1),
+        "peak_traced_MiB": None if r.peak_traced_bytes is None else round(r.peak_traced_bytes / 2**20, 1),
+        "loadavg_1min": round(_loadavg(), 2),
+    }
+    if as_json:
+        typer.echo(json.dumps(doc))
+        return
+    typer.echo(
+        f"{r.nodes} nodes, {r.vms} VM starts: wall {r.wall_s:.1f} s, {r.events} events "
+        f"({r.events_per_s:,.0f}/s), {r.flows} flows, peak RSS {doc['peak_rss_MiB']} MiB"
+        + (f", peak traced {doc['peak_traced_MiB']} MiB" if r.peak_traced_bytes is not None else "")
+        + f", load average {doc['loadavg_1min']}"
+    )
+
+
+def _loadavg() -> float:
+    import os
+
+    return os.getloadavg()[0]
