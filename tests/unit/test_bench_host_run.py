@@ -136,3 +136,21 @@ def test_fio_plot_reads_a_run_directory_as_is(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert res.returncode == 0 and logpng.is_file(), res.stdout + res.stderr
+
+
+def test_warm_condition_runs_one_untimed_pass_over_the_working_set(tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    text = (
+        SCENARIO.replace("repetitions = 2", "repetitions = 1")
+        + '[factors]\nworkload = ["randread"]\ncache_state = ["cold", "warm"]\n'
+    )
+    f.write_text(text)
+    out = orchestrate.run_scenario(
+        scenario.load(f), orchestrate.RunOptions(results=tmp_path / "r", where="host", workdir=tmp_path / "w")
+    )
+    assert out.failed == 0, out.errors
+    warmups = list(out.run.path.glob("untimed/rep-1/*/4k/warmup-*.fio"))
+    assert [p.parent.parent.name for p in warmups] == ["warm"]
+    job = warmups[0].read_text()
+    assert "time_based" not in job and "size=8m" in job  # the whole working set once, not for N seconds
+    assert warmups[0].with_suffix(".json").is_file()
