@@ -404,6 +404,14 @@ class ClusterModel:
         last = {link.name: 0.0 for link in monitored}
         last_repo = 0.0
         nat = self.sc.nat
+        peers: list[tuple[str, list[Link]]] = []
+        if self.sc.repository.kind == "distributed":
+            peers = [
+                ("peers.tx", [n.up for n in self.holders]),
+                ("peers.disk", [n.disk for n in self.holders if n.disk is not None]),
+            ]
+            for _, links in peers:
+                last.update({link.name: 0.0 for link in links})
         while True:
             yield env.timeout(dt)
             now = env.now
@@ -411,6 +419,15 @@ class ClusterModel:
                 b = link.bytes_at(now)
                 out.append((now, "link_util", link.name, (b - last[link.name]) / (dt * link.capacity)))
                 last[link.name] = b
+            for group, links in peers:
+                # Replica holders serve the distributed repository: their busiest and mean utilisation.
+                utils = []
+                for link in links:
+                    b = link.bytes_at(now)
+                    utils.append((b - last[link.name]) / (dt * link.capacity))
+                    last[link.name] = b
+                out.append((now, "link_util", f"{group}-max", max(utils, default=0.0)))
+                out.append((now, "link_util", f"{group}-mean", sum(utils) / max(1, len(utils))))
             repo = sum(link.bytes_at(now) for link in self.repo_out)
             out.append((now, "repo_throughput", "repository", (repo - last_repo) / dt))
             last_repo = repo

@@ -18,6 +18,10 @@ def _stamp(fig: Any, provenance: Mapping[str, Any]) -> None:
     fig.text(0.01, 0.005, text, fontsize=6, color="0.4", ha="left", va="bottom", wrap=True)
 
 
+def _repo_link(entity: str) -> bool:
+    return (entity.startswith("target") and entity.endswith(".tx")) or entity == "peers.tx-max"
+
+
 def plot_run(out: Path, vms: pd.DataFrame, series: pd.DataFrame, provenance: Mapping[str, Any]) -> list[Path]:
     """start-latency CDF per variant; repository link utilisation and NAT CPU over time."""
     out.mkdir(parents=True, exist_ok=True)

@@ -59,9 +59,9 @@ def summarise(res: SimResult, *, wall_s: float | None = None) -> dict[str, Any]:
     boots = max(1, started)
     series = pd.DataFrame(res.series, columns=["time_s", "metric", "entity", "value"])
     util = series[series.metric == "link_util"]
-    repo_links = [e for e in util.entity.unique() if str(e).startswith("target") and str(e).endswith(".tx")]
-    repo_util = util[util.entity.isin(repo_links)]
-    disk_util = util[util.entity.astype(str).str.endswith(".disk")]
+    ent = util.entity.astype(str)
+    repo_util = util[(ent.str.startswith("target") & ent.str.endswith(".tx")) | (ent == "peers.tx-max")]
+    disk_util = util[ent.str.endswith(".disk") | (ent == "peers.disk-max")]
     nat = series[series.metric == "nat_cpu"]
     ct = series[series.metric == "conntrack"]
     ctd = series[series.metric == "conntrack_demand"]
