@@ -1,0 +1,77 @@
+"""skycache sim sweep: a grid x variants x replications on a local Dask cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from skycache.sim.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCENARIO = """
+[scenario]
+name = "sweep-t"
+calibration = "{cal}"
+seed = 1
+
+[cluster]
+nodes = 4
+slots_per_node = 2
+nic = "1 Gbit/s"
+read_cache = "1 GiB"
+
+[repository]
+link = "1 Gbit/s"
+
+[images]
+working_set = "50 MiB"
+
+[workload]
+arrivals = "burst"
+count = 8
+runtime = "1 s"
+
+[variants.no-cache]
+cluster = {{ read_cache = "0 B" }}
+
+[sweep]
+replications = 2
+[sweep.grid]
+"cluster.nodes" = [2, 4]
+"""
+
+
+def test_sweep_runs_grid_on_local_dask_cluster(tmp_path: Path) -> None:
+    sc = tmp_path / "s.toml"
+    sc.write_text(SCENARIO.format(cal=ROOT / "scenarios" / "sim-calibration-example.toml"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["sweep", str(sc), "--workers", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out / "sweep.parquet")
+    # 2 grid points x 2 variants x 2 replications
+    assert len(table) == 8
+    assert sorted(table["param:cluster.nodes"].unique()) == [2, 4]
+    assert set(table.variant) == {"base", "no-cache"}
+    assert set(table.seed) == {1, 2}
+    cached = table[table.variant == "base"].repo_fetches
+    uncached = table[table.variant == "no-cache"].repo_fetches
+    assert cached.max() <= 4 and (uncached == 8).all()
+    assert "8 runs in" in result.output
+
+
+def test_sweep_param_option_replaces_grid(tmp_path: Path) -> None:
+    sc = tmp_path / "s.toml"
+    sc.write_text(SCENARIO.format(cal=ROOT / "scenarios" / "sim-calibration-example.toml"))
+    from skycache.sim.scenario import load_scenario
+    from skycache.sim.sweep import tasks
+
+    sf = load_scenario(sc)
+    assert len(tasks(sf, 1)) == 4
+    result = CliRunner().invoke(
+        app, ["sweep", str(sc), "-p", "cluster.nic=-1 Gbit/s", "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code != 0
+    assert "negative" in str(result.exception)
