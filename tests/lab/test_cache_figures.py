@@ -1,0 +1,106 @@
+"""The closing-note figures of issue 4, measured through the real VM-disk stack in the lab.
+
+One fixed fio random-read job on a VM disk with no cache, a cold read cache and a warm read cache; one
+fixed random-write job with no cache and with each write-back engine; the flush time of 64 MiB of
+unwritten data per engine. Figures go to build/c/figures.json (docs/caches.md quotes them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _storage import PORTAL, last_line, sk, teardown_all
+
+from skycache import cachestatus
+from skycache.runner import Runner
+
+MiB = 1024 * 1024
+OUT = Path(__file__).resolve().parents[2] / "build" / "c" / "figures.json"
+JOB = ["--bs=4k", "--size=32M", "--direct=1", "--ioengine=libaio", "--iodepth=8", "--time_based",
+       "--runtime=6", "--randseed=42", "--output-format=json"]  # fmt: skip
+
+
+@pytest.fixture
+def env(runner: Runner, scratch_dir: Path, tmp_path: Path) -> Iterator[Path]:
+    old = {k: os.environ.get(k) for k in ("SKYCACHE_LOOP_DIR", "SKYCACHE_STATE_DIR")}
+    os.environ["SKYCACHE_LOOP_DIR"] = str(scratch_dir)
+    os.environ["SKYCACHE_STATE_DIR"] = str(tmp_path / "state")
+    try:
+        sk(runner, "repo", "init", "fr", "--backend", "lvm", "--loop", "2G")
+        sk(runner, "image", "create", "fr/base", "--size", "128M")
+        runner.run(["dd", "if=/dev/urandom", "of=/dev/fr/base", "bs=1M", "count=128", "oflag=direct",
+                    "status=none"])  # fmt: skip
+        sk(runner, "node", "init", "--cache-vg", "fnode", "--loop", "1G")
+        yield scratch_dir
+    finally:
+        teardown_all(runner)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def fio_iops(runner: Runner, dev: str, rw: str) -> float:
+    done = runner.query(["fio", "--name=f", f"--filename={dev}", f"--rw={rw}", *JOB], timeout_s=600)
+    job = json.loads(done.stdout[done.stdout.index("{") :])["jobs"][0]
+    assert job["error"] == 0, job
+    return float(job["read" if rw == "randread" else "write"]["iops"])
+
+
+def clone(runner: Runner, vm: str, *args: str) -> str:
+    return last_line(sk(runner, "disk", "clone", vm, "fr/base", "--portal", PORTAL, *args))
+
+
+def test_figures(runner: Runner, env: Path) -> None:
+    fig: dict[str, object] = {"job": "fio " + " ".join(JOB)}
+    # Random reads.
+    dev = clone(runner, "f0")
+    fig["randread_iops_no_cache"] = fio_iops(runner, dev, "randread")
+    sk(runner, "disk", "delete", "f0")
+    dev = clone(runner, "f1", "--read-cache", "64M")
+    fig["randread_iops_cold_read_cache"] = fio_iops(runner, dev, "randread")
+    for _ in range(2):  # warm-up passes: smq promotes what is read repeatedly
+        fio_iops(runner, dev, "randread")
+    fig["randread_iops_warm_read_cache"] = fio_iops(runner, dev, "randread")
+    st = cachestatus.status(runner, "skycache-rc-fnode.fr.base")
+    fig["read_cache_status_after"] = st.as_dict()
+    sk(runner, "disk", "delete", "f1")
+    # Random writes.
+    dev = clone(runner, "w0")
+    fig["randwrite_iops_no_cache"] = fio_iops(runner, dev, "randwrite")
+    sk(runner, "disk", "delete", "w0")
+    for engine in ("writecache", "dmcache"):
+        vm = f"w{engine[0]}"
+        dev = clone(runner, vm, "--write-cache", "160M", "--write-engine", engine)
+        fig[f"randwrite_iops_{engine}"] = fio_iops(runner, dev, "randwrite")
+        sk(runner, "disk", "delete", vm)
+    # Flush time of 64 MiB of unwritten data.
+    for engine in ("writecache", "dmcache"):
+        vm = f"x{engine[0]}"
+        dev = clone(runner, vm, "--write-cache", "160M", "--write-engine", engine)
+        wb = f"skycache-wb-{vm}"
+        # dm-cache promotes by hotness: rewrite the region a few times so its blocks become cached.
+        for _ in range(1 if engine == "writecache" else 4):
+            runner.run(["dd", "if=/dev/urandom", f"of={dev}", "bs=1M", "count=64", "oflag=direct",
+                        "status=none"])  # fmt: skip
+        st = cachestatus.status(runner, wb)
+        block = 4096 if engine == "writecache" else 64 * 1024
+        t0 = time.monotonic()
+        cachestatus.flush(runner, wb, timeout_s=900)
+        fig[f"flush_{engine}"] = {
+            "unwritten_blocks": st.unwritten,
+            "unwritten_mib": round(st.unwritten * block / MiB, 1),
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+        sk(runner, "disk", "delete", vm, "--sync")
+        sk(runner, "disk", "purge", vm)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(fig, indent=2) + "\n")
+    assert float(str(fig["randread_iops_warm_read_cache"])) > 0
+    assert st.unwritten > 0
