@@ -38,7 +38,7 @@ def last_line(done: Completed) -> str:
 def write_pattern(runner: Runner, device: str, scratch: Path, *, mib: int = 4, seed: str = "a") -> str:
     """Write ``mib`` MiB of pseudo-random data at the start of ``device``; returns its sha256."""
     pattern = scratch / f"pattern-{seed}-{os.getpid()}"
-    data = b"".join(hashlib.sha256(f"{seed}{i}".encode()).digest() for i in range(mib * 32768))
+    data = os.urandom(mib << 20)  # random: a pattern no earlier write can match by accident
     pattern.write_bytes(data)
     runner.run(["dd", f"if={pattern}", f"of={device}", "bs=1M", "oflag=direct", "conv=fsync", "status=none"])
     pattern.unlink()
@@ -55,3 +55,64 @@ def read_sha(runner: Runner, device: str, scratch: Path, *, mib: int = 4) -> str
 
 def teardown_all(runner: Runner) -> None:
     sk(runner, "teardown", "--all", check=False)
+
+
+# In-process setup through the library (each CLI call costs many seconds under TCG; the CLI itself
+# is exercised where its behaviour is what a test checks).
+
+
+def lib_repo(runner: Runner, name: str, size: int, directory: Path) -> None:
+    from skycache import repo
+
+    repo.plan_init_lvm(runner, name, loop_size=size, directory=directory).apply(runner)
+
+
+def lib_image(runner: Runner, ref: str, size: int) -> None:
+    from skycache import image
+
+    image.plan_create(runner, ref, size=size).apply(runner)
+
+
+def lib_export(runner: Runner, ref: str) -> None:
+    from skycache import image, lio
+
+    image.plan_export(runner, ref, initiators=[], listen=lio.parse_listen(PORTAL)).apply(runner)
+
+
+def lib_teardown(runner: Runner) -> None:
+    from skycache import teardown
+
+    teardown.plan_teardown(runner).apply(runner)
+
+
+def lib_inventory(runner: Runner) -> list[dict[str, str]]:
+    from skycache import inventory
+
+    return [i.as_dict() for i in inventory.collect(runner).items()]
+
+
+def sk_inproc(*args: str) -> tuple[int, str, str]:
+    """The storage CLI in this process (exit code, stdout, stderr), with the ``skycache`` error handling."""
+    import contextlib
+    import io
+
+    import _storage_cli
+    import click
+    import typer
+
+    from skycache.errors import SkycacheError
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            typer.main.get_command(_storage_cli.app).main(
+                args=list(args), prog_name="skycache", standalone_mode=False
+            )
+        except SkycacheError as exc:
+            print(f"skycache: error: {exc}", file=sys.stderr)
+            code = exc.exit_code
+        except click.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+    return code, out.getvalue(), err.getvalue()
