@@ -53,7 +53,7 @@ lint: venv
 # The main job: the quickstart suite in the lab. Ends with the comparison table on the terminal; the
 # plots and report.md are in the run directory results/quickstart/<run-id>/ (printed last).
 demo: setup
-	$(SKYCACHE) lab run --memory 3G --disk 8G -- $(SKYCACHE) bench run scenarios/quickstart.toml --out results
+	$(SKYCACHE) lab run --memory 3G --disk 8G --disk 2G -- $(SKYCACHE) bench run scenarios/quickstart.toml --out results
 
 # Regression benchmarks: pytest-benchmark, then the short fio scenario in the lab, gated against the
 # committed baseline run (exit 3 on a significant regression beyond BENCH_GATE_PCT percent).

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skycache import cachestatus, dm, dmcache, lvm, writecache
+from skycache import cachestatus, dm, dmcache, loopdev, lvm, writecache
 from skycache.bench.scenario import Stack
 from skycache.errors import SkycacheError
 from skycache.runner import CommandError, Runner
@@ -90,6 +90,7 @@ class Workspace:
     lvm_image: str | None = None
     node_vg: bool = False
     repo_vg: bool = False
+    node_device: str | None = None  # the node cache VG's disk (None: a loop device)
     cow_base: str | None = None  # the base image's device in the COW repository
     cow_node: bool = False
     vm_counter: int = 0
@@ -139,9 +140,15 @@ class Workspace:
             self._setup_cow(cow_stacks)
         cache_bytes = max([_cache_need(s) for s in stacks if s.cow == "none"] or [0])
         if cache_bytes:
-            node_dir = self.cache_directory()
-            node_dir.mkdir(parents=True, exist_ok=True)
-            lvm.create_loop_vg(r, NODE_VG, cache_bytes + 64 * 2**20, node_dir)
+            disk = self.node_disk(cache_bytes + 64 * 2**20)
+            if disk is not None:
+                # The lab's second scratch disk stands for the worker node's local SSD.
+                lvm.create_vg(r, NODE_VG, [disk])
+                self.node_device = disk
+            else:
+                node_dir = self.cache_directory()
+                node_dir.mkdir(parents=True, exist_ok=True)
+                lvm.create_loop_vg(r, NODE_VG, cache_bytes + 64 * 2**20, node_dir)
             self.node_vg = True
             self._made.append(("node VG", lambda: lvm.remove_vg(r, NODE_VG)))
 
@@ -164,6 +171,20 @@ class Workspace:
             node.plan_init(r, COW_NODE, loop_size=need + 64 * 2**20, directory=node_dir).apply(r)
             self.cow_node = True
             self._made.append(("COW node cache VG", lambda: lvm.remove_vg(r, COW_NODE)))
+
+    def node_disk(self, need: int) -> str | None:
+        """In the lab, the second scratch disk when it is blank and large enough: a loop device is
+        several times slower than a virtio disk under TCG, which would make any cache look slow."""
+        disks = os.environ.get("SKYCACHE_LAB_DISKS", "").split()
+        if os.environ.get("SKYCACHE_IN_LAB") != "1" or len(disks) < 2:
+            return None
+        disk = disks[1]
+        try:
+            signatures = self.runner.query(["wipefs", "--no-act", "--noheadings", disk]).stdout.strip()
+            size = int(self.runner.query(["blockdev", "--getsize64", disk]).stdout.strip())
+        except (SkycacheError, ValueError):
+            return None
+        return disk if not signatures and size >= need else None
 
     def cache_directory(self) -> Path:
         """Where the node's cache VG lives. In the lab: the guest's RAM (/tmp), standing for the fast
@@ -235,7 +256,15 @@ def _iscsi_layer(ws: Workspace, built: BuiltStack, stack: Stack, origin: str) ->
     lio = _optional("lio")
     iscsi = _optional("iscsi")
     r = ws.runner
-    kind = "fileio" if stack.backend == "file" else "block"
+    kind = "block"
+    if stack.backend == "file":
+        # LIO's fileio backstore wants an explicit size for a regular file (rtslib-fb: "Path is to a
+        # file, size needed") and skycache.lio does not pass one: serve the file image through a
+        # loop device instead (the usual way to export an image file as a block LUN).
+        loop = loopdev.attach(r, origin)
+        built.push("loop device", lambda: loopdev.detach(r, loop))
+        built.layers.append(f"loop device {loop} over the image file")
+        origin = loop
     if stack.repo_delay_ms:
         if stack.backend == "file":
             raise StackError("repo_delay_ms (dm-delay) needs backend = 'lvm'")
