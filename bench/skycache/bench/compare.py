@@ -190,7 +190,9 @@ def compare(
     runs = list(dict.fromkeys(rep["run_id"]))
     out: list[Comparison] = []
     wanted = [m for m in (metrics or METRICS) if m in rep.columns]
-    for run, label, base_run, base_label in _pairs(rep, runs, baseline):
+    # Table order: by run, then by label (which groups the conditions of one stack together).
+    pairs = sorted(_pairs(rep, runs, baseline), key=lambda p: (runs.index(p[0]), p[1]))
+    for run, label, base_run, base_label in pairs:
         directions = set(rep[(rep["run_id"] == run) & (rep["label"] == label)]["direction"])
         base_dirs = set(rep[(rep["run_id"] == base_run) & (rep["label"] == base_label)]["direction"])
         for direction in [d for d in ("read", "write", "trim") if d in directions & base_dirs]:
@@ -231,7 +233,16 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                 "lat_p99_us": p99,
             }
         )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    order = {r: i for i, r in enumerate(dict.fromkeys(out["run_id"]))}
+    out["_run"] = out["run_id"].map(order)
+    return (
+        out.sort_values(["_run", "condition", "direction"], kind="stable")
+        .drop(columns="_run")
+        .reset_index(drop=True)
+    )
 
 
 def to_frame(comparisons: Sequence[Comparison]) -> pd.DataFrame:
