@@ -341,12 +341,6 @@ def plan_clone(runner: Runner, base_ref: str, new_ref: str, cow: str, *, cow_siz
     vg = repo.location
     if base.cow == "snapshot":
         raise InvalidInput(f"{base_ref} is a classic snapshot; LVM cannot clone a snapshot (use a copy)")
-    kinds = {i.cow for i in list_images(runner, repo_name) if i.origin == base.name}
-    if cow == "snapshot" and "thin" in kinds:
-        # LVM refuses classic snapshots of a thin external origin (and the other way round).
-        raise InvalidInput(f"{base_ref} is the external origin of thin clones; LVM cannot also snapshot it")
-    if cow == "thin" and "snapshot" in kinds:
-        raise InvalidInput(f"{base_ref} has classic snapshots; LVM cannot make it a thin external origin")
     if cow == "thin":
         if lvm.find_lv(runner, vg, POOL) is None:
             pool_size = max(MIN_POOL, (repo.free // 4) // (4 << 20) * (4 << 20))

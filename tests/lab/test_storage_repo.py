@@ -78,7 +78,7 @@ def test_clone_independence_and_read_only_base(runner: Runner, env: Path) -> Non
     lib_repo(runner, "cl", 2 << 30, env)
     lib_image(runner, "cl/base", 64 << 20)
     base_sha = write_pattern(runner, "/dev/cl/base", env, seed="base")
-    # LVM keeps thin external origins and classic snapshot origins apart: one base per kind of COW.
+    # A second base for the classic snapshot, so each kind is checked against an untouched base.
     lib_image(runner, "cl/sbase", 64 << 20)
     sbase_sha = write_pattern(runner, "/dev/cl/sbase", env, seed="sbase")
     for cow, base, sha in (
