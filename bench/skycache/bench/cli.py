@@ -160,7 +160,10 @@ def run_cmd(
 ) -> None:
     """Build each stack, run fio on it, tear it down; conditions interleaved; then plots and report.md.
 
-    Example (in the lab): skycache lab run --disk 8G -- skycache bench run scenarios/quickstart.toml
+    A scenario for the lab run from outside it boots the lab first (3G memory, scratch disks of 8G and
+    2G) and runs there; OUT must then be under the current directory.
+
+    Example: skycache bench run scenarios/quickstart.toml
     """
     from skycache.bench import orchestrate, report
 
@@ -169,10 +172,9 @@ def run_cmd(
     if place not in ("lab", "host"):
         raise InvalidInput(f"--where {place!r}: use lab or host")
     if place == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
-        raise InvalidInput(
-            f"{scenario} runs in the lab: skycache lab run --memory 3G --disk 8G -- "
-            f"skycache bench run {scenario}   (or --where host to run on this machine)"
-        )
+        extra = [*(["--workdir", str(workdir)] if workdir else []), *(["--run-id", run_id] if run_id else [])]
+        extra += ["--baseline", baseline] if baseline else []
+        raise typer.Exit(_run_in_lab(scenario, out, extra))
     command = "skycache bench run " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [str(scenario)])
     opts = orchestrate.RunOptions(results=out, where=place, workdir=workdir, run_id=run_id, command=command)
     err_console.print(
@@ -194,6 +196,35 @@ def run_cmd(
     console.print(f"run directory: {run_dir}  ({outcome.ok} ok, {outcome.failed} failed)")
     if outcome.ok == 0:
         raise SkycacheError(f"no condition of {sc.name} succeeded (see {run_dir}/conditions.jsonl)")
+
+
+def _run_in_lab(scenario: Path, out: Path, extra: list[str]) -> int:
+    """Boot the lab (like `skycache lab run --memory 3G --disk 8G --disk 2G --`) and run this same
+    command inside it; the results land in OUT, which must be under the current directory (the only
+    directory the guest may write)."""
+    from skycache.lab import accel, kernel
+    from skycache.lab.vm import LabSpec, boot
+    from skycache.runner import Runner
+    from skycache.units import parse_positive_size
+
+    cwd = Path.cwd()
+    if not out.resolve().is_relative_to(cwd):
+        raise InvalidInput(f"--out {out}: must be under the current directory to run in the lab")
+    runner = Runner()
+    lab_kernel = kernel.require()
+    choice = accel.choose("auto", runner, lab_kernel)
+    spec = LabSpec(
+        memory="3G",
+        accel=choice.accel,
+        disk_sizes=(parse_positive_size("8G"), parse_positive_size("2G")),
+        rwdirs=(cwd,),
+        timeout_s=4 * 3600,
+        cwd=cwd,
+    )
+    argv = [sys.executable, "-m", "skycache.cli.main", "bench", "run", str(scenario), "--out", str(out)]
+    argv += ["--where", "lab", *extra]
+    err_console.print(f"bench: booting the lab ({lab_kernel.version}, {choice.accel}) to run {scenario}")
+    return boot(runner, lab_kernel, spec, argv, on_line=lambda line: print(line, flush=True))
 
 
 @app.command("compare")
