@@ -79,9 +79,9 @@ def lab_net(runner: Runner) -> Iterator[list[measure.Background]]:
         runner.run(in_ns(WK, ["iptables-restore", "--noflush"]), stdin=FOREIGN)
         for ns, addr in addrs:
             argv = python_argv(
-                "skycache.net.connload", "serve", "--bind", addr, "--port", str(PORT), "--seconds", "240"
+                "skycache.net.connload", "serve", "--bind", addr, "--port", str(PORT), "--seconds", "600"
             )
-            servers.append(measure.Background(runner, in_ns(ns, argv), timeout_s=300))
+            servers.append(measure.Background(runner, in_ns(ns, argv), timeout_s=660))
         for (ns, addr), server in zip(addrs, servers, strict=True):
             measure.wait_listening(runner, ns, PORT, addr=addr, server=server)
         yield servers
@@ -91,7 +91,7 @@ def lab_net(runner: Runner) -> Iterator[list[measure.Background]]:
             measure.stop_server(runner, ns, addr, PORT)
         netns.teardown(runner, TOPO)  # the servers' sockets go with their namespaces
         for s in servers:
-            s.join(320)
+            s.join(60)
 
 
 def test_isolation_by_real_attempts(runner: Runner, lab_net: list[measure.Background]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -49,13 +50,14 @@ def test_parse_recorded_link_stats() -> None:
 def test_connload_short_flows_and_probes_on_loopback() -> None:
     port = 39217
     result: dict[str, object] = {}
-    server = threading.Thread(target=lambda: result.update(connload.serve("127.0.0.1", port, 10)))
+    server = threading.Thread(target=lambda: result.update(connload.serve("127.0.0.1", port, 30)))
     server.start()
     try:
-        for _ in range(50):
+        for _ in range(100):
             if connload.probe("127.0.0.1", "tcp", port, 0.5)["reachable"]:
                 break
-        flows = connload.connect("127.0.0.1", port, 0.5, 50, stop_server=True)
+            time.sleep(0.1)
+        flows = connload.connect("127.0.0.1", port, 20, 50, stop_server=True)
     finally:
         server.join(15)
     assert flows["connections"] == 50 and flows["errors"] == 0

@@ -16,9 +16,9 @@ DATA = Path(__file__).parent / "data" / "net"
 
 def test_named_profiles_and_lab_scale() -> None:
     gbe = shaping.PROFILES["gbe-2009"]
-    assert gbe.rate_bps == 1_000_000_000 // shaping.LAB_SCALE == 100_000_000
+    assert gbe.rate_bps == 1_000_000_000 // shaping.LAB_SCALE == 50_000_000
     assert gbe.delay_ms == pytest.approx(0.1 * shaping.LAB_SCALE)
-    assert shaping.PROFILES["10gbe"].rate_bps == 1_000_000_000
+    assert shaping.PROFILES["10gbe"].rate_bps == 500_000_000
     assert shaping.PROFILES["none"].is_noop()
     assert shaping.PROFILES["gbe-2009-native"].rate_bps == 10**9
     with pytest.raises(InvalidInput, match="'bogus'"):
@@ -53,7 +53,7 @@ def test_apply_commands_match_port_both_directions() -> None:
     assert cmds[0][:9] == ["tc", "qdisc", "add", "dev", "lo", "root", "handle", "5ca:", "prio"]
     assert cmds[0][-16:] == ["2"] * 16  # unmatched traffic to the third band, untouched
     netem = cmds[1]
-    assert netem[netem.index("delay") + 1] == "1000us" and netem[netem.index("rate") + 1] == "100000000bit"
+    assert netem[netem.index("delay") + 1] == "2000us" and netem[netem.index("rate") + 1] == "50000000bit"
     assert "loss" not in netem
     filters = [c for c in cmds if c[1] == "filter"]
     assert [(c[c.index("match") + 2], c[-1]) for c in filters] == [
@@ -77,7 +77,8 @@ def test_parse_recorded_default_lo() -> None:
 
 
 def test_identify_named_profile() -> None:
-    assert shaping.identify(100_000_000, 1.0, 0.0).name == "gbe-2009"
+    assert shaping.identify(50_000_000, 2.0, 0.0).name == "gbe-2009"
+    assert shaping.identify(100_000_000, 1.0, 0.0).name == "custom"
 
 
 class FakeRunner(Runner):
