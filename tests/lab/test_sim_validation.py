@@ -1,11 +1,12 @@
 """The flow model against a measurement: n concurrent readers over the shaped iSCSI path.
 
-A loop-device LUN (sparse file, so the repository disk is not the bottleneck) is exported with LIO on 127.0.0.1:3260 and attached with open-iscsi; the iSCSI
-port is shaped with the lab's "gbe-2009" profile (a scaled-down GbE link). One reader measures the
-path's effective rate (iSCSI and TCP overhead included): that is the calibration. Then N readers
-start together, each reading its own SIZE bytes, and the model predicts, for N flows max-min sharing
-one link of the calibrated rate, that each finishes at N * SIZE / rate and that they get the
-calibrated rate in aggregate. The relative errors are printed and bounded.
+A loop-device LUN (a sparse file, so the repository disk is not the bottleneck) is exported with
+LIO on 127.0.0.1:3260 and attached with open-iscsi; the iSCSI port is shaped with the lab's
+"gbe-2009" profile (a scaled-down GbE link). One reader measures the path's effective rate (iSCSI
+and TCP overhead included): that is the calibration. Then N readers start together, each reading
+its own SIZE bytes, and the model predicts, for N flows max-min sharing one link of the calibrated
+rate, that each finishes at N * SIZE / rate and that together they get the calibrated rate. The
+relative errors are printed and bounded.
 """
 
 from __future__ import annotations

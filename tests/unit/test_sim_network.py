@@ -98,10 +98,31 @@ def test_unrelated_components_are_not_recomputed() -> None:
     for link in links:
         net.transfer(1000, [link])
     env.run(until=1e-9)
-    before = net.flows_rated
-    net.transfer(1000, [links[0]])  # touches one component of 1 flow
+    before = net.classes_rated
+    net.transfer(1000, [links[0]])  # touches one component, of one class, not all 20
     env.run(until=2e-9)
-    assert net.flows_rated - before == 2  # the two flows on l0, not all 21
+    assert net.classes_rated - before == 1
+
+
+def test_flows_sharing_a_path_cost_one_class_not_n_flows() -> None:
+    """Virtual time: 1000 flows on one link are one class; each arrival/departure rates 1 class."""
+    env = simpy.Environment()
+    net = Network(env)
+    link = net.add_link("l", 1000.0)
+    events = [net.transfer(100.0 + i, [link]) for i in range(1000)]
+    env.run()
+    assert net.recomputes <= 1 + 1000  # one batched start, then one per completion
+    assert net.classes_rated <= net.recomputes  # at most one class each time, never 1000 flows
+    # Sizes 100..1099 B on 1000 B/s, processor sharing: flow k finishes after the k smaller ones.
+    t = 0.0
+    prev = 0.0
+    remaining = 1000
+    for i, ev in enumerate(events):
+        size = 100.0 + i
+        t += (size - prev) * remaining / 1000.0
+        prev = size
+        remaining -= 1
+        assert ev.value.finished_at == pytest.approx(t, rel=1e-9)
 
 
 def test_link_byte_counters_are_exact() -> None:

@@ -469,7 +469,7 @@ class ClusterModel:
             events=float(next(env._eid)),
             flows=float(self.net.started),
             recomputes=float(self.net.recomputes),
-            flows_rated=float(self.net.flows_rated),
+            classes_rated=float(self.net.classes_rated),
             peak_node_running=float(self.peak_node_running),
             nat_cpu_per_vm=self.nat_cpu_per_vm,
             conntrack_per_vm=self.conntrack_per_vm,
