@@ -257,6 +257,7 @@ def bench_cmd(
         "nodes": r.nodes,
         "vms": r.vms,
         "wall_s": round(r.wall_s, 3),
+        "cpu_s": round(r.cpu_s, 3),
         "events": r.events,
         "events_per_s": round(r.events_per_s),
         "flows": r.flows,
@@ -268,7 +269,7 @@ def bench_cmd(
         typer.echo(json.dumps(doc))
         return
     typer.echo(
-        f"{r.nodes} nodes, {r.vms} VM starts: wall {r.wall_s:.1f} s, {r.events} events "
+        f"{r.nodes} nodes, {r.vms} VM starts: wall {r.wall_s:.1f} s (CPU {r.cpu_s:.1f} s), {r.events} events "
         f"({r.events_per_s:,.0f}/s), {r.flows} flows, peak RSS {doc['peak_rss_MiB']} MiB"
         + (f", peak traced {doc['peak_traced_MiB']} MiB" if r.peak_traced_bytes is not None else "")
         + f", load average {doc['loadavg_1min']}"
