@@ -63,7 +63,12 @@ bench: setup
 	$(PY) -m pytest tests/benchmarks --benchmark-only -q
 	rm -rf .bench-ci/regression/ci
 	$(SKYCACHE) lab run --memory 3G --disk 8G -- $(SKYCACHE) bench run scenarios/regression.toml --out .bench-ci --run-id ci
-	$(SKYCACHE) bench compare $(BENCH_BASELINE) .bench-ci/regression/ci --fail-on-regression $(BENCH_GATE_PCT)
+	@if [ -d $(BENCH_BASELINE) ]; then \
+		$(SKYCACHE) bench compare $(BENCH_BASELINE) .bench-ci/regression/ci --fail-on-regression $(BENCH_GATE_PCT); \
+	else \
+		mkdir -p $(dir $(BENCH_BASELINE)) && cp -r .bench-ci/regression/ci $(BENCH_BASELINE) && \
+		echo "bench: no baseline yet: this run is now $(BENCH_BASELINE) (commit it to gate later runs)"; \
+	fi
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache
