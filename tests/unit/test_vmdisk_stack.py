@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from skycache import stack, vmdisk
@@ -102,3 +104,14 @@ def test_names_and_tags() -> None:
     assert vmdisk.vm_tag("vm1") == "skycache-vm.vm1"
     assert stack.rc_name("node", "repo", "base") == "skycache-rc-node.repo.base"
     assert vmdisk.rc_lv_names("repo", "base") == ("rc.repo.base.m", "rc.repo.base.d")
+
+
+def test_note_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKYCACHE_STATE_DIR", str(tmp_path))
+    note = vmdisk.VmNote("vm1", "clone", "vr", "base", "thin", "127.0.0.1:3260", "node1", 32 << 20, 0)
+    vmdisk.save_note(note)
+    assert vmdisk.load_note("vm1") == note
+    assert [n.vm_id for n in vmdisk.all_notes()] == ["vm1"]
+    assert (vmdisk.note_path("vm1").stat().st_mode & 0o777) == 0o600
+    vmdisk.drop_note("vm1")
+    assert vmdisk.load_note("vm1") is None
