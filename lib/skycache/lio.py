@@ -223,7 +223,9 @@ def _create_target(spec: ExportSpec, backing: str) -> None:
         if spec.kind == "block":
             so = rts.BlockStorageObject(so_name, dev=backing, readonly=spec.read_only)
         else:
-            so = rts.FileIOStorageObject(so_name, dev=backing, write_back=False)
+            # rtslib needs the size of a file backstore (it cannot tell it from a path).
+            size = Path(backing).stat().st_size
+            so = rts.FileIOStorageObject(so_name, dev=backing, size=size, write_back=False)
         try:
             fabric = rts.FabricModule("iscsi")
             target = rts.Target(fabric, spec.iqn, mode="create")
