@@ -3,6 +3,11 @@
 One fixed fio random-read job on a VM disk with no cache, a cold read cache and a warm read cache; one
 fixed random-write job with no cache and with each write-back engine; the flush time of 64 MiB of
 unwritten data per engine. Figures go to build/c/figures.json (docs/caches.md quotes them).
+
+A measurement, not an acceptance test: it runs only with SKYCACHE_CACHE_FIGURES=1::
+
+    .venv/bin/skycache lab run --memory 3G --disk 8G --disk 8G -- env SKYCACHE_CACHE_FIGURES=1 \
+        .venv/bin/python -m pytest tests/lab/test_cache_figures.py -v --rootdir tests/lab
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ MiB = 1024 * 1024
 OUT = Path(__file__).resolve().parents[2] / "build" / "c" / "figures.json"
 JOB = ["--bs=4k", "--size=32M", "--direct=1", "--ioengine=libaio", "--iodepth=8", "--time_based",
        "--runtime=6", "--randseed=42", "--output-format=json"]  # fmt: skip
+
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("SKYCACHE_CACHE_FIGURES") != "1", reason="measurement: set SKYCACHE_CACHE_FIGURES=1"
+)
 
 
 @pytest.fixture
