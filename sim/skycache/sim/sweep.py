@@ -44,7 +44,16 @@ def run_sweep(
     workers: int = 2,
 ) -> pd.DataFrame:
     """Run the grid on a Dask cluster (a LocalCluster of ``workers`` processes unless ``scheduler``)."""
+    import logging
+
+    import dask
+
+    # Dask's INFO chatter (scheduler/worker start and stop) is not the user's business.
+    dask.config.set({"logging.distributed": "warning"})
     from distributed import Client, LocalCluster  # imported here: heavy, only sweeps need it
+
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     jobs = tasks(sf, replications)
     cluster = None
