@@ -75,3 +75,53 @@ def test_cli_writes_a_loadable_calibration(tmp_path: Path) -> None:
     cal = load_calibration(out)
     assert cal.backend("lvm").read_bw.provenance["run"] == str(fio)
     assert "skycache sim calibrate" in out.read_text()
+
+
+def test_bench_driver_columns_rep_phase_status_transport(tmp_path: Path) -> None:
+    """The bench driver writes ``rep``, ``phase``, ``status`` and ``transport``: honour them."""
+    run = tmp_path / "run"
+    run.mkdir()
+    base = {"run_id": "q", "backend": "lvm", "direction": "read", "read_cache": "", "lat_mean_ns": 1e6}
+    rows = [
+        {
+            **base,
+            "condition": "iscsi",
+            "transport": "iscsi",
+            "rep": 1,
+            "phase": "measure",
+            "status": "ok",
+            "bw_bytes": 10e6,
+        },
+        {
+            **base,
+            "condition": "iscsi",
+            "transport": "iscsi",
+            "rep": 1,
+            "phase": "warmup",
+            "status": "ok",
+            "bw_bytes": 99e6,
+        },
+        {
+            **base,
+            "condition": "iscsi",
+            "transport": "iscsi",
+            "rep": 2,
+            "phase": "measure",
+            "status": "error",
+            "bw_bytes": 98e6,
+        },
+        {
+            **base,
+            "condition": "local",
+            "transport": "local",
+            "rep": 1,
+            "phase": "measure",
+            "status": "ok",
+            "bw_bytes": 500e6,
+        },
+    ]
+    pd.DataFrame(rows).to_parquet(run / "tidy.parquet")
+    cal = derive([run], base=load_calibration(CAL))
+    rate = cal.backend("lvm").read_bw
+    assert rate.value == pytest.approx(10e6)  # not the warm-up, not the failed job, not the local disk
+    assert rate.provenance["condition"] == "iscsi"

@@ -10,7 +10,9 @@ Two kinds of run are recognised by their columns:
 
 Throughput of one repetition is the sum over its jobs; a rate is the median over repetitions of the
 best condition (the largest for bandwidth, the smallest for latency), and records run and condition.
-Columns are read defensively: a missing factor column means "not varied".
+Columns are read defensively: a missing factor column means "not varied"; ``rep`` is accepted for
+``repetition``; rows with a ``status`` other than ok or a ``phase`` other than measure are dropped;
+rows with ``transport == "local"`` are not repository rates.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ def _load_run(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         except json.JSONDecodeError:
             raise InvalidInput(f"run {str(path)!r}: manifest.json is not JSON") from None
     df = df.copy()
+    if "repetition" not in df.columns and "rep" in df.columns:
+        df["repetition"] = df["rep"]  # the bench driver's name for it
+    # Only measured, successful rows: no warm-up passes, no jobs that fio reported as errors.
+    if "status" in df.columns:
+        df = df[df["status"].astype(str).str.lower().isin(["ok", "", "nan", "none"])]
+    if "phase" in df.columns:
+        df = df[df["phase"].astype(str).str.lower().isin(["measure", "", "nan", "none"])]
     if "run_id" not in df.columns:
         df["run_id"] = str(manifest.get("run_id", path.name))
     for col, default in (("condition", "default"), ("repetition", 0)):
@@ -100,8 +109,10 @@ def _fio_rates(df: pd.DataFrame) -> dict[str, Any]:
     rcache_off = _off(_col(df, "read_cache", None))
     wcache_off = _off(_col(df, "write_cache", None))
     backend = _col(df, "backend", "lvm").astype(str)
-    for name in sorted(backend.unique()):
-        b = df[backend == name]
+    # The repository is reached over the network: local-disk rows are not repository rates.
+    remote = _col(df, "transport", "iscsi").astype(str).str.lower() != "local"
+    for name in sorted(backend[remote].unique()):
+        b = df[(backend == name) & remote]
         reads = b[(direction[b.index] == "read") & rcache_off[b.index]]
         writes = b[(direction[b.index] == "write") & wcache_off[b.index]]
         entry: dict[str, Any] = {}
