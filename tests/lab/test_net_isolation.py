@@ -79,9 +79,9 @@ def lab_net(runner: Runner) -> Iterator[list[measure.Background]]:
         runner.run(in_ns(WK, ["iptables-restore", "--noflush"]), stdin=FOREIGN)
         for ns, addr in addrs:
             argv = python_argv(
-                "skycache.net.connload", "serve", "--bind", addr, "--port", str(PORT), "--seconds", "600"
+                "skycache.net.connload", "serve", "--bind", addr, "--port", str(PORT), "--seconds", "1800"
             )
-            servers.append(measure.Background(runner, in_ns(ns, argv), timeout_s=660))
+            servers.append(measure.Background(runner, in_ns(ns, argv), timeout_s=1860))
         for (ns, addr), server in zip(addrs, servers, strict=True):
             measure.wait_listening(runner, ns, PORT, addr=addr, server=server)
         yield servers
@@ -154,10 +154,10 @@ def test_dhcp_dns_to_node_when_enabled_and_no_egress_mode(
         in_ns(
             WK,
             python_argv(
-                "skycache.net.connload", "serve", "--bind", "198.18.10.1", "--port", "53", "--seconds", "120"
+                "skycache.net.connload", "serve", "--bind", "198.18.10.1", "--port", "53", "--seconds", "1200"
             ),
         ),
-        timeout_s=180,
+        timeout_s=1260,
     )
     try:
         measure.wait_listening(runner, WK, 53, addr="198.18.10.1", server=dns)
@@ -183,4 +183,4 @@ def test_dhcp_dns_to_node_when_enabled_and_no_egress_mode(
         assert isolation.unisolate(runner, "ti-vm", WK) == ["SKYCACHE-FWD-ti-vm", "SKYCACHE-INP-ti-vm"]
     finally:
         measure.stop_server(runner, WK, "198.18.10.1", 53)
-        dns.join(150)
+        dns.join(120)

@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 BENCH_NET = ipaddress.ip_network("198.18.0.0/15")
-MAX_SECONDS = 600.0
+MAX_SECONDS = 3600.0
 
 
 def _check_addr(addr: str) -> str:
