@@ -9,6 +9,7 @@ up to whole extents (4 MiB by default).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -448,13 +449,37 @@ def snapshot_thin(runner: Runner, vg: str, pool: str, base: str, new: str) -> No
             raise Busy(
                 f"base {vg}/{base} is open (exported or attached); its first thin clone needs it closed"
             ) from exc
-        runner.run(activate_argv(vg, base, active=False), retry=UDEV_RETRY)
         try:
-            runner.run(argv, retry=LOCK_RETRY)
+            _with_base_inactive(runner, vg, base, argv)
         finally:
             runner.run(activate_argv(vg, base), retry=UDEV_RETRY)
     # Thin snapshots are created with the activation-skip flag; the clone is meant to be used now.
     runner.run(activate_argv(vg, new), retry=UDEV_RETRY)
+
+
+def _with_base_inactive(runner: Runner, vg: str, base: str, argv: list[str], *, attempts: int = 5) -> None:
+    """Deactivate ``base``, wait until LVM reports it inactive, then run ``argv``.
+
+    Seen in the lab: right after writes to the base, ``lvchange -an`` returned 0 while the next
+    lvcreate still found the LV active (udev still had it open); settle, check and try again.
+    """
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        runner.run(activate_argv(vg, base, active=False), retry=UDEV_RETRY)
+        runner.query(["udevadm", "settle", "--timeout=10"], check=False)
+        lv = find_lv(runner, vg, base)
+        if lv is not None and lv.active and attempt < attempts:
+            time.sleep(delay)
+            delay *= 2
+            continue
+        try:
+            runner.run(argv, retry=LOCK_RETRY)
+            return
+        except CommandError as exc:
+            if "active LV for the external origin" not in exc.stderr or attempt == attempts:
+                raise
+            time.sleep(delay)
+            delay *= 2
 
 
 def snapshot_classic(runner: Runner, vg: str, base: str, new: str, cow_size: int) -> None:
