@@ -51,6 +51,11 @@ def rc_name(cache_vg: str, repo: str, base: str) -> str:
     return f"skycache-rc-{cache_vg}.{repo}.{base}"
 
 
+def rc_guard_name(rc: str) -> str:
+    """The read-only guard under a read cache: ``skycache-rg-...`` for ``skycache-rc-...``."""
+    return "skycache-rg-" + rc.removeprefix("skycache-rc-")
+
+
 def all_vm_devices(vm_id: str) -> list[str]:
     """Every dm device of a VM (not the shared read cache), top first: the removal order."""
     tm, td, tp = thin_names(vm_id)
@@ -59,9 +64,16 @@ def all_vm_devices(vm_id: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ReadCacheDevs:
+    """dm-cache opens its origin read-write, and the kernel refuses that on the write-protected base
+    LUN ("reload ioctl ... failed: Read-only file system", seen in the lab). So the cache's origin is a
+    guard: a non-persistent dm-snapshot of the LUN (dm-snapshot opens its origin read-only) over a
+    small local COW LV. Nothing writes to it (the cache is writethrough under a COW device), so the
+    guard never fills; it only makes the read-only LUN acceptable as a dm-cache origin."""
+
     name: str
     metadata_dev: str
     data_dev: str
+    guard_cow_dev: str = ""
     block_bytes: int = RC_BLOCK
 
 
@@ -129,8 +141,14 @@ def layers(spec: StackSpec) -> list[Layer]:
     out: list[Layer] = []
     if spec.read_cache:
         rc = spec.read_cache
+        origin = spec.base_dev
+        if rc.guard_cow_dev:
+            guard = rc_guard_name(rc.name)
+            seg = dm.snapshot(spec.base_dev, rc.guard_cow_dev, spec.base_sectors, persistent=False)
+            out.append(Layer(guard, seg.line(), "rg", shared=True))
+            origin = dm.path(guard)
         t = dmcache.CacheTable(
-            rc.metadata_dev, rc.data_dev, spec.base_dev, spec.base_sectors, block_bytes=rc.block_bytes
+            rc.metadata_dev, rc.data_dev, origin, spec.base_sectors, block_bytes=rc.block_bytes
         )
         out.append(Layer(rc.name, t.line(), "rc", shared=True))
     if spec.write_cache:

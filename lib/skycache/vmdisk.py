@@ -182,11 +182,19 @@ def _session_users(disk: str) -> list[str]:
 class RcLvs:
     meta: str
     data: str
+    guard: str
+
+
+GUARD_COW = 4 * 1024**2
 
 
 def rc_lv_names(repo: str, base: str) -> tuple[str, str]:
     stem = f"rc.{repo}.{base}"
     return f"{stem}.m", f"{stem}.d"
+
+
+def rc_guard_lv_name(repo: str, base: str) -> str:
+    return f"rc.{repo}.{base}.g"
 
 
 def ensure_rc_lvs(runner: Runner, vg: str, repo: str, base: str, size: int, base_uuid: str) -> RcLvs:
@@ -202,6 +210,7 @@ def ensure_rc_lvs(runner: Runner, vg: str, repo: str, base: str, size: int, base
     existing = lvm.find_lv(runner, vg, meta_name)
     meta = _ensure_lv(runner, vg, meta_name, meta_size, tags)
     data = _ensure_lv(runner, vg, data_name, size, tags)
+    guard = _ensure_lv(runner, vg, rc_guard_lv_name(repo, base), GUARD_COW, tags)
     if existing is not None and uuid_tag not in existing.tags:
         runner.run([*ZERO_4K, f"of={meta}"])
         stale = [t for t in existing.tags if t.startswith("skycache-uuid.")]
@@ -214,7 +223,7 @@ def ensure_rc_lvs(runner: Runner, vg: str, repo: str, base: str, size: int, base
                 f"{vg}/{meta_name}",
             ]
         )
-    return RcLvs(meta, data)
+    return RcLvs(meta, data, guard)
 
 
 # -- clone ------------------------------------------------------------------------------------------
@@ -363,7 +372,11 @@ def plan_clone(runner: Runner, req: CloneRequest, *, rebuild: bool = False) -> t
     )
 
     def build(r: Runner) -> None:
-        _build_stack(r, req, note, ctx, base_lv.uuid, fresh=existing is None)
+        try:
+            _build_stack(r, req, note, ctx, base_lv.uuid, fresh=existing is None)
+        except BaseException:
+            unbuild(r)  # the failing step's own partial work: the plan undoes only finished steps
+            raise
 
     def unbuild(r: Runner) -> None:
         for name in stack.all_vm_devices(vm_id):
@@ -397,7 +410,9 @@ def _build_stack(
     rc = None
     if req.read_cache:
         lvs = ensure_rc_lvs(runner, note.cache_vg, note.repo, note.image, req.read_cache, base_uuid)
-        rc = stack.ReadCacheDevs(stack.rc_name(note.cache_vg, note.repo, note.image), lvs.meta, lvs.data)
+        rc = stack.ReadCacheDevs(
+            stack.rc_name(note.cache_vg, note.repo, note.image), lvs.meta, lvs.data, lvs.guard
+        )
     wc = None
     if req.write_cache:
         data_name, meta_name = _wb_lv_names(vm_id)
@@ -467,6 +482,9 @@ def _release_rc(runner: Runner, note: VmNote) -> None:
     rc = stack.rc_name(note.cache_vg, note.repo, note.image)
     if dm.exists(runner, rc) and not _rc_users(runner, rc):
         dmcache.remove(runner, rc)
+    guard = stack.rc_guard_name(rc)
+    if not dm.exists(runner, rc) and dm.exists(runner, guard) and not dm.holders(guard):
+        dm.remove(runner, guard)
 
 
 def _release_base(runner: Runner, note: VmNote) -> None:

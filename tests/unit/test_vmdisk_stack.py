@@ -115,3 +115,16 @@ def test_note_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert (vmdisk.note_path("vm1").stat().st_mode & 0o777) == 0o600
     vmdisk.drop_note("vm1")
     assert vmdisk.load_note("vm1") is None
+
+
+def test_read_cache_guard_over_read_only_base() -> None:
+    """dm-cache refuses a write-protected LUN as origin; a non-persistent snapshot guards it."""
+    rc = stack.ReadCacheDevs("skycache-rc-n.r.b", "/dev/n/m", "/dev/n/d", "/dev/n/g")
+    layers = stack.layers(spec(read_cache=rc))
+    assert [x.role for x in layers] == ["rg", "rc", "vm"]
+    assert layers[0].name == "skycache-rg-n.r.b" and layers[0].shared
+    assert layers[0].table == "0 131072 snapshot /dev/sda /dev/n/g N 8"
+    assert (
+        layers[1].table
+        == "0 131072 cache /dev/n/m /dev/n/d /dev/mapper/skycache-rg-n.r.b 128 2 metadata2 writethrough smq 0"
+    )
