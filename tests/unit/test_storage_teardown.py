@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import types
 
 import pytest
@@ -53,7 +52,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     mod = types.ModuleType("skycache.cachestatus")
     mod.dirty_count = lambda runner, name: dirty.get(name, 0)  # type: ignore[attr-defined]
     mod.flush = lambda runner, name, on_progress=None, timeout_s=600: dirty.update({name: 0})  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "skycache.cachestatus", mod)
+    monkeypatch.setattr(teardown, "_cachestatus", lambda: mod)
     monkeypatch.setattr(teardown, "collect", lambda runner: inventory())
     monkeypatch.setattr(lvm, "list_lvs", lambda runner, vg=None: [])
     return dirty
