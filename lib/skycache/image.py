@@ -28,6 +28,11 @@ from skycache.units import format_size
 POOL = "skycache-pool"
 FROM_TAG = "skycache-from."  # + base name: the origin of a copy clone
 COW_KINDS = ("thin", "snapshot", "copy")
+LVM_RESERVED_PREFIXES = ("snapshot", "pvmove")
+LVM_RESERVED_PARTS = (
+    "_cdata", "_cmeta", "_corig", "_cpool", "_cvol", "_wcorig", "_mlog", "_mimage", "_pmspare",
+    "_rimage", "_rmeta", "_tdata", "_tmeta", "_vdata", "_vorigin",
+)  # fmt: skip
 MIN_POOL = 256 << 20
 MIN_COW = 64 << 20
 COPY_ARGV = ("dd", "bs=4M", "iflag=direct", "oflag=direct", "conv=fsync", "status=none")
@@ -79,6 +84,11 @@ def check_image_name(name: str) -> str:
     check_name(name, what="image name")
     if name.startswith(NAME_PREFIX):
         raise InvalidInput(f"image name {name!r} is invalid: names starting {NAME_PREFIX!r} are reserved")
+    # LVM reserves these for its own sub-LVs (lvm(8), "Names starting "snapshot" are reserved").
+    if name.startswith(LVM_RESERVED_PREFIXES) or any(part in name for part in LVM_RESERVED_PARTS):
+        raise InvalidInput(
+            f"image name {name!r} is invalid: LVM reserves it (snapshot*, pvmove*, *_tdata...)"
+        )
     return name
 
 

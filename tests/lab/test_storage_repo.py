@@ -86,15 +86,15 @@ def test_clone_independence_and_read_only_base(runner: Runner, env: Path) -> Non
         ("copy", "base", base_sha),
         ("snapshot", "sbase", sbase_sha),
     ):
-        image.plan_clone(runner, f"cl/{base}", f"cl/{cow}", cow).apply(runner)
-        assert read_sha(runner, f"/dev/cl/{cow}", env) == sha, cow  # the clone starts as the base
-        write_pattern(runner, f"/dev/cl/{cow}", env, seed=cow)
+        image.plan_clone(runner, f"cl/{base}", f"cl/c-{cow}", cow).apply(runner)
+        assert read_sha(runner, f"/dev/cl/c-{cow}", env) == sha, cow  # the clone starts as the base
+        write_pattern(runner, f"/dev/cl/c-{cow}", env, seed=cow)
         assert read_sha(runner, f"/dev/cl/{base}", env) == sha, f"writing {cow} clone changed the base"
     images = {i.ref: i.as_dict() for i in image.list_images(runner)}
     assert images["cl/base"]["read_only"] and images["cl/sbase"]["read_only"]
-    assert sorted(images["cl/base"]["clones"]) == ["copy", "thin"]
-    assert images["cl/sbase"]["clones"] == ["snapshot"]
-    assert {images[f"cl/{c}"]["cow"] for c in ("thin", "snapshot", "copy")} == {"thin", "snapshot", "copy"}
+    assert sorted(images["cl/base"]["clones"]) == ["c-copy", "c-thin"]
+    assert images["cl/sbase"]["clones"] == ["c-snapshot"]
+    assert {images[f"cl/c-{c}"]["cow"] for c in ("thin", "snapshot", "copy")} == {"thin", "snapshot", "copy"}
     # The base refuses writes (read-only LV: the kernel refuses to open it for writing).
     denied = runner.query(
         ["dd", "if=/dev/zero", "of=/dev/cl/base", "bs=4k", "count=1", "oflag=direct"], check=False
@@ -104,7 +104,7 @@ def test_clone_independence_and_read_only_base(runner: Runner, env: Path) -> Non
     # Deleting a base with clones is refused; the clones themselves can go.
     code, _, err = sk_inproc("image", "delete", "cl/base")
     assert code != 0 and "clones" in err
-    image.plan_delete(runner, "cl/snapshot").apply(runner)
+    image.plan_delete(runner, "cl/c-snapshot").apply(runner)
     # File images: copy clones only.
     repo.plan_init_file(runner, "fcl", env / "fcl").apply(runner)
     lib_image(runner, "fcl/base", 16 << 20)

@@ -141,6 +141,7 @@ def test_write_private_is_atomic(tmp_path: Path) -> None:
         (["image", "create", "r/x", "--size", "12Q"], "unknown unit"),
         (["image", "create", "r/Bad", "--size", "1G"], "image name 'Bad' is invalid"),
         (["image", "create", "justname", "--size", "1G"], "not REPO/NAME"),
+        (["image", "create", "r/snapshot1", "--size", "1G"], "LVM reserves it"),
         (["image", "clone", "r/a", "r/b", "--cow", "reflink"], None),
         (["repo", "init", "x", "--backend", "zfs"], "backend 'zfs'"),
         (
