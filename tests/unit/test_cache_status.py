@@ -181,3 +181,11 @@ def test_flush_refuses_unmarked() -> None:
 def test_dirty_count() -> None:
     assert cachestatus.dirty_count(FakeRunner([line("cache-wb-dirty.txt")]), "x") == 46  # type: ignore[arg-type]
     assert cachestatus.dirty_count(FakeRunner([line("wc-dirty.txt")]), "x") == 1600  # type: ignore[arg-type]
+
+
+def test_cache_three_features_from_the_vm_stack() -> None:
+    """Recorded under a thin VM disk over iSCSI (dm-cache write engine): 3 feature args."""
+    st = parse_cache_status(line("cache-wb-thin-stack.txt"))
+    assert st.features == ("metadata2", "writeback", "no_discard_passdown")
+    assert (st.cache_used, st.cache_total, st.dirty, st.promotions) == (89, 768, 66, 89)
+    assert st.io_mode == "writeback" and st.policy == "smq" and not st.clean
