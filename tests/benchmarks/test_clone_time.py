@@ -42,7 +42,8 @@ def test_clone_time(tmp_path: Path) -> None:
             lvm.set_read_only(runner, "bench", f"base{label.lower()}")  # done before timing
             for cow, rounds in ROUNDS.items():
                 times = []
-                for i in range(rounds):
+                # One round of an 8 GiB copy: it is O(size) and the point is made by the 1 GiB rounds.
+                for i in range(1 if cow == "copy" and size > 2 << 30 else rounds):
                     new = f"bench/c-{cow}-{label.lower()}-{i}"
                     plan = image.plan_clone(runner, base, new, cow)
                     t0 = time.perf_counter()
