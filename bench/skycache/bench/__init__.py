@@ -6,6 +6,19 @@ pandas DataFrame (any run directory with a tidy.parquet: fio runs and nat-bench 
 
 from __future__ import annotations
 
-from skycache.bench.tidy import load
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from skycache.bench.tidy import load
 
 __all__ = ["load"]
+
+
+def __getattr__(name: str) -> Any:
+    # pandas costs seconds to import (a minute inside the TCG lab); every `skycache` invocation
+    # loads this package to register the bench verbs, so load() is imported on first use only.
+    if name == "load":
+        from skycache.bench.tidy import load
+
+        return load
+    raise AttributeError(f"module 'skycache.bench' has no attribute {name!r}")

@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,9 +23,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from skycache.bench import compare as comparing
 from skycache.bench import scenario as scenarios
 from skycache.errors import InvalidInput, SkycacheError
+
+if TYPE_CHECKING:
+    # compare imports pandas, which takes seconds to load (a minute in the TCG lab) and every
+    # `skycache` invocation registers these verbs: the verbs import it when they run.
+    from skycache.bench import compare as comparing
 
 app = typer.Typer(help="Run fio scenarios over real stacks, compare runs, draw plots.", no_args_is_help=True)
 suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
@@ -82,6 +86,8 @@ class RichReporter:
 
 
 def comparison_table(comps: list[comparing.Comparison], metrics: tuple[str, ...], title: str) -> Table:
+    from skycache.bench import compare as comparing
+
     t = Table(title=title, show_lines=False)
     for col in (
         "condition",
@@ -251,6 +257,7 @@ def compare_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Ratios to a baseline with bootstrap 95% intervals; "not significant" when the interval holds 1."""
+    from skycache.bench import compare as comparing
     from skycache.bench import store, tidy
 
     if fail_on_regression is not None and not 0 <= fail_on_regression < 1000:
@@ -310,6 +317,7 @@ def show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Mean IOPS and latency per condition with 95% intervals."""
+    from skycache.bench import compare as comparing
     from skycache.bench import tidy
 
     s = comparing.summary(tidy.load(run))
