@@ -18,12 +18,26 @@ from skycache.runner import Runner
 
 IN_LAB = os.environ.get("SKYCACHE_IN_LAB") == "1"
 
+# Lab files that have not yet completed a clean run in the lab (issues 4 and 5 are still open):
+# they stay out of `make test` until they have, so CI only gates on tests known to pass. Run them
+# with SKYCACHE_LAB_UNVERIFIED=1, e.g.
+#   SKYCACHE_LAB_UNVERIFIED=1 make test-lab LAB=tests/lab/test_vmdisk_lifecycle.py
+UNVERIFIED = {
+    "test_vmdisk_lifecycle.py": "VM-disk lifecycle tests have not completed a lab run yet (issue 4)",
+    "test_cache_devices.py": "two dm-cache fixes not yet re-run in the lab (issue 4)",
+    "test_bench_lab.py": "bench end-to-end lab tests not yet run in the lab (issue 5)",
+}
+RUN_UNVERIFIED = os.environ.get("SKYCACHE_LAB_UNVERIFIED") == "1"
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.lab)
         if not IN_LAB:
             item.add_marker(pytest.mark.skip(reason="needs the lab (run with make test-lab)"))
+        elif item.path.name in UNVERIFIED and not RUN_UNVERIFIED:
+            reason = UNVERIFIED[item.path.name] + "; set SKYCACHE_LAB_UNVERIFIED=1 to run"
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

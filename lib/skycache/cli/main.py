@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 from importlib.metadata import entry_points, version
 from typing import Annotated
@@ -63,8 +64,16 @@ def _register_all() -> None:
 _register_all()
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    sys.exit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: one-line errors for SkycacheError, exit codes passed on."""
+    # SIGTERM/SIGHUP become SystemExit, so running commands (e.g. the lab's qemu, which leads its
+    # own process group) are killed by the runner's cleanup instead of being orphaned.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     command = typer.main.get_command(app)
     try:
         code = command.main(args=sys.argv[1:], prog_name="skycache", standalone_mode=False)
