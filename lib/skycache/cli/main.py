@@ -20,6 +20,9 @@ LIB_CLI_MODULES = (
     "skycache.cli.node",
     "skycache.cli.net",
 )
+# Entry points in PLUGIN_GROUP are top-level sub-apps (bench, sim, suite). Those in
+# "skycache.cli.<group>" add verbs to a group lib already defines (bench adds `net nat-bench`): each
+# names a register(group_app: typer.Typer) -> None, like LIB_CLI_MODULES, so lib/ imports neither.
 PLUGIN_GROUP = "skycache.cli"
 
 app = typer.Typer(
@@ -57,8 +60,13 @@ def root(
 def _register_all() -> None:
     for name in LIB_CLI_MODULES:
         importlib.import_module(name).register(app)
-    for ep in entry_points(group=PLUGIN_GROUP):
+    eps = entry_points()  # read the installed metadata once, not once per group
+    for ep in eps.select(group=PLUGIN_GROUP):
         app.add_typer(ep.load(), name=ep.name)
+    for group in app.registered_groups:
+        if isinstance(group.name, str) and group.typer_instance is not None:
+            for ep in eps.select(group=f"{PLUGIN_GROUP}.{group.name}"):
+                ep.load()(group.typer_instance)
 
 
 _register_all()

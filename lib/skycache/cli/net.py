@@ -1,18 +1,17 @@
-"""``skycache net``: shaping of the iSCSI path, NAT load measurement and VM isolation rules."""
+"""``skycache net``: shaping of the iSCSI path and VM isolation rules.
+
+``net nat-bench`` (the NAT load measurement) is added to this group by the bench portion through the
+``skycache.cli.net`` entry-point group (see cli/main.py), so lib/ never imports bench/.
+"""
 
 from __future__ import annotations
 
-import importlib
-import json
-import os
-import shutil
-import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from skycache.errors import InvalidInput, SkycacheError
+from skycache.cli.common import JsonOpt, print_json
+from skycache.errors import InvalidInput
 from skycache.net import isolation, netns, shaping
 from skycache.runner import Runner
 
@@ -20,6 +19,7 @@ net_app = typer.Typer(
     help="Network shaping, NAT load measurement and VM isolation rules.", no_args_is_help=True
 )
 
+# Not common.DryRunOpt: these verbs record tc/iptables commands rather than a Plan, and say so.
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the commands and change nothing.")]
 NetnsOpt = Annotated[
     str | None,
@@ -91,11 +91,7 @@ def unshape(dev: DevOpt = "lo", ns: NetnsOpt = None, dry_run: DryRunOpt = False)
 
 
 @net_app.command("status")
-def status(
-    dev: DevOpt = "lo",
-    ns: NetnsOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
+def status(dev: DevOpt = "lo", ns: NetnsOpt = None, as_json: JsonOpt = False) -> None:
     """Show the shaping profile on DEV and the isolated VMs (skycache's rules only)."""
     runner = Runner()
     prof = shaping.current(runner, dev, ns=_ns(ns))
@@ -108,7 +104,7 @@ def status(
                 {"key": i.key, "interfaces": list(i.interfaces), "rules": i.rules} for i in isolated
             ],
         }
-        typer.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
     typer.echo(f"shaping on {dev}: {prof.describe() if prof else 'none'}")
     for i in isolated:
@@ -182,57 +178,6 @@ def unisolate(
         _print_plan(runner)
         return
     typer.echo(f"removed chains: {', '.join(removed)}" if removed else "nothing to remove")
-
-
-# -- NAT measurement -------------------------------------------------------------------------------
-
-
-def _natbench() -> Any:
-    # The measurement lives in the bench portion (design.md §3: lib does not import bench); load it
-    # at run time like the CLI's other plug-ins, so lib works without it.
-    try:
-        return importlib.import_module("skycache.bench.natbench")
-    except ImportError as exc:
-        raise SkycacheError("nat-bench needs the skycache.bench portion (not installed)") from exc
-
-
-@net_app.command("nat-bench")
-def nat_bench(
-    where: Annotated[
-        str,
-        typer.Option(
-            "--where", help="lab (boot the lab kernel; inside the lab: run there) or host (this kernel)."
-        ),
-    ] = "lab",
-    repetitions: Annotated[int, typer.Option("--repetitions", help="Repetitions per condition.")] = 3,
-    out: Annotated[
-        Path, typer.Option("--out", help="Results root (run goes to OUT/nat-bench/<run-id>/).")
-    ] = Path("results"),
-    bulk_seconds: Annotated[float, typer.Option("--bulk-seconds", help="iperf3 duration per run.")] = 5.0,
-    conn_seconds: Annotated[float, typer.Option("--conn-seconds", help="Short-flow loop duration.")] = 5.0,
-    max_conns: Annotated[int, typer.Option("--max-conns", help="Upper bound of short connections.")] = 20_000,
-) -> None:
-    """Measure NAT (MASQUERADE + conntrack) against plain routing on the same namespace path.
-
-    Prints NAT vs routed throughput, connections/s, CPU per packet and per connection, conntrack
-    entries and memory, with 95% intervals over the repetitions.
-    """
-    nb = _natbench()
-    opts = nb.NatBenchOptions(repetitions, bulk_seconds, conn_seconds, max_conns, out, where)
-    opts.validate()
-    runner = Runner()
-    if where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
-        cwd = Path.cwd().resolve()
-        if not out.resolve().is_relative_to(cwd):
-            raise InvalidInput(f"--out {out} must be under the current directory (the lab writes only there)")
-        exe = shutil.which("skycache") or str(Path(sys.executable).with_name("skycache"))
-        code = runner.stream(nb.lab_argv(opts, exe), on_line=typer.echo, timeout_s=3600)
-        if code != 0:
-            raise SkycacheError(f"nat-bench in the lab failed (exit {code})")
-        return
-    result = nb.run(runner, opts, progress=lambda line: typer.echo(line, err=True))
-    typer.echo(nb.format_table(result.summary, repetitions))
-    typer.echo(f"results: {result.run_dir}")
 
 
 def register(app: typer.Typer) -> None:

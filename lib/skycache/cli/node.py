@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from skycache import cachestatus, dm, node, vmdisk
+from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, print_table, run_plan
 from skycache.errors import InvalidInput
-from skycache.plan import Plan
 from skycache.runner import Runner
 from skycache.units import format_size, parse_positive_size
 
@@ -21,8 +20,6 @@ disk_app = typer.Typer(
     help="VM disks: clone, ln, mkimage, mkswap, mv, delete, purge, save, list.", no_args_is_help=True
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
 CacheVgOpt = Annotated[
     str, typer.Option("--cache-vg", help="Node cache VG (default: the only one on this node).")
 ]
@@ -35,27 +32,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(disk_app, name="disk")
 
 
-def _run_plan(plan: Plan, dry_run: bool) -> bool:
-    """Print the plan (dry run) or apply it; True when it was applied."""
-    if dry_run:
-        typer.echo("\n".join(plan.describe()))
-        return False
-    plan.apply(Runner())
-    return True
-
-
 def _size(text: str | None, what: str) -> int:
     return parse_positive_size(text, what=what) if text else 0
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
-
-
-def _dump(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2))
 
 
 def _progress(text: str) -> None:
@@ -84,7 +62,7 @@ def node_init(
     plan = node.plan_init(
         Runner(dry_run=True), cache_vg, devices=device or None, loop_size=size, directory=loop_dir
     )
-    if _run_plan(plan, dry_run):
+    if run_plan(plan, dry_run):
         typer.echo(f"cache VG {cache_vg} created")
 
 
@@ -92,12 +70,11 @@ def node_init(
 def node_list(as_json: JsonOpt = False) -> None:
     """List this node's cache VGs."""
     vgs = node.list_cache_vgs(Runner())
-    if as_json:
-        _dump([v.as_dict() for v in vgs])
-        return
-    _table(
-        [[v.name, format_size(v.size), format_size(v.free), str(v.lv_count)] for v in vgs],
+    print_list(
+        vgs,
+        as_json,
         ["NAME", "SIZE", "FREE", "LVS"],
+        lambda v: [v.name, format_size(v.size), format_size(v.free), str(v.lv_count)],
     )
 
 
@@ -126,7 +103,7 @@ def cache_status(
             continue
         rows.append({"name": n, **cachestatus.status(runner, n).as_dict()})
     if as_json:
-        _dump(rows)
+        print_json(rows)
         return
     out = []
     for r in rows:
@@ -141,7 +118,7 @@ def cache_status(
             mode = "writeback"
             flags = f"error {r['error']}" if r["error"] else "ok"
         out.append([str(r["name"]), str(r["kind"]), mode, used, str(r["unwritten"]), hits, flags])
-    _table(out, ["NAME", "TARGET", "MODE", "USED", "DIRTY", "HITS/MISSES (r/w)", "STATE"])
+    print_table(out, ["NAME", "TARGET", "MODE", "USED", "DIRTY", "HITS/MISSES (r/w)", "STATE"])
 
 
 @cache_app.command("flush")
@@ -187,7 +164,7 @@ def disk_clone(
         cache_vg,
     )
     plan, path = vmdisk.plan_clone(Runner(dry_run=True), req)
-    _run_plan(plan, dry_run)
+    run_plan(plan, dry_run)
     typer.echo(path)
 
 
@@ -200,14 +177,14 @@ def disk_ln(
 ) -> None:
     """Attach a persistent image itself (no COW); prints the VM disk path as the last line."""
     plan, path = vmdisk.plan_ln(Runner(dry_run=True), vm_id, ref, portal)
-    _run_plan(plan, dry_run)
+    run_plan(plan, dry_run)
     typer.echo(path)
 
 
 def _mk(vm_id: str, size: str, cache_vg: str, dry_run: bool, swap: bool) -> None:
     nbytes = parse_positive_size(size, what="size")
     plan, path = vmdisk.plan_mkimage(Runner(dry_run=True), vm_id, nbytes, cache_vg=cache_vg, swap=swap)
-    _run_plan(plan, dry_run)
+    run_plan(plan, dry_run)
     typer.echo(path)
 
 
@@ -242,7 +219,7 @@ def disk_mv(
 ) -> None:
     """Synchronise the VM disk, then rebuild it on another node; prints the new path last."""
     plan, path = vmdisk.plan_mv(Runner(dry_run=True), vm_id, to_node, portal=portal, progress=_progress)
-    _run_plan(plan, dry_run)
+    run_plan(plan, dry_run)
     typer.echo(path)
 
 
@@ -256,7 +233,7 @@ def disk_delete(
 ) -> None:
     """Tear the VM disk down (with --sync: flush it into its COW store on the repository first)."""
     plan = vmdisk.plan_delete(Runner(dry_run=True), vm_id, sync=sync, progress=_progress)
-    if _run_plan(plan, dry_run):
+    if run_plan(plan, dry_run):
         typer.echo(f"VM disk {vm_id} deleted" + (" (synced to the repository)" if sync else ""))
 
 
@@ -266,7 +243,7 @@ def disk_purge(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Remove a synced COW store from the repository."""
-    if _run_plan(vmdisk.plan_purge(Runner(dry_run=True), vm_id), dry_run):
+    if run_plan(vmdisk.plan_purge(Runner(dry_run=True), vm_id), dry_run):
         typer.echo(f"COW store of {vm_id} purged")
 
 
@@ -278,7 +255,7 @@ def disk_save(
 ) -> None:
     """Materialise the VM's disk (base + COW store) as a new image in the repository."""
     plan = vmdisk.plan_save(Runner(dry_run=True), vm_id, new_ref, progress=_progress)
-    if _run_plan(plan, dry_run):
+    if run_plan(plan, dry_run):
         typer.echo(f"VM disk {vm_id} saved as {new_ref}")
 
 
@@ -286,23 +263,19 @@ def disk_save(
 def disk_list(as_json: JsonOpt = False) -> None:
     """List VM disks (live on this node, or synced to a repository)."""
     disks = vmdisk.list_disks(Runner())
-    if as_json:
-        _dump([d.as_dict() for d in disks])
-        return
-    _table(
-        [
-            [
-                d.vm_id,
-                d.kind,
-                d.state,
-                d.image or "-",
-                d.cow or "-",
-                format_size(d.read_cache) if d.read_cache else "-",
-                f"{format_size(d.write_cache)} {d.write_engine}" if d.write_cache else "-",
-                "-" if d.dirty is None else str(d.dirty),
-                d.path or "-",
-            ]
-            for d in disks
-        ],
+    print_list(
+        disks,
+        as_json,
         ["VMID", "KIND", "STATE", "IMAGE", "COW", "READ-CACHE", "WRITE-CACHE", "DIRTY", "PATH"],
+        lambda d: [
+            d.vm_id,
+            d.kind,
+            d.state,
+            d.image or "-",
+            d.cow or "-",
+            format_size(d.read_cache) if d.read_cache else "-",
+            f"{format_size(d.write_cache)} {d.write_engine}" if d.write_cache else "-",
+            "-" if d.dirty is None else str(d.dirty),
+            d.path or "-",
+        ],
     )

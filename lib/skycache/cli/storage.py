@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from skycache import image, inventory, iscsi, lio, teardown
 from skycache import repo as repos
+from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, run_plan
 from skycache.errors import InvalidInput
-from skycache.plan import Plan
 from skycache.runner import Runner
 from skycache.units import format_size, parse_positive_size
 
 repo_app = typer.Typer(help="Image repositories (LVM volume groups or directories).", no_args_is_help=True)
 image_app = typer.Typer(help="Images, read-only bases and COW clones.", no_args_is_help=True)
 export_app = typer.Typer(help="iSCSI exports of images (LIO).", no_args_is_help=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
-
-
-def _run_plan(plan: Plan, dry_run: bool) -> None:
-    if dry_run:
-        typer.echo("\n".join(plan.describe()))
-        return
-    plan.apply(Runner())
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
-
-
-def _dump(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2))
-
 
 # -- repo --------------------------------------------------------------------------------------------
 
@@ -72,8 +50,7 @@ def repo_init(
         plan = repos.plan_init_file(runner, name, directory)
     else:
         raise InvalidInput(f"backend {backend!r} is not lvm or file")
-    _run_plan(plan, dry_run)
-    if not dry_run:
+    if run_plan(plan, dry_run):
         typer.echo(f"repository {name} ({backend}) created")
 
 
@@ -81,12 +58,11 @@ def repo_init(
 def repo_list(as_json: JsonOpt = False) -> None:
     """List repositories."""
     found = repos.list_repos(Runner())
-    if as_json:
-        _dump([r.as_dict() for r in found])
-        return
-    _table(
-        [[r.name, r.backend, r.location, format_size(r.size), format_size(r.free)] for r in found],
+    print_list(
+        found,
+        as_json,
         ["NAME", "BACKEND", "LOCATION", "SIZE", "FREE"],
+        lambda r: [r.name, r.backend, r.location, format_size(r.size), format_size(r.free)],
     )
 
 
@@ -103,8 +79,7 @@ def image_create(
     """Create an image, empty or from a raw/qcow2 file."""
     nbytes = parse_positive_size(size, what="--size") if size is not None else None
     plan = image.plan_create(Runner(dry_run=True), ref, size=nbytes, source=source)
-    _run_plan(plan, dry_run)
-    if not dry_run:
+    if run_plan(plan, dry_run):
         typer.echo(f"image {ref} created")
 
 
@@ -115,23 +90,19 @@ def image_list(
 ) -> None:
     """List images: name, backend, size, read-only, origin, clones."""
     found = image.list_images(Runner(), repo)
-    if as_json:
-        _dump([i.as_dict() for i in found])
-        return
-    _table(
-        [
-            [
-                i.ref,
-                i.backend,
-                format_size(i.size),
-                "ro" if i.read_only else "rw",
-                f"{i.origin} ({i.cow})" if i.origin else "-",
-                ",".join(i.clones) or "-",
-                "yes" if i.exported else "no",
-            ]
-            for i in found
-        ],
+    print_list(
+        found,
+        as_json,
         ["NAME", "BACKEND", "SIZE", "MODE", "ORIGIN", "CLONES", "EXPORTED"],
+        lambda i: [
+            i.ref,
+            i.backend,
+            format_size(i.size),
+            "ro" if i.read_only else "rw",
+            f"{i.origin} ({i.cow})" if i.origin else "-",
+            ",".join(i.clones) or "-",
+            "yes" if i.exported else "no",
+        ],
     )
 
 
@@ -142,8 +113,7 @@ def image_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Delete an image (refused while clones or an export use it, unless --force)."""
-    _run_plan(image.plan_delete(Runner(dry_run=True), ref, force=force), dry_run)
-    if not dry_run:
+    if run_plan(image.plan_delete(Runner(dry_run=True), ref, force=force), dry_run):
         typer.echo(f"image {ref} deleted")
 
 
@@ -159,8 +129,7 @@ def image_clone(
 ) -> None:
     """Clone a base (made read-only first): thin, snapshot (O(1)) or copy."""
     cs = parse_positive_size(cow_size, what="--cow-size") if cow_size is not None else None
-    _run_plan(image.plan_clone(Runner(dry_run=True), base, new, cow, cow_size=cs), dry_run)
-    if not dry_run:
+    if run_plan(image.plan_clone(Runner(dry_run=True), base, new, cow, cow_size=cs), dry_run):
         typer.echo(f"image {new} cloned from {base} ({cow})")
 
 
@@ -190,8 +159,7 @@ def export_add(
         chap=not no_chap,
         listen=lio.parse_listen(listen),
     )
-    _run_plan(plan, dry_run)
-    if not dry_run:
+    if run_plan(plan, dry_run):
         repo, name = image.split_ref(ref)
         typer.echo(lio.target_iqn(repo, name))
 
@@ -201,8 +169,7 @@ def export_remove(
     ref: Annotated[str, typer.Argument(metavar="REPO/NAME")], dry_run: DryRunOpt = False
 ) -> None:
     """Remove the export of an image."""
-    _run_plan(image.plan_unexport(Runner(dry_run=True), ref), dry_run)
-    if not dry_run:
+    if run_plan(image.plan_unexport(Runner(dry_run=True), ref), dry_run):
         typer.echo(f"export of {ref} removed")
 
 
@@ -210,22 +177,18 @@ def export_remove(
 def export_list(as_json: JsonOpt = False) -> None:
     """List owned exports (never their secrets)."""
     found = lio.list_exports()
-    if as_json:
-        _dump([e.as_dict() for e in found])
-        return
-    _table(
-        [
-            [
-                e.iqn,
-                e.plugin,
-                e.device,
-                ",".join(e.initiators),
-                "ro" if e.read_only else "rw",
-                "on" if e.chap else "off",
-            ]
-            for e in found
-        ],
+    print_list(
+        found,
+        as_json,
         ["TARGET", "BACKSTORE", "DEVICE", "INITIATORS", "MODE", "CHAP"],
+        lambda e: [
+            e.iqn,
+            e.plugin,
+            e.device,
+            ",".join(e.initiators),
+            "ro" if e.read_only else "rw",
+            "on" if e.chap else "off",
+        ],
     )
 
 
@@ -248,7 +211,7 @@ def export_show(
         if show_secret:
             data["chap_secret"] = chap.password
     if as_json:
-        _dump(data)
+        print_json(data)
         return
     for key, value in data.items():
         typer.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
@@ -287,10 +250,7 @@ def detach(
 def inventory_cmd(as_json: JsonOpt = False) -> None:
     """List every object skycache owns, from the system's own records."""
     items = inventory.collect(Runner()).items()
-    if as_json:
-        _dump([i.as_dict() for i in items])
-        return
-    _table([[i.kind, i.name, i.detail] for i in items], ["KIND", "NAME", "DETAIL"])
+    print_list(items, as_json, ["KIND", "NAME", "DETAIL"], lambda i: [i.kind, i.name, i.detail])
 
 
 def teardown_cmd(
@@ -308,8 +268,7 @@ def teardown_cmd(
     if not all_:
         raise InvalidInput("say --all: teardown removes everything skycache owns")
     plan = teardown.plan_teardown(Runner(dry_run=True), flush=not no_flush, force=force)
-    _run_plan(plan, dry_run)
-    if not dry_run:
+    if run_plan(plan, dry_run):
         typer.echo(f"teardown done ({len(plan.actions)} steps)")
 
 

@@ -1,0 +1,63 @@
+"""``skycache net nat-bench``: the NAT load measurement, added to lib's ``net`` group.
+
+lib/ must not import bench/ (design.md §3), so this verb lives here and reaches the ``net`` group
+through the ``skycache.cli.net`` entry-point group, which cli/main.py calls with the group's app.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skycache.errors import InvalidInput, SkycacheError
+from skycache.runner import Runner
+
+
+def register(net_app: typer.Typer) -> None:
+    net_app.command("nat-bench")(nat_bench)
+
+
+def nat_bench(
+    where: Annotated[
+        str,
+        typer.Option(
+            "--where", help="lab (boot the lab kernel; inside the lab: run there) or host (this kernel)."
+        ),
+    ] = "lab",
+    repetitions: Annotated[int, typer.Option("--repetitions", help="Repetitions per condition.")] = 3,
+    out: Annotated[
+        Path, typer.Option("--out", help="Results root (run goes to OUT/nat-bench/<run-id>/).")
+    ] = Path("results"),
+    bulk_seconds: Annotated[float, typer.Option("--bulk-seconds", help="iperf3 duration per run.")] = 5.0,
+    conn_seconds: Annotated[float, typer.Option("--conn-seconds", help="Short-flow loop duration.")] = 5.0,
+    max_conns: Annotated[int, typer.Option("--max-conns", help="Upper bound of short connections.")] = 20_000,
+) -> None:
+    """Measure NAT (MASQUERADE + conntrack) against plain routing on the same namespace path.
+
+    Prints NAT vs routed throughput, connections/s, CPU per packet and per connection, conntrack
+    entries and memory, with 95% intervals over the repetitions.
+    """
+    # natbench imports pandas (seconds; a minute in the TCG lab): only when the verb runs, not each
+    # time `skycache` registers its verbs.
+    from skycache.bench import natbench as nb
+
+    opts = nb.NatBenchOptions(repetitions, bulk_seconds, conn_seconds, max_conns, out, where)
+    opts.validate()
+    runner = Runner()
+    if where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
+        cwd = Path.cwd().resolve()
+        if not out.resolve().is_relative_to(cwd):
+            raise InvalidInput(f"--out {out} must be under the current directory (the lab writes only there)")
+        exe = shutil.which("skycache") or str(Path(sys.executable).with_name("skycache"))
+        code = runner.stream(nb.lab_argv(opts, exe), on_line=typer.echo, timeout_s=3600)
+        if code != 0:
+            raise SkycacheError(f"nat-bench in the lab failed (exit {code})")
+        return
+    result = nb.run(runner, opts, progress=lambda line: typer.echo(line, err=True))
+    typer.echo(nb.format_table(result.summary, repetitions))
+    typer.echo(f"results: {result.run_dir}")

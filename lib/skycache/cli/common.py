@@ -1,0 +1,58 @@
+"""Plumbing shared by the lib CLI modules: option aliases, plan runs and list output.
+
+Kept in one place so every verb prints tables, JSON and dry-run plans the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol, TypeVar
+
+import typer
+
+from skycache.plan import Plan
+from skycache.runner import Runner
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
+
+
+class Listed(Protocol):
+    """What list verbs print: records that give their --json form."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+ItemT = TypeVar("ItemT", bound=Listed)
+
+
+def run_plan(plan: Plan, dry_run: bool) -> bool:
+    """Print the plan (dry run) or apply it; True when it was applied."""
+    if dry_run:
+        typer.echo("\n".join(plan.describe()))
+        return False
+    plan.apply(Runner())
+    return True
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    """Left-aligned columns as wide as their widest cell; no trailing blanks (diff-friendly)."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+def print_json(data: Any) -> None:
+    """The --json output of every list-like verb."""
+    typer.echo(json.dumps(data, indent=2))
+
+
+def print_list(
+    items: Sequence[ItemT], as_json: bool, header: list[str], row: Callable[[ItemT], list[str]]
+) -> None:
+    """A list verb's output: the items' as_dict() with --json, else a table of one row per item."""
+    if as_json:
+        print_json([i.as_dict() for i in items])
+        return
+    print_table([row(i) for i in items], header)

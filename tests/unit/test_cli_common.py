@@ -1,0 +1,97 @@
+"""Shared CLI plumbing (cli/common.py) and how portions add verbs to lib's groups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from skycache import node
+from skycache.cli import common
+from skycache.cli.main import app
+from skycache.node import CacheVG
+from skycache.plan import Action, Plan
+
+LIB = Path(__file__).resolve().parents[2] / "lib"
+
+
+def test_table_aligns_columns_without_trailing_blanks(capsys: pytest.CaptureFixture[str]) -> None:
+    common.print_table([["a", "1"], ["long-name", ""]], ["NAME", "N"])
+    assert capsys.readouterr().out.splitlines() == ["NAME       N", "a          1", "long-name"]
+
+
+def test_json_output_is_indented(capsys: pytest.CaptureFixture[str]) -> None:
+    common.print_json([{"name": "x"}])
+    out = capsys.readouterr().out
+    assert json.loads(out) == [{"name": "x"}] and '\n  {\n    "name"' in out
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    ran: list[str] = []
+    plan = Plan("make x").add(Action("step one", lambda _r: ran.append("one")))
+    assert common.run_plan(plan, dry_run=True) is False
+    assert ran == []
+    assert capsys.readouterr().out.splitlines() == ["plan: make x", "  1. step one"]
+
+
+def test_applied_plan_runs_every_step(capsys: pytest.CaptureFixture[str]) -> None:
+    ran: list[str] = []
+    plan = (
+        Plan("make x")
+        .add(Action("one", lambda _r: ran.append("one")))
+        .add(Action("two", lambda _r: ran.append("two")))
+    )
+    assert common.run_plan(plan, dry_run=False) is True
+    assert ran == ["one", "two"] and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["node", "list"],
+            "NAME                SIZE  FREE  LVS\n"
+            "skycache-cache      1G    512M  2\n"
+            "skycache-cache-two  2G    2G    0\n",
+        ),
+        (
+            ["node", "list", "--json"],
+            json.dumps(
+                [
+                    {"name": "skycache-cache", "size": 2**30, "free": 2**29, "lvs": 2},
+                    {"name": "skycache-cache-two", "size": 2**31, "free": 2**31, "lvs": 0},
+                ],
+                indent=2,
+            )
+            + "\n",
+        ),
+    ],
+)
+def test_list_verb_prints_table_or_json(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
+) -> None:
+    vgs = [CacheVG("skycache-cache", 2**30, 2**29, 2), CacheVG("skycache-cache-two", 2**31, 2**31, 0)]
+    monkeypatch.setattr(node, "list_cache_vgs", lambda _runner: vgs)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected
+
+
+def test_bench_adds_nat_bench_to_the_net_group() -> None:
+    net = typer.main.get_command(app).commands["net"]  # type: ignore[attr-defined]
+    cmd = net.commands["nat-bench"]
+    assert cmd.callback.__module__ == "skycache.bench.cli_net"
+    assert list(net.commands)[-1] == "nat-bench"  # listed after lib's own net verbs, as before
+
+
+def test_lib_never_references_bench() -> None:
+    # design.md §3: lib/ works without bench/; bench reaches the CLI through entry points only.
+    offenders = [
+        str(p.relative_to(LIB))
+        for p in sorted(LIB.rglob("*.py"))
+        if "skycache.bench" in p.read_text() or "natbench" in p.read_text()
+    ]
+    assert offenders == []
