@@ -301,17 +301,22 @@ def flush(
 ) -> None:
     """Write back every dirty block of ``dm_name`` and wait until the cache is clean.
 
-    ``on_progress`` gets the unwritten block count each time it changes. Raises :class:`Busy` on
-    timeout and :class:`SkycacheError` when the target reports an error or needs_check: the cache is
-    then NOT clean and must not be discarded.
+    ``on_progress`` gets the unwritten block count before the flush starts, then each time it
+    changes. Raises :class:`Busy` on timeout and :class:`SkycacheError` when the target reports an
+    error or needs_check: the cache is then NOT clean and must not be discarded.
     """
     require_marked_name(dm_name, what="dm device")
     if runner.dry_run:
         runner.run(["dmsetup", "message", dm_name, "0", "cleaner"])  # shown in the plan only
         return
+    # Report the count before the flush starts: a small cache may be clean by the first poll, and
+    # the progress should still show where it began.
+    first = status(runner, dm_name).unwritten
+    if on_progress is not None:
+        on_progress(first)
+    last: int | None = first
     start_flush(runner, dm_name)
     deadline = clock() + timeout_s
-    last: int | None = None
     while True:
         st = status(runner, dm_name)
         if isinstance(st, WritecacheStatus) and st.error:

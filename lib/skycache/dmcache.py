@@ -27,6 +27,7 @@ METADATA_PER_BLOCK = 44
 MODES = ("writethrough", "writeback", "passthrough")
 POLICIES = ("smq", "cleaner")
 DEFAULT_BLOCK = 256 * 1024
+DEFAULT_MIGRATION_THRESHOLD = 2048  # sectors; the kernel's default
 
 
 def check_block_size(block_bytes: int) -> int:
@@ -115,3 +116,16 @@ def remove(runner: Runner, name: str, *, force: bool = False) -> None:
         if dirty:
             raise Busy(f"cache {name!r} holds {dirty} dirty blocks; flush it first (or force)")
     dm.remove(runner, name)
+
+
+def set_migration_threshold(runner: Runner, name: str, sectors: int) -> None:
+    """Cap the background migrations (promotions, demotions, writebacks) of a dm-cache device.
+
+    dm-cache runs them only when it has seen no I/O for a second and no more than ``sectors`` are in
+    flight; ``0`` stops them all (smq then neither promotes nor writes dirty blocks back by itself).
+    The value lives in the loaded table only: the next table load (e.g. the ``cleaner`` reload of a
+    flush) restores the default, :data:`DEFAULT_MIGRATION_THRESHOLD`.
+    """
+    if sectors < 0:
+        raise InvalidInput(f"migration threshold {sectors} is invalid: use 0 or more sectors")
+    dm.message(runner, name, 0, "migration_threshold", str(sectors))

@@ -13,7 +13,7 @@ import pytest
 from skycache import cachestatus, dm, dmcache, loopdev, writecache
 from skycache.cachestatus import CacheStatus, WritecacheStatus
 from skycache.errors import Busy
-from skycache.runner import Runner
+from skycache.runner import CommandError, Runner
 
 MiB = 1024 * 1024
 
@@ -74,23 +74,35 @@ def test_dmcache_writeback_flush_with_cleaner(runner: Runner, loops: dict[str, s
     runner.run(writecache.zero_superblock_argv(loops["meta"]))
     name = "skycache-ctest-cache"
     dev = dmcache.create(runner, name, spec)
-    # Write the same region twice and read it in between: smq promotes hot blocks, writes then hit.
+    # smq promotes by hotness, so first writes go to the origin: make the region hot first.
     write_random(runner, dev, 8 * MiB)
-    for _ in range(3):
+    promoted = 0
+    for _ in range(10):
         read_sha(dev, 8 * MiB)
-    time.sleep(1)  # promotions run in the background
+        time.sleep(1.5)  # dm-cache migrates only after a second without I/O
+        now = cachestatus.status(runner, name)
+        assert isinstance(now, CacheStatus)
+        promoted = now.cache_used
+        if promoted >= 28:  # most of the region's 32 blocks of 256 KiB
+            break
+    assert promoted > 0, "smq promoted nothing after 10 read passes"
+    # smq also writes dirty blocks back by itself once the cache is idle: stop background
+    # migrations so the rewrite below stays dirty until the flush (which reloads the table).
+    dmcache.set_migration_threshold(runner, name, 0)
     want = write_random(runner, dev, 8 * MiB)
+    time.sleep(1.5)  # idle long enough that smq would have started writing back
     st = cachestatus.status(runner, name)
     assert isinstance(st, CacheStatus)
     assert st.io_mode == "writeback" and st.policy == "smq"
-    assert st.dirty > 0, st
+    assert ("migration_threshold", "0") in st.core_args, st
+    assert st.write_hits > 0 and st.dirty > 0, st
     assert cachestatus.dirty_count(runner, name) == st.dirty
     with pytest.raises(Busy, match="dirty"):
         dmcache.remove(runner, name)
     assert dm.exists(runner, name)
     seen: list[int] = []
     cachestatus.flush(runner, name, seen.append, timeout_s=120)
-    assert seen[0] > 0 and seen[-1] == 0
+    assert seen[0] == st.dirty and seen[-1] == 0, seen
     st2 = cachestatus.status(runner, name)
     assert isinstance(st2, CacheStatus) and st2.policy == "cleaner" and st2.clean
     dmcache.remove(runner, name)
@@ -131,12 +143,18 @@ def test_read_cache_stays_warm_across_rebuild(runner: Runner, loops: dict[str, s
     # Rebuild over the same metadata/data devices: the contents survived (clean shutdown) ...
     dev = dmcache.create(runner, name, spec)
     reopened = cachestatus.status(runner, name)
-    assert isinstance(reopened, CacheStatus) and reopened.cache_used == warm.cache_used, reopened
-    # ... and the first pass after the rebuild hits them (64 KiB bios: 4 per 256 KiB cache block).
+    # The count may differ by one block: udev's probe of a new device reads its first and last
+    # blocks, and smq may promote such a block before or after the status above was read.
+    assert isinstance(reopened, CacheStatus) and reopened.cache_used >= warm.cache_used - 1, (warm, reopened)
+    # ... and the first pass after the rebuild hits them: 64 KiB bios, 4 per 256 KiB cache block,
+    # so a fully warm 8 MiB region gives 128 hits; at least those of the blocks that were cached.
     assert read_sha(dev, 8 * MiB) == want
     st = cachestatus.status(runner, name)
     assert isinstance(st, CacheStatus)
-    assert st.read_hits >= warm.cache_used, (warm, st)
+    # (the hit and miss counters live in the metadata too: they go on from where they were)
+    hits, misses = st.read_hits - reopened.read_hits, st.read_misses - reopened.read_misses
+    assert hits >= 4 * min(warm.cache_used, 32) - 4, (reopened, st)
+    assert misses <= 4 * (32 - min(warm.cache_used, 32)) + 4, (reopened, st)
     dmcache.remove(runner, name)
 
 
@@ -160,8 +178,8 @@ def test_failing_cache_device_never_returns_wrong_data(runner: Runner, loops: di
     for _ in range(2):
         try:
             outcomes.append(read_sha(dev, 8 * MiB) == want)
-        except OSError:
-            outcomes.append(True)  # failing loudly is acceptable
+        except CommandError:
+            outcomes.append(True)  # dd got an I/O error: failing loudly is acceptable
     assert all(outcomes), outcomes
     dm.remove(runner, name, force=True)
 

@@ -145,6 +145,15 @@ def test_flush_dmcache_reloads_cleaner_and_reports_progress() -> None:
     assert [a[1] for a in fake.ran[1:]] == ["suspend", "resume"]
 
 
+def test_flush_reports_the_count_before_it_starts() -> None:
+    """A small cache can be clean at the first poll: progress still starts from the dirty count."""
+    dirty, clean = line("cache-wb-dirty.txt"), line("cache-cleaner-clean.txt")
+    fake = FakeRunner([dirty, dirty, clean], table=line("cache-wb-table.txt"))
+    seen: list[int] = []
+    cachestatus.flush(fake, "skycache-wb-vm1", seen.append, sleep=lambda _: None)  # type: ignore[arg-type]
+    assert seen == [46, 0]
+
+
 def test_flush_writecache_messages_cleaner() -> None:
     fake = FakeRunner([line("wc-dirty.txt"), line("wc-dirty.txt"), line("wc-clean.txt")])
     seen: list[int] = []

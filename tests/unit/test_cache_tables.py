@@ -6,7 +6,8 @@ import pytest
 
 from skycache import dmcache
 from skycache.dmcache import CacheTable
-from skycache.errors import InvalidInput
+from skycache.errors import InvalidInput, NotOwned
+from skycache.runner import Runner
 from skycache.writecache import WritecacheTable
 
 
@@ -48,3 +49,15 @@ def test_writecache_table() -> None:
         WritecacheTable("a", "b", 8, block_bytes=3000)
     with pytest.raises(InvalidInput):
         WritecacheTable("a", "b", 8, high_watermark=120)
+
+
+def test_migration_threshold_message() -> None:
+    runner = Runner(dry_run=True)
+    dmcache.set_migration_threshold(runner, "skycache-wb-vm1", 0)
+    assert [c.argv for c in runner.plan] == [
+        ("dmsetup", "message", "skycache-wb-vm1", "0", "migration_threshold", "0")
+    ]
+    with pytest.raises(InvalidInput, match="-1"):
+        dmcache.set_migration_threshold(runner, "skycache-wb-vm1", -1)
+    with pytest.raises(NotOwned):
+        dmcache.set_migration_threshold(runner, "vg-lv", 0)
