@@ -97,22 +97,14 @@ def sk_inproc(*args: str) -> tuple[int, str, str]:
     import io
 
     import _storage_cli
-    import click
-    import typer
 
-    from skycache.errors import SkycacheError
+    from skycache.cli.common import run_app
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            typer.main.get_command(_storage_cli.app).main(
-                args=list(args), prog_name="skycache", standalone_mode=False
-            )
-        except SkycacheError as exc:
-            print(f"skycache: error: {exc}", file=sys.stderr)
-            code = exc.exit_code
-        except click.ClickException as exc:
-            exc.show()
-            code = exc.exit_code
+            run_app(_storage_cli.app, args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
     return code, out.getvalue(), err.getvalue()

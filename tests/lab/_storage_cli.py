@@ -1,8 +1,9 @@
-"""The storage verbs of the ``skycache`` CLI without the rest of it.
+"""The storage and node verbs of the ``skycache`` CLI without the rest of it.
 
 The full CLI imports the bench plugin (pandas, numpy...), which takes 30-60 s per call inside the
 lab under TCG; the storage tests call the CLI dozens of times. This entry point registers the same
-``skycache.cli.storage`` commands on a bare app and reports errors exactly as ``skycache`` does.
+``skycache.cli.storage`` and ``skycache.cli.node`` commands (repo, image, export, attach, teardown,
+node, cache, disk...) on a bare app and reports errors exactly as ``skycache`` does.
 Tests that must use the real binary (kill -9) still do.
 """
 
@@ -12,11 +13,10 @@ import logging
 import sys
 from typing import Annotated
 
-import click
 import typer
 
-from skycache.cli import storage
-from skycache.errors import SkycacheError
+from skycache.cli import node, storage
+from skycache.cli.common import run_app
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
 
@@ -28,17 +28,7 @@ def root(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 
 
 
 storage.register(app)
+node.register(app)
 
 if __name__ == "__main__":
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(args=sys.argv[1:], prog_name="skycache", standalone_mode=False)
-    except SkycacheError as exc:
-        typer.echo(f"skycache: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+    run_app(app)

@@ -6,11 +6,13 @@ Kept in one place so every verb prints tables, JSON and dry-run plans the same w
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 
+from skycache.errors import SkycacheError
 from skycache.plan import Plan
 from skycache.runner import Runner
 
@@ -56,3 +58,31 @@ def print_list(
         print_json([i.as_dict() for i in items])
         return
     print_table([row(i) for i in items], header)
+
+
+def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> NoReturn:
+    """Run ``app`` as the ``skycache`` command: one-line errors, never a traceback, exit codes passed on."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(
+            args=list(sys.argv[1:] if args is None else args), prog_name="skycache", standalone_mode=False
+        )
+    except SkycacheError as exc:
+        typer.echo(f"skycache: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("skycache: aborted", err=True)
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors: bad option values, unknown commands
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"skycache: error: {exc}", err=True)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except KeyboardInterrupt:
+        typer.echo("skycache: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

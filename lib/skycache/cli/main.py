@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from skycache.errors import SkycacheError
+from skycache.cli.common import run_app
 
 # Modules of lib/ that add verbs; each has register(app: typer.Typer) -> None.
 LIB_CLI_MODULES = (
@@ -82,28 +82,7 @@ def main() -> None:
     # own process group) are killed by the runner's cleanup instead of being orphaned.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(args=sys.argv[1:], prog_name="skycache", standalone_mode=False)
-    except SkycacheError as exc:
-        typer.echo(f"skycache: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("skycache: aborted", err=True)
-        sys.exit(130)
-    except typer.TyperException as exc:  # usage errors: bad option values, unknown commands
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            typer.echo(f"skycache: error: {exc}", err=True)
-        sys.exit(int(getattr(exc, "exit_code", 2)))
-    except KeyboardInterrupt:
-        typer.echo("skycache: interrupted", err=True)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    run_app(app)
 
 
 if __name__ == "__main__":
