@@ -1,15 +1,24 @@
 """Run every test tier and print one combined summary line (used by ``make test``).
 
-Tiers: ``unit`` (host, no root, includes the benchmarks with timing disabled) and ``lab`` (inside one
-lab boot: a real kernel). Each tier writes JUnit XML; the counts are summed from those files, and
-the last line is ``total: N passed, N failed, N skipped`` so CI tools can read it.
+Tiers: ``unit`` (host, no root, includes the benchmarks with timing disabled) and ``lab`` (a real
+kernel in lab VMs). The lab files are split into ``--lab-shards`` groups (default 2), each run in a
+lab VM of its own at the same time: a TCG guest runs its tests mostly on one host core, so two VMs
+use a two-core machine about twice as well as one. Each shard runs its files in one boot.
+
+Each tier (and lab shard) writes JUnit XML; the counts are summed from those files, and the last
+line is ``total: N passed, N failed, N skipped`` so CI tools can read it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from skycache.runner import Runner
@@ -17,6 +26,20 @@ from skycache.runner import Runner
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "test-reports"
 PY = sys.executable
+# Seconds each lab file took in a full tier run on this project's 2-core TCG machine (the
+# `--durations` of `make test`); only used to balance the shards. Unknown files count as 120 s.
+LAB_FILE_SECONDS = {
+    "test_storage_repo.py": 420,
+    "test_vmdisk_lifecycle.py": 480,
+    "test_bench_lab.py": 300,
+    "test_net_isolation.py": 120,
+    "test_foundation_stack.py": 90,
+    "test_net_natbench.py": 80,
+    "test_cache_devices.py": 45,
+    "test_sim_validation.py": 32,
+    "test_net_shaping.py": 28,
+    "test_cache_figures.py": 1,  # a measurement that skips itself unless asked for
+}
 
 
 def counts(xml_path: Path) -> tuple[int, int, int]:
@@ -31,16 +54,95 @@ def counts(xml_path: Path) -> tuple[int, int, int]:
     return tests - failed - skipped, failed, skipped
 
 
-def run_tier(runner: Runner, name: str, argv: list[str]) -> int:
+def run_tier(
+    runner: Runner, name: str, argv: list[str], *, prefix: str = "", pids: list[int] | None = None
+) -> int:
     print(f"==> tier {name}: {' '.join(argv)}", flush=True)
-    code = runner.stream(argv, on_line=lambda line: print(line, flush=True), timeout_s=4800)
+    code = runner.stream(
+        argv,
+        on_line=lambda line: print(prefix + line, flush=True),
+        timeout_s=4800,
+        on_start=pids.append if pids is not None else None,
+    )
     return 0 if code == 5 else code  # pytest's 5 = "no tests collected": not a failure
+
+
+def lab_files(paths: list[str]) -> list[str]:
+    """The lab test files under ``paths`` (files are kept as given)."""
+    files: list[str] = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            files += sorted(str(f.relative_to(ROOT) if f.is_absolute() else f) for f in p.glob("test_*.py"))
+        else:
+            files.append(path)
+    return files
+
+
+def shard(files: list[str], n: int) -> list[list[str]]:
+    """Split ``files`` into at most ``n`` groups of about equal expected time (longest first)."""
+    groups: list[list[str]] = [[] for _ in range(max(1, min(n, len(files))))]
+    load = [0] * len(groups)
+    weight = {f: LAB_FILE_SECONDS.get(Path(f).name, 120) for f in files}
+    for f in sorted(files, key=lambda f: -weight[f]):
+        i = load.index(min(load))
+        groups[i].append(f)
+        load[i] += weight[f]
+    return [g for g in groups if g]
+
+
+def lab_argv(paths: list[str], report: Path, keyword: list[str]) -> list[str]:
+    return [
+        PY, "-m", "skycache.cli.main", "lab", "run", "--memory", "3G", "--cpus", "2",
+        "--disk", "8G", "--disk", "8G", "--timeout", "4500", "--",
+        PY, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider", "--durations=15",
+        f"--junitxml={report}", *keyword,
+    ]  # fmt: skip
+
+
+def run_lab_shards(
+    runner: Runner, groups: list[list[str]], keyword: list[str]
+) -> dict[str, tuple[int, Path]]:
+    """Run each group in its own lab VM, all at once; returns {shard name: (exit code, report)}."""
+    pids: list[int] = []
+    results: dict[str, tuple[int, Path]] = {}
+    lock = threading.Lock()
+
+    def one(i: int, group: list[str]) -> None:
+        name = "lab" if len(groups) == 1 else f"lab{i + 1}"
+        report = BUILD / f"{name}.xml"
+        report.unlink(missing_ok=True)
+        prefix = "" if len(groups) == 1 else f"[{name}] "
+        code = run_tier(runner, name, lab_argv(group, report, keyword), prefix=prefix, pids=pids)
+        with lock:
+            results[name] = (code, report)
+
+    pool = ThreadPoolExecutor(max_workers=len(groups))
+    futures = [pool.submit(one, i, g) for i, g in enumerate(groups)]
+    try:
+        for f in futures:
+            f.result()
+    except BaseException:
+        # Ctrl-C or a crash: `lab run` turns SIGTERM into killing its qemu, leaving no VM behind.
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tiers", default="unit,lab", help="comma-separated: unit,lab")
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
+    parser.add_argument(
+        "--lab-shards",
+        type=int,
+        default=int(os.environ.get("SKYCACHE_LAB_SHARDS", "2")),
+        help="lab VMs run at once, each with a share of the lab files (default 2; env SKYCACHE_LAB_SHARDS)",
+    )
     parser.add_argument("lab_paths", nargs="*", default=["tests/lab"], help="lab test paths")
     args = parser.parse_args()
     BUILD.mkdir(parents=True, exist_ok=True)
@@ -68,39 +170,11 @@ def main() -> int:
             ],
         )
     if "lab" in tiers:
-        reports["lab"] = BUILD / "lab.xml"
-        reports["lab"].unlink(missing_ok=True)
-        codes["lab"] = run_tier(
-            runner,
-            "lab",
-            [
-                PY,
-                "-m",
-                "skycache.cli.main",
-                "lab",
-                "run",
-                "--memory",
-                "3G",
-                "--cpus",
-                "2",
-                "--disk",
-                "8G",
-                "--disk",
-                "8G",
-                "--timeout",
-                "4500",
-                "--",
-                PY,
-                "-m",
-                "pytest",
-                *args.lab_paths,
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                f"--junitxml={reports['lab']}",
-                *kw,
-            ],
-        )
+        for old in BUILD.glob("lab*.xml"):
+            old.unlink()
+        groups = shard(lab_files(args.lab_paths), args.lab_shards)
+        for name, (code, report) in sorted(run_lab_shards(runner, groups, kw).items()):
+            codes[name], reports[name] = code, report
     total = [0, 0, 0]
     for name, path in reports.items():
         p, f, s = counts(path)

@@ -330,10 +330,13 @@ class Runner:
         on_line: LineSink,
         timeout_s: float | None = None,
         env: Mapping[str, Arg] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> int:
         """Run a long command, handing each output line (stdout and stderr merged) to ``on_line``.
 
         Returns the exit code instead of raising, because the caller (e.g. ``lab run``) passes it on.
+        ``on_start`` gets the pid, which leads its own process group: a caller that runs several
+        streams in threads uses it to signal them all on Ctrl-C.
         """
         secrets = _secret_values(argv, env)
         masked = [str(a) for a in argv]
@@ -356,6 +359,8 @@ class Runner:
             )
         except FileNotFoundError as exc:
             raise MissingProgram(local_argv[0], self.target.name) from exc
+        if on_start is not None:
+            on_start(proc.pid)
         timed_out = threading.Event()
         limit = timeout_s if timeout_s is not None else self.default_timeout_s
 

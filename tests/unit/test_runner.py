@@ -138,6 +138,18 @@ def test_stream_passes_lines_and_exit_code() -> None:
     assert sorted(lines) == ["a", "b"]
 
 
+def test_stream_on_start_gets_a_group_leader_pid() -> None:
+    pids: list[int] = []
+    lines: list[str] = []
+    code = Runner().stream(
+        [sys.executable, "-c", "import os; print(os.getpid(), os.getpgid(0))"],
+        on_line=lines.append,
+        on_start=pids.append,
+    )
+    assert code == 0
+    assert lines == [f"{pids[0]} {pids[0]}"]  # its own process group: killpg reaches its children
+
+
 def test_stream_timeout() -> None:
     with pytest.raises(CommandError):
         Runner().stream(["sleep", "30"], on_line=lambda _l: None, timeout_s=0.5)
