@@ -2,8 +2,9 @@
 run inside the lab (`make test`, or `make test-lab LAB=tests/lab/test_x.py` for one file) and are
 skipped anywhere else.
 
-One boot runs the whole tier, so every test must leave the system as it found it (use the
-library's teardown in a finalizer), and must only touch objects it created.
+`make test` runs the tier in two lab VMs at once, each booting once for its share of the files
+(tools/test_tiers.py), so every test must leave the system as it found it (use the library's
+teardown in a finalizer), must only touch objects it created, and must not depend on another file.
 """
 
 from __future__ import annotations
