@@ -265,6 +265,11 @@ def dirty_count(runner: Runner, dm_name: str) -> int:
     return status(runner, dm_name).unwritten
 
 
+def table_line(runner: Runner, dm_name: str) -> str:
+    """The device's one-target table line, as ``dmsetup table`` prints it (to restore after a flush)."""
+    return _table(runner, dm_name)
+
+
 def _table(runner: Runner, dm_name: str) -> str:
     lines = [ln for ln in runner.query(["dmsetup", "table", dm_name]).stdout.splitlines() if ln.strip()]
     if len(lines) != 1:
@@ -285,6 +290,16 @@ def start_flush(runner: Runner, dm_name: str) -> None:
     table = cleaner_table(_table(runner, dm_name))
     runner.run(["dmsetup", "reload", dm_name, "--table", table])
     # suspend writes back nothing by itself (no data loss), resume activates the cleaner table.
+    runner.run(["dmsetup", "suspend", dm_name])
+    runner.run(["dmsetup", "resume", dm_name])
+
+
+def resume_caching(runner: Runner, dm_name: str, table: str) -> None:
+    """Undo the mode a flush left behind: load ``table`` (the line :func:`table_line` gave before the
+    flush) again. dm-cache gets its smq policy back and dm-writecache leaves cleaner mode; the cache
+    contents are kept (both reopen their metadata), so this is safe once the flush has finished."""
+    require_marked_name(dm_name, what="dm device")
+    runner.run(["dmsetup", "reload", dm_name, "--table", table])
     runner.run(["dmsetup", "suspend", dm_name])
     runner.run(["dmsetup", "resume", dm_name])
 

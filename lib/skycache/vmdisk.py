@@ -721,6 +721,9 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     mat = f"skycache-mat-{vm_id}"
     tm, td, tp = (f"skycache-mat{x}-{vm_id}" for x in ("tm", "td", "tp"))
     plan = Plan(f"save VM disk {vm_id} as {new_ref}")
+    # The write-back cache's table before the flush: the flush leaves it writing back everything and
+    # caching nothing (dm-cache cleaner policy, dm-writecache cleaner mode); the VM gets it back after.
+    wb_table: dict[str, str] = {}
     if live:
         wb = stack.wb_name(vm_id)
         top = stack.vm_name(vm_id)
@@ -730,9 +733,15 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
             for name in tops:
                 dm.suspend(r, name)  # flushes the COW metadata (exceptions / pool commit) downwards
             if dm.exists(r, wb):
+                wb_table[wb] = cachestatus.table_line(r, wb)
                 cachestatus.flush(r, wb, lambda n: progress(f"{wb}: {n} blocks to write back"))
 
+        def restore_caching(r: Runner) -> None:
+            for name, line in wb_table.items():
+                cachestatus.resume_caching(r, name, line)
+
         def thaw(r: Runner) -> None:
+            restore_caching(r)
             for name in reversed(tops):
                 dm.resume(r, name)
 
@@ -772,11 +781,12 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     if live:
 
         def resume(r: Runner) -> None:
+            restore_caching(r)
             names = [stack.thin_names(vm_id)[2]] if cow == "thin" else []
             for name in [*names, stack.vm_name(vm_id)]:
                 dm.resume(r, name)
 
-        plan.add(_fn(f"resume {stack.vm_name(vm_id)}", resume))
+        plan.add(_fn(f"restore the write-back cache's mode and resume {stack.vm_name(vm_id)}", resume))
     return plan
 
 

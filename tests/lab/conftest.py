@@ -41,6 +41,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+_CONFIG: list[pytest.Config] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _CONFIG.append(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Print a failure's traceback as soon as it happens, not only in the summary at the end.
+
+    A lab shard runs for many minutes under TCG; when it is stopped (timeout, Ctrl-C) before the
+    summary, this is the only record of what failed and why.
+    """
+    if not report.failed or not _CONFIG:
+        return
+    tr = _CONFIG[0].pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line("")
+        tr.write_line(f"---- {report.nodeid} ({report.when}) failed:")
+        tr.write_line(report.longreprtext)
+        tr.write_line("----")
+
+
 @pytest.fixture(scope="session")
 def runner() -> Runner:
     return Runner()
