@@ -11,11 +11,16 @@ same library code drives a lab guest, a workstation or a testbed node.
 Dry-run: a runner built with ``dry_run=True`` records mutating commands (:meth:`Runner.run`) as a
 plan and runs none of them; read-only queries (:meth:`Runner.query`) still run, because planning
 needs the system's current state.
+
+Profiling: with ``SKYCACHE_COMMAND_LOG=FILE`` set, every finished command appends one JSON line to
+FILE (start time, seconds, exit code, pid of the caller, masked argv): where a slow verb spends its
+time, e.g. under TCG in the lab.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shlex
@@ -26,12 +31,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Protocol
 
 from skycache.errors import SkycacheError
 
 log = logging.getLogger("skycache.runner")
+COMMAND_LOG_ENV = "SKYCACHE_COMMAND_LOG"
 
 MASK = "********"
 DEFAULT_TIMEOUT_S = 600.0
@@ -425,6 +431,7 @@ class Runner:
         delay = retry.first_delay_s if retry else 0.0
         for attempt in range(1, attempts + 1):
             log.debug("run: %s", render(argv))
+            started = time.time()
             try:
                 proc = _run_in_group(local_argv, stdin, local_env, limit)
             except FileNotFoundError as exc:
@@ -440,6 +447,7 @@ class Runner:
                     timeout=limit,
                     target=self.target.name,
                 ) from exc
+            _log_command(masked, started, proc.returncode)
             stdout = mask(proc.stdout, secrets)
             stderr = mask(proc.stderr, secrets)
             if proc.returncode == 0 or not check:
@@ -458,6 +466,22 @@ class Runner:
                 continue
             raise CommandError(masked, proc.returncode, stdout, stderr, target=self.target.name)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _log_command(masked_argv: list[str], started: float, returncode: int) -> None:
+    """Append one finished command to $SKYCACHE_COMMAND_LOG, when set (see the module docstring)."""
+    path = os.environ.get(COMMAND_LOG_ENV)
+    if not path:
+        return
+    record = {
+        "t": round(started, 3),
+        "s": round(time.time() - started, 3),
+        "rc": returncode,
+        "pid": os.getpid(),
+        "argv": masked_argv,
+    }
+    with contextlib.suppress(OSError), Path(path).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -6,9 +6,11 @@ would test nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +176,15 @@ def test_remote_runner_uses_ssh_and_masks(caplog: pytest.LogCaptureFixture) -> N
 
 def test_render_quotes_and_masks() -> None:
     assert render(["a b", Secret("zz"), "c"]) == f"'a b' '{MASK}' c"
+
+
+def test_command_log_records_masked_argv_and_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log_file = tmp_path / "commands.jsonl"
+    monkeypatch.setenv("SKYCACHE_COMMAND_LOG", str(log_file))
+    Runner().run(["echo", Secret("hunter2")])
+    Runner().query(["sh", "-c", "exit 3"], check=False)
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [r["argv"] for r in records] == [["echo", "********"], ["sh", "-c", "exit 3"]]
+    assert [r["rc"] for r in records] == [0, 3]
+    assert all(r["s"] >= 0 for r in records)
+    assert "hunter2" not in log_file.read_text()
