@@ -95,6 +95,8 @@ def lab_argv(paths: list[str], report: Path, keyword: list[str]) -> list[str]:
     return [
         PY, "-m", "skycache.cli.main", "lab", "run", "--memory", "3G", "--cpus", "2",
         "--disk", "8G", "--disk", "8G", "--timeout", "4500", "--",
+        # every command the tests and skycache run, for tools/command_profile.py
+        "env", f"SKYCACHE_COMMAND_LOG={report.with_name(report.stem + '-commands.jsonl')}",
         PY, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider", "--durations=15",
         f"--junitxml={report}", *keyword,
     ]  # fmt: skip
@@ -170,7 +172,7 @@ def main() -> int:
             ],
         )
     if "lab" in tiers:
-        for old in BUILD.glob("lab*.xml"):
+        for old in [*BUILD.glob("lab*.xml"), *BUILD.glob("lab*-commands.jsonl")]:
             old.unlink()
         groups = shard(lab_files(args.lab_paths), args.lab_shards)
         for name, (code, report) in sorted(run_lab_shards(runner, groups, kw).items()):
