@@ -248,6 +248,29 @@ def render_create(
     return render(create_argv(name, table, readonly=readonly, uuid=uuid))
 
 
+def kernel_reason(dmesg_text: str) -> str | None:
+    """The kernel's last device-mapper error in ``dmesg`` output, without its timestamp.
+
+    dmsetup only reports ``ioctl ... failed: Invalid argument``; the target's constructor says why
+    (e.g. ``thin-pool: ...``) in the kernel log.
+    """
+    lines = [ln for ln in dmesg_text.splitlines() if "device-mapper:" in ln]
+    # "device-mapper: table: 253:8: thin-pool: <why>" beats the generic "ioctl: error adding target".
+    specific = [ln for ln in lines if "device-mapper: table:" in ln]
+    pick = (specific or lines)[-1:]
+    return re.sub(r"^\[[^\]]*\]\s*", "", pick[0]).strip() if pick else None
+
+
+def _with_kernel_reason(runner: Runner, exc: CommandError) -> CommandError:
+    """``exc`` with the kernel's reason appended when dmsetup's ioctl failed (else ``exc`` itself)."""
+    if "ioctl" not in exc.stderr:
+        return exc
+    reason = kernel_reason(runner.query(["dmesg"], check=False).stdout)
+    if reason is None:
+        return exc
+    return CommandError(exc.argv, exc.returncode, exc.stdout, f"{exc.stderr.rstrip()}\nkernel: {reason}")
+
+
 def create(
     runner: Runner,
     name: str,
@@ -256,11 +279,17 @@ def create(
     readonly: bool = False,
     uuid: str | None = None,
 ) -> str:
-    """Create ``name`` (must be ``skycache-...``) with ``table``; returns ``/dev/mapper/NAME``."""
+    """Create ``name`` (must be ``skycache-...``) with ``table``; returns ``/dev/mapper/NAME``.
+
+    When the kernel refuses the table, the error carries the target's own reason from the kernel log.
+    """
     require_marked_name(name, what="device-mapper device")
     if exists(runner, name):
         raise Busy(f"device-mapper device {name!r} already exists")
-    runner.run(create_argv(name, table, readonly=readonly, uuid=uuid))
+    try:
+        runner.run(create_argv(name, table, readonly=readonly, uuid=uuid))
+    except CommandError as exc:
+        raise _with_kernel_reason(runner, exc) from exc
     return path(name)
 
 
@@ -297,7 +326,10 @@ def resume(runner: Runner, name: str) -> None:
 def reload(runner: Runner, name: str, table: Sequence[Segment] | str) -> None:
     """Load ``table`` as the inactive table; it takes effect at the next :func:`resume`."""
     require_marked_name(name, what="device-mapper device")
-    runner.run(["dmsetup", "reload", name, "--table", _table_arg(table)])
+    try:
+        runner.run(["dmsetup", "reload", name, "--table", _table_arg(table)])
+    except CommandError as exc:
+        raise _with_kernel_reason(runner, exc) from exc
 
 
 def message(runner: Runner, name: str, sector: int, *words: str) -> str:

@@ -171,3 +171,17 @@ def test_parse_recorded_losetup() -> None:
     assert lp.device == "/dev/loop0" and lp.backing_file == "/tmp/skycache-probe.img" and lp.owned
     assert not loopdev.Loop("/dev/loop1", "/var/lib/other.img").owned
     assert loopdev.parse_list("") == []
+
+
+def test_kernel_reason_is_the_last_device_mapper_line() -> None:
+    dmesg = (
+        "[   12.100000] loop0: detected capacity change\n"
+        "[   13.200000] device-mapper: table: 253:8: thin-pool: Error creating metadata object\n"
+        "[   13.200001] device-mapper: ioctl: error adding target to table\n"
+        "[   14.000000] EXT4-fs (vda): mounted\n"
+    )
+    assert dm.kernel_reason(dmesg) == "device-mapper: table: 253:8: thin-pool: Error creating metadata object"
+    assert dm.kernel_reason("[ 1.0] device-mapper: ioctl: error adding target to table\n") == (
+        "device-mapper: ioctl: error adding target to table"
+    )
+    assert dm.kernel_reason("nothing here\n") is None
