@@ -756,20 +756,29 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     )
     base_dev, store_dev = f"/dev/{vg}/{base_name}", f"/dev/{vg}/{store.name}"
 
+    # thin: the pool is loaded over a copy of the store's metadata area, so the store is only read.
+    # (A pool over the store's own metadata would write its superblock; and the "read_only" pool
+    # feature is refused on a pool's first load: "only available after the thin-pool has been
+    # created and first used in full read/write mode", thin-provisioning.rst.)
+    meta_copy = f"{new}.matmeta"
+
     def materialise(r: Runner) -> None:
         if cow == "snapshot":
             dm.create(r, mat, [dm.snapshot(base_dev, store_dev, sectors)], readonly=True)
             return
         store_sectors = dm.device_sectors(r, store_dev)
         meta, data = stack.thin_split(store_sectors)
-        dm.create(r, tm, [dm.linear(store_dev, meta)], readonly=True)
-        dm.create(r, td, [dm.linear(store_dev, data, offset=meta)], readonly=True)
-        dm.create(r, tp, stack.thin_pool_line(dm.path(tm), dm.path(td), data, read_only=True), readonly=True)
+        lvm.create_lv(r, vg, meta_copy, meta * 512)
+        r.run([*COPY, f"if={store_dev}", f"of=/dev/{vg}/{meta_copy}", f"count={-(-meta * 512 // (4 << 20))}"])
+        dm.create(r, td, [dm.linear(store_dev, data, offset=meta)])
+        dm.create(r, tp, stack.thin_pool_line(f"/dev/{vg}/{meta_copy}", dm.path(td), data))
         dm.create(r, mat, [dm.thin(dm.path(tp), 0, sectors, external_origin=base_dev)], readonly=True)
 
     def unmaterialise(r: Runner) -> None:
         for name in (mat, tp, td, tm):
             dm.remove(r, name)
+        if cow == "thin":
+            lvm.remove_lv(r, vg, meta_copy, missing_ok=True)
 
     plan.add(
         _fn(f"join base {base_name} and store {store.name} read-only ({cow})", materialise, unmaterialise)
