@@ -76,6 +76,8 @@ def main(spec_path: str) -> None:
     env["SKYCACHE_LAB_DISKS"] = " ".join(scratch_disks()[: spec["disks"]])
     env["LVM_SUPPRESS_FD_WARNINGS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
+    # The host's home is read-only in the guest: give matplotlib a writable config/cache dir.
+    env.setdefault("MPLCONFIGDIR", "/tmp/matplotlib")
     os.chdir(spec["cwd"])
     runner.replace_process(spec["argv"], env)
 
