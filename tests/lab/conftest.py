@@ -25,8 +25,6 @@ IN_LAB = os.environ.get("SKYCACHE_IN_LAB") == "1"
 #   SKYCACHE_LAB_UNVERIFIED=1 make test-lab LAB=tests/lab/test_vmdisk_lifecycle.py
 UNVERIFIED = {
     "test_vmdisk_lifecycle.py": "VM-disk lifecycle tests have not completed a lab run yet (issue 4)",
-    # Passed on its own (2 of 2, 5 min) but not yet in the same boot as the rest of the tier.
-    "test_bench_lab.py": "bench lab tests not yet run together with the whole lab tier (issue 5)",
 }
 RUN_UNVERIFIED = os.environ.get("SKYCACHE_LAB_UNVERIFIED") == "1"
 
