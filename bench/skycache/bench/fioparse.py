@@ -2,7 +2,10 @@
 
 fio's JSON is the source of truth, but the text fio writes is not always pure JSON: in client/server
 mode and on errors it prints progress or ``fio: ...`` lines before (and sometimes after) the
-document. The parser finds the JSON document inside the text, keeps the rest as notes, and turns
+document. A client-mode document (``fio --client=...``) has ``client_stats`` instead of ``jobs``: one
+entry per job and fio server (``hostname``, ``port``), plus an ``All clients`` aggregate when there
+are several servers; it parses into the same types, the server kept on each :class:`JobResult`.
+The parser finds the JSON document inside the text, keeps the rest as notes, and turns
 fio's own error codes into :class:`FioError`.
 
 Units (fio 3.x): ``bw`` is KiB/s, ``bw_bytes`` bytes/s, latencies are ns (``clat_ns``, ``lat_ns``);
@@ -14,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from skycache.errors import SkycacheError
@@ -61,6 +64,15 @@ class JobResult:
     directions: Mapping[str, DirectionStats]
     usr_cpu: float
     sys_cpu: float
+    port: int | None = None  # client/server mode: the fio server's port
+
+    @property
+    def host(self) -> str:
+        """The fio server as ``name:port`` (client mode), the aggregate's name, or "" (local run)."""
+        if not self.hostname or self.hostname == ALL_CLIENTS or self.port is None:
+            return self.hostname or ""
+        name = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        return f"{name}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -155,14 +167,18 @@ def _job(raw: Mapping[str, Any]) -> JobResult:
         d = raw.get(name)
         if isinstance(d, dict) and (d.get("total_ios") or d.get("io_bytes")):
             dirs[name] = _direction(d)
+    port = raw.get("port")
+    # A client-mode entry has no "elapsed" (s) but "job_runtime" (ms).
+    elapsed = _num(raw, "elapsed", _num(raw, "job_runtime", 0.0) / 1000.0)
     return JobResult(
         name=str(raw.get("jobname", "?")),
         hostname=raw.get("hostname"),
         error=int(raw.get("error", 0) or 0),
-        elapsed_s=_num(raw, "elapsed", 0.0),
+        elapsed_s=elapsed,
         directions=dirs,
         usr_cpu=_num(raw, "usr_cpu"),
         sys_cpu=_num(raw, "sys_cpu"),
+        port=int(port) if isinstance(port, int) and not isinstance(port, bool) else None,
     )
 
 
@@ -179,9 +195,7 @@ def parse(text: str) -> FioResult:
             continue
         job = _job(raw)
         if "client_stats" in doc and job.name == ALL_CLIENTS:
-            job = JobResult(
-                job.name, ALL_CLIENTS, job.error, job.elapsed_s, job.directions, job.usr_cpu, job.sys_cpu
-            )
+            job = replace(job, hostname=ALL_CLIENTS, port=None)
         jobs.append(job)
     return FioResult(
         str(doc.get("fio version", "?")), int(_num(doc, "timestamp", 0.0)), tuple(jobs), tuple(notes)

@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
-from skycache.bench import fiojob, fioparse, stacks, store, tidy
+from skycache.bench import fiojob, fioparse, remote, stacks, store, tidy
 from skycache.bench.scenario import Condition, Scenario, Workload
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.runner import CommandError, Runner
@@ -58,6 +58,7 @@ class RunOptions:
     workdir: Path | None = None  # where images live (default: the lab's scratch disk or /var/tmp)
     run_id: str | None = None
     command: str = ""
+    hosts: tuple[str, ...] = ()  # where = "hosts": the fio servers (default: the scenario's list)
 
 
 @dataclass
@@ -131,7 +132,11 @@ def shaping_info(name: str) -> dict[str, Any]:
 def run_fio(runner: Runner, job_path: Path, json_path: Path, timeout_s: float) -> fioparse.FioResult:
     """Run one job file; fio's JSON goes to ``json_path``. Errors (exit code, job error, unparsable
     output) raise SkycacheError naming fio's own reason."""
-    argv = fiojob.fio_argv(job_path, json_path)
+    return run_fio_argv(runner, fiojob.fio_argv(job_path, json_path), json_path, timeout_s)
+
+
+def run_fio_argv(runner: Runner, argv: list[str], json_path: Path, timeout_s: float) -> fioparse.FioResult:
+    """Run fio (local or as the client of fio servers) with its JSON going to ``json_path``."""
     failure: CommandError | None = None
     try:
         done = runner.run(argv, timeout_s=timeout_s)
@@ -158,6 +163,16 @@ def _timeout(w: Workload) -> float:
 # -- the run ------------------------------------------------------------------------------------
 
 
+@dataclass
+class Site:
+    """Where stacks are built: this machine (``host`` None: lab or host mode), or one fio server of a
+    ``where = "hosts"`` run with the runner that reaches it."""
+
+    runner: Runner
+    host: remote.Host | None = None
+    ws: stacks.Workspace | None = None
+
+
 class Orchestrator:
     def __init__(self, scenario: Scenario, options: RunOptions, runner: Runner, reporter: Reporter) -> None:
         self.scenario = scenario
@@ -165,6 +180,26 @@ class Orchestrator:
         self.runner = runner
         self.reporter = reporter
         self.t0 = time.time()
+        self.sites = [Site(runner)]
+        if options.where == "hosts":
+            entries = options.hosts or tuple(scenario.model.hosts)
+            hosts = [remote.parse_host(e) for e in entries]
+            self.sites = [Site(remote.runner_for(h, runner), h) for h in hosts]
+
+    @property
+    def client_mode(self) -> bool:
+        return self.sites[0].host is not None
+
+    def _stem(self, stem: str, site: Site) -> str:
+        # One job file per fio server (the device path is the one built there); a single server
+        # keeps host mode's names.
+        return stem if len(self.sites) == 1 or site.host is None else f"{stem}.{site.host.safe}"
+
+    def _fio(self, jobs: list[Path], json_path: Path, timeout_s: float) -> fioparse.FioResult:
+        if not self.client_mode:
+            return run_fio(self.runner, jobs[0], json_path, timeout_s)
+        pairs = [(site.host, job) for site, job in zip(self.sites, jobs, strict=True) if site.host]
+        return run_fio_argv(self.runner, remote.client_argv(pairs, json_path), json_path, timeout_s)
 
     def schedule(self) -> list[tuple[int, Condition]]:
         """(repetition, condition) in run order: rounds of all conditions, each round shuffled."""
@@ -181,7 +216,9 @@ class Orchestrator:
             return None
         return (self.scenario.path.parent / w.job_file).read_text()
 
-    def _untimed(self, run: store.RunDir, rep: int, target: str, w: Workload, device: str, what: str) -> None:
+    def _untimed(
+        self, run: store.RunDir, rep: int, target: str, w: Workload, devices: list[str], what: str
+    ) -> None:
         text = self._job_text(w)
         if what == "warmup" and w.job_file is None and w.time_based:
             # One pass = the measured job once over its whole working set (each block once, in random
@@ -189,14 +226,18 @@ class Orchestrator:
             # the machine happens to be.
             w = w.model_copy(update={"time_based": False, "runtime_s": max(600.0, w.runtime_s)})
         sh = fiojob.shape(w, text)
-        job = fiojob.render(
-            w, device, log_dir=None, header=f"{what} (untimed)", job_file_text=text, untimed=True
-        )
-        path = run.job_path(rep, target, sh.bs, f"{what}-{sh.stem}", untimed=True)
-        run.write_new(path, job)
-        run_fio(self.runner, path, path.with_suffix(".json"), _timeout(w))
+        stem = f"{what}-{sh.stem}"
+        jobs = []
+        for site, device in zip(self.sites, devices, strict=True):
+            job = fiojob.render(
+                w, device, log_dir=None, header=f"{what} (untimed)", job_file_text=text, untimed=True
+            )
+            path = run.job_path(rep, target, sh.bs, self._stem(stem, site), untimed=True)
+            jobs.append(run.write_new(path, job))
+        json_path = run.job_path(rep, target, sh.bs, stem, untimed=True).with_suffix(".json")
+        self._fio(jobs, json_path, _timeout(w))
 
-    def _one(self, run: store.RunDir, ws: stacks.Workspace, rep: int, cond: Condition) -> dict[str, Any]:
+    def _one(self, run: store.RunDir, rep: int, cond: Condition) -> dict[str, Any]:
         s = self.scenario
         stack = cond.stack
         target = store.target_name(cond.label)
@@ -222,7 +263,9 @@ class Orchestrator:
             "start": time.time(),
             "cache": [],
         }
-        built: stacks.BuiltStack | None = None
+        if self.client_mode:
+            record["hosts"] = [site.host.label for site in self.sites if site.host]
+        builts: list[stacks.BuiltStack] = []
         samples: list[dict[str, Any]] = record["cache"]
         timings: dict[str, float] = {}
         record["timings_s"] = timings
@@ -234,25 +277,40 @@ class Orchestrator:
             mark[0] = now
 
         def sample(when: str) -> None:
-            if built is not None:
-                for smp in stacks.cache_sample(self.runner, built):
+            for site, built in zip(self.sites, builts, strict=False):
+                for smp in stacks.cache_sample(site.runner, built):
                     smp.update(t=smp.pop("t_wall") - self.t0, when=when, label=cond.label, rep=rep)
+                    if site.host is not None:
+                        smp["host"] = site.host.label
                     samples.append(smp)
 
         try:
             self.reporter.step(f"rep {rep} {cond.label}: building {stack.name}")
-            built = stacks.build(ws, stack)
+            for site in self.sites:
+                assert site.ws is not None
+                builts.append(stacks.build(site.ws, stack))
             lap("build")
-            record["layers"] = built.layers
-            record["device"] = built.device
-            stacks.drop_page_cache(self.runner)
+            devices = [b.device for b in builts]
+            if self.client_mode:
+                record["layers"] = [
+                    f"{site.host.label}: {layer}"
+                    for site, b in zip(self.sites, builts, strict=True)
+                    if site.host
+                    for layer in b.layers
+                ]
+                record["device"] = ", ".join(devices)
+            else:
+                record["layers"] = builts[0].layers
+                record["device"] = devices[0]
+            for site in self.sites:
+                stacks.drop_page_cache(site.runner)
             sample("built")
             for pre in s.model.phases.precondition:
                 self.reporter.step(f"rep {rep} {cond.label}: precondition {pre}")
-                self._untimed(run, rep, target, s.workload(pre), built.device, f"precondition-{pre}")
+                self._untimed(run, rep, target, s.workload(pre), devices, f"precondition-{pre}")
             if cond.cache_state == "warm":
                 self.reporter.step(f"rep {rep} {cond.label}: warm-up pass")
-                self._untimed(run, rep, target, cond.workload, built.device, "warmup")
+                self._untimed(run, rep, target, cond.workload, devices, "warmup")
                 sample("warm")
             lap("untimed")
             w = cond.workload
@@ -262,24 +320,38 @@ class Orchestrator:
             header = (
                 f"skycache bench: scenario {s.name}, run {run.run_id}\ncondition {cond.id}, repetition {rep}"
             )
-            job = fiojob.render(w, built.device, log_dir=log_dir, header=header, job_file_text=text)
-            job_path = run.write_new(run.job_path(rep, target, sh.bs, sh.stem), job)
+            jobs: list[Path] = []
+            log_dirs: list[Path] = []
+            for site, device in zip(self.sites, devices, strict=True):
+                # Several fio servers: each one's logs in its own directory (fio-plot's layout there).
+                site_logs = log_dir if len(self.sites) == 1 or site.host is None else log_dir / site.host.safe
+                site_logs.mkdir(parents=True, exist_ok=True)
+                log_dirs.append(site_logs)
+                job = fiojob.render(w, device, log_dir=site_logs, header=header, job_file_text=text)
+                jobs.append(run.write_new(run.job_path(rep, target, sh.bs, self._stem(sh.stem, site)), job))
             json_path = log_dir / f"{sh.stem}.json"
             if json_path.exists():
                 raise SkycacheError(f"{json_path} exists: results are never overwritten")
             self.reporter.step(f"rep {rep} {cond.label}: fio {sh.stem} ({w.runtime_s:g}s)")
-            run_fio(self.runner, job_path, json_path, _timeout(w))
+            try:
+                self._fio(jobs, json_path, _timeout(w))
+            finally:
+                if self.client_mode:
+                    for d in log_dirs:
+                        remote.restore_log_names(d)
             lap("fio")
-            record.update(status="ok", json=run.rel(json_path), job=run.rel(job_path))
+            record.update(status="ok", json=run.rel(json_path), job=run.rel(jobs[0]))
+            if len(jobs) > 1:
+                record["jobs"] = [run.rel(j) for j in jobs]
             sample("measured")
         except (SkycacheError, OSError) as exc:
             record["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log.warning("condition %s rep %d failed: %s", cond.id, rep, exc)
         finally:
-            if built is not None:
+            if builts:
                 self.reporter.step(f"rep {rep} {cond.label}: teardown")
                 mark[0] = time.monotonic()
-                errors = built.teardown()
+                errors = [e for b in builts for e in b.teardown()]
                 lap("teardown")
                 if errors:
                     record["teardown_errors"] = errors
@@ -315,20 +387,28 @@ class Orchestrator:
             "started": _iso(self.t0),
             "status": "running",
         }
+        if self.client_mode:
+            manifest["hosts"] = [site.host.label for site in self.sites if site.host]
+            manifest["host_environment"] = {
+                site.host.label: _host_environment(site.runner) for site in self.sites if site.host
+            }
         run.write_manifest(manifest)
         order = self.schedule()
         self.reporter.begin(len(order))
-        shaped = False
-        ws: stacks.Workspace | None = None
+        shaped: list[Runner] = []
         try:
-            shaped = self._shape(s.model.shaping)
-            self.reporter.note("preparing the repository and node storage")
-            ws = stacks.Workspace.prepare(
-                self.runner, list(s.model.stacks), s.model.image_size, self.opts.workdir
-            )
-            ws.fill(self.reporter.note)
+            for site in self.sites:
+                if site.runner not in shaped and self._shape(site.runner, s.model.shaping):
+                    shaped.append(site.runner)
+            for site in self.sites:
+                where = f" on {site.host.label}" if site.host else ""
+                self.reporter.note(f"preparing the repository and node storage{where}")
+                site.ws = stacks.Workspace.prepare(
+                    site.runner, list(s.model.stacks), s.model.image_size, self._workdir(site)
+                )
+                site.ws.fill(self.reporter.note)
             for rep, cond in order:
-                record = self._one(run, ws, rep, cond)
+                record = self._one(run, rep, cond)
                 run.append_record(record)
                 ok = record["status"] == "ok"
                 outcome.ok += ok
@@ -340,10 +420,11 @@ class Orchestrator:
             outcome.errors.append(f"run aborted: {exc}")
             manifest["error"] = str(exc)
         finally:
-            if ws is not None:
-                outcome.errors += [f"workspace teardown: {e}" for e in ws.teardown()]
-            if shaped:
-                self._unshape()
+            for site in self.sites:
+                if site.ws is not None:
+                    outcome.errors += [f"workspace teardown: {e}" for e in site.ws.teardown()]
+            for runner in shaped:
+                self._unshape(runner)
             df = tidy.build(run)
             if not df.empty:
                 tidy.write(run, df)
@@ -356,21 +437,40 @@ class Orchestrator:
             run.write_manifest(manifest)
         return outcome
 
-    def _shape(self, profile: str) -> bool:
+    def _workdir(self, site: Site) -> Path | None:
+        """Several fio servers on this machine (a test, a demo) each get their own image directory."""
+        local = [x for x in self.sites if x.host is not None and x.host.is_local]
+        if site.host is None or site not in local or len(local) < 2:
+            return self.opts.workdir
+        return (self.opts.workdir or stacks.SCRATCH_MOUNT) / site.host.safe
+
+    def _shape(self, runner: Runner, profile: str) -> bool:
         if profile == "none":
             return False
         from skycache.net import shaping  # type: ignore[attr-defined,unused-ignore]
 
-        shaping.apply(self.runner, shaping.PROFILES[profile], dev="lo", port=stacks.PORTAL_PORT)
+        shaping.apply(runner, shaping.PROFILES[profile], dev="lo", port=stacks.PORTAL_PORT)
         return True
 
-    def _unshape(self) -> None:
+    def _unshape(self, runner: Runner) -> None:
         from skycache.net import shaping  # type: ignore[attr-defined,unused-ignore]
 
         try:
-            shaping.remove(self.runner, dev="lo")
+            shaping.remove(runner, dev="lo")
         except SkycacheError as exc:
             log.warning("removing shaping failed: %s", exc)
+
+
+def _host_environment(runner: Runner) -> dict[str, str]:
+    """Kernel and fio version of a fio server's machine (through its runner: ssh or local)."""
+
+    def q(argv: list[str]) -> str:
+        try:
+            return runner.query(argv, check=False, timeout_s=20).stdout.strip()
+        except SkycacheError:
+            return ""
+
+    return {"kernel": q(["uname", "-r"]) or "unknown", "fio_version": q(["fio", "--version"]) or "unknown"}
 
 
 def _iso(t: float) -> str:
@@ -385,10 +485,16 @@ def run_scenario(
     reporter: Reporter | None = None,
     on_done: Callable[[RunOutcome], None] | None = None,
 ) -> RunOutcome:
-    if options.where not in ("lab", "host"):
-        raise InvalidInput(
-            f"--where {options.where!r}: use lab or host (hosts: fio client/server, not wired yet)"
-        )
+    if options.where not in ("lab", "host", "hosts"):
+        raise InvalidInput(f"--where {options.where!r}: use lab, host or hosts")
+    if options.where == "hosts":
+        entries = options.hosts or tuple(scenario.model.hosts)
+        if not entries:
+            raise InvalidInput(f"{scenario.path}: hosts: where = 'hosts' needs a list of fio server hosts")
+        bad = remote.check_hosts(entries)
+        if bad:
+            i, entry, problem = bad[0]
+            raise InvalidInput(f"hosts[{i}]: {entry!r}: {problem}")
     if options.where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         raise InvalidInput("--where lab: not inside the lab (run through `skycache lab run ... --`)")
     out = Orchestrator(scenario, options, runner or Runner(), reporter or NullReporter()).run()

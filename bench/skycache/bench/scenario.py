@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skycache.bench import remote
 from skycache.errors import InvalidInput
 from skycache.units import parse_positive_size
 
@@ -343,6 +344,10 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
         raise InvalidInput(f"{path}: hosts: where = 'hosts' needs a list of fio server hosts")
     if model.where != "hosts" and model.hosts:
         raise InvalidInput(f"{path}: hosts: only used with where = 'hosts'")
+    bad_hosts = remote.check_hosts(model.hosts)
+    if bad_hosts:
+        i, entry, problem = bad_hosts[0]
+        raise InvalidInput(f"{path}: hosts[{i}]: {entry!r}: {problem}")
     _check_names(path, model)
     for i, w in enumerate(model.workloads):
         if w.job_file is not None and not (path.parent / w.job_file).is_file():

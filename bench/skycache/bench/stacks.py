@@ -27,7 +27,7 @@ from typing import Any
 from skycache import cachestatus, dm, dmcache, loopdev, lvm, writecache
 from skycache.bench.scenario import Stack
 from skycache.errors import SkycacheError
-from skycache.runner import CommandError, Runner
+from skycache.runner import CommandError, LocalTarget, Runner
 from skycache.units import parse_positive_size
 
 log = logging.getLogger("skycache.bench.stacks")
@@ -109,11 +109,16 @@ class Workspace:
             raise
         return ws
 
+    @property
+    def local(self) -> bool:
+        """Whether the workspace is on this machine (a fio server reached over ssh is not: its files
+        are made and checked through the runner, and this machine's lab disks are never its disks)."""
+        return isinstance(self.runner.target, LocalTarget)
+
     def _setup(self, stacks: list[Stack]) -> None:
         r = self.runner
-        lab_disks = os.environ.get("SKYCACHE_LAB_DISKS", "").split()
-        if not self.directory.exists() or not any(self.directory.iterdir()):
-            self.directory.mkdir(parents=True, exist_ok=True)
+        lab_disks = os.environ.get("SKYCACHE_LAB_DISKS", "").split() if self.local else []
+        self._mkdir(self.directory)
         if lab_disks and self.directory == SCRATCH_MOUNT and not os.path.ismount(SCRATCH_MOUNT):
             # In the lab the guest's /tmp is RAM: back the images with the first scratch disk instead.
             r.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", lab_disks[0]])
@@ -123,11 +128,14 @@ class Workspace:
         backends = {s.backend for s in stacks}
         if "file" in backends:
             img = self.directory / FILE_IMAGE
-            if img.exists():
+            exists = (
+                img.exists() if self.local else r.query(["test", "-e", str(img)], check=False).returncode == 0
+            )
+            if exists:
                 raise StackError(f"{img} exists: a previous run did not clean up (remove it)")
             r.run(["truncate", "-s", str(self.image_size), str(img)])
             self.file_image = img
-            self._made.append(("file image", lambda: img.unlink(missing_ok=True)))
+            self._made.append(("file image", lambda: self._remove(img)))
         if "lvm" in backends:
             # extents for the base LV, plus room for COW stores and LVM metadata
             lvm.create_loop_vg(r, REPO_VG, self.image_size * 2 + 64 * 2**20, self.directory)
@@ -147,10 +155,22 @@ class Workspace:
                 self.node_device = disk
             else:
                 node_dir = self.cache_directory()
-                node_dir.mkdir(parents=True, exist_ok=True)
+                self._mkdir(node_dir)
                 lvm.create_loop_vg(r, NODE_VG, cache_bytes + 64 * 2**20, node_dir)
             self.node_vg = True
             self._made.append(("node VG", lambda: lvm.remove_vg(r, NODE_VG)))
+
+    def _mkdir(self, path: Path) -> None:
+        if not self.local:
+            self.runner.run(["mkdir", "-p", "--", str(path)])
+        elif not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+
+    def _remove(self, path: Path) -> None:
+        if self.local:
+            path.unlink(missing_ok=True)
+        else:
+            self.runner.run(["rm", "-f", "--", str(path)])
 
     def _setup_cow(self, cow_stacks: list[Stack]) -> None:
         """VM-disk stacks go through skycache.vmdisk, which works on a skycache repository and node."""
@@ -167,7 +187,7 @@ class Workspace:
         need = max(_cache_need(s) for s in cow_stacks)
         if need:
             node_dir = self.cache_directory()
-            node_dir.mkdir(parents=True, exist_ok=True)
+            self._mkdir(node_dir)
             node.plan_init(r, COW_NODE, loop_size=need + 64 * 2**20, directory=node_dir).apply(r)
             self.cow_node = True
             self._made.append(("COW node cache VG", lambda: lvm.remove_vg(r, COW_NODE)))
@@ -176,7 +196,7 @@ class Workspace:
         """In the lab, the second scratch disk when it is blank and large enough: a loop device is
         several times slower than a virtio disk under TCG, which would make any cache look slow."""
         disks = os.environ.get("SKYCACHE_LAB_DISKS", "").split()
-        if os.environ.get("SKYCACHE_IN_LAB") != "1" or len(disks) < 2:
+        if not self.local or os.environ.get("SKYCACHE_IN_LAB") != "1" or len(disks) < 2:
             return None
         disk = disks[1]
         try:
@@ -189,7 +209,7 @@ class Workspace:
     def cache_directory(self) -> Path:
         """Where the node's cache VG lives. In the lab: the guest's RAM (/tmp), standing for the fast
         local SSD of a worker node, while the repository sits on the slower virtio scratch disk."""
-        if os.environ.get("SKYCACHE_IN_LAB") == "1" and self.directory == SCRATCH_MOUNT:
+        if self.local and os.environ.get("SKYCACHE_IN_LAB") == "1" and self.directory == SCRATCH_MOUNT:
             return LAB_CACHE_DIR
         return self.directory
 

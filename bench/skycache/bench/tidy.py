@@ -1,6 +1,8 @@
 """The tidy table: one row per condition x repetition x job x direction.
 
-Columns: ``scenario, run_id, condition, label, rep, phase, status, error, job, hostname, direction``,
+Columns: ``scenario, run_id, condition, label, rep, phase, status, error, job, hostname, host,
+direction`` (``host``: the fio server as ``name:port`` in a ``where = "hosts"`` run, ``All clients``
+for fio's aggregate over several servers, empty otherwise),
 the metrics ``iops, bw_bytes, bw_kib, io_bytes, runtime_ms, lat_mean_ns, lat_stddev_ns, lat_p50_ns,
 lat_p95_ns, lat_p99_ns, lat_p99_9_ns, clat_mean_ns, usr_cpu, sys_cpu``, the stack's attributes
 (``backend, transport, cow, read_cache, write_cache, write_engine, repo_delay_ms``) and every factor
@@ -47,13 +49,13 @@ def rows_for(record: Mapping[str, Any], result: fioparse.FioResult | None) -> li
     base.update(record.get("factors", {}))
     base["start"] = record.get("start")
     if result is None or record.get("status") != "ok":
-        row = dict(base, job="", hostname="", direction="")
+        row = dict(base, job="", hostname="", host=", ".join(record.get("hosts", [])), direction="")
         row.update({m: math.nan for m in METRICS})
         return [row]
     rows = []
     for job in result.jobs:
         for direction, st in job.directions.items():
-            row = dict(base, job=job.name, hostname=job.hostname or "", direction=direction)
+            row = dict(base, job=job.name, hostname=job.hostname or "", host=job.host, direction=direction)
             row.update(
                 iops=st.iops,
                 bw_bytes=st.bw_bytes,
