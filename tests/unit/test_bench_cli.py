@@ -48,6 +48,15 @@ def test_bench_run_refuses_invalid_scenario_before_building(tmp_path: Path) -> N
     assert not (tmp_path / "res").exists()  # nothing made
 
 
+def test_bench_run_where_hosts_needs_hosts_and_bad_where_is_one_line(tmp_path: Path) -> None:
+    r = sky("bench", "run", "scenarios/regression.toml", "--where", "hosts", "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "--where hosts" in r.stderr and "no fio server hosts" in r.stderr
+    r = sky("bench", "run", "scenarios/regression.toml", "--where", "moon", "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and "'moon'" in r.stderr and "use lab, host or hosts" in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_suite_show_json() -> None:
     r = sky("suite", "show", "scenarios/quickstart.toml", "--json")
     assert r.returncode == 0, r.stderr

@@ -151,7 +151,10 @@ def run_cmd(
     ] = Path("results"),
     where: Annotated[
         str | None,
-        typer.Option("--where", help="lab (inside `skycache lab run`) or host; default: the scenario's."),
+        typer.Option(
+            "--where",
+            help="lab (inside `skycache lab run`), host, or hosts (fio servers); default: the scenario's.",
+        ),
     ] = None,
     workdir: Annotated[
         Path | None, typer.Option("--workdir", help="Where image files live (default: lab scratch disk).")
@@ -175,8 +178,10 @@ def run_cmd(
 
     sc = scenarios.load(scenario)
     place = where or sc.model.where
-    if place not in ("lab", "host"):
-        raise InvalidInput(f"--where {place!r}: use lab or host")
+    if place not in ("lab", "host", "hosts"):
+        raise InvalidInput(f"--where {place!r}: use lab, host or hosts")
+    if place == "hosts" and not sc.model.hosts:
+        raise InvalidInput(f"--where hosts: {scenario} lists no fio server hosts (hosts = [...])")
     if place == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         extra = [*(["--workdir", str(workdir)] if workdir else []), *(["--run-id", run_id] if run_id else [])]
         extra += ["--baseline", baseline] if baseline else []
