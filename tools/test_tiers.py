@@ -26,11 +26,12 @@ from skycache.runner import Runner
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "test-reports"
 PY = sys.executable
+_PRINT_LOCK = threading.Lock()
 # Seconds each lab file took in a full tier run on this project's 2-core TCG machine (the
 # `--durations` of `make test`); only used to balance the shards. Unknown files count as 120 s.
 LAB_FILE_SECONDS = {
     "test_storage_repo.py": 420,
-    "test_vmdisk_lifecycle.py": 480,
+    "test_vmdisk_lifecycle.py": 5,  # skipped by make test until it passes (tests/lab/conftest.py)
     "test_bench_lab.py": 300,
     "test_net_isolation.py": 120,
     "test_foundation_stack.py": 90,
