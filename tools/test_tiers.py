@@ -96,9 +96,10 @@ def lab_argv(paths: list[str], report: Path, keyword: list[str]) -> list[str]:
     return [
         PY, "-m", "skycache.cli.main", "lab", "run", "--memory", "3G", "--cpus", "2",
         "--disk", "8G", "--disk", "8G", "--timeout", "4500", "--",
-        # every command the tests and skycache run, for tools/command_profile.py
+        # -v: one line per test (the lab's output reaches us line by line, so -q's dots would only
+        # show at the end); the command log: every command run, for tools/command_profile.py
         "env", f"SKYCACHE_COMMAND_LOG={report.with_name(report.stem + '-commands.jsonl')}",
-        PY, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider", "--durations=15",
+        PY, "-m", "pytest", *paths, "-v", "-p", "no:cacheprovider", "--durations=15",
         f"--junitxml={report}", *keyword,
     ]  # fmt: skip
 
