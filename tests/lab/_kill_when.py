@@ -1,6 +1,6 @@
 """Test tool: start a command, wait until it is visibly in the middle of its work, then SIGKILL it.
 
-``python _kill_when.py (--path P | --session IQN) [--delay S] [--timeout S] -- CMD...``
+``python _kill_when.py (--path P | --gone P | --session IQN) [--delay S] [--timeout S] -- CMD...``
 
 Prints ``killed`` when the condition was reached and the command was killed, ``finished`` when it
 ended first, ``timeout`` when neither happened. This is a test harness: it needs a process running
@@ -31,6 +31,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--path")
     ap.add_argument("--session")
+    ap.add_argument("--gone", help="kill once this path has disappeared")
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -42,7 +43,11 @@ def main() -> int:
         if proc.poll() is not None:
             print("finished", flush=True)
             return 0
-        if (args.path and Path(args.path).exists()) or (args.session and session_exists(args.session)):
+        if (
+            (args.path and Path(args.path).exists())
+            or (args.gone and not Path(args.gone).exists())
+            or (args.session and session_exists(args.session))
+        ):
             time.sleep(args.delay)
             proc.send_signal(signal.SIGKILL)
             proc.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from skycache.cachestatus import CacheStatus
 from skycache.runner import Runner
 
 MiB = 1024 * 1024
+KILL_WHEN = [sys.executable, str(Path(__file__).with_name("_kill_when.py"))]
 # Kept small: under TCG every MiB through iSCSI, the caches, the flush and the save costs seconds.
 BASE_MIB = 32
 FIO_SIZE = "4M"
@@ -177,21 +179,26 @@ def test_repository_outage_while_writing(runner: Runner, env: Path) -> None:
 
 
 def test_kill_9_mid_clone_and_mid_delete_sync(runner: Runner, env: Path) -> None:
-    runner.query(
-        ["timeout", "-s", "KILL", "4", SKYCACHE, "disk", "clone", "k1", "vr/base", "--portal", PORTAL,
-         "--read-cache", "16M", "--write-cache", "32M"],
-        check=False,
-    )  # fmt: skip
+    # SIGKILL once the clone is visibly half-built (the base's iSCSI session is up): a fresh skycache
+    # spends its first minute importing under TCG, so a fixed delay would kill it before it starts.
+    base_iqn = lio.target_iqn("vr", "base")
+    clone_argv = [SKYCACHE, "disk", "clone", "k1", "vr/base", "--portal", PORTAL,
+                  "--read-cache", "16M", "--write-cache", "16M"]  # fmt: skip
+    out = runner.query([*KILL_WHEN, "--session", base_iqn, "--delay", "1", "--", *clone_argv], timeout_s=900)
+    assert out.stdout.strip().splitlines()[-1] == "killed", out.stdout
     sk(runner, "teardown", "--all")
     assert sk_json(runner, "inventory") == []
     # Rebuild the setup, then kill a delete --sync while the write cache holds data.
     sk(runner, "repo", "init", "vr", "--backend", "lvm", "--loop", "1G")
     sk(runner, "image", "create", "vr/base", "--size", f"{BASE_MIB}M")
     sk(runner, "node", "init", "--cache-vg", "node1", "--loop", "512M")
-    dev = clone(runner, "k2", "--write-cache", "32M")
+    dev = clone(runner, "k2", "--write-cache", "16M")
     write_pattern(runner, dev, env, mib=8, seed="k2")
     assert cachestatus.dirty_count(runner, "skycache-wb-k2") > 0
-    runner.query(["timeout", "-s", "KILL", "1", SKYCACHE, "disk", "delete", "k2", "--sync"], check=False)
+    # ... killed once the VM disk is gone (the delete has started; the flush comes next).
+    delete_argv = [SKYCACHE, "disk", "delete", "k2", "--sync"]
+    out = runner.query([*KILL_WHEN, "--gone", dev, "--", *delete_argv], timeout_s=900)
+    assert out.stdout.strip().splitlines()[-1] in ("killed", "finished"), out.stdout
     # If the write cache still holds data, a teardown that may not flush refuses...
     wb_left = runner.query(["dmsetup", "info", "skycache-wb-k2"], check=False).returncode == 0
     if wb_left and cachestatus.dirty_count(runner, "skycache-wb-k2") > 0:
