@@ -2,9 +2,10 @@
 run inside the lab (`make test`, or `make test-lab LAB=tests/lab/test_x.py` for one file) and are
 skipped anywhere else.
 
-`make test` runs the tier in two lab VMs at once, each booting once for its share of the files
-(tools/test_tiers.py), so every test must leave the system as it found it (use the library's
-teardown in a finalizer), must only touch objects it created, and must not depend on another file.
+`make test` runs the tier in one lab boot (or, on bigger machines, several lab VMs at once, each
+with a share of the files: tools/test_tiers.py), so every test must leave the system as it found
+it (use the library's teardown in a finalizer), must only touch objects it created, and must not
+depend on another file.
 """
 
 from __future__ import annotations
