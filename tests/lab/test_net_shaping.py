@@ -82,8 +82,8 @@ def test_delay_on_iscsi_port_within_10_percent(runner: Runner, shaped_lo: shapin
     try:
         for p, server in zip((PORT, OTHER), servers, strict=True):
             measure.wait_listening(runner, None, p, addr="127.0.0.1", server=server)
-        base, base_median = measure.tcp_rtt_ms(runner, None, "127.0.0.1", OTHER, count=40)
-        rtt, rtt_median = measure.tcp_rtt_ms(runner, None, "127.0.0.1", PORT, count=40)
+        base, base_median = measure.tcp_rtt_ms(runner, None, "127.0.0.1", OTHER, count=100)
+        rtt, rtt_median = measure.tcp_rtt_ms(runner, None, "127.0.0.1", PORT, count=100)
     finally:
         for p in (PORT, OTHER):
             measure.stop_server(runner, None, "127.0.0.1", p)
@@ -91,7 +91,7 @@ def test_delay_on_iscsi_port_within_10_percent(runner: Runner, shaped_lo: shapin
             s.join(60)
     added = rtt - base
     print(
-        f"TCP connect RTT (min/median of 40) port {PORT}: {rtt:.3f}/{rtt_median:.3f} ms, port {OTHER}: "
+        f"TCP connect RTT (min/median of 100) port {PORT}: {rtt:.3f}/{rtt_median:.3f} ms, port {OTHER}: "
         f"{base:.3f}/{base_median:.3f} ms; added (min) {added:.3f} ms, expected {2 * shaped_lo.delay_ms:g} ms"
     )
     # A connect is one round trip; the SYN and the SYN/ACK each cross one shaped direction.
