@@ -719,7 +719,7 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     sectors = base_lv.size // 512
     vg = store.vg
     mat = f"skycache-mat-{vm_id}"
-    tm, td, tp = (f"skycache-mat{x}-{vm_id}" for x in ("tm", "td", "tp"))
+    td, tp = (f"skycache-mat{x}-{vm_id}" for x in ("td", "tp"))
     plan = Plan(f"save VM disk {vm_id} as {new_ref}")
     # The write-back cache's table before the flush: the flush leaves it writing back everything and
     # caching nothing (dm-cache cleaner policy, dm-writecache cleaner mode); the VM gets it back after.
@@ -775,7 +775,7 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
         dm.create(r, mat, [dm.thin(dm.path(tp), 0, sectors, external_origin=base_dev)], readonly=True)
 
     def unmaterialise(r: Runner) -> None:
-        for name in (mat, tp, td, tm):
+        for name in (mat, tp, td):
             dm.remove(r, name)
         if cow == "thin":
             lvm.remove_lv(r, vg, meta_copy, missing_ok=True)

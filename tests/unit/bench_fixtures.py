@@ -10,6 +10,28 @@ from skycache.bench import store, tidy
 
 DATA = Path(__file__).parent / "data" / "bench"
 
+# One local file image and two 1-second buffered fio jobs: the smallest real run on the host,
+# shared by the host-mode and hosts-mode (fio client/server) scenario tests.
+TINY_FILE_STACK_AND_JOBS = """
+[[stacks]]
+name = "file-local"
+backend = "file"
+[[workloads]]
+name = "randread"
+rw = "randread"
+size = "8M"
+runtime_s = 1
+ioengine = "psync"
+direct = false
+[[workloads]]
+name = "randwrite"
+rw = "randwrite"
+size = "8M"
+runtime_s = 1
+ioengine = "psync"
+direct = false
+"""
+
 
 def fio_json(iops: float, lat_ns: float) -> str:
     doc = json.loads((DATA / "randrw.json").read_text())

@@ -8,35 +8,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from bench_fixtures import TINY_FILE_STACK_AND_JOBS
 
 import skycache.bench
 from skycache.bench import fioparse, orchestrate, scenario
 
 pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed")
 
-SCENARIO = """
+SCENARIO = (
+    """
 name = "host-tiny"
 where = "host"
 repetitions = 2
 image_size = "8M"
-[[stacks]]
-name = "file-local"
-backend = "file"
-[[workloads]]
-name = "randread"
-rw = "randread"
-size = "8M"
-runtime_s = 1
-ioengine = "psync"
-direct = false
-[[workloads]]
-name = "randwrite"
-rw = "randwrite"
-size = "8M"
-runtime_s = 1
-ioengine = "psync"
-direct = false
 """
+    + TINY_FILE_STACK_AND_JOBS
+)
 
 
 def test_host_run_end_to_end(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench_fixtures import TINY_FILE_STACK_AND_JOBS
 
 import skycache.bench
 from skycache.bench import fioparse, orchestrate, remote, scenario, tidy
@@ -20,30 +21,16 @@ from skycache.runner import CommandError, Completed, Runner, SshTarget
 DATA = Path(__file__).parent / "data" / "bench" / "hosts"
 PROFILES = ("none", "gbe-2009", "10gbe")
 
-SCENARIO = """
+SCENARIO = (
+    """
 name = "hosts-tiny"
 where = "hosts"
 hosts = {hosts}
 repetitions = {reps}
 image_size = "8M"
-[[stacks]]
-name = "file-local"
-backend = "file"
-[[workloads]]
-name = "randread"
-rw = "randread"
-size = "8M"
-runtime_s = 1
-ioengine = "psync"
-direct = false
-[[workloads]]
-name = "randwrite"
-rw = "randwrite"
-size = "8M"
-runtime_s = 1
-ioengine = "psync"
-direct = false
 """
+    + TINY_FILE_STACK_AND_JOBS
+)
 
 
 def write(tmp_path: Path, hosts: list[str], reps: int = 1) -> Path:
