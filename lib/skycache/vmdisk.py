@@ -697,8 +697,9 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     """Materialise base + COW store as a new image on the repository.
 
     On the repository a read-only dm device joins the base LV and the store LV (dm-snapshot with
-    the store as persistent COW, or a read_only thin pool with the base as external origin); it is
-    copied into a new LV. A live VM disk is flushed and suspended for the copy, then resumed.
+    the store as persistent COW, or a thin pool over a copy of the store's metadata with the base as
+    external origin); it is copied into a new LV. A live VM disk is flushed and suspended for the
+    copy, then resumed.
     """
     check_vm_id(vm_id)
     store = _find_store(runner, vm_id)
