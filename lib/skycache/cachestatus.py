@@ -12,6 +12,10 @@ Flushing is what makes a write-back cache safe to drop (design.md §2, §7):
   indicator is 0.
 - dm-cache: the table is reloaded with the ``cleaner`` policy (it writes back every dirty block and
   promotes nothing); clean means dirty == 0 with metadata mode ``rw`` and no ``needs_check``.
+
+A flush ends with a flush of the origin device itself (:func:`skycache.blockqueue.flush`): the
+written-back blocks are then durable on the repository, also when the node marks the origin LUN
+"write through" (why it does: blockqueue's docstring).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from skycache import blockqueue
 from skycache.errors import Busy, NotFound, SkycacheError
 from skycache.ownership import require_marked_name
 from skycache.runner import CommandError, Runner
@@ -277,6 +282,17 @@ def _table(runner: Runner, dm_name: str) -> str:
     return lines[0]
 
 
+def origin_of(table_line: str) -> str:
+    """The origin device (``major:minor`` as dmsetup prints it) of a dm-writecache or dm-cache table
+    line: ``0 N writecache s ORIGIN CACHE ...`` / ``0 N cache META DATA ORIGIN ...``."""
+    words = table_line.split()
+    if len(words) >= 5 and words[2] == "writecache":
+        return words[4]
+    if len(words) >= 6 and words[2] == "cache":
+        return words[5]
+    raise StatusParseError(f"not a dm-writecache or dm-cache table: {table_line!r}")
+
+
 def start_flush(runner: Runner, dm_name: str) -> None:
     """Switch the device into write-everything-back mode without waiting."""
     st = status(runner, dm_name)
@@ -313,8 +329,10 @@ def flush(
     poll_s: float = 0.5,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    flush_origin: Callable[[Runner, str], None] = blockqueue.flush,
 ) -> None:
-    """Write back every dirty block of ``dm_name`` and wait until the cache is clean.
+    """Write back every dirty block of ``dm_name``, wait until the cache is clean, then flush its
+    origin device (``flush_origin(runner, "major:minor")``) so the written-back data is durable.
 
     ``on_progress`` gets the unwritten block count before the flush starts, then each time it
     changes. Raises :class:`Busy` on timeout and :class:`SkycacheError` when the target reports an
@@ -346,6 +364,7 @@ def flush(
             if on_progress is not None:
                 on_progress(last)
         if st.clean:
+            flush_origin(runner, origin_of(_table(runner, dm_name)))
             return
         if clock() >= deadline:
             raise Busy(f"flush of {dm_name!r} timed out after {timeout_s:g} s with {last} blocks unwritten")

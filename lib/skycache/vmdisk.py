@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skycache import cachestatus, dm, dmcache, image, iscsi, lio, lvm, node, stack, state
+from skycache import blockqueue, cachestatus, dm, dmcache, image, iscsi, lio, lvm, node, stack, state
 from skycache.errors import Busy, InvalidInput, NotFound, SkycacheError
 from skycache.ownership import check_name
 from skycache.plan import Action, Plan
@@ -430,6 +430,10 @@ def _build_stack(
         wc = stack.WriteCacheDevs(req.write_engine, data, meta)
         # A write-back cache is transient: start it empty (writecache superblock / dm-cache metadata).
         runner.run([*ZERO_4K, f"of={meta or data}"])
+    if wc is not None:
+        # The VM's flushes end at the write-back cache instead of waiting for the repository (a
+        # repository outage would stall them): blockqueue's docstring says why and what it costs.
+        blockqueue.set_write_cache(runner, store_dev, "write through")
     spec = stack.StackSpec(
         vm_id,
         req.cow,
@@ -722,6 +726,34 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     mat = f"skycache-mat-{vm_id}"
     td, tp = (f"skycache-mat{x}-{vm_id}" for x in ("td", "tp"))
     plan = Plan(f"save VM disk {vm_id} as {new_ref}")
+    base_dev, store_dev = f"/dev/{vg}/{base_name}", f"/dev/{vg}/{store.name}"
+    # thin: the pool is loaded over a copy of the store's metadata area, so the store is only read.
+    # (A pool over the store's own metadata would write its superblock; and the "read_only" pool
+    # feature is refused on a pool's first load: "only available after the thin-pool has been
+    # created and first used in full read/write mode", thin-provisioning.rst.)
+    meta_copy = f"{new}.matmeta"
+    meta, data = stack.thin_split(dm.device_sectors(runner, store_dev)) if cow == "thin" else (0, 0)
+    # Every LVM command runs before the VM disk is suspended or after it is resumed: an LVM scan
+    # reads every block device, and a read of a suspended dm device waits until it is resumed (seen
+    # in the lab: the `vgs` after an `lvcreate` hung there; lvm.conf ignore_suspended_devices says
+    # the same).
+    plan.add(
+        _fn(
+            f"create image LV {vg}/{new} ({format_size(base_lv.size)})",
+            lambda r: lvm.create_lv(r, vg, new, base_lv.size),
+            lambda r: lvm.remove_lv(r, vg, new, missing_ok=True),
+            (render(lvm.lvcreate_argv(vg, new, base_lv.size)),),
+        )
+    )
+    if cow == "thin":
+        plan.add(
+            _fn(
+                f"create LV {vg}/{meta_copy} for a copy of the store's thin-pool metadata",
+                lambda r: lvm.create_lv(r, vg, meta_copy, meta * 512),
+                lambda r: lvm.remove_lv(r, vg, meta_copy, missing_ok=True),
+                (render(lvm.lvcreate_argv(vg, meta_copy, meta * 512)),),
+            )
+        )
     # The write-back cache's table before the flush: the flush leaves it writing back everything and
     # caching nothing (dm-cache cleaner policy, dm-writecache cleaner mode); the VM gets it back after.
     wb_table: dict[str, str] = {}
@@ -747,29 +779,11 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
                 dm.resume(r, name)
 
         plan.add(_fn(f"suspend {top} and flush its write-back cache", quiesce, thaw))
-    plan.add(
-        _fn(
-            f"create image LV {vg}/{new} ({format_size(base_lv.size)})",
-            lambda r: lvm.create_lv(r, vg, new, base_lv.size),
-            lambda r: lvm.remove_lv(r, vg, new, missing_ok=True),
-            (render(lvm.lvcreate_argv(vg, new, base_lv.size)),),
-        )
-    )
-    base_dev, store_dev = f"/dev/{vg}/{base_name}", f"/dev/{vg}/{store.name}"
-
-    # thin: the pool is loaded over a copy of the store's metadata area, so the store is only read.
-    # (A pool over the store's own metadata would write its superblock; and the "read_only" pool
-    # feature is refused on a pool's first load: "only available after the thin-pool has been
-    # created and first used in full read/write mode", thin-provisioning.rst.)
-    meta_copy = f"{new}.matmeta"
 
     def materialise(r: Runner) -> None:
         if cow == "snapshot":
             dm.create(r, mat, [dm.snapshot(base_dev, store_dev, sectors)], readonly=True)
             return
-        store_sectors = dm.device_sectors(r, store_dev)
-        meta, data = stack.thin_split(store_sectors)
-        lvm.create_lv(r, vg, meta_copy, meta * 512)
         r.run([*COPY, f"if={store_dev}", f"of=/dev/{vg}/{meta_copy}", f"count={-(-meta * 512 // (4 << 20))}"])
         dm.create(r, td, [dm.linear(store_dev, data, offset=meta)])
         dm.create(r, tp, stack.thin_pool_line(f"/dev/{vg}/{meta_copy}", dm.path(td), data))
@@ -778,8 +792,6 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     def unmaterialise(r: Runner) -> None:
         for name in (mat, tp, td):
             dm.remove(r, name)
-        if cow == "thin":
-            lvm.remove_lv(r, vg, meta_copy, missing_ok=True)
 
     plan.add(
         _fn(f"join base {base_name} and store {store.name} read-only ({cow})", materialise, unmaterialise)
@@ -797,6 +809,8 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
                 dm.resume(r, name)
 
         plan.add(_fn(f"restore the write-back cache's mode and resume {stack.vm_name(vm_id)}", resume))
+    if cow == "thin":
+        plan.add(_fn(f"remove {vg}/{meta_copy}", lambda r: lvm.remove_lv(r, vg, meta_copy, missing_ok=True)))
     return plan
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from _storage import PORTAL, SKYCACHE, last_line, read_sha, sk, sk_json, teardown_all, write_pattern
 
-from skycache import cachestatus, iscsi, lio
+from skycache import blockqueue, cachestatus, iscsi, lio
 from skycache.cachestatus import CacheStatus
 from skycache.runner import Runner
 
@@ -154,15 +154,29 @@ def _set_tpg(iqn: str, enabled: bool) -> None:
                     tpg.enable = enabled
 
 
+def _session(runner: Runner, iqn: str) -> iscsi.Session:
+    return next(s for s in iscsi.sessions(runner) if s.iqn == iqn)
+
+
 def test_repository_outage_while_writing(runner: Runner, env: Path) -> None:
     dev = clone(runner, "out", "--write-cache", "16M")
     store_iqn = lio.target_iqn("vr", "out.cow")
+    store_disk = _session(runner, store_iqn).disks[0]
+    # The VM's flushes end at the write-back cache, not at the repository (skycache.blockqueue).
+    assert blockqueue.write_cache(f"/dev/{store_disk}") == "write through"
+    kernel_lines = len(runner.query(["dmesg"]).stdout.splitlines())
     _set_tpg(store_iqn, False)  # the repository's portal for the store stops answering
     try:
         t0 = time.monotonic()
         fio(runner, dev, "--do_verify=0")
         took = time.monotonic() - t0
+        # The path was really down while fio wrote (the initiator is still trying to log in), the
+        # writes are in the write-back cache, and nothing was sent to the store LUN: no flush of the
+        # VM waited for the repository, so none failed when the iSCSI replacement timeout ran out.
+        assert _session(runner, store_iqn).state != "LOGGED_IN"
         assert cachestatus.dirty_count(runner, "skycache-wb-out") > 0
+        new_lines = runner.query(["dmesg"]).stdout.splitlines()[kernel_lines:]
+        assert not [ln for ln in new_lines if "I/O error" in ln and f"dev {store_disk}" in ln], new_lines
         time.sleep(max(0.0, 5 - took))
     finally:
         _set_tpg(store_iqn, True)

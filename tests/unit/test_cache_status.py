@@ -139,8 +139,16 @@ def test_flush_dmcache_reloads_cleaner_and_reports_progress() -> None:
     clean = line("cache-cleaner-clean.txt")
     fake = FakeRunner([dirty, dirty, half, clean], table=line("cache-wb-table.txt"))
     seen: list[int] = []
-    cachestatus.flush(fake, "skycache-wb-vm1", seen.append, sleep=lambda _: None)  # type: ignore[arg-type]
+    origins: list[str] = []
+    cachestatus.flush(
+        fake,  # type: ignore[arg-type]
+        "skycache-wb-vm1",
+        seen.append,
+        sleep=lambda _: None,
+        flush_origin=lambda _r, dev: origins.append(dev),
+    )
     assert seen == [46, 20, 0]
+    assert origins == ["7:0"]  # the origin of cache-wb-table.txt, flushed once the cache is clean
     assert fake.ran[0] == ["dmsetup", "reload", "skycache-wb-vm1", "--table", line("cache-cleaner-table.txt")]
     assert [a[1] for a in fake.ran[1:]] == ["suspend", "resume"]
 
@@ -150,14 +158,25 @@ def test_flush_reports_the_count_before_it_starts() -> None:
     dirty, clean = line("cache-wb-dirty.txt"), line("cache-cleaner-clean.txt")
     fake = FakeRunner([dirty, dirty, clean], table=line("cache-wb-table.txt"))
     seen: list[int] = []
-    cachestatus.flush(fake, "skycache-wb-vm1", seen.append, sleep=lambda _: None)  # type: ignore[arg-type]
+    cachestatus.flush(
+        fake,
+        "skycache-wb-vm1",
+        seen.append,
+        sleep=lambda _: None,
+        flush_origin=lambda *_: None,  # type: ignore[arg-type]
+    )
     assert seen == [46, 0]
 
 
 def test_flush_writecache_messages_cleaner() -> None:
-    fake = FakeRunner([line("wc-dirty.txt"), line("wc-dirty.txt"), line("wc-clean.txt")])
+    fake = FakeRunner(
+        [line("wc-dirty.txt"), line("wc-dirty.txt"), line("wc-clean.txt")], table=line("wc-table.txt")
+    )
     seen: list[int] = []
-    cachestatus.flush(fake, "skycache-wb-vm1", seen.append, sleep=lambda _: None)  # type: ignore[arg-type]
+    origins: list[str] = []
+    flush_origin = lambda _r, dev: origins.append(dev)  # noqa: E731
+    cachestatus.flush(fake, "skycache-wb-vm1", seen.append, sleep=lambda _: None, flush_origin=flush_origin)  # type: ignore[arg-type]
+    assert origins == ["7:0"]
     assert fake.ran == [
         ["dmsetup", "message", "skycache-wb-vm1", "0", "flush"],
         ["dmsetup", "message", "skycache-wb-vm1", "0", "cleaner"],
@@ -198,3 +217,24 @@ def test_cache_three_features_from_the_vm_stack() -> None:
     assert st.features == ("metadata2", "writeback", "no_discard_passdown")
     assert (st.cache_used, st.cache_total, st.dirty, st.promotions) == (89, 768, 66, 89)
     assert st.io_mode == "writeback" and st.policy == "smq" and not st.clean
+
+
+def test_origin_of_both_engines() -> None:
+    assert cachestatus.origin_of(line("wc-table.txt")) == "7:0"
+    assert cachestatus.origin_of(line("cache-wb-table.txt")) == "7:0"
+    with pytest.raises(SkycacheError, match="not a dm-writecache"):
+        cachestatus.origin_of("0 8 linear 7:0 0")
+
+
+def test_flush_not_clean_does_not_flush_the_origin() -> None:
+    """An error stops the flush before the origin is touched (nothing to make durable yet)."""
+    bad = line("wc-dirty.txt").replace("writecache 0 ", "writecache 5 ", 1)
+    origins: list[str] = []
+    with pytest.raises(SkycacheError, match="error 5"):
+        cachestatus.flush(
+            FakeRunner([bad], table=line("wc-table.txt")),  # type: ignore[arg-type]
+            "skycache-wb-vm1",
+            sleep=lambda _: None,
+            flush_origin=lambda _r, dev: origins.append(dev),
+        )
+    assert origins == []
