@@ -31,7 +31,7 @@ _PRINT_LOCK = threading.Lock()
 # `--durations` of `make test`); only used to balance the shards. Unknown files count as 120 s.
 LAB_FILE_SECONDS = {
     "test_storage_repo.py": 420,
-    "test_vmdisk_lifecycle.py": 5,  # skipped by make test until it passes (tests/lab/conftest.py)
+    "test_vmdisk_lifecycle.py": 480,
     "test_bench_lab.py": 300,
     "test_net_isolation.py": 120,
     "test_foundation_stack.py": 90,
