@@ -579,7 +579,10 @@ def plan_delete(runner: Runner, vm_id: str, *, sync: bool = False, progress: Pro
                 _fn(
                     f"flush write-back cache {wb} to the COW store",
                     flush,
-                    shown=(f"dmsetup message {wb} 0 cleaner (poll until clean)",),
+                    shown=(
+                        f"dmsetup message {wb} 0 cleaner (poll until clean)",
+                        "sync the store LUN (its write cache flag on for it: a flush on the repository)",
+                    ),
                 )
             )
 

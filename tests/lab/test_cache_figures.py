@@ -104,12 +104,14 @@ def test_figures(runner: Runner, env: Path) -> None:
         # (smq also writes dirty blocks back by itself once idle) and write it once more, so all of
         # it is unwritten when the flush is timed (the flush's table reload restores the default).
         fill = ["dd", "if=/dev/urandom", f"of={dev}", "bs=1M", "count=64", "oflag=direct", "status=none"]
+        warmup: dict[str, object] = {}
         if engine == "dmcache":
-            for _ in range(8):
+            for n in range(1, 17):
                 runner.run(fill)
                 time.sleep(2)
                 warm = cachestatus.status(runner, wb)
                 assert isinstance(warm, CacheStatus)
+                warmup = {"passes": n, "cached_blocks": warm.cache_used, "promotions": warm.promotions}
                 if warm.cache_used * warm.cache_block_sectors * 512 >= 64 * MiB:
                     break
             dmcache.set_migration_threshold(runner, wb, 0)
@@ -123,6 +125,7 @@ def test_figures(runner: Runner, env: Path) -> None:
             "unwritten_blocks": st.unwritten,
             "unwritten_mib": round(st.unwritten * block / MiB, 1),
             "seconds": round(took, 2),
+            **({"warmup": warmup} if warmup else {}),
         }
         sk(runner, "disk", "delete", vm, "--sync")
         sk(runner, "disk", "purge", vm)
