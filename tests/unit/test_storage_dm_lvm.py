@@ -153,6 +153,27 @@ def test_lvm_argv_builders() -> None:
     assert lvm.permission_argv("vg", "b", read_only=True) == ["lvchange", "-p", "r", "vg/b"]
 
 
+def test_lvm_lookups_ask_for_one_object_by_selection() -> None:
+    # One lvs / vgs with a selection (exit 0 and an empty report when missing), not vgs + lvs VG.
+    assert lvm.lv_lookup_argv("skycache-r", "rc.r.base.m") == [
+        "lvs", *lvm.REPORT_OPTS, "-a", "-o", lvm.LV_FIELDS,
+        "-S", 'vg_name="skycache-r" && lv_name="rc.r.base.m"',
+    ]  # fmt: skip
+    assert lvm.vg_lookup_argv("skycache-r") == [
+        "vgs", *lvm.REPORT_OPTS, "-o", lvm.VG_FIELDS, "-S", 'vg_name="skycache-r"',
+    ]  # fmt: skip
+    # A value that cannot be an LVM name never reaches the selection syntax: nothing is run.
+    assert lvm.lv_lookup_argv("skycache-r", 'x" || lv_name="root') is None
+    assert lvm.vg_lookup_argv("a b") is None
+    r = Recorder({"lvs": read("lvs_json.txt"), "vgs": read("vgs_json.txt")})
+    assert lvm.find_lv(r, "skycache-probe", 'base"') is None
+    assert lvm.find_vg(r, "no such") is None
+    # The selection narrows the report; the names are still checked on what comes back.
+    assert lvm.get_lv(r, "skycache-probe", "base").name == "base"
+    assert lvm.find_lv(r, "other-vg", "base") is None
+    assert lvm.get_vg(r, "skycache-probe").name == "skycache-probe"
+
+
 def test_lvm_refuses_untagged_lv_and_oversize() -> None:
     untagged = read("lvs_json.txt").replace(
         '"lv_name":"base", "lv_size":"268435456", "lv_attr":"ori-a-s---", "lv_tags":"skycache"',
