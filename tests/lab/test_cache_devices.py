@@ -168,8 +168,16 @@ def test_failing_cache_device_never_returns_wrong_data(runner: Runner, loops: di
     spec = dmcache.CacheTable(loops["meta"], flakey, loops["origin"], origin_sectors)
     name = "skycache-ctest-cache"
     dev = dmcache.create(runner, name, spec)
-    for _ in range(3):
+    # Read until smq has promoted blocks (it migrates in idle time), so that the reads below
+    # really reach the failing device: a test over an empty cache would pass without testing.
+    for _ in range(10):
         assert read_sha(dev, 8 * MiB) == want
+        time.sleep(1.5)
+        st = cachestatus.status(runner, name)
+        assert isinstance(st, CacheStatus)
+        if st.cache_used * st.cache_block_sectors * 512 >= 4 * MiB:
+            break
+    assert st.cache_used > 0, st
     # Now the cache data device fails every I/O (up 0 s, down 100 s).
     dm.reload(runner, "skycache-ctest-flakey", [dm.flakey(loops["data"], data_sectors, up_s=0, down_s=100)])
     dm.suspend(runner, "skycache-ctest-flakey")

@@ -1,19 +1,22 @@
 """The closing-note figures of issue 4, measured through the real VM-disk stack in the lab.
 
 One fixed fio random-read job on a VM disk with no cache, a cold read cache and a warm read cache; one
-fixed random-write job with no cache and with each write-back engine; the flush time of 64 MiB of
-unwritten data per engine. Figures go to build/c/figures.json (docs/caches.md quotes them).
+fixed random-write job with no cache and with each write-back engine (on a fresh VM disk, and on a
+region the COW store already holds); the flush time of 64 MiB of unwritten data per engine.
+Steady-state conditions run REPS times, interleaved; medians and every run are recorded.
+Figures go to build/c/figures.json (docs/caches.md quotes them).
 
 A measurement, not an acceptance test: it runs only with SKYCACHE_CACHE_FIGURES=1::
 
     .venv/bin/skycache lab run --memory 3G --disk 8G --disk 8G -- env SKYCACHE_CACHE_FIGURES=1 \
-        .venv/bin/python -m pytest tests/lab/test_cache_figures.py -v --rootdir tests/lab
+        .venv/bin/python -m pytest tests/lab/test_cache_figures.py -v
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,7 @@ MiB = 1024 * 1024
 OUT = Path(__file__).resolve().parents[2] / "build" / "c" / "figures.json"
 JOB = ["--bs=4k", "--size=32M", "--direct=1", "--ioengine=libaio", "--iodepth=8", "--time_based",
        "--runtime=6", "--randseed=42", "--output-format=json"]  # fmt: skip
+REPS = 3  # repetitions of each steady-state condition (medians are quoted, every run is kept)
 
 
 pytestmark = pytest.mark.skipif(
@@ -75,14 +79,14 @@ def test_figures(runner: Runner, env: Path) -> None:
     def record() -> None:  # after each part: a failing check later keeps what was measured
         OUT.write_text(json.dumps(fig, indent=2) + "\n")
 
-    # Random reads.
-    dev = clone(runner, "f0")
-    fig["randread_iops_no_cache"] = fio_iops(runner, dev, "randread")
-    sk(runner, "disk", "delete", "f0")
-    dev = clone(runner, "f1", "--read-cache", "64M")
+    # Random reads. "Cold" happens once per cache (it is cold only until smq has promoted the
+    # region); no cache and warm are then measured REPS times, interleaved (ABAB...), so a drift
+    # of the machine shows in both rather than in one.
+    none_dev = clone(runner, "f0")
+    rc_dev = clone(runner, "f1", "--read-cache", "64M")
     rc = "skycache-rc-fnode.fr.base"
     before = cachestatus.status(runner, rc)
-    fig["randread_iops_cold_read_cache"] = fio_iops(runner, dev, "randread")
+    fig["randread_iops_cold_read_cache"] = fio_iops(runner, rc_dev, "randread")
     cold = cachestatus.status(runner, rc)
     assert isinstance(before, CacheStatus) and isinstance(cold, CacheStatus)
     # How cold the "cold" run was: the hits and misses of that run alone (smq promotes while the
@@ -93,23 +97,40 @@ def test_figures(runner: Runner, env: Path) -> None:
         "promotions": cold.promotions - before.promotions,
     }
     for _ in range(2):  # warm-up passes: smq promotes what is read repeatedly
-        fio_iops(runner, dev, "randread")
-    fig["randread_iops_warm_read_cache"] = fio_iops(runner, dev, "randread")
+        fio_iops(runner, rc_dev, "randread")
+    runs: dict[str, list[float]] = {"no_cache": [], "warm_read_cache": []}
+    for _ in range(REPS):
+        runs["no_cache"].append(fio_iops(runner, none_dev, "randread"))
+        runs["warm_read_cache"].append(fio_iops(runner, rc_dev, "randread"))
+    for key, values in runs.items():
+        fig[f"randread_iops_{key}"] = statistics.median(values)
+        fig[f"randread_iops_{key}_runs"] = values
     fig["read_cache_status_after"] = cachestatus.status(runner, rc).as_dict()
+    sk(runner, "disk", "delete", "f0")
     sk(runner, "disk", "delete", "f1")
     record()
     # Random writes: on a fresh VM disk every 4 KiB chunk is new to the COW store, so each write
-    # also needs a dm-snapshot exception commit (a flush); after a sequential fill of the region the
-    # same job measures writes to chunks the COW store already holds.
+    # also needs a dm-snapshot exception commit (a flush): measured once per disk, as it happens
+    # once. After a sequential fill of the region, the same job measures writes to chunks the COW
+    # store already holds: REPS times per engine, interleaved.
+    disks: dict[str, str] = {}
     for engine in ("none", "writecache", "dmcache"):
         vm = f"w{engine[0]}"
         cache = [] if engine == "none" else ["--write-cache", "160M", "--write-engine", engine]
-        dev = clone(runner, vm, *cache)
+        disks[engine] = clone(runner, vm, *cache)
         key = "no_cache" if engine == "none" else engine
-        fig[f"randwrite_iops_{key}"] = fio_iops(runner, dev, "randwrite")
-        runner.run(["dd", "if=/dev/zero", f"of={dev}", "bs=1M", "count=32", "oflag=direct", "status=none"])
-        fig[f"randwrite_iops_{key}_region_filled"] = fio_iops(runner, dev, "randwrite")
-        sk(runner, "disk", "delete", vm)
+        fig[f"randwrite_iops_{key}"] = fio_iops(runner, disks[engine], "randwrite")
+        runner.run(["dd", "if=/dev/zero", f"of={disks[engine]}", "bs=1M", "count=32", "oflag=direct",
+                    "status=none"])  # fmt: skip
+    filled: dict[str, list[float]] = {engine: [] for engine in disks}
+    for _ in range(REPS):
+        for engine, dev in disks.items():
+            filled[engine].append(fio_iops(runner, dev, "randwrite"))
+    for engine, values in filled.items():
+        key = "no_cache" if engine == "none" else engine
+        fig[f"randwrite_iops_{key}_region_filled"] = statistics.median(values)
+        fig[f"randwrite_iops_{key}_region_filled_runs"] = values
+        sk(runner, "disk", "delete", f"w{engine[0]}")
     record()
     # Flush time of 64 MiB of unwritten data, both engines under the thin COW engine. dm-cache
     # writeback + smq caches a write miss at once only when the bio covers a whole cache block
