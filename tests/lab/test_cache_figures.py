@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from _storage import PORTAL, last_line, sk, teardown_all
 
-from skycache import cachestatus, dmcache
+from skycache import cachestatus, dmcache, writecache
 from skycache.cachestatus import CacheStatus
 from skycache.runner import Runner
 
@@ -113,24 +113,23 @@ def test_figures(runner: Runner, env: Path) -> None:
     # also needs a dm-snapshot exception commit (a flush): measured once per disk, as it happens
     # once. After a sequential fill of the region, the same job measures writes to chunks the COW
     # store already holds: REPS times per engine, interleaved.
-    disks: dict[str, str] = {}
-    for engine in ("none", "writecache", "dmcache"):
-        vm = f"w{engine[0]}"
-        cache = [] if engine == "none" else ["--write-cache", "160M", "--write-engine", engine]
-        disks[engine] = clone(runner, vm, *cache)
-        key = "no_cache" if engine == "none" else engine
-        fig[f"randwrite_iops_{key}"] = fio_iops(runner, disks[engine], "randwrite")
-        runner.run(["dd", "if=/dev/zero", f"of={disks[engine]}", "bs=1M", "count=32", "oflag=direct",
-                    "status=none"])  # fmt: skip
-    filled: dict[str, list[float]] = {engine: [] for engine in disks}
+    caches = {
+        "no_cache": [],
+        "writecache": ["--write-cache", "160M", "--write-engine", "writecache"],
+        "dmcache": ["--write-cache", "160M", "--write-engine", "dmcache"],
+    }
+    disks = {key: clone(runner, f"w{key[0]}", *args) for key, args in caches.items()}
+    for key, dev in disks.items():
+        fig[f"randwrite_iops_{key}"] = fio_iops(runner, dev, "randwrite")
+        runner.run(["dd", "if=/dev/zero", f"of={dev}", "bs=1M", "count=32", "oflag=direct", "status=none"])
+    filled: dict[str, list[float]] = {key: [] for key in disks}
     for _ in range(REPS):
-        for engine, dev in disks.items():
-            filled[engine].append(fio_iops(runner, dev, "randwrite"))
-    for engine, values in filled.items():
-        key = "no_cache" if engine == "none" else engine
+        for key, dev in disks.items():
+            filled[key].append(fio_iops(runner, dev, "randwrite"))
+    for key, values in filled.items():
         fig[f"randwrite_iops_{key}_region_filled"] = statistics.median(values)
         fig[f"randwrite_iops_{key}_region_filled_runs"] = values
-        sk(runner, "disk", "delete", f"w{engine[0]}")
+        sk(runner, "disk", "delete", f"w{key[0]}")
     record()
     # Flush time of 64 MiB of unwritten data, both engines under the thin COW engine. dm-cache
     # writeback + smq caches a write miss at once only when the bio covers a whole cache block
@@ -152,7 +151,7 @@ def test_figures(runner: Runner, env: Path) -> None:
             dmcache.set_migration_threshold(runner, wb, 0)
         runner.run(["dd", f"if={payload}", f"of={dev}", "bs=1M", "oflag=direct", "status=none"])
         st = cachestatus.status(runner, wb)
-        block = st.cache_block_sectors * 512 if isinstance(st, CacheStatus) else 4096
+        block = st.cache_block_sectors * 512 if isinstance(st, CacheStatus) else writecache.DEFAULT_BLOCK
         unwritten_mib = st.unwritten * block / MiB
         progress: list[int] = []
         t0 = time.monotonic()

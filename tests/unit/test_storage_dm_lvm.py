@@ -165,13 +165,24 @@ def test_lvm_lookups_ask_for_one_object_by_selection() -> None:
     # A value that cannot be an LVM name never reaches the selection syntax: nothing is run.
     assert lvm.lv_lookup_argv("skycache-r", 'x" || lv_name="root') is None
     assert lvm.vg_lookup_argv("a b") is None
-    r = Recorder({"lvs": read("lvs_json.txt"), "vgs": read("vgs_json.txt")})
+    queries: list[list[str]] = []
+
+    class Counting(Recorder):
+        def query(self, argv, **kwargs):  # type: ignore[no-untyped-def]
+            queries.append(list(argv))
+            return super().query(argv, **kwargs)
+
+    r = Counting({"lvs": read("lvs_json.txt"), "vgs": read("vgs_json.txt")})
     assert lvm.find_lv(r, "skycache-probe", 'base"') is None
     assert lvm.find_vg(r, "no such") is None
-    # The selection narrows the report; the names are still checked on what comes back.
+    assert queries == []
+    # One command per lookup; the selection narrows the report, and the names are still checked on
+    # what comes back (the canned report holds every LV and VG).
     assert lvm.get_lv(r, "skycache-probe", "base").name == "base"
+    assert queries == [lvm.lv_lookup_argv("skycache-probe", "base")]
     assert lvm.find_lv(r, "other-vg", "base") is None
     assert lvm.get_vg(r, "skycache-probe").name == "skycache-probe"
+    assert len(queries) == 3 and queries[-1] == lvm.vg_lookup_argv("skycache-probe")
 
 
 def test_lvm_refuses_untagged_lv_and_oversize() -> None:
