@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -53,6 +54,36 @@ def counts(xml_path: Path) -> tuple[int, int, int]:
     failed = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
     skipped = sum(int(s.get("skipped", 0)) for s in suites)
     return tests - failed - skipped, failed, skipped
+
+
+# The lab tier's budget on this project's 2-core TCG machine: `make test` must stay within 30 min
+# (unit tier and setup included) with room for the tests other work adds.
+LAB_BUDGET_S = 20 * 60
+
+
+def file_seconds(xml_path: Path) -> dict[str, float]:
+    """Seconds per test file (setup and teardown included) from a pytest JUnit XML report."""
+    if not xml_path.is_file():
+        return {}
+    out: dict[str, float] = {}
+    for case in ET.parse(xml_path).getroot().iter("testcase"):  # noqa: S314 (our own pytest's report)
+        module = case.get("classname", "").split(".")
+        name = "/".join(module[:-1] if module and module[-1][:1].isupper() else module) + ".py"
+        out[name] = out.get(name, 0.0) + float(case.get("time", 0) or 0)
+    return out
+
+
+def lab_time_report(reports: list[Path], wall_s: float, budget_s: float = LAB_BUDGET_S) -> list[str]:
+    """One line per lab file, slowest first, then the tier's wall time against its budget."""
+    per_file: dict[str, float] = {}
+    for r in reports:
+        for name, secs in file_seconds(r).items():
+            per_file[name] = per_file.get(name, 0.0) + secs
+    lines = ["lab files (seconds, slowest first):"]
+    lines += [f"  {secs:7.0f}  {name}" for name, secs in sorted(per_file.items(), key=lambda kv: -kv[1])]
+    verdict = "within" if wall_s <= budget_s else "WARNING: over"
+    lines.append(f"lab tier: {wall_s / 60:.1f} min wall, {verdict} its budget of {budget_s / 60:.0f} min")
+    return lines
 
 
 def run_tier(
@@ -190,8 +221,12 @@ def main() -> int:
         for old in [*BUILD.glob("lab*.xml"), *BUILD.glob("lab*-commands.jsonl")]:
             old.unlink()
         groups = shard(lab_files(args.lab_paths), args.lab_shards)
+        started = time.monotonic()
         for name, (code, report) in sorted(run_lab_shards(runner, groups, kw).items()):
             codes[name], reports[name] = code, report
+        lab_reports = [r for n, r in reports.items() if n.startswith("lab")]
+        for line in lab_time_report(lab_reports, time.monotonic() - started):
+            print(line, flush=True)
     total = [0, 0, 0]
     for name, path in reports.items():
         p, f, s = counts(path)

@@ -45,6 +45,18 @@ def pytest_configure(config: pytest.Config) -> None:
     _CONFIG.append(config)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the state of the stacks (skycache's dm devices, LVs,
+    sessions, LIO objects) as they were at the failure: CI failures explain themselves."""
+    report: pytest.TestReport = yield
+    if report.failed and report.when in ("setup", "call") and IN_LAB:
+        from _state import stack_state
+
+        report.sections.append(("stack state at the failure", stack_state(Runner())))
+    return report
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Print a failure's traceback as soon as it happens, not only in the summary at the end.
@@ -59,6 +71,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         tr.write_line("")
         tr.write_line(f"---- {report.nodeid} ({report.when}) failed:")
         tr.write_line(report.longreprtext)
+        for title, text in report.sections:
+            if title == "stack state at the failure":
+                tr.write_line(f"---- {title}:")
+                tr.write_line(text)
         tr.write_line("----")
 
 

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cache import read_cache_status, warm_read_cache
 
 from skycache import cachestatus, dm, dmcache, loopdev, writecache
 from skycache.cachestatus import CacheStatus, WritecacheStatus
-from skycache.errors import Busy
+from skycache.errors import Busy, SkycacheError
 from skycache.runner import CommandError, Runner
 
 MiB = 1024 * 1024
@@ -74,18 +75,9 @@ def test_dmcache_writeback_flush_with_cleaner(runner: Runner, loops: dict[str, s
     runner.run(writecache.zero_superblock_argv(loops["meta"]))
     name = "skycache-ctest-cache"
     dev = dmcache.create(runner, name, spec)
-    # smq promotes by hotness, so first writes go to the origin: make the region hot first.
+    # smq promotes by hotness, so first writes go to the origin: make the region cached first.
     write_random(runner, dev, 8 * MiB)
-    promoted = 0
-    for _ in range(10):
-        read_sha(dev, 8 * MiB)
-        time.sleep(1.5)  # dm-cache migrates only after a second without I/O
-        now = cachestatus.status(runner, name)
-        assert isinstance(now, CacheStatus)
-        promoted = now.cache_used
-        if promoted >= 28:  # most of the region's 32 blocks of 256 KiB
-            break
-    assert promoted > 0, "smq promoted nothing after 10 read passes"
+    warm_read_cache(runner, name, lambda: read_sha(dev, 8 * MiB))
     # smq also writes dirty blocks back by itself once the cache is idle: stop background
     # migrations so the rewrite below stays dirty until the flush (which reloads the table).
     dmcache.set_migration_threshold(runner, name, 0)
@@ -135,26 +127,22 @@ def test_read_cache_stays_warm_across_rebuild(runner: Runner, loops: dict[str, s
     spec = dmcache.CacheTable(loops["meta"], loops["data"], loops["origin"], origin_sectors)
     name = "skycache-ctest-cache"
     dev = dmcache.create(runner, name, spec)
-    for _ in range(5):  # smq promotes hot blocks: read the working set a few times
-        assert read_sha(dev, 8 * MiB) == want
-    warm = cachestatus.status(runner, name)
+    warm_read_cache(runner, name, lambda: read_sha(dev, 8 * MiB) == want or pytest.fail("wrong data"))
+    warm = read_cache_status(runner, name)
     dmcache.remove(runner, name)
-    assert isinstance(warm, CacheStatus) and warm.cache_used > 0, warm
+    assert warm.cache_used >= 32, warm  # the whole region: 32 blocks of 256 KiB
     # Rebuild over the same metadata/data devices: the contents survived (clean shutdown) ...
     dev = dmcache.create(runner, name, spec)
-    reopened = cachestatus.status(runner, name)
-    # The count may differ by one block: udev's probe of a new device reads its first and last
-    # blocks, and smq may promote such a block before or after the status above was read.
-    assert isinstance(reopened, CacheStatus) and reopened.cache_used >= warm.cache_used - 1, (warm, reopened)
+    reopened = read_cache_status(runner, name)
+    assert reopened.cache_used >= warm.cache_used - 1, (warm, reopened)
     # ... and the first pass after the rebuild hits them: 64 KiB bios, 4 per 256 KiB cache block,
-    # so a fully warm 8 MiB region gives 128 hits; at least those of the blocks that were cached.
+    # 128 in all. (The count may be off by one block: udev's probe of a new device reads its first
+    # and last blocks, and smq may promote such a block before or after the status above was read.)
     assert read_sha(dev, 8 * MiB) == want
-    st = cachestatus.status(runner, name)
-    assert isinstance(st, CacheStatus)
+    st = read_cache_status(runner, name)
     # (the hit and miss counters live in the metadata too: they go on from where they were)
     hits, misses = st.read_hits - reopened.read_hits, st.read_misses - reopened.read_misses
-    assert hits >= 4 * min(warm.cache_used, 32) - 4, (reopened, st)
-    assert misses <= 4 * (32 - min(warm.cache_used, 32)) + 4, (reopened, st)
+    assert hits >= 124 and misses <= 4, (reopened, st)
     dmcache.remove(runner, name)
 
 
@@ -168,16 +156,9 @@ def test_failing_cache_device_never_returns_wrong_data(runner: Runner, loops: di
     spec = dmcache.CacheTable(loops["meta"], flakey, loops["origin"], origin_sectors)
     name = "skycache-ctest-cache"
     dev = dmcache.create(runner, name, spec)
-    # Read until smq has promoted blocks (it migrates in idle time), so that the reads below
-    # really reach the failing device: a test over an empty cache would pass without testing.
-    for _ in range(10):
-        assert read_sha(dev, 8 * MiB) == want
-        time.sleep(1.5)
-        st = cachestatus.status(runner, name)
-        assert isinstance(st, CacheStatus)
-        if st.cache_used * st.cache_block_sectors * 512 >= 4 * MiB:
-            break
-    assert st.cache_used > 0, st
+    # Read until every block of the region is cached (smq migrates in idle time), so that the reads
+    # below really reach the failing device: a test over an empty cache would pass without testing.
+    warm_read_cache(runner, name, lambda: read_sha(dev, 8 * MiB) == want or pytest.fail("wrong data"))
     # Now the cache data device fails every I/O (up 0 s, down 100 s).
     dm.reload(runner, "skycache-ctest-flakey", [dm.flakey(loops["data"], data_sectors, up_s=0, down_s=100)])
     dm.suspend(runner, "skycache-ctest-flakey")
@@ -192,35 +173,27 @@ def test_failing_cache_device_never_returns_wrong_data(runner: Runner, loops: di
     dm.remove(runner, name, force=True)
 
 
-def test_probe_dmcache_over_read_only_origin(
-    runner: Runner, loops: dict[str, str], scratch_dir: Path
+def test_dmcache_refuses_read_only_origin_and_snapshot_origin_accepts_it(
+    runner: Runner, loops: dict[str, str]
 ) -> None:
-    """Records whether dm-cache accepts a read-only origin (it opens the origin read-write)."""
+    """Why the read cache sits on a guard (skycache.stack.ReadCacheDevs): dm-cache opens its origin
+    read-write and the kernel refuses that on a read-only device, while a read-only dm device over
+    it (what the guard's dm-snapshot opens it as) is accepted."""
     runner.run(["blockdev", "--setro", loops["origin"]])
     try:
         origin_sectors = dm.device_sectors(runner, loops["origin"])
         runner.run(writecache.zero_superblock_argv(loops["meta"]))
         spec = dmcache.CacheTable(loops["meta"], loops["data"], loops["origin"], origin_sectors)
-        try:
+        with pytest.raises(SkycacheError, match=r"(?i)read-only|permission denied"):
             dmcache.create(runner, "skycache-ctest-cache", spec)
-            result = "ok"
-        except Exception as exc:
-            result = f"failed: {exc}"
-        try:
-            dm.create(
-                runner,
-                "skycache-ctest-top",
-                f"0 {origin_sectors} snapshot-origin {loops['origin']}",
-                readonly=True,
-            )
-            result2 = "ok"
-        except Exception as exc:
-            result2 = f"failed: {exc}"
-        out = Path(__file__).resolve().parents[2] / "build" / "c"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ro-probe.txt").write_text(
-            f"dm-cache rw over ro origin: {result}\nreadonly origin: {result2}\n"
+        assert not dm.exists(runner, "skycache-ctest-cache")
+        dm.create(
+            runner,
+            "skycache-ctest-top",
+            f"0 {origin_sectors} snapshot-origin {loops['origin']}",
+            readonly=True,
         )
+        assert dm.exists(runner, "skycache-ctest-top")
     finally:
         dm.remove(runner, "skycache-ctest-top")
         dm.remove(runner, "skycache-ctest-cache", force=True)

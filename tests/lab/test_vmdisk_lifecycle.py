@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _cache import read_cache_status, warm_read_cache
 from _storage import PORTAL, SKYCACHE, last_line, read_sha, sk, sk_json, teardown_all, write_pattern
 
 from skycache import blockqueue, cachestatus, iscsi, lio
-from skycache.cachestatus import CacheStatus
 from skycache.runner import Runner
 
 MiB = 1024 * 1024
@@ -124,25 +124,29 @@ def test_cache_reuse_second_vm_reads_from_warm_read_cache(runner: Runner, env: P
     rc = "skycache-rc-node1.vr.base"
     dev = clone(runner, "ra", "--read-cache", "32M")
     rx0 = _session_rx(runner, base_iqn)
-    for _ in range(4):  # smq promotes blocks that are hot: read the working set a few times
-        read_sha(runner, dev, env, mib=8)
+    # The first VM reads its working set until a whole pass is served by the read cache (smq's
+    # promotions run in idle time: how many passes that takes depends on the machine, not the
+    # assertion below).
+    passes = warm_read_cache(runner, rc, lambda: read_sha(runner, dev, env, mib=8))
     first_rx = _session_rx(runner, base_iqn) - rx0
     sk(runner, "disk", "delete", "ra")
     dev = clone(runner, "rb", "--read-cache", "32M")
-    st0 = cachestatus.status(runner, rc)
+    st0 = read_cache_status(runner, rc)
     rx0 = _session_rx(runner, base_iqn)
     assert read_sha(runner, dev, env, mib=8) == read_sha(runner, "/dev/vr/base", env, mib=8)
     rx = _session_rx(runner, base_iqn) - rx0
-    st = cachestatus.status(runner, rc)
-    assert isinstance(st, CacheStatus) and isinstance(st0, CacheStatus)
+    st = read_cache_status(runner, rc)
     hits, misses = st.read_hits - st0.read_hits, st.read_misses - st0.read_misses
-    report = f"first VM fetched {first_rx} B; second VM fetched {rx} B, read hits {hits}, misses {misses}"
-    Path(__file__).resolve().parents[2].joinpath("build", "c").mkdir(parents=True, exist_ok=True)
-    Path(__file__).resolve().parents[2].joinpath("build", "c", "reuse.txt").write_text(report + "\n")
+    report = (
+        f"first VM: {len(passes)} passes until warm ({'; '.join(map(str, passes))}), fetched {first_rx} B; "
+        f"second VM fetched {rx} B, read hits {hits}, misses {misses}; read cache now {st}"
+    )
+    print(report)
     assert first_rx >= 8 * MiB, report
-    # The second VM's 8 MiB came from the read cache: (almost) nothing over iSCSI, hits cover it.
+    # The second VM's 8 MiB came from the read cache: (almost) nothing over iSCSI. (A few reads
+    # outside the working set, udev probing the new device's last blocks, may still miss.)
     assert rx < MiB, report
-    assert hits * st.cache_block_sectors * 512 >= 7 * MiB, report
+    assert hits > 0 and misses * 4096 < MiB, report
     sk(runner, "disk", "delete", "rb")
 
 

@@ -289,6 +289,13 @@ def tcp_rtt_ms(runner: Runner, ns: str | None, to: str, port: int, count: int = 
     return float(result["min_ms"]), float(result["median_ms"])
 
 
+def tcp_rtt_samples(runner: Runner, ns: str | None, to: str, port: int, count: int = 20) -> list[float]:
+    """Every TCP connect time of ``count`` attempts, in ms (for a comparison with its own spread)."""
+    args = ["rtt", "--to", to, "--port", str(port), "--count", str(count)]
+    result = connload(runner, ns, *args, timeout_s=count * 6 + 30)
+    return [float(x) for x in result["samples_ms"]]
+
+
 def cpu_times(runner: Runner) -> CpuTimes:
     return parse_proc_stat(runner.query(["cat", "/proc/stat"]).stdout)
 
