@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from skycache import image, lvm, repo, teardown
 from skycache.runner import Runner
+from skycache.storage import image, repository, teardown
+from skycache.storage.kernel import lvm
 
 IN_LAB = os.environ.get("SKYCACHE_IN_LAB") == "1"
 ROUNDS = {"thin": 3, "snapshot": 3, "copy": 2}
@@ -35,7 +36,7 @@ def test_clone_time(tmp_path: Path) -> None:
     assert disks, "needs a lab scratch disk of at least 30G"
     rows: list[tuple[str, str, list[float]]] = []
     try:
-        repo.plan_init_lvm(runner, "bench", devices=[disks[0]]).apply(runner)
+        repository.plan_init_lvm(runner, "bench", devices=[disks[0]]).apply(runner)
         for label, size in SIZES.items():
             image.plan_create(runner, f"bench/base{label.lower()}", size=size).apply(runner)
             base = f"bench/base{label.lower()}"

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from skycache import cachestatus
-from skycache.cachestatus import CacheStatus
 from skycache.runner import Runner
+from skycache.storage.caches import cachestatus
+from skycache.storage.caches.cachestatus import CacheStatus
 
 
 @dataclass(frozen=True)

@@ -73,31 +73,32 @@ def teardown_all(runner: Runner) -> None:
 
 
 def lib_repo(runner: Runner, name: str, size: int, directory: Path) -> None:
-    from skycache import repo
+    from skycache.storage import repository
 
-    repo.plan_init_lvm(runner, name, loop_size=size, directory=directory).apply(runner)
+    repository.plan_init_lvm(runner, name, loop_size=size, directory=directory).apply(runner)
 
 
 def lib_image(runner: Runner, ref: str, size: int) -> None:
-    from skycache import image
+    from skycache.storage import image
 
     image.plan_create(runner, ref, size=size).apply(runner)
 
 
 def lib_export(runner: Runner, ref: str) -> None:
-    from skycache import image, lio
+    from skycache.storage import image
+    from skycache.storage.kernel import lio
 
     image.plan_export(runner, ref, initiators=[], listen=lio.parse_listen(PORTAL)).apply(runner)
 
 
 def lib_teardown(runner: Runner) -> None:
-    from skycache import teardown
+    from skycache.storage import teardown
 
     teardown.plan_teardown(runner).apply(runner)
 
 
 def lib_inventory(runner: Runner) -> list[dict[str, str]]:
-    from skycache import inventory
+    from skycache.storage import inventory
 
     return [i.as_dict() for i in inventory.collect(runner).items()]
 

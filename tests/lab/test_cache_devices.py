@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from _cache import read_cache_status, warm_read_cache
 
-from skycache import cachestatus, dm, dmcache, loopdev, writecache
-from skycache.cachestatus import CacheStatus, WritecacheStatus
 from skycache.errors import Busy, SkycacheError
 from skycache.runner import CommandError, Runner
+from skycache.storage.caches import cachestatus, dmcache, writecache
+from skycache.storage.caches.cachestatus import CacheStatus, WritecacheStatus
+from skycache.storage.kernel import dm, loopdev
 
 MiB = 1024 * 1024
 
@@ -176,7 +177,7 @@ def test_failing_cache_device_never_returns_wrong_data(runner: Runner, loops: di
 def test_dmcache_refuses_read_only_origin_and_snapshot_origin_accepts_it(
     runner: Runner, loops: dict[str, str]
 ) -> None:
-    """Why the read cache sits on a guard (skycache.stack.ReadCacheDevs): dm-cache opens its origin
+    """Why the read cache sits on a guard (vmdisk.layers.ReadCacheDevs): dm-cache opens its origin
     read-write and the kernel refuses that on a read-only device, while a read-only dm device over
     it (what the guard's dm-snapshot opens it as) is accepted."""
     runner.run(["blockdev", "--setro", loops["origin"]])

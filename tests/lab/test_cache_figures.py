@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from _storage import PORTAL, last_line, sk, teardown_all
 
-from skycache import cachestatus, dmcache, writecache
-from skycache.cachestatus import CacheStatus
 from skycache.runner import Runner
+from skycache.storage.caches import cachestatus, dmcache, writecache
+from skycache.storage.caches.cachestatus import CacheStatus
 
 MiB = 1024 * 1024
 OUT = Path(__file__).resolve().parents[2] / "build" / "c" / "figures.json"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from _storage import PORTAL, last_line, sk, sk_json, teardown_all
 
-from skycache import dm, lio, lvm
 from skycache.runner import Runner
+from skycache.storage.kernel import dm, lio, lvm
 
 CACHE = "skycache-fnd-cache"
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import simpy
 
-from skycache import iscsi, lio, loopdev
 from skycache.net import shaping
 from skycache.runner import Runner
 from skycache.sim.network import Network
+from skycache.storage.kernel import iscsi, lio, loopdev
 
 pytestmark = pytest.mark.lab
 

@@ -28,8 +28,9 @@ from _storage import (
     write_pattern,
 )
 
-from skycache import image, iscsi, lio, repo
 from skycache.runner import Runner
+from skycache.storage import image, repository
+from skycache.storage.kernel import iscsi, lio
 
 
 @pytest.fixture
@@ -106,7 +107,7 @@ def test_clone_independence_and_read_only_base(runner: Runner, env: Path) -> Non
     assert code != 0 and "clones" in err
     image.plan_delete(runner, "cl/c-snapshot").apply(runner)
     # File images: copy clones only.
-    repo.plan_init_file(runner, "fcl", env / "fcl").apply(runner)
+    repository.plan_init_file(runner, "fcl", env / "fcl").apply(runner)
     lib_image(runner, "fcl/base", 16 << 20)
     fbase = env / "fcl" / "skycache-base.img"
     fsha = write_pattern(runner, str(fbase), env, seed="fbase")

@@ -14,8 +14,9 @@ import pytest
 from _cache import read_cache_status, warm_read_cache
 from _storage import PORTAL, SKYCACHE, last_line, read_sha, sk, sk_json, teardown_all, write_pattern
 
-from skycache import blockqueue, cachestatus, iscsi, lio
 from skycache.runner import Runner
+from skycache.storage.caches import cachestatus
+from skycache.storage.kernel import blockqueue, iscsi, lio
 
 MiB = 1024 * 1024
 KILL_WHEN = [sys.executable, str(Path(__file__).with_name("_kill_when.py"))]
@@ -166,7 +167,7 @@ def test_repository_outage_while_writing(runner: Runner, env: Path) -> None:
     dev = clone(runner, "out", "--write-cache", "16M")
     store_iqn = lio.target_iqn("vr", "out.cow")
     store_disk = _session(runner, store_iqn).disks[0]
-    # The VM's flushes end at the write-back cache, not at the repository (skycache.blockqueue).
+    # The VM's flushes end at the write-back cache, not at the repository (kernel.blockqueue).
     assert blockqueue.write_cache(f"/dev/{store_disk}") == "write through"
     kernel_lines = len(runner.query(["dmesg"]).stdout.splitlines())
     _set_tpg(store_iqn, False)  # the repository's portal for the store stops answering

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from skycache import blockqueue
 from skycache.errors import NotFound
 from skycache.runner import Completed
+from skycache.storage.kernel import blockqueue
 
 
 class Recorder:

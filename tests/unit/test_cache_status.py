@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from skycache import cachestatus
-from skycache.cachestatus import (
+from skycache.errors import Busy, SkycacheError
+from skycache.runner import Completed
+from skycache.storage.caches import cachestatus
+from skycache.storage.caches.cachestatus import (
     CacheStatus,
     StatusParseError,
     WritecacheStatus,
@@ -16,8 +18,6 @@ from skycache.cachestatus import (
     parse_status,
     parse_writecache_status,
 )
-from skycache.errors import Busy, SkycacheError
-from skycache.runner import Completed
 
 DATA = Path(__file__).parent / "data" / "cache"
 

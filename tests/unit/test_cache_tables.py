@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from skycache import dmcache
-from skycache.dmcache import CacheTable
 from skycache.errors import InvalidInput, NotOwned
 from skycache.runner import Runner
-from skycache.writecache import WritecacheTable
+from skycache.storage.caches import dmcache
+from skycache.storage.caches.dmcache import CacheTable
+from skycache.storage.caches.writecache import WritecacheTable
 
 
 def test_cache_table_line_matches_kernel_form() -> None:

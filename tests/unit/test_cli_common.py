@@ -9,11 +9,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from skycache import node
 from skycache.cli import common
 from skycache.cli.main import app
-from skycache.node import CacheVG
 from skycache.plan import Action, Plan
+from skycache.storage import node
+from skycache.storage.node import CacheVG
 
 LIB = Path(__file__).resolve().parents[2] / "lib"
 

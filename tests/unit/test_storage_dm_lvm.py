@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from skycache import dm, loopdev, lvm
 from skycache.errors import InvalidInput, NotOwned
 from skycache.runner import Runner
+from skycache.storage.kernel import dm, loopdev, lvm
 
 DATA = Path(__file__).parent / "data" / "storage"
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from skycache import iscsi, lio, state
 from skycache import runner as runner_mod
+from skycache import state
 from skycache.cli.main import app
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.runner import Runner, Secret
+from skycache.storage.kernel import iscsi, lio
 
 DATA = Path(__file__).parent / "data" / "storage"
 
@@ -156,8 +157,8 @@ def test_cli_bad_input_is_one_line(
     args: list[str], needle: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No LVM on the host: any argument check must happen before the system is asked anything.
-    from skycache import image as image_mod
-    from skycache import repo as repo_mod
+    from skycache.storage import image as image_mod
+    from skycache.storage import repository as repo_mod
 
     def no_system(*a: object, **k: object) -> None:
         raise AssertionError("the system was queried before the input was checked")

@@ -6,10 +6,11 @@ import types
 
 import pytest
 
-from skycache import iscsi, lio, loopdev, lvm, teardown
 from skycache.errors import Busy
-from skycache.inventory import Inventory
 from skycache.runner import Runner
+from skycache.storage import teardown
+from skycache.storage.inventory import Inventory
+from skycache.storage.kernel import iscsi, lio, loopdev, lvm
 
 
 def inventory(**over: object) -> Inventory:
@@ -49,7 +50,7 @@ def inventory(**over: object) -> Inventory:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     dirty = {"skycache-wb-1": 7}
-    mod = types.ModuleType("skycache.cachestatus")
+    mod = types.ModuleType("skycache.storage.caches.cachestatus")
     mod.dirty_count = lambda runner, name: dirty.get(name, 0)  # type: ignore[attr-defined]
     mod.flush = lambda runner, name, on_progress=None, timeout_s=600: dirty.update({name: 0})  # type: ignore[attr-defined]
     monkeypatch.setattr(teardown, "_cachestatus", lambda: mod)

@@ -17,7 +17,8 @@ REPORT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" errors="0" failures="1" skipped="0" tests="3" time="70">
 <testcase classname="tests.lab.test_a" name="test_one" time="10.5"/>
 <testcase classname="tests.lab.test_a" name="test_two" time="20.0"/>
-<testcase classname="tests.lab.test_b.TestGroup" name="test_three" time="40.0"><failure message="x"/></testcase>
+<testcase classname="tests.lab.test_b.TestGroup" name="test_three" time="40.0">
+<failure message="x"/></testcase>
 </testsuite></testsuites>
 """
 

@@ -6,67 +6,65 @@ from pathlib import Path
 
 import pytest
 
-from skycache import stack, vmdisk
 from skycache.errors import InvalidInput
+from skycache.storage import vmdisk
+from skycache.storage.vmdisk import layers
 
 BASE, STORE = "/dev/sda", "/dev/sdb"
 MiB = 1024 * 1024
 
 
-def spec(**kw: object) -> stack.StackSpec:
+def spec(**kw: object) -> layers.StackSpec:
     args: dict[str, object] = dict(
         vm_id="vm1", cow="snapshot", base_dev=BASE, base_sectors=131072, store_dev=STORE, store_sectors=180224
     )
     args.update(kw)
-    return stack.StackSpec(**args)  # type: ignore[arg-type]
+    return layers.StackSpec(**args)  # type: ignore[arg-type]
 
 
 def test_no_cache_snapshot() -> None:
-    (vm,) = stack.layers(spec())
+    (vm,) = layers.build_order(spec())
     assert vm.name == "skycache-vm-vm1" and vm.role == "vm"
     assert vm.table == "0 131072 snapshot /dev/sda /dev/sdb P 8"
 
 
 def test_both_caches_snapshot_writecache() -> None:
-    rc = stack.ReadCacheDevs("skycache-rc-node.repo.base", "/dev/n/rc.m", "/dev/n/rc.d")
-    wc = stack.WriteCacheDevs("writecache", "/dev/n/wb.d")
-    layers = stack.layers(spec(read_cache=rc, write_cache=wc))
-    assert [x.role for x in layers] == ["rc", "wb", "vm"]
-    assert layers[0].shared and not layers[1].shared
+    rc = layers.ReadCacheDevs("skycache-rc-node.repo.base", "/dev/n/rc.m", "/dev/n/rc.d")
+    wc = layers.WriteCacheDevs("writecache", "/dev/n/wb.d")
+    devs = layers.build_order(spec(read_cache=rc, write_cache=wc))
+    assert [x.role for x in devs] == ["rc", "wb", "vm"]
+    assert devs[0].shared and not devs[1].shared
     assert (
-        layers[0].table
-        == "0 131072 cache /dev/n/rc.m /dev/n/rc.d /dev/sda 128 2 metadata2 writethrough smq 0"
+        devs[0].table == "0 131072 cache /dev/n/rc.m /dev/n/rc.d /dev/sda 128 2 metadata2 writethrough smq 0"
     )
-    assert layers[1].table == "0 180224 writecache s /dev/sdb /dev/n/wb.d 4096 0"
-    assert layers[2].table == (
+    assert devs[1].table == "0 180224 writecache s /dev/sdb /dev/n/wb.d 4096 0"
+    assert devs[2].table == (
         "0 131072 snapshot /dev/mapper/skycache-rc-node.repo.base /dev/mapper/skycache-wb-vm1 P 8"
     )
 
 
 def test_thin_with_dmcache_write_engine() -> None:
-    wc = stack.WriteCacheDevs("dmcache", "/dev/n/wb.d", "/dev/n/wb.m")
-    layers = stack.layers(spec(cow="thin", write_cache=wc))
-    assert [x.role for x in layers] == ["wb", "tm", "td", "tp", "vm"]
-    assert (
-        layers[0].table == "0 180224 cache /dev/n/wb.m /dev/n/wb.d /dev/sdb 128 2 metadata2 writeback smq 0"
-    )
-    meta, data = stack.thin_split(180224)
+    wc = layers.WriteCacheDevs("dmcache", "/dev/n/wb.d", "/dev/n/wb.m")
+    devs = layers.build_order(spec(cow="thin", write_cache=wc))
+    assert [x.role for x in devs] == ["wb", "tm", "td", "tp", "vm"]
+    assert devs[0].table == "0 180224 cache /dev/n/wb.m /dev/n/wb.d /dev/sdb 128 2 metadata2 writeback smq 0"
+    meta, data = layers.thin_split(180224)
     assert meta == 16 * MiB // 512 and data % 128 == 0 and meta + data <= 180224
-    assert layers[1].table == f"0 {meta} linear /dev/mapper/skycache-wb-vm1 0"
-    assert layers[2].table == f"0 {data} linear /dev/mapper/skycache-wb-vm1 {meta}"
-    assert layers[3].table == (
+    assert devs[1].table == f"0 {meta} linear /dev/mapper/skycache-wb-vm1 0"
+    assert devs[2].table == f"0 {data} linear /dev/mapper/skycache-wb-vm1 {meta}"
+    assert devs[3].table == (
         f"0 {data} thin-pool /dev/mapper/skycache-tm-vm1 /dev/mapper/skycache-td-vm1 128 0 0"
     )
-    assert layers[4].table == "0 131072 thin /dev/mapper/skycache-tp-vm1 0 /dev/sda"
-    assert stack.fresh_init_device(spec(cow="thin", write_cache=wc)) == "/dev/mapper/skycache-tm-vm1"
+    assert devs[4].table == "0 131072 thin /dev/mapper/skycache-tp-vm1 0 /dev/sda"
+    assert layers.fresh_init_device(spec(cow="thin", write_cache=wc)) == "/dev/mapper/skycache-tm-vm1"
 
 
 def test_read_only_pool_for_materialising() -> None:
-    assert stack.thin_pool_line("m", "d", 1024, read_only=True) == "0 1024 thin-pool m d 128 0 1 read_only"
+    assert layers.thin_pool_line("m", "d", 1024, read_only=True) == "0 1024 thin-pool m d 128 0 1 read_only"
 
 
 def test_removal_order_is_top_down() -> None:
-    assert stack.all_vm_devices("a") == [
+    assert layers.all_vm_devices("a") == [
         "skycache-vm-a",
         "skycache-tp-a",
         "skycache-td-a",
@@ -79,9 +77,9 @@ def test_bad_inputs_name_the_value() -> None:
     with pytest.raises(InvalidInput, match="'zfs'"):
         spec(cow="zfs")
     with pytest.raises(InvalidInput, match="'bcache'"):
-        stack.WriteCacheDevs("bcache", "/dev/x")
+        layers.WriteCacheDevs("bcache", "/dev/x")
     with pytest.raises(InvalidInput, match="metadata"):
-        stack.WriteCacheDevs("dmcache", "/dev/x")
+        layers.WriteCacheDevs("dmcache", "/dev/x")
     with pytest.raises(InvalidInput, match="too small"):
         spec(cow="thin", store_sectors=1000)
     for bad in ("VM1", "a/b", "../x", "", "x" * 31):
@@ -95,14 +93,14 @@ def test_store_sizing() -> None:
     thin = vmdisk.default_store_size(base, "thin")
     # A full rewrite of the base fits: 4 KiB chunks cost 16 bytes of exception metadata each.
     assert snap >= base + base // 256 + 4096 and snap % (4 * MiB) == 0
-    meta, data = stack.thin_split(thin // 512)
-    assert data * 512 >= base and meta * 512 == stack.THIN_META
+    meta, data = layers.thin_split(thin // 512)
+    assert data * 512 >= base and meta * 512 == layers.THIN_META
 
 
 def test_names_and_tags() -> None:
     assert vmdisk.store_name("vm1") == "vm1.cow"
     assert vmdisk.vm_tag("vm1") == "skycache-vm.vm1"
-    assert stack.rc_name("node", "repo", "base") == "skycache-rc-node.repo.base"
+    assert layers.rc_name("node", "repo", "base") == "skycache-rc-node.repo.base"
     assert vmdisk.rc_lv_names("repo", "base") == ("rc.repo.base.m", "rc.repo.base.d")
 
 
@@ -119,12 +117,12 @@ def test_note_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_read_cache_guard_over_read_only_base() -> None:
     """dm-cache refuses a write-protected LUN as origin; a non-persistent snapshot guards it."""
-    rc = stack.ReadCacheDevs("skycache-rc-n.r.b", "/dev/n/m", "/dev/n/d", "/dev/n/g")
-    layers = stack.layers(spec(read_cache=rc))
-    assert [x.role for x in layers] == ["rg", "rc", "vm"]
-    assert layers[0].name == "skycache-rg-n.r.b" and layers[0].shared
-    assert layers[0].table == "0 131072 snapshot /dev/sda /dev/n/g N 8"
+    rc = layers.ReadCacheDevs("skycache-rc-n.r.b", "/dev/n/m", "/dev/n/d", "/dev/n/g")
+    devs = layers.build_order(spec(read_cache=rc))
+    assert [x.role for x in devs] == ["rg", "rc", "vm"]
+    assert devs[0].name == "skycache-rg-n.r.b" and devs[0].shared
+    assert devs[0].table == "0 131072 snapshot /dev/sda /dev/n/g N 8"
     assert (
-        layers[1].table
+        devs[1].table
         == "0 131072 cache /dev/n/m /dev/n/d /dev/mapper/skycache-rg-n.r.b 128 2 metadata2 writethrough smq 0"
     )

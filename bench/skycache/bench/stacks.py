@@ -6,7 +6,7 @@ condition x repetition then builds its :class:`BuiltStack` on top of the workspa
 and attach over iSCSI, read cache, write-back cache) and tears it down after fio, so every
 repetition starts with empty caches ("cold"); a "warm" repetition runs one untimed pass first.
 
-Each layer is made by the library (skycache.lvm, dm, dmcache, writecache, cachestatus, lio, iscsi);
+Each layer is made by the library (skycache.storage: lvm, dm, dmcache, writecache, cachestatus, lio, iscsi);
 every layer pushes its undo, and a failure while building undoes the layers already made (the plan ->
 apply -> undo rule with steps whose arguments are only known while building, e.g. the attached
 device's path).
@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skycache import cachestatus, dm, dmcache, loopdev, lvm, writecache
 from skycache.bench.scenario import Stack
 from skycache.errors import SkycacheError
 from skycache.runner import CommandError, LocalTarget, Runner
+from skycache.storage.caches import cachestatus, dmcache, writecache
+from skycache.storage.kernel import dm, loopdev, lvm
 from skycache.units import parse_positive_size
 
 log = logging.getLogger("skycache.bench.stacks")
@@ -173,7 +174,7 @@ class Workspace:
             self.runner.run(["rm", "-f", "--", str(path)])
 
     def _setup_cow(self, cow_stacks: list[Stack]) -> None:
-        """VM-disk stacks go through skycache.vmdisk, which works on a skycache repository and node."""
+        """VM-disk stacks go through the library's VM disks, which works on a skycache repository and node."""
         repo, image, node = _optional("repo"), _optional("image"), _optional("node")
         r = self.runner
         # base + one COW store (vmdisk sizes it to hold a full rewrite of the base) + thin metadata
@@ -279,7 +280,7 @@ def _iscsi_layer(ws: Workspace, built: BuiltStack, stack: Stack, origin: str) ->
     kind = "block"
     if stack.backend == "file":
         # LIO's fileio backstore wants an explicit size for a regular file (rtslib-fb: "Path is to a
-        # file, size needed") and skycache.lio does not pass one: serve the file image through a
+        # file, size needed") and the library's lio does not pass one: serve the file image through a
         # loop device instead (the usual way to export an image file as a block LUN).
         loop = loopdev.attach(r, origin)
         built.push("loop device", lambda: loopdev.detach(r, loop))
@@ -401,7 +402,7 @@ def build(ws: Workspace, stack: Stack) -> BuiltStack:
 
 
 def _vm_disk(ws: Workspace, stack: Stack) -> BuiltStack:
-    """The reference VM-disk stack (design.md §2) through skycache.vmdisk: a fresh VM per repetition,
+    """The reference VM-disk stack (design.md §2) through skycache.storage.vmdisk: a fresh VM per repetition,
     deleted afterwards without sync (the benchmark's writes are thrown away, deliberately)."""
     vmdisk = _optional("vmdisk")
     if stack.read_cache is not None:
@@ -419,7 +420,7 @@ def _vm_disk(ws: Workspace, stack: Stack) -> BuiltStack:
         write_engine=stack.engine or "writecache",
         cache_vg=COW_NODE if ws.cow_node else "",
     )
-    built = BuiltStack(stack, "", [f"VM disk {vm_id} (skycache.vmdisk): {stack.describe()}"])
+    built = BuiltStack(stack, "", [f"VM disk {vm_id} (skycache.storage.vmdisk): {stack.describe()}"])
     try:
         built.device = str(vmdisk.clone(r, req))
         built.push(f"VM disk {vm_id}", lambda: vmdisk.plan_delete(r, vm_id).apply(r))

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from skycache import cachestatus, dm, node, vmdisk
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, print_table, run_plan
 from skycache.errors import InvalidInput
 from skycache.runner import Runner
+from skycache.storage import node, vmdisk
+from skycache.storage.caches import cachestatus
+from skycache.storage.kernel import dm
 from skycache.units import format_size, parse_positive_size
 
 node_app = typer.Typer(help="Worker-node setup (the local cache volume group).", no_args_is_help=True)

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from skycache import image, inventory, iscsi, lio, teardown
-from skycache import repo as repos
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, run_plan
 from skycache.errors import InvalidInput
 from skycache.runner import Runner
+from skycache.storage import image, inventory, teardown
+from skycache.storage import repository as repos
+from skycache.storage.kernel import iscsi, lio
 from skycache.units import format_size, parse_positive_size
 
 repo_app = typer.Typer(help="Image repositories (LVM volume groups or directories).", no_args_is_help=True)

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skycache import dm, state
+from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned, SkycacheError
 from skycache.ownership import NAME_PREFIX, iqn_prefix, is_owned_iqn
 from skycache.plan import Action, Plan
 from skycache.runner import Runner
+from skycache.storage.kernel import dm
 
 CHAP_USER = "skycache"
 # A repository serves the nodes of a testbed: listen on every address unless told otherwise.

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skycache import iscsi, lio, lvm
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import LVM_TAG, NAME_PREFIX, check_name
 from skycache.plan import Action, Plan
-from skycache.repo import Repository, get_repo, list_repos
 from skycache.runner import Runner, render
+from skycache.storage.kernel import iscsi, lio, lvm
+from skycache.storage.repository import Repository, get_repo, list_repos
 from skycache.units import format_size
 
 POOL = "skycache-pool"

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skycache import cachestatus, dm
 from skycache.errors import Busy, InvalidInput
 from skycache.ownership import require_marked_name
 from skycache.runner import Runner
+from skycache.storage.caches import cachestatus
+from skycache.storage.kernel import dm
 
 SECTOR = 512
 DEFAULT_BLOCK = 4096
@@ -74,7 +75,7 @@ class WritecacheTable:
         )
 
 
-# -- the thin layer that runs dmsetup (through skycache.dm) -----------------------------------------
+# -- the thin layer that runs dmsetup (through kernel.dm) -------------------------------------------
 
 ZERO_BYTES = 1024 * 1024
 

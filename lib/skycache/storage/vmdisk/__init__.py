@@ -1,6 +1,6 @@
 """VM disks on a worker node and their lifecycle: clone, ln, mkimage, mkswap, mv, delete, purge, save.
 
-A ``clone`` builds the stack of :mod:`skycache.stack` over two iSCSI LUNs of the repository: the base
+A ``clone`` builds the stack of :mod:`.layers` over two iSCSI LUNs of the repository: the base
 image (exported read-only) and the VM's COW store, an LV ``<id>.cow`` in the base's repository. Its
 records are the system's own: the store LV's tags (``skycache-vmstore``, ``skycache-vm.<id>``,
 ``skycache-base.<base>``, ``skycache-cow.<engine>``, ``skycache-synced`` once synchronised), the
@@ -20,12 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skycache import blockqueue, cachestatus, dm, dmcache, image, iscsi, lio, lvm, node, stack, state
+from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, SkycacheError
 from skycache.ownership import check_name
 from skycache.plan import Action, Plan
-from skycache.repo import get_repo
 from skycache.runner import Runner, render
+from skycache.storage import image, node
+from skycache.storage.caches import cachestatus, dmcache
+from skycache.storage.kernel import blockqueue, dm, iscsi, lio, lvm
+from skycache.storage.repository import get_repo
+from skycache.storage.vmdisk import layers
 from skycache.units import format_size
 
 STORE_TAG = "skycache-vmstore"
@@ -206,7 +210,7 @@ def ensure_rc_lvs(runner: Runner, vg: str, repo: str, base: str, size: int, base
     meta_name, data_name = rc_lv_names(repo, base)
     uuid_tag = f"skycache-uuid.{base_uuid}"
     tags = [RC_TAG, image_tag(repo, base), uuid_tag]
-    meta_size = dmcache.metadata_bytes(size, stack.RC_BLOCK)
+    meta_size = dmcache.metadata_bytes(size, layers.RC_BLOCK)
     existing = lvm.find_lv(runner, vg, meta_name)
     meta = _ensure_lv(runner, vg, meta_name, meta_size, tags)
     data = _ensure_lv(runner, vg, data_name, size, tags)
@@ -247,7 +251,7 @@ def default_store_size(base_size: int, cow: str) -> int:
     16-byte entries), thin adds its metadata area."""
     extra = base_size // 128 + 4 * 1024**2
     if cow == "thin":
-        extra += stack.THIN_META + 2 * 1024**2
+        extra += layers.THIN_META + 2 * 1024**2
     return node.round_extent(base_size + extra)
 
 
@@ -258,16 +262,16 @@ def plan_clone(runner: Runner, req: CloneRequest, *, rebuild: bool = False) -> t
     Returns the plan and the VM disk path.
     """
     vm_id = check_vm_id(req.vm_id)
-    if req.cow not in stack.COW_ENGINES:
-        raise InvalidInput(f"--cow {req.cow!r} is invalid: use {' or '.join(stack.COW_ENGINES)}")
-    if req.write_engine not in stack.WRITE_ENGINES:
+    if req.cow not in layers.COW_ENGINES:
+        raise InvalidInput(f"--cow {req.cow!r} is invalid: use {' or '.join(layers.COW_ENGINES)}")
+    if req.write_engine not in layers.WRITE_ENGINES:
         raise InvalidInput(f"--write-engine {req.write_engine!r} is invalid: use writecache or dmcache")
     portal = iscsi.parse_portal(req.portal)
     base = _base_image(runner, req.base_ref)
     repo = get_repo(runner, base.repo)
     vg = repo.location
     store = store_name(vm_id)
-    if dm.exists(runner, stack.vm_name(vm_id)):
+    if dm.exists(runner, layers.vm_name(vm_id)):
         raise Busy(f"VM disk {vm_id!r} already exists on this node")
     existing = lvm.find_lv(runner, vg, store)
     if existing is not None and not rebuild:
@@ -379,7 +383,7 @@ def plan_clone(runner: Runner, req: CloneRequest, *, rebuild: bool = False) -> t
             raise
 
     def unbuild(r: Runner) -> None:
-        for name in stack.all_vm_devices(vm_id):
+        for name in layers.all_vm_devices(vm_id):
             dm.remove(r, name, force=True)
         _release_rc(r, note)
         if cache_vg:
@@ -393,9 +397,9 @@ def plan_clone(runner: Runner, req: CloneRequest, *, rebuild: bool = False) -> t
         else ""
     )
     plan.add(
-        _fn(f"build the stack: {rc_note}{wb_note}{req.cow} device {stack.vm_name(vm_id)}", build, unbuild)
+        _fn(f"build the stack: {rc_note}{wb_note}{req.cow} device {layers.vm_name(vm_id)}", build, unbuild)
     )
-    return plan, dm.path(stack.vm_name(vm_id))
+    return plan, dm.path(layers.vm_name(vm_id))
 
 
 def _wb_lv_names(vm_id: str) -> tuple[str, str]:
@@ -410,8 +414,8 @@ def _build_stack(
     rc = None
     if req.read_cache:
         lvs = ensure_rc_lvs(runner, note.cache_vg, note.repo, note.image, req.read_cache, base_uuid)
-        rc = stack.ReadCacheDevs(
-            stack.rc_name(note.cache_vg, note.repo, note.image), lvs.meta, lvs.data, lvs.guard
+        rc = layers.ReadCacheDevs(
+            layers.rc_name(note.cache_vg, note.repo, note.image), lvs.meta, lvs.data, lvs.guard
         )
     wc = None
     if req.write_cache:
@@ -424,17 +428,17 @@ def _build_stack(
                 runner,
                 note.cache_vg,
                 meta_name,
-                dmcache.metadata_bytes(req.write_cache, stack.WB_BLOCK),
+                dmcache.metadata_bytes(req.write_cache, layers.WB_BLOCK),
                 tags,
             )
-        wc = stack.WriteCacheDevs(req.write_engine, data, meta)
+        wc = layers.WriteCacheDevs(req.write_engine, data, meta)
         # A write-back cache is transient: start it empty (writecache superblock / dm-cache metadata).
         runner.run([*ZERO_4K, f"of={meta or data}"])
     if wc is not None:
         # The VM's flushes end at the write-back cache instead of waiting for the repository (a
         # repository outage would stall them): blockqueue's docstring says why and what it costs.
         blockqueue.set_write_cache(runner, store_dev, "write through")
-    spec = stack.StackSpec(
+    spec = layers.StackSpec(
         vm_id,
         req.cow,
         base_dev,
@@ -444,12 +448,12 @@ def _build_stack(
         rc,
         wc,
     )
-    for layer in stack.layers(spec):
+    for layer in layers.build_order(spec):
         if layer.shared and dm.exists(runner, layer.name):
             continue  # the read cache of this image is already up (another VM uses it)
         if fresh and layer.role == "vm" and spec.cow == "snapshot":
             # A zero header makes dm-snapshot initialise a new persistent exception store.
-            runner.run([*ZERO_4K, f"of={stack.store_top(spec)}"])
+            runner.run([*ZERO_4K, f"of={layers.store_top(spec)}"])
         dm.create(runner, layer.name, layer.table)
         if fresh and layer.role == "tm":
             runner.run([*ZERO_4K, f"of={dm.path(layer.name)}"])  # new pool metadata
@@ -483,10 +487,10 @@ def _release_rc(runner: Runner, note: VmNote) -> None:
     """
     if not note.read_cache or not note.cache_vg:
         return
-    rc = stack.rc_name(note.cache_vg, note.repo, note.image)
+    rc = layers.rc_name(note.cache_vg, note.repo, note.image)
     if dm.exists(runner, rc) and not _rc_users(runner, rc):
         dmcache.remove(runner, rc)
-    guard = stack.rc_guard_name(rc)
+    guard = layers.rc_guard_name(rc)
     if not dm.exists(runner, rc) and dm.exists(runner, guard) and not dm.holders(guard):
         dm.remove(runner, guard)
 
@@ -521,7 +525,7 @@ def current_note(runner: Runner, vm_id: str) -> VmNote | None:
     note = load_note(vm_id)
     if note is None:
         return None
-    if dm.exists(runner, stack.vm_name(vm_id)) or _find_store(runner, vm_id) is not None:
+    if dm.exists(runner, layers.vm_name(vm_id)) or _find_store(runner, vm_id) is not None:
         return note
     if note.cache_vg and lvm.find_lv(runner, note.cache_vg, vol_name(vm_id)) is not None:
         return note
@@ -551,9 +555,9 @@ def plan_delete(runner: Runner, vm_id: str, *, sync: bool = False, progress: Pro
     repo = get_repo(runner, note.repo)
     vg = repo.location
     store = store_name(vm_id)
-    top = stack.vm_name(vm_id)
-    tm, td, tp = stack.thin_names(vm_id)
-    wb = stack.wb_name(vm_id)
+    top = layers.vm_name(vm_id)
+    tm, td, tp = layers.thin_names(vm_id)
+    wb = layers.wb_name(vm_id)
 
     def remove_cow(r: Runner) -> None:
         # The COW devices write their own metadata (exceptions, pool superblock) as they go away,
@@ -647,7 +651,7 @@ def _tag(runner: Runner, vg: str, lv: str, tag: str) -> None:
 
 def _plan_delete_simple(runner: Runner, note: VmNote) -> Plan:
     vm_id = note.vm_id
-    top = stack.vm_name(vm_id)
+    top = layers.vm_name(vm_id)
     plan = Plan(f"delete VM disk {vm_id} ({note.kind})")
     plan.add(_fn(f"remove {top}", lambda r: dm.remove(r, top), shown=(f"dmsetup remove {top}",)))
     if note.kind == "ln":
@@ -678,7 +682,7 @@ def plan_purge(runner: Runner, vm_id: str) -> Plan:
     store = _find_store(runner, vm_id)
     if store is None:
         raise NotFound(f"VM {vm_id!r} has no COW store in any repository")
-    if SYNCED_TAG not in store.tags or dm.exists(runner, stack.vm_name(vm_id)):
+    if SYNCED_TAG not in store.tags or dm.exists(runner, layers.vm_name(vm_id)):
         raise Busy(f"VM disk {vm_id!r} is live: delete it (with or without --sync) before purging")
     plan = Plan(f"purge COW store of VM {vm_id}")
     plan.add(_fn(f"remove {store.vg}/{store.name}", lambda r: lvm.remove_lv(r, store.vg, store.name)))
@@ -723,7 +727,7 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     if lvm.find_lv(runner, store.vg, new) is not None:
         raise Busy(f"image {new_ref!r} already exists")
     base_lv = lvm.require_owned_lv(runner, store.vg, base_name)
-    live = dm.exists(runner, stack.vm_name(vm_id))
+    live = dm.exists(runner, layers.vm_name(vm_id))
     sectors = base_lv.size // 512
     vg = store.vg
     mat = f"skycache-mat-{vm_id}"
@@ -735,7 +739,7 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     # feature is refused on a pool's first load: "only available after the thin-pool has been
     # created and first used in full read/write mode", thin-provisioning.rst.)
     meta_copy = f"{new}.matmeta"
-    meta, data = stack.thin_split(dm.device_sectors(runner, store_dev)) if cow == "thin" else (0, 0)
+    meta, data = layers.thin_split(dm.device_sectors(runner, store_dev)) if cow == "thin" else (0, 0)
     # Every LVM command runs before the VM disk is suspended or after it is resumed: an LVM scan
     # reads every block device, and a read of a suspended dm device waits until it is resumed (seen
     # in the lab: the `vgs` after an `lvcreate` hung there; lvm.conf ignore_suspended_devices says
@@ -761,9 +765,9 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
     # caching nothing (dm-cache cleaner policy, dm-writecache cleaner mode); the VM gets it back after.
     wb_table: dict[str, str] = {}
     if live:
-        wb = stack.wb_name(vm_id)
-        top = stack.vm_name(vm_id)
-        tops = [top, stack.thin_names(vm_id)[2]] if cow == "thin" else [top]
+        wb = layers.wb_name(vm_id)
+        top = layers.vm_name(vm_id)
+        tops = [top, layers.thin_names(vm_id)[2]] if cow == "thin" else [top]
 
         def quiesce(r: Runner) -> None:
             for name in tops:
@@ -789,7 +793,7 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
             return
         r.run([*COPY, f"if={store_dev}", f"of=/dev/{vg}/{meta_copy}", f"count={-(-meta * 512 // (4 << 20))}"])
         dm.create(r, td, [dm.linear(store_dev, data, offset=meta)])
-        dm.create(r, tp, stack.thin_pool_line(f"/dev/{vg}/{meta_copy}", dm.path(td), data))
+        dm.create(r, tp, layers.thin_pool_line(f"/dev/{vg}/{meta_copy}", dm.path(td), data))
         dm.create(r, mat, [dm.thin(dm.path(tp), 0, sectors, external_origin=base_dev)], readonly=True)
 
     def unmaterialise(r: Runner) -> None:
@@ -807,11 +811,11 @@ def plan_save(runner: Runner, vm_id: str, new_ref: str, *, progress: Progress = 
 
         def resume(r: Runner) -> None:
             restore_caching(r)
-            names = [stack.thin_names(vm_id)[2]] if cow == "thin" else []
-            for name in [*names, stack.vm_name(vm_id)]:
+            names = [layers.thin_names(vm_id)[2]] if cow == "thin" else []
+            for name in [*names, layers.vm_name(vm_id)]:
                 dm.resume(r, name)
 
-        plan.add(_fn(f"restore the write-back cache's mode and resume {stack.vm_name(vm_id)}", resume))
+        plan.add(_fn(f"restore the write-back cache's mode and resume {layers.vm_name(vm_id)}", resume))
     if cow == "thin":
         plan.add(_fn(f"remove {vg}/{meta_copy}", lambda r: lvm.remove_lv(r, vg, meta_copy, missing_ok=True)))
     return plan
@@ -831,7 +835,7 @@ def plan_ln(runner: Runner, vm_id: str, ref: str, portal_text: str) -> tuple[Pla
     img = _base_image(runner, ref)
     if img.read_only:
         raise InvalidInput(f"image {ref!r} is read-only (a base): clone it instead of linking it")
-    top = stack.vm_name(vm_id)
+    top = layers.vm_name(vm_id)
     if dm.exists(runner, top) or current_note(runner, vm_id):
         raise Busy(f"VM disk {vm_id!r} already exists on this node")
     exported = _exported(img.repo, img.name)
@@ -878,7 +882,7 @@ def plan_mkimage(
         raise InvalidInput(
             f"size {format_size(size)} is larger than the free space of {vg!r} ({format_size(cvg.free)})"
         )
-    top = stack.vm_name(vm_id)
+    top = layers.vm_name(vm_id)
     if dm.exists(runner, top) or current_note(runner, vm_id):
         raise Busy(f"VM disk {vm_id!r} already exists on this node")
     lv = vol_name(vm_id)
@@ -943,7 +947,7 @@ def plan_mv(
         plan2.apply(r)
 
     plan.add(_fn(f"rebuild VM disk {vm_id} with cache VG {to_cache_vg}", rebuild))
-    return plan, dm.path(stack.vm_name(vm_id))
+    return plan, dm.path(layers.vm_name(vm_id))
 
 
 # -- list ---------------------------------------------------------------------------------------------
@@ -983,8 +987,8 @@ def list_disks(runner: Runner) -> list[DiskInfo]:
     for vm_id in sorted(ids):
         note = notes.get(vm_id)
         store = stores.get(vm_id)
-        devices = tuple(n for n in stack.all_vm_devices(vm_id) if n in names)
-        live = stack.vm_name(vm_id) in names
+        devices = tuple(n for n in layers.all_vm_devices(vm_id) if n in names)
+        live = layers.vm_name(vm_id) in names
         if live:
             st = "live"
         elif store is not None and SYNCED_TAG in store.tags:
@@ -992,9 +996,9 @@ def list_disks(runner: Runner) -> list[DiskInfo]:
         else:
             st = "stale"
         dirty = None
-        if stack.wb_name(vm_id) in names:
+        if layers.wb_name(vm_id) in names:
             try:
-                dirty = cachestatus.dirty_count(runner, stack.wb_name(vm_id))
+                dirty = cachestatus.dirty_count(runner, layers.wb_name(vm_id))
             except SkycacheError:
                 dirty = None
         image_ref = f"{note.repo}/{note.image}" if note and note.repo else ""
@@ -1010,7 +1014,7 @@ def list_disks(runner: Runner) -> list[DiskInfo]:
                 note.read_cache if note else 0,
                 note.write_cache if note else 0,
                 note.write_engine if note else "",
-                dm.path(stack.vm_name(vm_id)) if live else "",
+                dm.path(layers.vm_name(vm_id)) if live else "",
                 dirty,
                 devices,
             )

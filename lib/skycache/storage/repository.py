@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skycache import lvm, state
+from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import LVM_TAG, check_name
 from skycache.plan import Action, Plan
 from skycache.runner import Runner, render
+from skycache.storage.kernel import lvm
 from skycache.units import format_size
 
 REPO_TAG = "skycache-repo"

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skycache import cachestatus, dm
 from skycache.errors import Busy, InvalidInput
 from skycache.runner import Runner
+from skycache.storage.caches import cachestatus
+from skycache.storage.kernel import dm
 from skycache.units import format_size
 
 SECTOR = 512
@@ -92,7 +93,7 @@ class CacheTable:
         )
 
 
-# -- the thin layer that runs dmsetup (through skycache.dm) -----------------------------------------
+# -- the thin layer that runs dmsetup (through kernel.dm) -------------------------------------------
 
 
 def create(runner: Runner, name: str, spec: CacheTable) -> str:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skycache import dm, dmcache, writecache
 from skycache.errors import InvalidInput
+from skycache.storage.caches import dmcache, writecache
+from skycache.storage.kernel import dm
 
 SECTOR = 512
 COW_ENGINES = ("snapshot", "thin")
@@ -136,7 +137,7 @@ def thin_split(store_sectors: int) -> tuple[int, int]:
     return meta, data
 
 
-def layers(spec: StackSpec) -> list[Layer]:
+def build_order(spec: StackSpec) -> list[Layer]:
     """The stack's dm devices in creation order (remove in the reverse order)."""
     out: list[Layer] = []
     if spec.read_cache:

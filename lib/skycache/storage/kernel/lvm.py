@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skycache import loopdev
 from skycache.errors import Busy, InvalidInput, NotFound
 from skycache.ownership import LVM_TAG, check_name, require_tagged
 from skycache.runner import CommandError, Retry, Runner
+from skycache.storage.kernel import loopdev
 from skycache.units import format_size
 
 # lvremove/lvchange -an race with udev (blkid probing the new node): "Logical volume ... in use" or

@@ -2,11 +2,11 @@
 
 Order (design.md §7): flush write-back caches -> remove dm holders, top-down -> log out iSCSI
 sessions -> remove exports (targets, backstores, shims) -> remove LVs and VGs -> detach loop devices
-and delete their files -> file repositories. The plan is built from :mod:`skycache.inventory`, i.e.
+and delete their files -> file repositories. The plan is built from :mod:`skycache.storage.inventory`, i.e.
 from the system's own records, so it also finishes what a killed skycache left half done.
 
 Write-back caches: a ``cache`` or ``writecache`` dm device with dirty blocks is flushed first by
-default (``flush=True``; :func:`skycache.cachestatus.flush`). With ``flush=False`` the teardown is
+default (``flush=True``; :func:`cachestatus.flush`). With ``flush=False`` the teardown is
 refused (:class:`Busy`, naming the device and its dirty count) unless ``force=True``, which discards
 the dirty blocks.
 """
@@ -19,11 +19,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from skycache import dm, iscsi, lio, loopdev, lvm, repo
 from skycache.errors import Busy, SkycacheError
-from skycache.inventory import Inventory, collect
 from skycache.plan import Action, Plan, Step
 from skycache.runner import Runner, render
+from skycache.storage import repository
+from skycache.storage.inventory import Inventory, collect
+from skycache.storage.kernel import dm, iscsi, lio, loopdev, lvm
 
 CACHE_TARGETS = ("cache", "writecache")
 SHIM_PREFIX = "skycache-exp-"
@@ -36,10 +37,10 @@ def _call(fn: Callable[..., object], *args: Any, **kwargs: Any) -> Step:
 
 def _cachestatus() -> ModuleType:
     try:
-        from skycache import cachestatus
+        from skycache.storage.caches import cachestatus
     except ImportError as exc:
         raise SkycacheError(
-            "skycache.cachestatus is missing: cannot check write-back caches for dirty data"
+            "skycache.storage.caches.cachestatus is missing: cannot check write-back caches for dirty data"
         ) from exc
     return cachestatus
 
@@ -187,5 +188,7 @@ def _plan_loops_and_files(plan: Plan, inv: Inventory) -> None:
         plan.add(Action.command(f"delete image file {f}", ["rm", "-f", "--", f]))
     for name in inv.file_repos:
         plan.add(
-            Action(f"forget file repository {name}", _call(lambda _r, n: repo.forget_file_repo(n), name))
+            Action(
+                f"forget file repository {name}", _call(lambda _r, n: repository.forget_file_repo(n), name)
+            )
         )

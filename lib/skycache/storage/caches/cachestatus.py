@@ -13,7 +13,7 @@ Flushing is what makes a write-back cache safe to drop (design.md §2, §7):
 - dm-cache: the table is reloaded with the ``cleaner`` policy (it writes back every dirty block and
   promotes nothing); clean means dirty == 0 with metadata mode ``rw`` and no ``needs_check``.
 
-A flush ends with a flush of the origin device itself (:func:`skycache.blockqueue.flush`): the
+A flush ends with a flush of the origin device itself (:func:`skycache.storage.kernel.blockqueue.flush`): the
 written-back blocks are then durable on the repository, also when the node marks the origin LUN
 "write through" (why it does: blockqueue's docstring).
 """
@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from skycache import blockqueue
 from skycache.errors import Busy, NotFound, SkycacheError
 from skycache.ownership import require_marked_name
 from skycache.runner import CommandError, Runner
+from skycache.storage.kernel import blockqueue
 
 SECTOR = 512
 

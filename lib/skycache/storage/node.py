@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skycache import lvm, repo
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import check_name
 from skycache.plan import Action, Plan
 from skycache.runner import Runner, render
+from skycache.storage import repository
+from skycache.storage.kernel import lvm
 from skycache.units import format_size
 
 NODE_TAG = "skycache-node"
@@ -68,7 +69,7 @@ def plan_init(
         assert loop_size is not None
         if loop_size < 2 * EXTENT:
             raise InvalidInput(f"--loop {format_size(loop_size)} is too small (at least 8M)")
-        where = directory or repo.loop_dir()
+        where = directory or repository.loop_dir()
         size = loop_size
         backing = lvm.loop_backing_file(where, name)
         plan.add(

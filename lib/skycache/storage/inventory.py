@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from skycache import dm, iscsi, lio, loopdev, lvm, repo
 from skycache.ownership import NAME_PREFIX, is_owned_iqn
 from skycache.runner import Runner
+from skycache.storage import repository
+from skycache.storage.kernel import dm, iscsi, lio, loopdev, lvm
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Inventory:
 
     def items(self) -> list[Item]:
         out: list[Item] = []
-        out += [Item("vg", v.name, "repository" if repo.REPO_TAG in v.tags else "") for v in self.vgs]
+        out += [Item("vg", v.name, "repository" if repository.REPO_TAG in v.tags else "") for v in self.vgs]
         out += [Item("lv", lv.full_name, lv.segtype) for lv in self.lvs]
         out += [Item("dm", n, self.dm_targets.get(n, "")) for n in self.dm_devices]
         out += [Item("target", e.iqn, e.device) for e in self.exports]
@@ -72,7 +73,7 @@ def collect(runner: Runner) -> Inventory:
     nodes = tuple((p, i) for p, i in iscsi.node_records(runner) if is_owned_iqn(i))
     ifaces = tuple(n for n in iscsi.list_ifaces(runner) if n.startswith(NAME_PREFIX))
     loops = tuple(loopdev.owned_loops(runner))
-    frepos = repo.file_repos()
+    frepos = repository.file_repos()
     files = tuple(
         str(f)
         for d in frepos.values()
