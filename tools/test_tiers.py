@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from skycache.runner import Runner
+from skycache.runner import Runner, SystemRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "test-reports"
@@ -194,7 +194,7 @@ def main() -> int:
     parser.add_argument("lab_paths", nargs="*", default=["tests/lab"], help="lab test paths")
     args = parser.parse_args()
     BUILD.mkdir(parents=True, exist_ok=True)
-    runner = Runner()
+    runner = SystemRunner()
     tiers = args.tiers.split(",")
     codes: dict[str, int] = {}
     reports: dict[str, Path] = {}

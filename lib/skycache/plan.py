@@ -1,37 +1,159 @@
-"""Plan, apply, undo: how every multi-step change to the system is made.
+"""Plans as data: what a multi-step change will run, shown before it runs, undone when it fails.
 
-Following blivet's action list: an operation first builds a :class:`Plan` of :class:`Action` s, each
-describing one change with the commands that make it and those that take it back. ``describe()``
-is the dry run; :meth:`Plan.apply` runs the actions in order and, when one fails, runs the undo of
-every action already done (newest first) before re-raising the original error, so a failure never
-leaves a half-built stack.
+Following blivet's action list and Terraform's plan/apply: a planner reads the system's state first
+(:class:`skycache.storage.view.View`) and returns a flat :class:`Plan` of :class:`Action` records.
+Each action holds the exact steps it runs and those that take it back:
 
-Actions are usually plain argv lists (``Action.command``); an action may instead carry a Python
-callable when the change goes through a library (rtslib-fb writes configfs itself).
+- :class:`Command`: one mutating command, as the argv list (and stdin) the runner will execute;
+- :class:`Wait`: a read-only wait between commands (a device link appearing, a cache becoming
+  clean), polled through the runner with a time limit.
+
+Nothing is decided while applying: ``--dry-run`` prints :meth:`Plan.describe` and
+:meth:`Plan.commands` is, in order, every mutating command the real run executes (the lab tests
+compare it with the runner's command log). :meth:`Plan.apply` runs the actions in order and, when
+one fails, runs the undo steps of every action already done (newest first, including the failing
+one when some of its steps ran) before raising, so a failure never leaves a half-built stack.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from skycache.errors import SkycacheError
-from skycache.runner import Arg, Runner, render
+from skycache.runner import Arg, CommandError, Retry, Runner, Secret, render
 
 log = logging.getLogger("skycache.plan")
 
-Step = Callable[[Runner], object]
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Command:
+    """One mutating command: exactly what runs, how long it may take and which exit codes are fine."""
+
+    argv: tuple[Arg, ...]
+    stdin: str | Secret | None = None  # handed to the process, never shown or logged
+    timeout_s: float | None = None
+    retry: Retry | None = None
+    ok_codes: frozenset[int] = frozenset({0})
+
+    def render(self) -> str:
+        """The masked command line, as plans and the command log show it."""
+        return render(self.argv)
+
+    def shown(self) -> str:
+        line = self.render()
+        if self.stdin is not None:
+            line += " < (stdin)"
+        return line
+
+    def run(self, runner: Runner) -> None:
+        stdin = self.stdin.value if isinstance(self.stdin, Secret) else self.stdin
+        done = runner.run(
+            list(self.argv), stdin=stdin, timeout_s=self.timeout_s, retry=self.retry, check=False
+        )
+        if done.returncode not in self.ok_codes:
+            raise CommandError(
+                done.argv, done.returncode, done.stdout, done.stderr, target=runner.target.name
+            )
+
+
+def cmd(*argv: Arg, **kwargs: object) -> Command:
+    """``cmd("lvcreate", "-n", "x", ...)``: a :class:`Command` from its words."""
+    return Command(tuple(argv), **kwargs)  # type: ignore[arg-type]
+
+
+class Probe(Protocol):
+    """A read-only condition a :class:`Wait` polls: ``poll`` returns (done, progress text or None)
+    and raises :class:`SkycacheError` when the condition can never become true."""
+
+    def describe(self) -> str: ...
+
+    def poll(self, runner: Runner) -> tuple[bool, str | None]: ...
+
+
+class WaitTimedOut(SkycacheError):
+    pass
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Poll ``probe`` through the runner until it is done (read-only: no command of the plan)."""
+
+    probe: Probe
+    timeout_s: float = 600.0
+    poll_s: float = 0.5
+
+    def shown(self) -> str:
+        return f"(wait until {self.probe.describe()}, at most {self.timeout_s:g} s)"
+
+    def run(
+        self,
+        runner: Runner,
+        progress: Progress = _quiet,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        deadline = clock() + self.timeout_s
+        last: str | None = None
+        while True:
+            done, note = self.probe.poll(runner)
+            if note is not None and note != last:
+                progress(note)
+                last = note
+            if done:
+                return
+            if clock() >= deadline:
+                tail = f" ({last})" if last else ""
+                raise WaitTimedOut(
+                    f"timed out after {self.timeout_s:g} s waiting until {self.probe.describe()}{tail}"
+                )
+            sleep(self.poll_s)
+
+
+@dataclass(frozen=True)
+class Call:
+    """TRANSITIONAL: a Python step from before plans were data; removed once every planner is converted."""
+
+    fn: Callable[[Runner], object]
+    lines: tuple[str, ...] = ()
+
+    def shown(self) -> str:
+        return "; ".join(self.lines) or "(library call)"
+
+    def run(self, runner: Runner, progress: Progress = _quiet) -> None:
+        self.fn(runner)
+
+
+Step = Command | Wait | Call
+
+
+def legacy_action(
+    description: str,
+    do: Callable[[Runner], object],
+    undo: Callable[[Runner], object] | None = None,
+    shown: tuple[str, ...] = (),
+) -> Action:
+    """TRANSITIONAL: the old closure form of an action."""
+    return Action(description, (Call(do, shown),), (Call(undo),) if undo is not None else ())
 
 
 @dataclass(frozen=True)
 class Action:
-    """One change: what it does (for people), how to do it, and how to undo it."""
+    """One change: what it does (for people), the steps that make it and the steps that undo it."""
 
     description: str
-    do: Step
-    undo: Step | None = None
-    shown: tuple[str, ...] = ()  # masked command lines, for the dry-run listing
+    do: tuple[Step, ...]
+    undo: tuple[Step, ...] = ()
 
     @staticmethod
     def command(
@@ -40,24 +162,17 @@ class Action:
         undo: Sequence[Arg] | None = None,
         *,
         timeout_s: float | None = None,
+        retry: Retry | None = None,
+        stdin: str | Secret | None = None,
+        ok_codes: frozenset[int] = frozenset({0}),
     ) -> Action:
-        """An action that runs ``argv``; ``undo`` is the argv that reverses it, if any."""
-        do_argv = list(argv)
-        undo_argv = list(undo) if undo is not None else None
+        """An action of one command; ``undo`` is the argv that reverses it, if any."""
+        do = Command(tuple(argv), stdin=stdin, timeout_s=timeout_s, retry=retry, ok_codes=ok_codes)
+        back = (Command(tuple(undo), timeout_s=timeout_s, retry=retry),) if undo is not None else ()
+        return Action(description, (do,), back)
 
-        def do(runner: Runner) -> object:
-            return runner.run(do_argv, timeout_s=timeout_s)
-
-        def reverse(runner: Runner) -> object:
-            assert undo_argv is not None
-            return runner.run(undo_argv, timeout_s=timeout_s)
-
-        return Action(
-            description,
-            do,
-            reverse if undo_argv is not None else None,
-            (render(do_argv),),
-        )
+    def commands(self) -> list[Command]:
+        return [s for s in self.do if isinstance(s, Command)]
 
 
 class PlanFailed(SkycacheError):
@@ -73,10 +188,18 @@ class PlanFailed(SkycacheError):
         super().__init__(f"{step}: {cause}{tail}")
 
 
+def _run_step(step: Step, runner: Runner, progress: Progress) -> None:
+    if isinstance(step, Command):
+        step.run(runner)
+    else:
+        step.run(runner, progress)
+
+
 @dataclass
 class Plan:
     title: str
     actions: list[Action] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the plan deliberately leaves alone, and why
 
     def add(self, action: Action) -> Plan:
         self.actions.append(action)
@@ -87,38 +210,54 @@ class Plan:
         return self
 
     def describe(self) -> list[str]:
-        """The dry-run listing: one line per action, then its command lines indented."""
+        """The dry-run listing: one line per action, then its steps indented."""
         lines = [f"plan: {self.title}"]
         for i, action in enumerate(self.actions, 1):
             lines.append(f"  {i}. {action.description}")
-            lines += [f"       $ {cmd}" for cmd in action.shown]
+            for s in action.do:
+                if isinstance(s, Call):
+                    lines += [f"       $ {line}" for line in s.lines]
+                else:
+                    lines.append(f"       $ {s.shown()}" if isinstance(s, Command) else f"       {s.shown()}")
         if not self.actions:
             lines.append("  (nothing to do)")
+        lines += [f"  note: {n}" for n in self.notes]
         return lines
 
-    def apply(self, runner: Runner) -> None:
+    def commands(self) -> list[str]:
+        """Every mutating command the plan runs when nothing fails, in order (masked)."""
+        return [c.render() for a in self.actions for c in a.commands()]
+
+    def apply(self, runner: Runner, progress: Progress = _quiet) -> None:
         """Run every action; on failure undo the completed ones, newest first, and raise."""
         done: list[Action] = []
         for action in self.actions:
             log.info("%s: %s", self.title, action.description)
+            started = 0
             try:
-                action.do(runner)
+                for step in action.do:
+                    started += 1
+                    _run_step(step, runner, progress)
             except BaseException as exc:  # KeyboardInterrupt too: never leave half a stack
-                undo_errors = self._rollback(runner, done)
+                # An action whose first step failed changed nothing; one that failed later is undone
+                # with the rest (its undo steps are written to cope with a partial do).
+                partial = [action] if started > 1 else []
+                undo_errors = self._rollback(runner, [*done, *partial], progress)
                 if isinstance(exc, SkycacheError | OSError):
                     raise PlanFailed(action.description, exc, undo_errors) from exc
                 raise
             done.append(action)
 
     @staticmethod
-    def _rollback(runner: Runner, done: list[Action]) -> list[str]:
+    def _rollback(runner: Runner, done: list[Action], progress: Progress) -> list[str]:
         errors: list[str] = []
         for action in reversed(done):
-            if action.undo is None:
+            if not action.undo:
                 continue
             log.info("undo: %s", action.description)
-            try:
-                action.undo(runner)
-            except SkycacheError as exc:
-                errors.append(f"{action.description}: {exc}")
+            for step in action.undo:
+                try:
+                    _run_step(step, runner, progress)
+                except SkycacheError as exc:
+                    errors.append(f"{action.description}: {exc}")
         return errors

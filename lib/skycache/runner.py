@@ -1,20 +1,26 @@
-"""The one place where skycache starts processes.
+"""The one place where skycache starts processes, and reads the files of the host it manages.
 
 Every external command is an argv list (never a shell string), run with ``LC_ALL=C`` so that parsers
 see untranslated output, a timeout, and captured stdout/stderr. Failures raise :class:`CommandError`,
 which carries everything needed to understand them. Secrets are wrapped in :class:`Secret`; their
 values are handed to the process but masked in logs, plans and error text.
 
-Targets: the local host, or a remote host reached with the OpenSSH client in batch mode, so the
-same library code drives a lab guest, a workstation or a testbed node.
+:class:`Runner` is the protocol the whole library is written against; :class:`SystemRunner` is the
+real one, on a target: the local host, or a remote host reached with the OpenSSH client in batch mode,
+so the same library code drives a lab guest, a workstation or a testbed node. Reads of the target's
+files, sysfs and device links (:meth:`Runner.read_text`, :meth:`Runner.exists`,
+:meth:`Runner.list_dir`, :meth:`Runner.resolve`) go through the target too: in-process on the local
+host, as ``cat``/``test``/``ls``/``readlink`` over ssh. Changes to files, sysfs and configfs are
+commands of skycache's own target-side helper, ``skycache-agent`` (:mod:`skycache.agent`), which the
+local target runs in this process (same argv in the command log, no interpreter start).
 
-Dry-run: a runner built with ``dry_run=True`` records mutating commands (:meth:`Runner.run`) as a
-plan and runs none of them; read-only queries (:meth:`Runner.query`) still run, because planning
-needs the system's current state.
+Nothing here decides what a dry run does: plans are data (:mod:`skycache.plan`) and a dry run only
+prints them. :meth:`Runner.run` is for mutating commands (the ones a plan lists), :meth:`Runner.query`
+for read-only ones.
 
 Profiling: with ``SKYCACHE_COMMAND_LOG=FILE`` set, every finished command appends one JSON line to
-FILE (start time, seconds, exit code, pid of the caller, masked argv): where a slow verb spends its
-time, e.g. under TCG in the lab.
+FILE (start time, seconds, exit code, pid of the caller, ``run`` or ``query``, attempt, masked argv):
+where a slow verb spends its time, and what a real run executed, to hold against its dry run.
 """
 
 from __future__ import annotations
@@ -209,6 +215,11 @@ class Target(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def local(self) -> bool:
+        """Whether this is the host skycache itself runs on (files are then read in-process)."""
+        ...
+
     def wrap(self, argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
         """The local argv and environment that run ``argv`` with ``env`` on this target."""
         ...
@@ -221,6 +232,7 @@ class Target(Protocol):
 @dataclass(frozen=True)
 class LocalTarget:
     name: str = "local"
+    local: bool = True
 
     def wrap(self, argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
         full = dict(os.environ)
@@ -241,6 +253,10 @@ class SshTarget:
     port: int | None = None
     identity_file: str | None = None
     connect_timeout_s: int = 10
+    # Prepended to PATH there: a non-interactive ssh login does not see a virtualenv's bin/, where
+    # skycache-agent and the Python that has rtslib live.
+    path_prefix: str | None = None
+    local: bool = False
 
     @property
     def name(self) -> str:
@@ -258,7 +274,10 @@ class SshTarget:
     def wrap(self, argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
         # ssh hands the remote side one string for its login shell; shlex.join quotes each word so
         # the remote argv is exactly ours. `env` sets LC_ALL and the extra variables there.
-        remote = ["env", "LC_ALL=C", *(f"{k}={v}" for k, v in env.items()), *argv]
+        extra = dict(env)
+        if self.path_prefix:
+            extra["PATH"] = f"{self.path_prefix}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        remote = ["env", "LC_ALL=C", *(f"{k}={v}" for k, v in extra.items()), *argv]
         local_env = dict(os.environ)
         local_env["LC_ALL"] = "C"
         return [*self.ssh_argv(), shlex.join(remote)], local_env
@@ -268,35 +287,29 @@ class SshTarget:
 
 
 LOCAL = LocalTarget()
-
-
-@dataclass(frozen=True)
-class PlannedCommand:
-    argv: tuple[str, ...]  # masked
-    target: str
-
+AGENT = "skycache-agent"  # skycache's target-side helper (skycache.agent), run through the runner
 
 LineSink = Callable[[str], None]
 
 
-class Runner:
-    """Runs argv lists on one target. Inject a different one (dry-run, remote) to change where."""
+@dataclass(frozen=True)
+class PlannedCommand:
+    """TRANSITIONAL: a command the old recording dry run collected."""
 
-    def __init__(
-        self,
-        target: Target = LOCAL,
-        *,
-        dry_run: bool = False,
-        default_timeout_s: float = DEFAULT_TIMEOUT_S,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.target = target
-        self.dry_run = dry_run
-        self.default_timeout_s = default_timeout_s
-        self.plan: list[PlannedCommand] = []
-        self._sleep = sleep
+    argv: tuple[str, ...]  # masked
+    target: str
 
-    # -- public API -------------------------------------------------------------------------------
+
+class Runner(Protocol):
+    """What the library needs from a command runner (the real one is :class:`SystemRunner`)."""
+
+    @property
+    def target(self) -> Target: ...
+
+    @property
+    def dry_run(self) -> bool:
+        """TRANSITIONAL: removed once every planner returns data."""
+        ...
 
     def run(
         self,
@@ -308,13 +321,8 @@ class Runner:
         env: Mapping[str, Arg] | None = None,
         retry: Retry | None = None,
     ) -> Completed:
-        """Run a command that changes the system. In dry-run mode it is only added to the plan."""
-        if self.dry_run:
-            masked = tuple(str(a) for a in argv)
-            self.plan.append(PlannedCommand(masked, self.target.name))
-            log.info("plan: %s", render(argv))
-            return Completed(masked, 0, "", "", planned_only=True)
-        return self._execute(argv, timeout_s, check, stdin, env, retry)
+        """Run a command that changes the system."""
+        ...
 
     def query(
         self,
@@ -326,8 +334,83 @@ class Runner:
         env: Mapping[str, Arg] | None = None,
         retry: Retry | None = None,
     ) -> Completed:
-        """Run a read-only command; it runs even in dry-run mode, since plans depend on it."""
-        return self._execute(argv, timeout_s, check, stdin, env, retry)
+        """Run a read-only command."""
+        ...
+
+    def read_text(self, path: str | PurePath) -> str | None:
+        """The target's file (or sysfs attribute) as text; ``None`` when it does not exist."""
+        ...
+
+    def exists(self, path: str | PurePath) -> bool:
+        """Whether the path exists on the target (a symlink counts when its target exists)."""
+        ...
+
+    def list_dir(self, path: str | PurePath) -> list[str] | None:
+        """The names in a directory of the target, sorted; ``None`` when it is not a directory."""
+        ...
+
+    def resolve(self, path: str | PurePath) -> str | None:
+        """The target's canonical path of ``path`` (symlinks followed); ``None`` when it does not exist."""
+        ...
+
+
+class SystemRunner:
+    """Runs argv lists on one target. Inject a different target (remote) to change where."""
+
+    def __init__(
+        self,
+        target: Target = LOCAL,
+        *,
+        dry_run: bool = False,
+        default_timeout_s: float = DEFAULT_TIMEOUT_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._target = target
+        self._dry_run = dry_run
+        self.default_timeout_s = default_timeout_s
+        self.plan: list[PlannedCommand] = []
+        self._sleep = sleep
+
+    @property
+    def target(self) -> Target:
+        return self._target
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run
+
+    # -- commands -------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        argv: Sequence[Arg],
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+        stdin: str | None = None,
+        env: Mapping[str, Arg] | None = None,
+        retry: Retry | None = None,
+    ) -> Completed:
+        """Run a command that changes the system."""
+        if self._dry_run:  # TRANSITIONAL: the recording mode of the old closure plans
+            masked = tuple(str(a) for a in argv)
+            self.plan.append(PlannedCommand(masked, self.target.name))
+            log.info("plan: %s", render(argv))
+            return Completed(masked, 0, "", "", planned_only=True)
+        return self._execute(argv, timeout_s, check, stdin, env, retry, kind="run")
+
+    def query(
+        self,
+        argv: Sequence[Arg],
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+        stdin: str | None = None,
+        env: Mapping[str, Arg] | None = None,
+        retry: Retry | None = None,
+    ) -> Completed:
+        """Run a read-only command."""
+        return self._execute(argv, timeout_s, check, stdin, env, retry, kind="query")
 
     def stream(
         self,
@@ -346,11 +429,9 @@ class Runner:
         """
         secrets = _secret_values(argv, env)
         masked = [str(a) for a in argv]
-        if self.dry_run:
-            self.plan.append(PlannedCommand(tuple(masked), self.target.name))
-            return 0
         local_argv, local_env = self._wrap(argv, env)
         log.debug("stream: %s", render(argv))
+        started = time.time()
         try:
             proc = subprocess.Popen(
                 local_argv,
@@ -386,6 +467,7 @@ class Runner:
             raise
         finally:
             timer.cancel()
+        _log_command(masked, started, returncode, "stream", 1)
         if timed_out.is_set():
             raise CommandError(masked, None, "", "", timeout=limit, target=self.target.name)
         return returncode
@@ -393,8 +475,8 @@ class Runner:
     def replace_process(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
         """Become ``argv`` (exec): used where the caller's exit code must be the command's own,
         e.g. the lab's guest entry point handing over to the user's command."""
-        if self.dry_run or self.target.name != "local":
-            raise SkycacheError("replace_process is only for a live local runner")
+        if not self.target.local:
+            raise SkycacheError("replace_process is only for a local runner")
         log.debug("exec: %s", render(argv))
         full = dict(os.environ)
         full.update(env)
@@ -404,7 +486,39 @@ class Runner:
         except FileNotFoundError as exc:
             raise MissingProgram(argv[0]) from exc
 
-    # -- internals --------------------------------------------------------------------------------
+    # -- the target's files ---------------------------------------------------------------------------
+
+    def read_text(self, path: str | PurePath) -> str | None:
+        if self.target.local:
+            try:
+                return Path(path).read_text(errors="replace")
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        done = self.query(["cat", "--", str(path)], check=False)
+        return done.stdout if done.returncode == 0 else None
+
+    def exists(self, path: str | PurePath) -> bool:
+        if self.target.local:
+            return Path(path).exists()
+        return self.query(["test", "-e", str(path)], check=False).returncode == 0
+
+    def list_dir(self, path: str | PurePath) -> list[str] | None:
+        if self.target.local:
+            p = Path(path)
+            return sorted(c.name for c in p.iterdir()) if p.is_dir() else None
+        done = self.query(["ls", "-1A", "--", str(path)], check=False)
+        if done.returncode != 0 or not self.exists(path):
+            return None
+        return sorted(line for line in done.stdout.splitlines() if line)
+
+    def resolve(self, path: str | PurePath) -> str | None:
+        if self.target.local:
+            p = Path(path)
+            return str(p.resolve()) if p.exists() else None
+        done = self.query(["readlink", "-e", "--", str(path)], check=False)
+        return done.stdout.strip() or None if done.returncode == 0 else None
+
+    # -- internals ------------------------------------------------------------------------------------
 
     def _wrap(self, argv: Sequence[Arg], env: Mapping[str, Arg] | None) -> tuple[list[str], dict[str, str]]:
         if not argv:
@@ -422,6 +536,8 @@ class Runner:
         stdin: str | None,
         env: Mapping[str, Arg] | None,
         retry: Retry | None,
+        *,
+        kind: str,
     ) -> Completed:
         secrets = _secret_values(argv, env)
         masked = [str(a) for a in argv]
@@ -430,27 +546,34 @@ class Runner:
         attempts = retry.attempts if retry else 1
         delay = retry.first_delay_s if retry else 0.0
         for attempt in range(1, attempts + 1):
-            log.debug("run: %s", render(argv))
+            log.debug("%s: %s", kind, render(argv))
             started = time.time()
-            try:
-                proc = _run_in_group(local_argv, stdin, local_env, limit)
-            except FileNotFoundError as exc:
-                raise MissingProgram(local_argv[0], self.target.name) from exc
-            except subprocess.TimeoutExpired as exc:
-                out = _text(exc.stdout)
-                err = _text(exc.stderr)
-                raise CommandError(
-                    masked,
-                    None,
-                    mask(out, secrets),
-                    mask(err, secrets),
-                    timeout=limit,
-                    target=self.target.name,
-                ) from exc
-            _log_command(masked, started, proc.returncode)
+            if self.target.local and argv and _plain(argv[0]) == AGENT:
+                # skycache's own helper: the same code in this process, no interpreter start.
+                from skycache import agent
+
+                proc = agent.run_inprocess([_plain(a) for a in argv[1:]], stdin)
+            else:
+                try:
+                    proc = _run_in_group(local_argv, stdin, local_env, limit)
+                except FileNotFoundError as exc:
+                    raise MissingProgram(local_argv[0], self.target.name) from exc
+                except subprocess.TimeoutExpired as exc:
+                    out = _text(exc.stdout)
+                    err = _text(exc.stderr)
+                    _log_command(masked, started, None, kind, attempt)
+                    raise CommandError(
+                        masked,
+                        None,
+                        mask(out, secrets),
+                        mask(err, secrets),
+                        timeout=limit,
+                        target=self.target.name,
+                    ) from exc
+            _log_command(masked, started, proc.returncode, kind, attempt)
             stdout = mask(proc.stdout, secrets)
             stderr = mask(proc.stderr, secrets)
-            if proc.returncode == 0 or not check:
+            if proc.returncode == 0:
                 return Completed(tuple(masked), proc.returncode, stdout, stderr)
             if retry and attempt < attempts and retry.applies(proc.returncode, proc.stderr):
                 log.info(
@@ -464,11 +587,15 @@ class Runner:
                 self._sleep(delay)
                 delay *= 2
                 continue
+            if not check:
+                return Completed(tuple(masked), proc.returncode, stdout, stderr)
             raise CommandError(masked, proc.returncode, stdout, stderr, target=self.target.name)
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _log_command(masked_argv: list[str], started: float, returncode: int) -> None:
+def _log_command(
+    masked_argv: list[str], started: float, returncode: int | None, kind: str, attempt: int
+) -> None:
     """Append one finished command to $SKYCACHE_COMMAND_LOG, when set (see the module docstring)."""
     path = os.environ.get(COMMAND_LOG_ENV)
     if not path:
@@ -478,6 +605,8 @@ def _log_command(masked_argv: list[str], started: float, returncode: int) -> Non
         "s": round(time.time() - started, 3),
         "rc": returncode,
         "pid": os.getpid(),
+        "kind": kind,
+        "attempt": attempt,
         "argv": masked_argv,
     }
     with contextlib.suppress(OSError), Path(path).open("a", encoding="utf-8") as f:
@@ -523,14 +652,3 @@ def _text(data: bytes | str | None) -> str:
     if data is None:
         return ""
     return data if isinstance(data, str) else data.decode(errors="replace")
-
-
-_default: Runner | None = None
-
-
-def default_runner() -> Runner:
-    """The process-wide local runner (modules accept an explicit ``runner=`` to override it)."""
-    global _default
-    if _default is None:
-        _default = Runner()
-    return _default

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 from skycache.storage import image, repository, teardown
 from skycache.storage.kernel import lvm
 
@@ -30,7 +30,7 @@ SIZES = {"1G": 1 << 30, "8G": 8 << 30}
 
 @pytest.mark.skipif(not IN_LAB, reason="needs the lab (real LVM): see the module docstring")
 def test_clone_time(tmp_path: Path) -> None:
-    runner = Runner()
+    runner = SystemRunner()
     disks = os.environ.get("SKYCACHE_LAB_DISKS", "").split()
     os.environ["SKYCACHE_STATE_DIR"] = str(tmp_path / "state")
     assert disks, "needs a lab scratch disk of at least 30G"

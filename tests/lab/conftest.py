@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from skycache.runner import Runner
+from skycache.runner import Runner, SystemRunner
 
 IN_LAB = os.environ.get("SKYCACHE_IN_LAB") == "1"
 
@@ -53,7 +53,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and report.when in ("setup", "call") and IN_LAB:
         from _state import stack_state
 
-        report.sections.append(("stack state at the failure", stack_state(Runner())))
+        report.sections.append(("stack state at the failure", stack_state(SystemRunner())))
     return report
 
 
@@ -80,7 +80,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 @pytest.fixture(scope="session")
 def runner() -> Runner:
-    return Runner()
+    return SystemRunner()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 from _cache import read_cache_status, warm_read_cache
 
 from skycache.errors import Busy, SkycacheError
-from skycache.runner import CommandError, Runner
+from skycache.runner import CommandError, Runner, SystemRunner
 from skycache.storage.caches import cachestatus, dmcache, writecache
 from skycache.storage.caches.cachestatus import CacheStatus, WritecacheStatus
 from skycache.storage.kernel import dm, loopdev
@@ -63,7 +63,7 @@ def read_sha(dev: str, nbytes: int, seek_mib: int = 0) -> str:
     """sha256 of ``nbytes`` at ``seek_mib`` read with 64 KiB direct I/O (no page cache)."""
     dst = Path(f"/tmp/skycache-ctest-r-{os.getpid()}")
     try:
-        Runner().run(["dd", f"if={dev}", f"of={dst}", "bs=64k", f"skip={seek_mib * 16}",
+        SystemRunner().run(["dd", f"if={dev}", f"of={dst}", "bs=64k", f"skip={seek_mib * 16}",
                       f"count={nbytes // 65536}", "iflag=direct", "status=none"])  # fmt: skip
         return hashlib.sha256(dst.read_bytes()).hexdigest()
     finally:

@@ -13,7 +13,7 @@ import pytest
 from skycache.errors import NotOwned
 from skycache.net import measure, netns, shaping
 from skycache.net.netns import in_ns, python_argv
-from skycache.runner import Runner
+from skycache.runner import Runner, SystemRunner
 
 PORT = 3260
 OTHER = 5201
@@ -33,7 +33,7 @@ def test_profile_reads_back_and_apply_is_idempotent(
 ) -> None:
     assert shaping.current(runner, "lo") == shaped_lo
     before = runner.query(["tc", "-j", "qdisc", "show", "dev", "lo"]).stdout
-    recording = Runner(dry_run=True)
+    recording = SystemRunner(dry_run=True)
     shaping.apply(recording, shaped_lo, "lo", PORT)
     assert recording.plan == []  # nothing to change
     assert runner.query(["tc", "-j", "qdisc", "show", "dev", "lo"]).stdout == before

@@ -16,7 +16,7 @@ from bench_fixtures import TINY_FILE_STACK_AND_JOBS
 import skycache.bench
 from skycache.bench import fioparse, orchestrate, remote, scenario, tidy
 from skycache.errors import InvalidInput
-from skycache.runner import CommandError, Completed, Runner, SshTarget
+from skycache.runner import CommandError, Completed, SshTarget, SystemRunner
 
 DATA = Path(__file__).parent / "data" / "bench" / "hosts"
 PROFILES = ("none", "gbe-2009", "10gbe")
@@ -96,7 +96,7 @@ def test_fio_address_and_runner() -> None:
     assert remote.parse_host("10.0.0.7:8799").fio_address == "10.0.0.7,8799"
     assert remote.parse_host("[::1]:8800").fio_address == "ip6:::1,8800"
     assert remote.parse_host("[::1]:8800").label == "[::1]:8800"
-    local = Runner()
+    local = SystemRunner()
     for entry in ("localhost", "127.0.0.1:8799", "::1"):
         assert remote.runner_for(remote.parse_host(entry), local) is local
     r = remote.runner_for(remote.parse_host("node1:9000"), local)
@@ -118,7 +118,7 @@ def test_client_argv_pairs_each_host_with_its_job_file(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
-class Recorder(Runner):
+class Recorder(SystemRunner):
     """Records what would run; fio "fails" without output (like an unreachable server)."""
 
     def __init__(self) -> None:
@@ -300,7 +300,7 @@ def test_unreachable_server_fails_the_condition_and_the_run_goes_on(tmp_path: Pa
 # -- the workspace on a fio server reached over ssh ----------------------------------------------
 
 
-class SshRecorder(Runner):
+class SshRecorder(SystemRunner):
     """A runner for a remote host that records commands and runs none (no network in unit tests)."""
 
     def __init__(self) -> None:

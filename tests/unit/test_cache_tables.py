@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from skycache.errors import InvalidInput, NotOwned
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 from skycache.storage.caches import dmcache
 from skycache.storage.caches.dmcache import CacheTable
 from skycache.storage.caches.writecache import WritecacheTable
@@ -52,7 +52,7 @@ def test_writecache_table() -> None:
 
 
 def test_migration_threshold_message() -> None:
-    runner = Runner(dry_run=True)
+    runner = SystemRunner(dry_run=True)
     dmcache.set_migration_threshold(runner, "skycache-wb-vm1", 0)
     assert [c.argv for c in runner.plan] == [
         ("dmsetup", "message", "skycache-wb-vm1", "0", "migration_threshold", "0")

@@ -29,23 +29,27 @@ def test_json_output_is_indented(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(out) == [{"name": "x"}] and '\n  {\n    "name"' in out
 
 
-def test_dry_run_prints_the_plan_and_runs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    ran: list[str] = []
-    plan = Plan("make x").add(Action("step one", lambda _r: ran.append("one")))
+def test_dry_run_prints_the_plan_and_runs_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "x"
+    plan = Plan("make x").add(Action.command("step one", ["touch", str(target)]))
     assert common.run_plan(plan, dry_run=True) is False
-    assert ran == []
-    assert capsys.readouterr().out.splitlines() == ["plan: make x", "  1. step one"]
+    assert not target.exists()
+    assert capsys.readouterr().out.splitlines() == [
+        "plan: make x",
+        "  1. step one",
+        f"       $ touch {target}",
+    ]
 
 
-def test_applied_plan_runs_every_step(capsys: pytest.CaptureFixture[str]) -> None:
-    ran: list[str] = []
+def test_applied_plan_runs_every_step(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
     plan = (
         Plan("make x")
-        .add(Action("one", lambda _r: ran.append("one")))
-        .add(Action("two", lambda _r: ran.append("two")))
+        .add(Action.command("one", ["touch", str(one)]))
+        .add(Action.command("two", ["touch", str(two)]))
     )
     assert common.run_plan(plan, dry_run=False) is True
-    assert ran == ["one", "two"] and capsys.readouterr().out == ""
+    assert one.exists() and two.exists() and capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize(

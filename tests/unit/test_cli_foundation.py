@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 
 SKYCACHE = [sys.executable, "-m", "skycache.cli.main"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    out = Runner().run([*SKYCACHE, *args], check=False, env=env or {}, timeout_s=60)
+    out = SystemRunner().run([*SKYCACHE, *args], check=False, env=env or {}, timeout_s=60)
     return out.returncode, out.stdout, out.stderr
 
 

@@ -10,7 +10,7 @@ from skycache.errors import InvalidInput
 from skycache.lab import accel
 from skycache.lab.kernel import KernelNotFetched, LabKernel, load, parse_meta_depends
 from skycache.lab.vm import LabSpec, check_spec, memory_for_qemu, vng_argv
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 
 # Recorded from `apt-cache depends linux-image-amd64` on Debian 12.
 APT_CACHE_DEPENDS = """linux-image-amd64
@@ -72,10 +72,10 @@ def test_memory_and_spec_checks(tmp_path: Path) -> None:
 def test_accel_explicit_and_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKYCACHE_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("SKYCACHE_LAB_ACCEL", raising=False)
-    assert accel.choose("tcg", Runner(), KERNEL).accel == "tcg"
-    assert accel.choose("kvm", Runner(), KERNEL).accel == "kvm"
+    assert accel.choose("tcg", SystemRunner(), KERNEL).accel == "tcg"
+    assert accel.choose("kvm", SystemRunner(), KERNEL).accel == "kvm"
     accel.remember(KERNEL, accel.AccelChoice("tcg", "probe hung"))
-    choice = accel.choose("auto", Runner(), KERNEL)
+    choice = accel.choose("auto", SystemRunner(), KERNEL)
     assert choice.accel == "tcg" and "remembered" in choice.reason
     # A record from another kernel is not reused.
     other = LabKernel("6.1.0-1-amd64", "p", "v", Path("/x"))
@@ -85,7 +85,7 @@ def test_accel_explicit_and_remembered(tmp_path: Path, monkeypatch: pytest.Monke
 def test_accel_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKYCACHE_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("SKYCACHE_LAB_ACCEL", "tcg")
-    assert accel.choose("auto", Runner(), KERNEL).reason == "asked for TCG"
+    assert accel.choose("auto", SystemRunner(), KERNEL).reason == "asked for TCG"
     monkeypatch.setenv("SKYCACHE_LAB_ACCEL", "fast")
     with pytest.raises(InvalidInput, match="'fast'"):
-        accel.choose("auto", Runner(), KERNEL)
+        accel.choose("auto", SystemRunner(), KERNEL)

@@ -9,7 +9,7 @@ import pytest
 
 from skycache.errors import InvalidInput, NotOwned
 from skycache.net import shaping
-from skycache.runner import Arg, Completed, Runner
+from skycache.runner import Arg, Completed, SystemRunner
 
 DATA = Path(__file__).parent / "data" / "net"
 
@@ -81,7 +81,7 @@ def test_identify_named_profile() -> None:
     assert shaping.identify(100_000_000, 1.0, 0.0).name == "custom"
 
 
-class FakeRunner(Runner):
+class FakeRunner(SystemRunner):
     """Answers tc queries from recorded output and records the changing commands."""
 
     def __init__(self, qdisc_json: str, filter_json: str = "[]") -> None:

@@ -20,15 +20,15 @@ from skycache.runner import (
     LocalTarget,
     MissingProgram,
     Retry,
-    Runner,
     Secret,
     SshTarget,
+    SystemRunner,
     render,
 )
 
 
 def test_runs_argv_and_captures_output() -> None:
-    out = Runner().run(["printf", "%s|%s", "a b", "$HOME"])
+    out = SystemRunner().run(["printf", "%s|%s", "a b", "$HOME"])
     # No shell: the space stays inside one argument and $HOME is not expanded.
     assert out.stdout == "a b|$HOME"
     assert out.returncode == 0
@@ -36,17 +36,17 @@ def test_runs_argv_and_captures_output() -> None:
 
 def test_refuses_a_shell_string() -> None:
     with pytest.raises(TypeError):
-        Runner().run("echo hi")  # type: ignore[arg-type]
+        SystemRunner().run("echo hi")  # type: ignore[arg-type]
 
 
 def test_lc_all_is_c() -> None:
-    out = Runner().run(["sh", "-c", 'printf %s "$LC_ALL"'])
+    out = SystemRunner().run(["sh", "-c", 'printf %s "$LC_ALL"'])
     assert out.stdout == "C"
 
 
 def test_failure_raises_command_error_with_everything() -> None:
     with pytest.raises(CommandError) as info:
-        Runner().run(["sh", "-c", "echo out; echo 'bad thing' >&2; exit 3"])
+        SystemRunner().run(["sh", "-c", "echo out; echo 'bad thing' >&2; exit 3"])
     err = info.value
     assert err.returncode == 3
     assert err.argv == ["sh", "-c", "echo out; echo 'bad thing' >&2; exit 3"]
@@ -57,14 +57,14 @@ def test_failure_raises_command_error_with_everything() -> None:
 
 
 def test_check_false_returns_the_code() -> None:
-    assert Runner().run(["sh", "-c", "exit 4"], check=False).returncode == 4
+    assert SystemRunner().run(["sh", "-c", "exit 4"], check=False).returncode == 4
 
 
 def test_timeout_kills_the_whole_process_group() -> None:
     started = time.monotonic()
     with pytest.raises(CommandError) as info:
         # The child shell starts a grandchild sleep; both must die at the timeout.
-        Runner().run(["sh", "-c", "sleep 30 & wait"], timeout_s=0.5)
+        SystemRunner().run(["sh", "-c", "sleep 30 & wait"], timeout_s=0.5)
     assert time.monotonic() - started < 10
     assert info.value.timeout == 0.5
     assert "timed out after 0.5s" in str(info.value)
@@ -72,19 +72,19 @@ def test_timeout_kills_the_whole_process_group() -> None:
 
 def test_missing_program_names_the_debian_package() -> None:
     with pytest.raises(MissingProgram) as info:
-        Runner(LocalTarget()).run(["/nonexistent/dir/iscsiadm", "-m", "session"])
+        SystemRunner(LocalTarget()).run(["/nonexistent/dir/iscsiadm", "-m", "session"])
     assert "open-iscsi" in str(info.value)
 
 
 def test_secret_reaches_the_process_but_not_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
     secret = Secret("s3cr3t-chap-value")
     caplog.set_level(logging.DEBUG, logger="skycache.runner")
-    out = Runner().run(["printf", "%s", secret])
+    out = SystemRunner().run(["printf", "%s", secret])
     assert out.stdout == MASK  # even echoed back, the value is masked
     assert "s3cr3t" not in caplog.text
     assert "s3cr3t" not in " ".join(out.argv)
     with pytest.raises(CommandError) as info:
-        Runner().run(["sh", "-c", 'echo "pw=$1" >&2; exit 1', "sh", secret])
+        SystemRunner().run(["sh", "-c", 'echo "pw=$1" >&2; exit 1', "sh", secret])
     assert "s3cr3t" not in str(info.value)
     assert "s3cr3t" not in info.value.stderr
     assert "s3cr3t" not in repr(secret)
@@ -92,14 +92,14 @@ def test_secret_reaches_the_process_but_not_logs_or_errors(caplog: pytest.LogCap
 
 def test_secret_in_environment_is_masked() -> None:
     with pytest.raises(CommandError) as info:
-        Runner().run(["sh", "-c", 'echo "$PW" >&2; exit 1'], env={"PW": Secret("hunter2-xyz")})
+        SystemRunner().run(["sh", "-c", 'echo "$PW" >&2; exit 1'], env={"PW": Secret("hunter2-xyz")})
     assert "hunter2" not in str(info.value)
     assert MASK in info.value.stderr
 
 
 def test_retry_only_on_transient_codes() -> None:
     sleeps: list[float] = []
-    runner = Runner(sleep=sleeps.append)
+    runner = SystemRunner(sleep=sleeps.append)
     with pytest.raises(CommandError):
         runner.run(["sh", "-c", "exit 6"], retry=Retry(frozenset({6}), attempts=3, first_delay_s=0.1))
     assert sleeps == [0.1, 0.2]  # three attempts, exponential backoff
@@ -112,13 +112,13 @@ def test_retry_only_on_transient_codes() -> None:
 def test_retry_succeeds_when_the_failure_goes_away(tmp_path: object) -> None:
     marker = f"/tmp/skycache-test-retry-{time.monotonic_ns()}"
     script = f"if [ -e {marker} ]; then rm {marker}; exit 0; else touch {marker}; exit 6; fi"
-    out = Runner(sleep=lambda _s: None).run(["sh", "-c", script], retry=Retry(frozenset({6})))
+    out = SystemRunner(sleep=lambda _s: None).run(["sh", "-c", script], retry=Retry(frozenset({6})))
     assert out.returncode == 0
 
 
 def test_dry_run_records_the_plan_and_runs_nothing(tmp_path: pytest.TempPathFactory) -> None:
     target = f"/tmp/skycache-dry-run-{time.monotonic_ns()}"
-    runner = Runner(dry_run=True)
+    runner = SystemRunner(dry_run=True)
     done = runner.run(["touch", target])
     runner.run(["iscsiadm", "--password", Secret("x-secret-x")])
     assert done.planned_only
@@ -132,7 +132,7 @@ def test_dry_run_records_the_plan_and_runs_nothing(tmp_path: pytest.TempPathFact
 
 def test_stream_passes_lines_and_exit_code() -> None:
     lines: list[str] = []
-    code = Runner().stream(
+    code = SystemRunner().stream(
         [sys.executable, "-c", "import sys; print('a'); print('b', file=sys.stderr); sys.exit(3)"],
         on_line=lines.append,
     )
@@ -143,7 +143,7 @@ def test_stream_passes_lines_and_exit_code() -> None:
 def test_stream_on_start_gets_a_group_leader_pid() -> None:
     pids: list[int] = []
     lines: list[str] = []
-    code = Runner().stream(
+    code = SystemRunner().stream(
         [sys.executable, "-c", "import os; print(os.getpid(), os.getpgid(0))"],
         on_line=lines.append,
         on_start=pids.append,
@@ -154,7 +154,7 @@ def test_stream_on_start_gets_a_group_leader_pid() -> None:
 
 def test_stream_timeout() -> None:
     with pytest.raises(CommandError):
-        Runner().stream(["sleep", "30"], on_line=lambda _l: None, timeout_s=0.5)
+        SystemRunner().stream(["sleep", "30"], on_line=lambda _l: None, timeout_s=0.5)
 
 
 def test_remote_target_argv() -> None:
@@ -168,7 +168,7 @@ def test_remote_target_argv() -> None:
 
 
 def test_remote_runner_uses_ssh_and_masks(caplog: pytest.LogCaptureFixture) -> None:
-    runner = Runner(SshTarget("h"), dry_run=True)
+    runner = SystemRunner(SshTarget("h"), dry_run=True)
     runner.run(["iscsiadm", Secret("pw-123")])
     assert runner.plan[0].target == "h"
     assert "pw-123" not in caplog.text
@@ -181,8 +181,8 @@ def test_render_quotes_and_masks() -> None:
 def test_command_log_records_masked_argv_and_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log_file = tmp_path / "commands.jsonl"
     monkeypatch.setenv("SKYCACHE_COMMAND_LOG", str(log_file))
-    Runner().run(["echo", Secret("hunter2")])
-    Runner().query(["sh", "-c", "exit 3"], check=False)
+    SystemRunner().run(["echo", Secret("hunter2")])
+    SystemRunner().query(["sh", "-c", "exit 3"], check=False)
     records = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert [r["argv"] for r in records] == [["echo", "********"], ["sh", "-c", "exit 3"]]
     assert [r["rc"] for r in records] == [0, 3]

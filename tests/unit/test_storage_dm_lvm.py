@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from skycache.errors import InvalidInput, NotOwned
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 from skycache.storage.kernel import dm, loopdev, lvm
 
 DATA = Path(__file__).parent / "data" / "storage"
@@ -78,7 +78,7 @@ def test_removal_order_puts_holders_first() -> None:
     assert dm.removal_order(["skycache-exp-probe"], deps) == ["skycache-exp-probe"]
 
 
-class Recorder(Runner):
+class Recorder(SystemRunner):
     """Records argv lists (dry run) and answers queries from a table of canned outputs."""
 
     def __init__(self, answers: dict[str, str] | None = None) -> None:

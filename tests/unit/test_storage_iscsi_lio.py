@@ -16,7 +16,7 @@ from skycache import runner as runner_mod
 from skycache import state
 from skycache.cli.main import app
 from skycache.errors import InvalidInput, SkycacheError
-from skycache.runner import Runner, Secret
+from skycache.runner import Secret, SystemRunner
 from skycache.storage.kernel import iscsi, lio
 
 DATA = Path(__file__).parent / "data" / "storage"
@@ -54,7 +54,7 @@ class Recorder:
         self.calls: list[list[str]] = []
         self.fail = fail or {}
         monkeypatch.setattr(runner_mod, "_run_in_group", self._run)
-        self.runner = Runner(sleep=lambda s: None)
+        self.runner = SystemRunner(sleep=lambda s: None)
 
     def _run(
         self, argv: list[str], stdin: object, env: object, timeout_s: float

@@ -7,7 +7,7 @@ import types
 import pytest
 
 from skycache.errors import Busy
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 from skycache.storage import teardown
 from skycache.storage.inventory import Inventory
 from skycache.storage.kernel import iscsi, lio, loopdev, lvm
@@ -60,7 +60,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 def test_order_flush_dm_sessions_exports_lvm_loops(fake: dict[str, int]) -> None:
-    plan = teardown.plan_teardown(Runner(dry_run=True))
+    plan = teardown.plan_teardown(SystemRunner(dry_run=True))
     steps = [a.description for a in plan.actions]
     keys = [
         "flush write-back cache skycache-wb-1",
@@ -79,8 +79,8 @@ def test_order_flush_dm_sessions_exports_lvm_loops(fake: dict[str, int]) -> None
 
 def test_dirty_cache_without_flush_is_refused_unless_forced(fake: dict[str, int]) -> None:
     with pytest.raises(Busy, match="skycache-wb-1 has 7 dirty blocks"):
-        teardown.plan_teardown(Runner(dry_run=True), flush=False)
-    plan = teardown.plan_teardown(Runner(dry_run=True), flush=False, force=True)
+        teardown.plan_teardown(SystemRunner(dry_run=True), flush=False)
+    plan = teardown.plan_teardown(SystemRunner(dry_run=True), flush=False, force=True)
     assert not any("flush" in a.description for a in plan.actions)
 
 
@@ -89,6 +89,6 @@ def test_tagged_vg_with_foreign_lv_is_not_removed_whole(
 ) -> None:
     foreign = lvm.LV("r1", "mine", 1, "-wi-a-----", (), "", "", "", "", "linear", "", "u")
     monkeypatch.setattr(lvm, "list_lvs", lambda runner, vg=None: [foreign])
-    steps = [a.description for a in teardown.plan_teardown(Runner(dry_run=True)).actions]
+    steps = [a.description for a in teardown.plan_teardown(SystemRunner(dry_run=True)).actions]
     assert not any("remove volume group r1" in s for s in steps)
     assert not any("mine" in s for s in steps)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from skycache.errors import InvalidInput, NotOwned
 from skycache.ownership import check_name, marked, require_marked_name, require_tagged
-from skycache.plan import Action, Plan, PlanFailed
-from skycache.runner import CommandError, Runner
+from skycache.plan import Action, Command, Plan, PlanFailed, Wait, WaitTimedOut
+from skycache.runner import Runner, Secret, SystemRunner
 from skycache.units import format_size, parse_positive_size, parse_size
 
 
@@ -65,46 +67,79 @@ def test_ownership_marks() -> None:
 def test_plan_describe_lists_commands() -> None:
     plan = Plan("make thing").add(Action.command("create a", ["touch", "/tmp/a"], ["rm", "/tmp/a"]))
     assert plan.describe() == ["plan: make thing", "  1. create a", "       $ touch /tmp/a"]
+    assert plan.commands() == ["touch /tmp/a"]
 
 
-def test_plan_failure_undoes_completed_steps_newest_first() -> None:
-    log: list[str] = []
+def test_plan_commands_are_every_mutating_command_in_order_masked() -> None:
+    class Ready:
+        def describe(self) -> str:
+            return "the device appears"
 
-    def step(name: str, fail: bool = False) -> Action:
-        def do(_r: Runner) -> None:
-            if fail:
-                raise CommandError(["x"], 1, "", "boom")
-            log.append(f"do {name}")
+        def poll(self, runner: Runner) -> tuple[bool, str | None]:
+            return True, None
 
-        return Action(name, do, lambda _r: log.append(f"undo {name}"))
-
-    plan = Plan("p").extend([step("a"), step("b"), step("c", fail=True), step("d")])
-    with pytest.raises(PlanFailed) as info:
-        plan.apply(Runner())
-    assert log == ["do a", "do b", "undo b", "undo a"]
-    assert info.value.step == "c" and "boom" in str(info.value)
-
-
-def test_plan_real_commands_roll_back(tmp_path: object) -> None:
-    import pathlib
-
-    d = pathlib.Path(str(tmp_path))
-    plan = Plan("files").extend(
+    plan = Plan("p").extend(
         [
-            Action.command("make a", ["touch", str(d / "a")], ["rm", str(d / "a")]),
-            Action.command("fail", ["false"]),
+            Action(
+                "two steps", (Command(("a", "1")), Wait(Ready(), timeout_s=5), Command(("b", Secret("pw"))))
+            ),
+            Action.command("with stdin", ["tee", "/x"], stdin="data"),
         ]
     )
+    assert plan.commands() == ["a 1", "b '********'", "tee /x"]
+    lines = plan.describe()
+    assert "       (wait until the device appears, at most 5 s)" in lines
+    assert "       $ tee /x < (stdin)" in lines
+    assert "pw" not in "\n".join(lines)
+
+
+def test_plan_failure_undoes_completed_steps_newest_first(tmp_path: Path) -> None:
+    made = [tmp_path / n for n in "abc"]
+    plan = Plan("p").extend(
+        [Action.command(f"make {f.name}", ["touch", str(f)], ["rm", str(f)]) for f in made]
+        + [Action.command("fail", ["false"], ["touch", str(tmp_path / "undo-of-fail")])]
+    )
+    with pytest.raises(PlanFailed) as info:
+        plan.apply(SystemRunner())
+    assert not any(f.exists() for f in made)
+    assert not (tmp_path / "undo-of-fail").exists()  # its only step failed: nothing to undo
+    assert info.value.step == "fail" and "exit code 1" in str(info.value)
+
+
+def test_plan_undoes_an_action_that_failed_after_its_first_step(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    action = Action(
+        "a then fail", (Command(("touch", str(a))), Command(("false",))), (Command(("rm", "-f", str(a))),)
+    )
     with pytest.raises(PlanFailed):
-        plan.apply(Runner())
-    assert not (d / "a").exists()
+        Plan("p").add(action).apply(SystemRunner())
+    assert not a.exists()
 
 
-def test_plan_dry_run_changes_nothing(tmp_path: object) -> None:
-    import pathlib
+def test_command_ok_codes_accept_a_known_exit() -> None:
+    Plan("p").add(Action.command("exit 1 is fine here", ["false"], ok_codes=frozenset({0, 1}))).apply(
+        SystemRunner()
+    )
 
-    target = pathlib.Path(str(tmp_path)) / "x"
-    runner = Runner(dry_run=True)
-    Plan("p").add(Action.command("make x", ["touch", str(target)])).apply(runner)
-    assert not target.exists()
-    assert runner.plan[0].argv == ("touch", str(target))
+
+def test_wait_polls_until_done_and_reports_progress_then_times_out() -> None:
+    seen: list[str] = []
+
+    class Countdown:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def describe(self) -> str:
+            return "the count reaches 0"
+
+        def poll(self, runner: Runner) -> tuple[bool, str | None]:
+            self.n -= 1
+            return self.n <= 0, f"{self.n} left"
+
+    Wait(Countdown(3), poll_s=0).run(SystemRunner(), seen.append)
+    assert seen == ["2 left", "1 left", "0 left"]
+    clock = iter([0.0, 0.0, 5.0, 11.0])
+    with pytest.raises(WaitTimedOut, match=r"until the count reaches 0 \(997 left\)"):
+        Wait(Countdown(1000), timeout_s=10).run(
+            SystemRunner(), clock=lambda: next(clock), sleep=lambda s: None
+        )

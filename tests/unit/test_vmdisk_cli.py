@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 
 SKYCACHE = str(Path(sys.executable).with_name("skycache"))
 
@@ -25,13 +25,13 @@ SKYCACHE = str(Path(sys.executable).with_name("skycache"))
     ],
 )
 def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
-    done = Runner().query([SKYCACHE, *args], check=False)
+    done = SystemRunner().query([SKYCACHE, *args], check=False)
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("skycache: error:"), done.stderr
 
 
 def test_help_lists_every_verb() -> None:
-    out = Runner().query([SKYCACHE, "disk", "--help"]).stdout
+    out = SystemRunner().query([SKYCACHE, "disk", "--help"]).stdout
     for verb in ("clone", "ln", "mkimage", "mkswap", "mv", "delete", "purge", "save", "list"):
         assert verb in out

@@ -215,13 +215,13 @@ def _run_in_lab(scenario: Path, out: Path, extra: list[str]) -> int:
     directory the guest may write)."""
     from skycache.lab import accel, kernel
     from skycache.lab.vm import LabSpec, boot
-    from skycache.runner import Runner
+    from skycache.runner import SystemRunner
     from skycache.units import parse_positive_size
 
     cwd = Path.cwd()
     if not out.resolve().is_relative_to(cwd):
         raise InvalidInput(f"--out {out}: must be under the current directory to run in the lab")
-    runner = Runner()
+    runner = SystemRunner()
     lab_kernel = kernel.require()
     choice = accel.choose("auto", runner, lab_kernel)
     spec = LabSpec(

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from skycache.errors import InvalidInput, SkycacheError
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 
 
 def register(net_app: typer.Typer) -> None:
@@ -48,7 +48,7 @@ def nat_bench(
 
     opts = nb.NatBenchOptions(repetitions, bulk_seconds, conn_seconds, max_conns, out, where)
     opts.validate()
-    runner = Runner()
+    runner = SystemRunner()
     if where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         cwd = Path.cwd().resolve()
         if not out.resolve().is_relative_to(cwd):

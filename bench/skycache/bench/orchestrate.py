@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from skycache.bench import fiojob, fioparse, remote, stacks, store, tidy
 from skycache.bench.scenario import Condition, Scenario, Workload
 from skycache.errors import InvalidInput, SkycacheError
-from skycache.runner import CommandError, Runner
+from skycache.runner import CommandError, Runner, SystemRunner
 
 log = logging.getLogger("skycache.bench.orchestrate")
 
@@ -497,7 +497,7 @@ def run_scenario(
             raise InvalidInput(f"hosts[{i}]: {entry!r}: {problem}")
     if options.where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         raise InvalidInput("--where lab: not inside the lab (run through `skycache lab run ... --`)")
-    out = Orchestrator(scenario, options, runner or Runner(), reporter or NullReporter()).run()
+    out = Orchestrator(scenario, options, runner or SystemRunner(), reporter or NullReporter()).run()
     if on_done is not None:
         on_done(out)
     return out

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from skycache.runner import Runner, SshTarget
+from skycache.runner import Runner, SshTarget, SystemRunner
 
 DEFAULT_PORT = 8765  # fio's default server port
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -122,7 +122,7 @@ def runner_for(host: Host, local: Runner) -> Runner:
     """Where the stack for ``host`` is built: the local runner for this machine, ssh otherwise."""
     if host.is_local:
         return local
-    return Runner(SshTarget(host.name), dry_run=local.dry_run, default_timeout_s=local.default_timeout_s)
+    return SystemRunner(SshTarget(host.name), dry_run=local.dry_run)
 
 
 def client_argv(pairs: Sequence[tuple[Host, Path]], json_path: Path) -> list[str]:

@@ -14,7 +14,7 @@ import typer
 
 from skycache.errors import SkycacheError
 from skycache.plan import Plan
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
@@ -34,7 +34,7 @@ def run_plan(plan: Plan, dry_run: bool) -> bool:
     if dry_run:
         typer.echo("\n".join(plan.describe()))
         return False
-    plan.apply(Runner())
+    plan.apply(SystemRunner())
     return True
 
 

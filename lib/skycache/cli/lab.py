@@ -11,7 +11,7 @@ import typer
 
 from skycache.lab import accel, kernel
 from skycache.lab.vm import LabSpec, boot
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 from skycache.units import parse_positive_size
 
 lab_app = typer.Typer(help="The lab: a disposable VM with a real Linux kernel.", no_args_is_help=True)
@@ -54,7 +54,7 @@ def run_cmd(
         argv = argv[1:]
     if accel_request not in ("auto", "kvm", "tcg"):
         raise typer.BadParameter(f"{accel_request!r} is not auto, kvm or tcg", param_hint="--accel")
-    runner = Runner()
+    runner = SystemRunner()
     lab_kernel = kernel.require()
     choice = accel.choose(accel_request, runner, lab_kernel)  # type: ignore[arg-type]
     cwd = Path.cwd()
@@ -78,7 +78,7 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print the lab kernel, where it came from, and the acceleration the lab will use and why."""
-    runner = Runner()
+    runner = SystemRunner()
     lab_kernel = kernel.require()
     choice = accel.choose("auto", runner, lab_kernel)
     record = {
@@ -101,6 +101,6 @@ def fetch_kernel_cmd(
     force: Annotated[bool, typer.Option(help="Fetch again even if one is cached.")] = False,
 ) -> None:
     """Download Debian's linux-image-amd64 kernel and unpack it into the cache (not /boot)."""
-    lab_kernel = kernel.fetch(Runner(), force=force)
+    lab_kernel = kernel.fetch(SystemRunner(), force=force)
     typer.echo(f"lab kernel {lab_kernel.version} ready in {lab_kernel.root}", err=True)
     sys.stdout.flush()

@@ -13,7 +13,7 @@ import typer
 from skycache.cli.common import JsonOpt, print_json
 from skycache.errors import InvalidInput
 from skycache.net import isolation, netns, shaping
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 
 net_app = typer.Typer(
     help="Network shaping, NAT load measurement and VM isolation rules.", no_args_is_help=True
@@ -28,11 +28,11 @@ NetnsOpt = Annotated[
 DevOpt = Annotated[str, typer.Option("--dev", help="Device carrying the iSCSI traffic.")]
 
 
-def _runner(dry_run: bool) -> Runner:
-    return Runner(dry_run=dry_run)
+def _runner(dry_run: bool) -> SystemRunner:
+    return SystemRunner(dry_run=dry_run)
 
 
-def _print_plan(runner: Runner) -> None:
+def _print_plan(runner: SystemRunner) -> None:
     for cmd in runner.plan:
         typer.echo("$ " + " ".join(cmd.argv))
     if not runner.plan:
@@ -93,7 +93,7 @@ def unshape(dev: DevOpt = "lo", ns: NetnsOpt = None, dry_run: DryRunOpt = False)
 @net_app.command("status")
 def status(dev: DevOpt = "lo", ns: NetnsOpt = None, as_json: JsonOpt = False) -> None:
     """Show the shaping profile on DEV and the isolated VMs (skycache's rules only)."""
-    runner = Runner()
+    runner = SystemRunner()
     prof = shaping.current(runner, dev, ns=_ns(ns))
     isolated = isolation.status(runner, _ns(ns))
     if as_json:

@@ -10,7 +10,7 @@ import typer
 
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, print_table, run_plan
 from skycache.errors import InvalidInput
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 from skycache.storage import node, vmdisk
 from skycache.storage.caches import cachestatus
 from skycache.storage.kernel import dm
@@ -62,7 +62,7 @@ def node_init(
     """Create the node's cache VG (tagged skycache, skycache-node) that holds cache LVs."""
     size = parse_positive_size(loop, what="--loop size") if loop is not None else None
     plan = node.plan_init(
-        Runner(dry_run=True), cache_vg, devices=device or None, loop_size=size, directory=loop_dir
+        SystemRunner(dry_run=True), cache_vg, devices=device or None, loop_size=size, directory=loop_dir
     )
     if run_plan(plan, dry_run):
         typer.echo(f"cache VG {cache_vg} created")
@@ -71,7 +71,7 @@ def node_init(
 @node_app.command("list")
 def node_list(as_json: JsonOpt = False) -> None:
     """List this node's cache VGs."""
-    vgs = node.list_cache_vgs(Runner())
+    vgs = node.list_cache_vgs(SystemRunner())
     print_list(
         vgs,
         as_json,
@@ -89,7 +89,7 @@ def cache_status(
     as_json: JsonOpt = False,
 ) -> None:
     """Status of skycache's dm-cache and dm-writecache devices (hits, misses, dirty, mode...)."""
-    runner = Runner()
+    runner = SystemRunner()
     tables = dm.all_tables(runner)
     names = [name] if name else sorted(tables)
     rows: list[dict[str, Any]] = []
@@ -129,7 +129,7 @@ def cache_flush(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 600,
 ) -> None:
     """Write back every dirty block and wait until the cache is clean."""
-    cachestatus.flush(Runner(), name, lambda n: _progress(f"{name}: {n} blocks to write back"), timeout)
+    cachestatus.flush(SystemRunner(), name, lambda n: _progress(f"{name}: {n} blocks to write back"), timeout)
     typer.echo(f"{name} is clean")
 
 
@@ -165,7 +165,7 @@ def disk_clone(
         write_engine,
         cache_vg,
     )
-    plan, path = vmdisk.plan_clone(Runner(dry_run=True), req)
+    plan, path = vmdisk.plan_clone(SystemRunner(dry_run=True), req)
     run_plan(plan, dry_run)
     typer.echo(path)
 
@@ -178,14 +178,14 @@ def disk_ln(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Attach a persistent image itself (no COW); prints the VM disk path as the last line."""
-    plan, path = vmdisk.plan_ln(Runner(dry_run=True), vm_id, ref, portal)
+    plan, path = vmdisk.plan_ln(SystemRunner(dry_run=True), vm_id, ref, portal)
     run_plan(plan, dry_run)
     typer.echo(path)
 
 
 def _mk(vm_id: str, size: str, cache_vg: str, dry_run: bool, swap: bool) -> None:
     nbytes = parse_positive_size(size, what="size")
-    plan, path = vmdisk.plan_mkimage(Runner(dry_run=True), vm_id, nbytes, cache_vg=cache_vg, swap=swap)
+    plan, path = vmdisk.plan_mkimage(SystemRunner(dry_run=True), vm_id, nbytes, cache_vg=cache_vg, swap=swap)
     run_plan(plan, dry_run)
     typer.echo(path)
 
@@ -220,7 +220,7 @@ def disk_mv(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Synchronise the VM disk, then rebuild it on another node; prints the new path last."""
-    plan, path = vmdisk.plan_mv(Runner(dry_run=True), vm_id, to_node, portal=portal, progress=_progress)
+    plan, path = vmdisk.plan_mv(SystemRunner(dry_run=True), vm_id, to_node, portal=portal, progress=_progress)
     run_plan(plan, dry_run)
     typer.echo(path)
 
@@ -234,7 +234,7 @@ def disk_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Tear the VM disk down (with --sync: flush it into its COW store on the repository first)."""
-    plan = vmdisk.plan_delete(Runner(dry_run=True), vm_id, sync=sync, progress=_progress)
+    plan = vmdisk.plan_delete(SystemRunner(dry_run=True), vm_id, sync=sync, progress=_progress)
     if run_plan(plan, dry_run):
         typer.echo(f"VM disk {vm_id} deleted" + (" (synced to the repository)" if sync else ""))
 
@@ -245,7 +245,7 @@ def disk_purge(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Remove a synced COW store from the repository."""
-    if run_plan(vmdisk.plan_purge(Runner(dry_run=True), vm_id), dry_run):
+    if run_plan(vmdisk.plan_purge(SystemRunner(dry_run=True), vm_id), dry_run):
         typer.echo(f"COW store of {vm_id} purged")
 
 
@@ -256,7 +256,7 @@ def disk_save(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Materialise the VM's disk (base + COW store) as a new image in the repository."""
-    plan = vmdisk.plan_save(Runner(dry_run=True), vm_id, new_ref, progress=_progress)
+    plan = vmdisk.plan_save(SystemRunner(dry_run=True), vm_id, new_ref, progress=_progress)
     if run_plan(plan, dry_run):
         typer.echo(f"VM disk {vm_id} saved as {new_ref}")
 
@@ -264,7 +264,7 @@ def disk_save(
 @disk_app.command("list")
 def disk_list(as_json: JsonOpt = False) -> None:
     """List VM disks (live on this node, or synced to a repository)."""
-    disks = vmdisk.list_disks(Runner())
+    disks = vmdisk.list_disks(SystemRunner())
     print_list(
         disks,
         as_json,

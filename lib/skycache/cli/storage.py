@@ -9,7 +9,7 @@ import typer
 
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, run_plan
 from skycache.errors import InvalidInput
-from skycache.runner import Runner
+from skycache.runner import SystemRunner
 from skycache.storage import image, inventory, teardown
 from skycache.storage import repository as repos
 from skycache.storage.kernel import iscsi, lio
@@ -39,7 +39,7 @@ def repo_init(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Create a repository: a tagged VG (on devices or a loop file) or a marked directory."""
-    runner = Runner(dry_run=True)
+    runner = SystemRunner(dry_run=True)
     if backend == "lvm":
         if directory is not None:
             raise InvalidInput("--dir is for --backend file")
@@ -58,7 +58,7 @@ def repo_init(
 @repo_app.command("list")
 def repo_list(as_json: JsonOpt = False) -> None:
     """List repositories."""
-    found = repos.list_repos(Runner())
+    found = repos.list_repos(SystemRunner())
     print_list(
         found,
         as_json,
@@ -79,7 +79,7 @@ def image_create(
 ) -> None:
     """Create an image, empty or from a raw/qcow2 file."""
     nbytes = parse_positive_size(size, what="--size") if size is not None else None
-    plan = image.plan_create(Runner(dry_run=True), ref, size=nbytes, source=source)
+    plan = image.plan_create(SystemRunner(dry_run=True), ref, size=nbytes, source=source)
     if run_plan(plan, dry_run):
         typer.echo(f"image {ref} created")
 
@@ -90,7 +90,7 @@ def image_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List images: name, backend, size, read-only, origin, clones."""
-    found = image.list_images(Runner(), repo)
+    found = image.list_images(SystemRunner(), repo)
     print_list(
         found,
         as_json,
@@ -114,7 +114,7 @@ def image_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Delete an image (refused while clones or an export use it, unless --force)."""
-    if run_plan(image.plan_delete(Runner(dry_run=True), ref, force=force), dry_run):
+    if run_plan(image.plan_delete(SystemRunner(dry_run=True), ref, force=force), dry_run):
         typer.echo(f"image {ref} deleted")
 
 
@@ -130,7 +130,7 @@ def image_clone(
 ) -> None:
     """Clone a base (made read-only first): thin, snapshot (O(1)) or copy."""
     cs = parse_positive_size(cow_size, what="--cow-size") if cow_size is not None else None
-    if run_plan(image.plan_clone(Runner(dry_run=True), base, new, cow, cow_size=cs), dry_run):
+    if run_plan(image.plan_clone(SystemRunner(dry_run=True), base, new, cow, cow_size=cs), dry_run):
         typer.echo(f"image {new} cloned from {base} ({cow})")
 
 
@@ -153,7 +153,7 @@ def export_add(
 ) -> None:
     """Export an image over iSCSI (LIO), with ACLs and CHAP."""
     plan = image.plan_export(
-        Runner(dry_run=True),
+        SystemRunner(dry_run=True),
         ref,
         initiators=initiator or [],
         read_only=read_only,
@@ -170,7 +170,7 @@ def export_remove(
     ref: Annotated[str, typer.Argument(metavar="REPO/NAME")], dry_run: DryRunOpt = False
 ) -> None:
     """Remove the export of an image."""
-    if run_plan(image.plan_unexport(Runner(dry_run=True), ref), dry_run):
+    if run_plan(image.plan_unexport(SystemRunner(dry_run=True), ref), dry_run):
         typer.echo(f"export of {ref} removed")
 
 
@@ -221,7 +221,7 @@ def export_show(
 @export_app.command("restore")
 def export_restore() -> None:
     """Recreate owned exports from the saved configuration (after a reboot)."""
-    done = lio.restore(Runner())
+    done = lio.restore(SystemRunner())
     typer.echo("\n".join(done) if done else "nothing to restore")
 
 
@@ -234,7 +234,7 @@ def attach(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the disk.")] = 60,
 ) -> None:
     """Log in to an exported image; prints the block device as the last line."""
-    typer.echo(image.attach(Runner(), ref, iscsi.parse_portal(portal), timeout_s=timeout))
+    typer.echo(image.attach(SystemRunner(), ref, iscsi.parse_portal(portal), timeout_s=timeout))
 
 
 def detach(
@@ -244,13 +244,13 @@ def detach(
     ] = False,
 ) -> None:
     """Flush and log out of an attached image."""
-    done = image.detach(Runner(), ref, force=force)
+    done = image.detach(SystemRunner(), ref, force=force)
     typer.echo("\n".join(f"logged out of {d}" for d in done) if done else f"{ref} is not attached")
 
 
 def inventory_cmd(as_json: JsonOpt = False) -> None:
     """List every object skycache owns, from the system's own records."""
-    items = inventory.collect(Runner()).items()
+    items = inventory.collect(SystemRunner()).items()
     print_list(items, as_json, ["KIND", "NAME", "DETAIL"], lambda i: [i.kind, i.name, i.detail])
 
 
@@ -268,7 +268,7 @@ def teardown_cmd(
     """Remove owned objects in safe order: flush, dm holders, sessions, exports, LVs/VGs, loops, files."""
     if not all_:
         raise InvalidInput("say --all: teardown removes everything skycache owns")
-    plan = teardown.plan_teardown(Runner(dry_run=True), flush=not no_flush, force=force)
+    plan = teardown.plan_teardown(SystemRunner(dry_run=True), flush=not no_flush, force=force)
     if run_plan(plan, dry_run):
         typer.echo(f"teardown done ({len(plan.actions)} steps)")
 

@@ -19,7 +19,7 @@ from skycache.errors import InvalidInput
 from skycache.lab.kernel import LabKernel
 from skycache.lab.paths import lab_dir
 from skycache.lab.vm import Accel, LabSpec, boot
-from skycache.runner import CommandError, Runner
+from skycache.runner import CommandError, SystemRunner
 
 AccelRequest = Literal["auto", "kvm", "tcg"]
 PROBE_TIMEOUT_S = 20.0  # a KVM boot takes a few seconds; a TCG one about 30 s
@@ -74,7 +74,7 @@ def kvm_device_usable() -> tuple[bool, str]:
     return True, "/dev/kvm exists"
 
 
-def probe_kvm(runner: Runner, kernel: LabKernel, timeout_s: float = PROBE_TIMEOUT_S) -> AccelChoice:
+def probe_kvm(runner: SystemRunner, kernel: LabKernel, timeout_s: float = PROBE_TIMEOUT_S) -> AccelChoice:
     """Boot a guest with KVM that runs ``true``; KVM only if it finishes in time."""
     ok, why = kvm_device_usable()
     if not ok:
@@ -90,7 +90,7 @@ def probe_kvm(runner: Runner, kernel: LabKernel, timeout_s: float = PROBE_TIMEOU
     return AccelChoice("kvm", f"a KVM probe boot succeeded in {time.monotonic() - started:.1f}s")
 
 
-def choose(requested: AccelRequest, runner: Runner, kernel: LabKernel) -> AccelChoice:
+def choose(requested: AccelRequest, runner: SystemRunner, kernel: LabKernel) -> AccelChoice:
     forced = os.environ.get("SKYCACHE_LAB_ACCEL")
     if requested == "auto" and forced:
         if forced not in ("kvm", "tcg"):

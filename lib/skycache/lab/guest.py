@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from skycache.runner import CommandError, Runner
+from skycache.runner import CommandError, Runner, SystemRunner
 
 MODULES = (
     "dm_mod",
@@ -64,7 +64,7 @@ def scratch_disks() -> list[str]:
 
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    runner = Runner()
+    runner = SystemRunner()
     try:
         prepare(runner)
     except CommandError as exc:

@@ -24,7 +24,7 @@ from typing import Literal
 
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.lab.kernel import LabKernel
-from skycache.runner import LineSink, MissingProgram, Runner
+from skycache.runner import LineSink, MissingProgram, SystemRunner
 from skycache.units import parse_size
 
 Accel = Literal["kvm", "tcg"]
@@ -101,7 +101,7 @@ def vng_argv(
 
 
 def boot(
-    runner: Runner,
+    runner: SystemRunner,
     kernel: LabKernel,
     spec: LabSpec,
     argv: Sequence[str],

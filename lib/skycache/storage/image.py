@@ -19,7 +19,7 @@ from typing import Any
 
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import LVM_TAG, NAME_PREFIX, check_name
-from skycache.plan import Action, Plan
+from skycache.plan import Action, Plan, legacy_action
 from skycache.runner import Runner, render
 from skycache.storage.kernel import iscsi, lio, lvm
 from skycache.storage.repository import Repository, get_repo, list_repos
@@ -249,7 +249,7 @@ def plan_create(runner: Runner, ref: str, *, size: int | None = None, source: st
             )
         dev = f"/dev/{vg}/{name}"
         plan.add(
-            Action(
+            legacy_action(
                 f"create LV {vg}/{name} ({format_size(want)})",
                 lambda r: lvm.create_lv(r, vg, name, want),
                 lambda r: lvm.remove_lv(r, vg, name, missing_ok=True),
@@ -299,7 +299,7 @@ def _read_only_action(img: Image) -> Action | None:
         return None
     if img.backend == "lvm":
         vg, name = img.path.split("/")[2], img.name
-        return Action(
+        return legacy_action(
             f"make base {img.ref} read-only",
             lambda r: lvm.set_read_only(r, vg, name, True),
             lambda r: lvm.set_read_only(r, vg, name, False),
@@ -346,7 +346,9 @@ def plan_clone(runner: Runner, base_ref: str, new_ref: str, cow: str, *, cow_siz
         def write_meta(r: Runner) -> None:
             meta.write_text(json.dumps({"origin": base.name, "cow": "copy"}) + "\n")
 
-        plan.add(Action(f"record origin in {meta}", write_meta, lambda r: meta.unlink(missing_ok=True)))
+        plan.add(
+            legacy_action(f"record origin in {meta}", write_meta, lambda r: meta.unlink(missing_ok=True))
+        )
         return plan
     vg = repo.location
     if base.cow == "snapshot":
@@ -359,7 +361,7 @@ def plan_clone(runner: Runner, base_ref: str, new_ref: str, cow: str, *, cow_siz
                     f"no room for a thin pool in {repo_name!r} ({format_size(repo.free)} free)"
                 )
             plan.add(
-                Action(
+                legacy_action(
                     f"create thin pool {vg}/{POOL} ({format_size(pool_size)})",
                     lambda r: lvm.create_thin_pool(r, vg, POOL, pool_size),
                     lambda r: lvm.remove_lv(r, vg, POOL, missing_ok=True),
@@ -367,7 +369,7 @@ def plan_clone(runner: Runner, base_ref: str, new_ref: str, cow: str, *, cow_siz
                 )
             )
         plan.add(
-            Action(
+            legacy_action(
                 f"thin snapshot {vg}/{new} of {vg}/{base.name} (external origin)",
                 lambda r: lvm.snapshot_thin(r, vg, POOL, base.name, new),
                 lambda r: lvm.remove_lv(r, vg, new, missing_ok=True),
@@ -380,7 +382,7 @@ def plan_clone(runner: Runner, base_ref: str, new_ref: str, cow: str, *, cow_siz
         if size > repo.free:
             raise InvalidInput(f"COW size {format_size(size)} is larger than the free space of {repo_name!r}")
         plan.add(
-            Action(
+            legacy_action(
                 f"LVM snapshot {vg}/{new} of {vg}/{base.name} (COW store {format_size(size)})",
                 lambda r: lvm.snapshot_classic(r, vg, base.name, new, size),
                 lambda r: lvm.remove_lv(r, vg, new, missing_ok=True),
@@ -392,7 +394,7 @@ def plan_clone(runner: Runner, base_ref: str, new_ref: str, cow: str, *, cow_siz
             raise InvalidInput(f"base {base_ref} ({format_size(base.size)}) does not fit in {repo_name!r}")
         extra = ["--addtag", FROM_TAG + base.name]
         plan.add(
-            Action(
+            legacy_action(
                 f"create LV {vg}/{new} ({format_size(base.size)})",
                 lambda r: lvm.create_lv(r, vg, new, base.size, extra=extra),
                 lambda r: lvm.remove_lv(r, vg, new, missing_ok=True),
@@ -439,7 +441,7 @@ def _add_delete(
     if img.backend == "lvm":
         vg = img.path.split("/")[2]
         plan.add(
-            Action(
+            legacy_action(
                 f"remove LV {vg}/{img.name}",
                 lambda r: lvm.remove_lv(r, vg, img.name, missing_ok=True),
                 shown=(render(lvm.lvremove_argv(vg, img.name)),),

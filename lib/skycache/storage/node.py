@@ -13,7 +13,7 @@ from typing import Any
 
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import check_name
-from skycache.plan import Action, Plan
+from skycache.plan import Plan, legacy_action
 from skycache.runner import Runner, render
 from skycache.storage import repository
 from skycache.storage.kernel import lvm
@@ -58,7 +58,7 @@ def plan_init(
     if devices:
         devs = list(devices)
         plan.add(
-            Action(
+            legacy_action(
                 f"create tagged VG {name} on {', '.join(devs)}",
                 lambda r: lvm.create_vg(r, name, devs, tags=tags),
                 lambda r: lvm.remove_vg(r, name),
@@ -73,7 +73,7 @@ def plan_init(
         size = loop_size
         backing = lvm.loop_backing_file(where, name)
         plan.add(
-            Action(
+            legacy_action(
                 f"create tagged VG {name} on a loop device over {backing} ({format_size(size)}, sparse)",
                 lambda r: _mkdir_and_create(r, name, size, where, tags),
                 lambda r: lvm.remove_vg(r, name),

@@ -17,7 +17,7 @@ from typing import Any
 from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import LVM_TAG, check_name
-from skycache.plan import Action, Plan
+from skycache.plan import Plan, legacy_action
 from skycache.runner import Runner, render
 from skycache.storage.kernel import lvm
 from skycache.units import format_size
@@ -97,7 +97,7 @@ def plan_init_lvm(
             if dev in in_use:
                 raise Busy(f"device {dev!r} is already an LVM physical volume")
         plan.add(
-            Action(
+            legacy_action(
                 f"create tagged volume group {name} on {', '.join(devices)}",
                 lambda r: lvm.create_vg(r, name, devices, tags=tags),
                 lambda r: lvm.remove_vg(r, name),
@@ -113,7 +113,7 @@ def plan_init_lvm(
         if not where.is_dir():
             raise InvalidInput(f"loop directory {str(where)!r} does not exist")
         plan.add(
-            Action(
+            legacy_action(
                 f"create tagged volume group {name} on a loop device over sparse {backing} "
                 f"({format_size(loop_size)})",
                 lambda r: lvm.create_loop_vg(r, name, loop_size, where, tags=tags),
@@ -153,7 +153,7 @@ def plan_init_file(runner: Runner, name: str, directory: Path) -> Plan:
         _save_registry(reg)
 
     return Plan(f"create file repository {name}").add(
-        Action(f"mark directory {d} as repository {name} and register it", do, undo)
+        legacy_action(f"mark directory {d} as repository {name} and register it", do, undo)
     )
 
 

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from skycache.errors import Busy, SkycacheError
-from skycache.plan import Action, Plan, Step
+from skycache.plan import Action, Plan, legacy_action
 from skycache.runner import Runner, render
 from skycache.storage import repository
 from skycache.storage.inventory import Inventory, collect
@@ -30,7 +30,7 @@ CACHE_TARGETS = ("cache", "writecache")
 SHIM_PREFIX = "skycache-exp-"
 
 
-def _call(fn: Callable[..., object], *args: Any, **kwargs: Any) -> Step:
+def _call(fn: Callable[..., object], *args: Any, **kwargs: Any) -> Callable[[Runner], object]:
     """A plan step calling ``fn(runner, *args, **kwargs)``; binds the arguments now, not at call time."""
     return lambda runner: fn(runner, *args, **kwargs)
 
@@ -71,7 +71,7 @@ def _plan_dm(
             if dirty > 0:
                 if flush:
                     plan.add(
-                        Action(
+                        legacy_action(
                             f"flush write-back cache {name} ({dirty} dirty blocks)",
                             _call(cs.flush, name, timeout_s=timeout_s),
                         )
@@ -82,7 +82,7 @@ def _plan_dm(
                         "--no-flush) or discard them with --force"
                     )
         plan.add(
-            Action(
+            legacy_action(
                 f"remove dm device {name} ({target or '?'})",
                 _call(dm.remove, name, force=force),
                 shown=(f"dmsetup remove {name}",),
@@ -95,7 +95,7 @@ def _plan_iscsi(plan: Plan, inv: Inventory) -> None:
         iface = s.iface if s.iface != "default" else None
         portal = iscsi.parse_portal(s.portal)
         plan.add(
-            Action(
+            legacy_action(
                 f"log out of {s.iqn} at {s.portal}" + (f" (iface {s.iface})" if iface else ""),
                 _call(iscsi.logout, s.iqn, portal, iface=iface),
                 shown=(render(["iscsiadm", "-m", "node", "-T", s.iqn, "-p", s.portal, "--logout"]),),
@@ -103,13 +103,13 @@ def _plan_iscsi(plan: Plan, inv: Inventory) -> None:
         )
     for portal_text, iqn in inv.nodes:
         plan.add(
-            Action(
+            legacy_action(
                 f"delete iSCSI node record {iqn} at {portal_text}",
                 _call(_delete_node, iqn),
             )
         )
     for name in inv.ifaces:
-        plan.add(Action(f"delete iSCSI iface {name}", _call(iscsi.delete_iface, name)))
+        plan.add(legacy_action(f"delete iSCSI iface {name}", _call(iscsi.delete_iface, name)))
 
 
 def _delete_node(runner: Runner, iqn: str) -> None:
@@ -118,12 +118,12 @@ def _delete_node(runner: Runner, iqn: str) -> None:
 
 def _plan_exports(runner: Runner, plan: Plan, inv: Inventory) -> None:
     for exp in inv.exports:
-        plan.add(Action(f"remove export {exp.iqn}", _call(lio.remove_iqn, exp.iqn)))
+        plan.add(legacy_action(f"remove export {exp.iqn}", _call(lio.remove_iqn, exp.iqn)))
     exported = {e.storage_object for e in inv.exports}
     for plugin, name in inv.backstores:
         if name not in exported:
             plan.add(
-                Action(
+                legacy_action(
                     f"remove LIO {plugin} backstore {name}",
                     _call(lambda _r, n: lio.remove_storage_object(n), name),
                 )
@@ -131,14 +131,14 @@ def _plan_exports(runner: Runner, plan: Plan, inv: Inventory) -> None:
     for name in inv.dm_devices:
         if name.startswith(SHIM_PREFIX):
             plan.add(
-                Action(
+                legacy_action(
                     f"remove dm shim {name}",
                     _call(dm.remove, name),
                     shown=(f"dmsetup remove {name}",),
                 )
             )
     if inv.exports or inv.backstores:
-        plan.add(Action("save the LIO configuration", lambda r: lio.save(r)))
+        plan.add(legacy_action("save the LIO configuration", lambda r: lio.save(r)))
 
 
 def _lv_rank(lv: lvm.LV) -> int:
@@ -156,7 +156,7 @@ def _plan_lvm(runner: Runner, plan: Plan, inv: Inventory) -> None:
         if not foreign:
             whole.add(vg.name)
             plan.add(
-                Action(
+                legacy_action(
                     f"remove volume group {vg.name} with its LVs, PVs and loop devices",
                     _call(lvm.remove_vg, vg.name),
                     shown=(f"vgremove -y -f {vg.name}",),
@@ -164,7 +164,7 @@ def _plan_lvm(runner: Runner, plan: Plan, inv: Inventory) -> None:
             )
     for lv in sorted((lv for lv in inv.lvs if lv.vg not in whole and not lv.hidden), key=_lv_rank):
         plan.add(
-            Action(
+            legacy_action(
                 f"remove logical volume {lv.full_name}",
                 _call(lvm.remove_lv, lv.vg, lv.name, missing_ok=True),
                 shown=(render(lvm.lvremove_argv(lv.vg, lv.name)),),
@@ -183,12 +183,12 @@ def _plan_loops_and_files(plan: Plan, inv: Inventory) -> None:
                     backing.unlink()
 
     if inv.loops:
-        plan.add(Action("detach owned loop devices left over", detach_left))
+        plan.add(legacy_action("detach owned loop devices left over", detach_left))
     for f in inv.image_files:
         plan.add(Action.command(f"delete image file {f}", ["rm", "-f", "--", f]))
     for name in inv.file_repos:
         plan.add(
-            Action(
+            legacy_action(
                 f"forget file repository {name}", _call(lambda _r, n: repository.forget_file_repo(n), name)
             )
         )

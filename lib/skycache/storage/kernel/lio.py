@@ -24,7 +24,7 @@ from typing import Any
 from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned, SkycacheError
 from skycache.ownership import NAME_PREFIX, iqn_prefix, is_owned_iqn
-from skycache.plan import Action, Plan
+from skycache.plan import Plan, legacy_action
 from skycache.runner import Runner
 from skycache.storage.kernel import dm
 
@@ -193,7 +193,7 @@ def plan_add(runner: Runner, spec: ExportSpec) -> Plan:
         sectors = dm.device_sectors(runner, spec.device)
         table = [dm.linear(spec.device, sectors)]
         plan.add(
-            Action(
+            legacy_action(
                 f"create dm-linear shim {shim} over {spec.device}",
                 lambda r: dm.create(r, shim, table, readonly=spec.read_only),
                 lambda r: dm.remove(r, shim),
@@ -205,7 +205,7 @@ def plan_add(runner: Runner, spec: ExportSpec) -> Plan:
         raise InvalidInput(f"backstore kind {spec.kind!r} is not block or fileio")
     chap_note = "CHAP on (secret stored 0600)" if spec.chap else "CHAP off"
     plan.add(
-        Action(
+        legacy_action(
             f"create LIO {spec.kind} backstore and target {spec.iqn} on "
             f"{spec.listen[0]}:{spec.listen[1]} for {', '.join(spec.initiators)}; {chap_note}"
             + ("; read-only" if spec.read_only else ""),
@@ -213,7 +213,7 @@ def plan_add(runner: Runner, spec: ExportSpec) -> Plan:
             lambda r: _delete_target(spec.iqn, storage_object_name(spec.repo, spec.image)),
         )
     )
-    plan.add(Action("save the LIO configuration", lambda r: save(r)))
+    plan.add(legacy_action("save the LIO configuration", lambda r: save(r)))
     return plan
 
 
@@ -276,16 +276,18 @@ def plan_remove(runner: Runner, repo: str, image: str, *, missing_ok: bool = Fal
         raise NotFound(f"{repo}/{image} is not exported")
     if exp is not None:
         plan.add(
-            Action(
+            legacy_action(
                 f"delete LIO target {iqn} and backstore {exp.storage_object}",
                 lambda r: _delete_target(iqn, exp.storage_object),
             )
         )
     if dm.exists(runner, shim):
         plan.add(
-            Action(f"remove dm shim {shim}", lambda r: dm.remove(r, shim), shown=(f"dmsetup remove {shim}",))
+            legacy_action(
+                f"remove dm shim {shim}", lambda r: dm.remove(r, shim), shown=(f"dmsetup remove {shim}",)
+            )
         )
-    plan.add(Action("save the LIO configuration", lambda r: save(r)))
+    plan.add(legacy_action("save the LIO configuration", lambda r: save(r)))
     return plan
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, SkycacheError
 from skycache.ownership import check_name
-from skycache.plan import Action, Plan
+from skycache.plan import Action, Plan, legacy_action
 from skycache.runner import Runner, render
 from skycache.storage import image, node
 from skycache.storage.caches import cachestatus, dmcache
@@ -135,7 +135,7 @@ def _fn(
     undo: Callable[[Runner], object] | None = None,
     shown: tuple[str, ...] = (),
 ) -> Action:
-    return Action(description, do, undo, shown)
+    return legacy_action(description, do, undo, shown)
 
 
 def _ensure_lv(runner: Runner, vg: str, name: str, size: int, tags: list[str]) -> str:
