@@ -89,10 +89,10 @@ def set_write_cache(device: str, mode: str, sys_root: Path = Path("/sys")) -> No
     write_cache_attr(device, sys_root).write_text(mode + "\n")
 
 
-def flush_device(device: str, sys_root: Path = Path("/sys")) -> None:
+def flush_device(device: str, sys_root: Path = Path("/sys"), dev_root: Path = Path("/dev")) -> None:
     attr = write_cache_attr(device, sys_root)
     before = attr.read_text().strip()
-    node = Path("/dev") / kernel_name(device, sys_root)
+    node = dev_root / kernel_name(device, sys_root)
     if before == "write through":
         attr.write_text("write back\n")
     try:

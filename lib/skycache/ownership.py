@@ -32,7 +32,7 @@ def iqn_prefix() -> str:
 
 def check_name(name: str, *, what: str = "name") -> str:
     """Return ``name`` if it is in the safe set, else raise a one-line error naming it."""
-    if not _NAME_RE.match(name) or ".." in name:
+    if not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidInput(
             f"{what} {name!r} is invalid: use 1-40 lower-case letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

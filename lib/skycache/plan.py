@@ -44,6 +44,8 @@ class Command:
     timeout_s: float | None = None
     retry: Retry | None = None
     ok_codes: frozenset[int] = frozenset({0})
+    # What an exit code means, for the one-line error (iscsiadm's 24: "authorization failure").
+    meanings: tuple[tuple[int, str], ...] = ()
 
     def render(self) -> str:
         """The masked command line, as plans and the command log show it."""
@@ -61,14 +63,13 @@ class Command:
             list(self.argv), stdin=stdin, timeout_s=self.timeout_s, retry=self.retry, check=False
         )
         if done.returncode not in self.ok_codes:
-            raise CommandError(
+            error = CommandError(
                 done.argv, done.returncode, done.stdout, done.stderr, target=runner.target.name
             )
-
-
-def cmd(*argv: Arg, **kwargs: object) -> Command:
-    """``cmd("lvcreate", "-n", "x", ...)``: a :class:`Command` from its words."""
-    return Command(tuple(argv), **kwargs)  # type: ignore[arg-type]
+            meaning = dict(self.meanings).get(done.returncode)
+            if meaning is not None:
+                raise SkycacheError(meaning) from error
+            raise error
 
 
 class Probe(Protocol):

@@ -1,76 +1,54 @@
-"""Where skycache keeps the little it must remember itself: CHAP secrets, the saved target config,
-the registry of file repositories, and lock files.
+"""Where skycache keeps the little it must remember itself, on the host it manages: CHAP secrets, the
+saved target configuration, the registry of file repositories, the VM-disk notes.
 
 Everything else is read from the system's own records (LVM tags, dm tables, configfs, iSCSI
 sessions), so losing this directory loses secrets and file-repository names, nothing that teardown
-needs to find owned kernel objects.
+needs to find owned kernel objects. The directory is on the runner's host: it is read through the
+runner (:func:`read_json`) and written by ``skycache-agent write-file`` commands in plans
+(:func:`write_command`): atomically, mode 0600, in directories made 0700.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
+from skycache.errors import InvalidInput
+from skycache.plan import Command
+from skycache.runner import AGENT, Runner, Secret
+
 DEFAULT_STATE_DIR = "/etc/skycache"
-DEFAULT_RUN_DIR = "/run/skycache"
 
 
-def state_dir() -> Path:
-    """``$SKYCACHE_STATE_DIR`` or /etc/skycache."""
-    return Path(os.environ.get("SKYCACHE_STATE_DIR", DEFAULT_STATE_DIR))
+def state_dir() -> PurePosixPath:
+    """``$SKYCACHE_STATE_DIR`` or /etc/skycache (a path on the managed host)."""
+    return PurePosixPath(os.environ.get("SKYCACHE_STATE_DIR", DEFAULT_STATE_DIR))
 
 
-def secrets_dir() -> Path:
+def secrets_dir() -> PurePosixPath:
     return state_dir() / "secrets"
 
 
-def run_dir() -> Path:
-    """Lock files (``$SKYCACHE_RUN_DIR`` or /run/skycache): gone at reboot, like the locks."""
-    return Path(os.environ.get("SKYCACHE_RUN_DIR", DEFAULT_RUN_DIR))
+def read_json(runner: Runner, path: str | PurePosixPath, default: Any = None) -> Any:
+    """A JSON file of the state directory; ``default`` when it does not exist.
 
-
-def write_private(path: Path, data: str) -> None:
-    """Write ``data`` atomically (temp file + rename) with mode 0600 from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_private(path: Path, data: Any) -> None:
-    write_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: Path, default: Any) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+    Corrupt content is a one-line error naming the file, never a traceback.
+    """
+    text = runner.read_text(path)
+    if text is None:
         return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"state file {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
-@contextlib.contextmanager
-def file_lock(name: str) -> Iterator[None]:
-    """An exclusive advisory lock (fcntl.flock) on ``run_dir()/NAME.lock``; released on exit or death."""
-    d = run_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in ".-_" else "_" for c in name)
-    with (d / f"{safe}.lock").open("a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+def write_command(path: str | PurePosixPath, content: str | Secret) -> Command:
+    """Write ``content`` to ``path`` on the runner's host: atomically, 0600, parents 0700."""
+    return Command((AGENT, "write-file", str(path), "--mode", "0600"), stdin=content)
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import FakeRunner
 
-from skycache.errors import Busy, SkycacheError
-from skycache.runner import Completed
+from skycache.errors import SkycacheError
+from skycache.plan import Action, Wait
 from skycache.storage.caches import cachestatus
 from skycache.storage.caches.cachestatus import (
     CacheStatus,
@@ -111,104 +112,75 @@ def test_cleaner_table() -> None:
         cleaner_table(line("wc-table.txt"))
 
 
-class FakeRunner:
-    """Answers dmsetup status/table from a queue of recorded lines and records mutating commands."""
+def status_fake(statuses: list[str], table: str = "") -> FakeRunner:
+    fake = FakeRunner()
+    fake.replies("dmsetup", "status", replies=[s + "\n" for s in statuses])
+    fake.reply("dmsetup", "table", stdout=table + "\n")
+    return fake
 
-    dry_run = False
 
-    def __init__(self, statuses: list[str], table: str = "") -> None:
-        self.statuses = statuses
-        self.table = table
-        self.ran: list[list[str]] = []
-
-    def query(self, argv: list[str], **_: object) -> Completed:
-        if argv[1] == "status":
-            out = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+def run_flush(fake: FakeRunner, name: str, table: str) -> list[str]:
+    """The flush's steps applied to the fake; returns the progress notes."""
+    seen: list[str] = []
+    action = Action(f"flush {name}", cachestatus.flush_steps(name, table))
+    for step in action.do:
+        if isinstance(step, Wait):
+            step.run(fake, seen.append, sleep=lambda _: None)
         else:
-            out = self.table
-        return Completed(tuple(argv), 0, out + "\n", "")
-
-    def run(self, argv: list[str], **_: object) -> Completed:
-        self.ran.append(list(argv))
-        return Completed(tuple(argv), 0, "", "")
+            step.run(fake)
+    return seen
 
 
-def test_flush_dmcache_reloads_cleaner_and_reports_progress() -> None:
+def test_flush_dmcache_reloads_cleaner_waits_then_flushes_the_origin() -> None:
     dirty = line("cache-wb-dirty.txt")
     half = dirty.replace(" 0 49 46 1 writeback", " 0 49 20 1 writeback")
     clean = line("cache-cleaner-clean.txt")
-    fake = FakeRunner([dirty, dirty, half, clean], table=line("cache-wb-table.txt"))
-    seen: list[int] = []
-    origins: list[str] = []
-    cachestatus.flush(
-        fake,  # type: ignore[arg-type]
-        "skycache-wb-vm1",
-        seen.append,
-        sleep=lambda _: None,
-        flush_origin=lambda _r, dev: origins.append(dev),
-    )
-    assert seen == [46, 20, 0]
-    assert origins == ["7:0"]  # the origin of cache-wb-table.txt, flushed once the cache is clean
-    assert fake.ran[0] == ["dmsetup", "reload", "skycache-wb-vm1", "--table", line("cache-cleaner-table.txt")]
-    assert [a[1] for a in fake.ran[1:]] == ["suspend", "resume"]
-
-
-def test_flush_reports_the_count_before_it_starts() -> None:
-    """A small cache can be clean at the first poll: progress still starts from the dirty count."""
-    dirty, clean = line("cache-wb-dirty.txt"), line("cache-cleaner-clean.txt")
-    fake = FakeRunner([dirty, dirty, clean], table=line("cache-wb-table.txt"))
-    seen: list[int] = []
-    cachestatus.flush(
-        fake,
-        "skycache-wb-vm1",
-        seen.append,
-        sleep=lambda _: None,
-        flush_origin=lambda *_: None,  # type: ignore[arg-type]
-    )
-    assert seen == [46, 0]
+    fake = status_fake([dirty, half, clean])
+    seen = run_flush(fake, "skycache-wb-vm1", line("cache-wb-table.txt"))
+    assert seen == [f"skycache-wb-vm1: {n} blocks to write back" for n in (46, 20, 0)]
+    assert fake.ran() == [
+        f"dmsetup reload skycache-wb-vm1 --table '{line('cache-cleaner-table.txt')}'",
+        "dmsetup suspend skycache-wb-vm1",
+        "dmsetup resume skycache-wb-vm1",
+        "skycache-agent flush-device 7:0",  # the origin of cache-wb-table.txt, once the cache is clean
+    ]
 
 
 def test_flush_writecache_messages_cleaner() -> None:
-    fake = FakeRunner(
-        [line("wc-dirty.txt"), line("wc-dirty.txt"), line("wc-clean.txt")], table=line("wc-table.txt")
-    )
-    seen: list[int] = []
-    origins: list[str] = []
-    flush_origin = lambda _r, dev: origins.append(dev)  # noqa: E731
-    cachestatus.flush(fake, "skycache-wb-vm1", seen.append, sleep=lambda _: None, flush_origin=flush_origin)  # type: ignore[arg-type]
-    assert origins == ["7:0"]
-    assert fake.ran == [
-        ["dmsetup", "message", "skycache-wb-vm1", "0", "flush"],
-        ["dmsetup", "message", "skycache-wb-vm1", "0", "cleaner"],
+    fake = status_fake([line("wc-dirty.txt"), line("wc-clean.txt")])
+    seen = run_flush(fake, "skycache-wb-vm1", line("wc-table.txt"))
+    assert fake.ran() == [
+        "dmsetup message skycache-wb-vm1 0 flush",
+        "dmsetup message skycache-wb-vm1 0 cleaner",
+        "skycache-agent flush-device 7:0",
     ]
-    assert seen == [1600, 0]
+    assert seen == ["skycache-wb-vm1: 1600 blocks to write back", "skycache-wb-vm1: 0 blocks to write back"]
+
+
+def test_flush_of_a_cache_in_cleaner_mode_only_waits() -> None:
+    cleaner = line("cache-cleaner-table.txt")
+    steps = cachestatus.flush_steps("skycache-wb-vm1", cleaner)
+    assert [type(s).__name__ for s in steps] == ["Wait", "Command"]
 
 
 def test_flush_refuses_needs_check_and_times_out() -> None:
     bad = line("cache-wb-dirty.txt").replace("rw -", "ro needs_check")
-    fake = FakeRunner([bad], table=line("cache-wb-table.txt"))
     with pytest.raises(SkycacheError, match="needs_check"):
-        cachestatus.flush(fake, "skycache-wb-vm1", sleep=lambda _: None)  # type: ignore[arg-type]
+        cachestatus.CacheClean("skycache-wb-vm1").poll(status_fake([bad]))
     t = iter(range(100))
-    fake2 = FakeRunner([line("wc-dirty.txt")])
-    with pytest.raises(Busy, match="1600 blocks unwritten"):
-        cachestatus.flush(
-            fake2,  # type: ignore[arg-type]
-            "skycache-wb-vm1",
-            timeout_s=3,
-            clock=lambda: float(next(t)),
-            sleep=lambda _: None,
-        )
+    wait = Wait(cachestatus.CacheClean("skycache-wb-vm1"), timeout_s=3)
+    with pytest.raises(SkycacheError, match="1600 blocks to write back"):
+        wait.run(status_fake([line("wc-dirty.txt")]), clock=lambda: float(next(t)), sleep=lambda _: None)
 
 
 def test_flush_refuses_unmarked() -> None:
     with pytest.raises(SkycacheError, match="not created by skycache"):
-        cachestatus.flush(FakeRunner([line("wc-dirty.txt")]), "vg-lv")  # type: ignore[arg-type]
+        cachestatus.flush_steps("vg-lv", line("wc-table.txt"))
 
 
 def test_dirty_count() -> None:
-    assert cachestatus.dirty_count(FakeRunner([line("cache-wb-dirty.txt")]), "x") == 46  # type: ignore[arg-type]
-    assert cachestatus.dirty_count(FakeRunner([line("wc-dirty.txt")]), "x") == 1600  # type: ignore[arg-type]
+    assert cachestatus.dirty_count(status_fake([line("cache-wb-dirty.txt")]), "x") == 46
+    assert cachestatus.dirty_count(status_fake([line("wc-dirty.txt")]), "x") == 1600
 
 
 def test_cache_three_features_from_the_vm_stack() -> None:
@@ -229,12 +201,7 @@ def test_origin_of_both_engines() -> None:
 def test_flush_not_clean_does_not_flush_the_origin() -> None:
     """An error stops the flush before the origin is touched (nothing to make durable yet)."""
     bad = line("wc-dirty.txt").replace("writecache 0 ", "writecache 5 ", 1)
-    origins: list[str] = []
+    fake = status_fake([bad])
     with pytest.raises(SkycacheError, match="error 5"):
-        cachestatus.flush(
-            FakeRunner([bad], table=line("wc-table.txt")),  # type: ignore[arg-type]
-            "skycache-wb-vm1",
-            sleep=lambda _: None,
-            flush_origin=lambda _r, dev: origins.append(dev),
-        )
-    assert origins == []
+        run_flush(fake, "skycache-wb-vm1", line("wc-table.txt"))
+    assert not any("flush-device" in c for c in fake.ran())

@@ -10,12 +10,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fakes import FakeRunner
 from typer.testing import CliRunner
 
+from skycache import agent, state
 from skycache import runner as runner_mod
-from skycache import state
 from skycache.cli.main import app
 from skycache.errors import InvalidInput, SkycacheError
+from skycache.plan import Action, Command, Plan, Wait
 from skycache.runner import Secret, SystemRunner
 from skycache.storage.kernel import iscsi, lio
 
@@ -48,7 +50,7 @@ def test_initiator_name_and_portals() -> None:
 
 
 class Recorder:
-    """Fakes the process layer under a real Runner, so masking and retries are the runner's own."""
+    """Fakes the process layer under a real runner, so masking and retries are the runner's own."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: dict[str, int] | None = None) -> None:
         self.calls: list[list[str]] = []
@@ -66,33 +68,66 @@ class Recorder:
         return subprocess.CompletedProcess(argv, 0, "", "")
 
 
-def test_chap_password_is_masked_in_argv(
+PORTAL = iscsi.Portal("127.0.0.1")
+
+
+def login_plan(chap: tuple[str, Secret] | None = None) -> Plan:
+    actions = iscsi.attach_actions([], "iqn.t:x", PORTAL, chap=chap)
+    # Without a kernel there is no by-path link to wait for: keep the commands only.
+    return Plan(
+        "attach",
+        [Action(a.description, tuple(s for s in a.do if not isinstance(s, Wait)), a.undo) for a in actions],
+    )
+
+
+def test_attach_plan_makes_a_node_record_sets_chap_and_logs_in() -> None:
+    plan = login_plan(("skycache", Secret("s3cr3t-value")))
+    node = "iscsiadm -m node -T iqn.t:x -p 127.0.0.1:3260"
+    assert plan.commands() == [
+        f"{node} -o new",
+        f"{node} -o update -n node.session.auth.authmethod -v CHAP",
+        f"{node} -o update -n node.session.auth.username -v skycache",
+        f"{node} -o update -n node.session.auth.password -v '********'",
+        f"{node} --login",
+    ]
+    (action,) = iscsi.attach_actions([], "iqn.t:x", PORTAL, chap=None)
+    wait = action.do[-1]
+    assert (
+        isinstance(wait, Wait) and "/dev/disk/by-path/ip-127.0.0.1:3260-iscsi-iqn.t:x-lun-0" in wait.shown()
+    )
+    assert (
+        iscsi.attach_actions([("127.0.0.1:3260", "iqn.t:x")], "iqn.t:x", PORTAL, chap=None)[0].do[0].render()
+        == f"{node} --login"
+    )  # type: ignore[union-attr]
+
+
+def test_chap_password_is_masked_in_logs(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     r = Recorder(monkeypatch)
     with caplog.at_level(logging.DEBUG, logger="skycache.runner"):
-        iscsi.set_chap(r.runner, "iqn.t:x", iscsi.Portal("127.0.0.1"), "skycache", "s3cr3t-value")
+        login_plan(("skycache", Secret("s3cr3t-value"))).apply(r.runner)
     assert any("s3cr3t-value" in c for c in r.calls)  # the process gets it...
     assert "s3cr3t-value" not in caplog.text and "********" in caplog.text  # ...the log does not
 
 
 def test_login_auth_failure_is_a_refusal_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     r = Recorder(monkeypatch, fail={"--login": iscsi.ERR_LOGIN_AUTH_FAILED})
-    with pytest.raises(iscsi.LoginRefused, match="authorization failure"):
-        iscsi.login(r.runner, "iqn.t:x", iscsi.Portal("127.0.0.1"))
-    assert len(r.calls) == 1
+    with pytest.raises(SkycacheError, match="authorization failure"):
+        login_plan().apply(r.runner)
+    assert [c[-1] for c in r.calls] == ["new", "--login", "--logout", "delete"]  # one login; rolled back
 
 
 def test_login_retries_transient_codes(monkeypatch: pytest.MonkeyPatch) -> None:
     r = Recorder(monkeypatch, fail={"--login": iscsi.ERR_IDBM})
-    with pytest.raises(SkycacheError, match="failed"):
-        iscsi.login(r.runner, "iqn.t:x", iscsi.Portal("127.0.0.1"))
-    assert len(r.calls) == iscsi.TRANSIENT.attempts
+    with pytest.raises(SkycacheError, match="exit code 6"):
+        login_plan().apply(r.runner)
+    assert sum(c[-1] == "--login" for c in r.calls) == iscsi.TRANSIENT.attempts
 
 
 def test_session_exists_counts_as_logged_in(monkeypatch: pytest.MonkeyPatch) -> None:
     r = Recorder(monkeypatch, fail={"--login": iscsi.ERR_SESS_EXISTS})
-    iscsi.login(r.runner, "iqn.t:x", iscsi.Portal("127.0.0.1"))
+    login_plan().apply(r.runner)
 
 
 def test_export_names() -> None:
@@ -110,29 +145,54 @@ def test_owned_config_filters_foreign_targets() -> None:
     dump = json.loads((DATA / "saveconfig.txt").read_text())
     dump["targets"].append({"wwn": "iqn.2003-01.org.other:disk", "tpgs": []})
     dump["storage_objects"].append({"name": "other", "plugin": "block"})
-    owned = lio.owned_config(dump)
+    owned = agent.owned_config(dump, "iqn.2026-11.org.skycache")
     assert [t["wwn"] for t in owned["targets"]] == ["iqn.2026-11.org.skycache:probe"]
     assert [s["name"] for s in owned["storage_objects"]] == ["skycache-probe"]
 
 
-def test_secrets_are_private_and_never_in_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SKYCACHE_STATE_DIR", str(tmp_path))
+def test_export_plan_keeps_the_secret_out_of_argv_and_stores_it_private() -> None:
+    spec = lio.ExportSpec("r", "img", "/dev/r/img", "block", ("iqn.2026-11.org.skycache.lab:guest",))
     chap = lio.new_chap()
     assert len(chap.password) == 24 and chap.password not in repr(chap)
-    lio.store_chap("iqn.2026-11.org.skycache:r.i", chap)
-    p = lio.secret_path("iqn.2026-11.org.skycache:r.i")
-    assert p.stat().st_mode & 0o777 == 0o600
-    assert lio.load_chap("iqn.2026-11.org.skycache:r.i") == chap
-    assert str(Secret(chap.password)) == "********"
+    plan = Plan("export", lio.add_actions(lio.LioState((), ()), spec, 2048, chap))
+    assert plan.commands() == [
+        "dmsetup create skycache-exp-r.img --table '0 2048 linear /dev/r/img 0'",
+        "skycache-agent lio-create",
+        "skycache-agent write-file /etc/skycache/secrets/iqn.2026-11.org.skycache_r.img.chap --mode 0600",
+        "skycache-agent lio-save /etc/skycache/lio.json --prefix iqn.2026-11.org.skycache",
+    ]
+    assert chap.password not in "\n".join(plan.describe())
+    create = plan.actions[1].do[0]
+    assert isinstance(create, Command) and isinstance(create.stdin, Secret)
+    assert json.loads(create.stdin.value)["chap"]["password"] == chap.password
+    with pytest.raises(SkycacheError, match="already exported"):
+        lio.add_actions(
+            lio.parse_list(json.dumps({"exports": [_export(spec.iqn)], "backstores": []})), spec, 2048
+        )
 
 
-def test_write_private_is_atomic(tmp_path: Path) -> None:
+def _export(iqn: str) -> dict[str, object]:
+    return {"iqn": iqn, "storage_object": "skycache-r.img", "plugin": "block", "device": "/dev/x",
+            "initiators": [], "read_only": False, "chap": True, "portals": []}  # fmt: skip
+
+
+def test_agent_write_file_is_atomic_and_private(tmp_path: Path) -> None:
     target = tmp_path / "d" / "f.json"
-    state.write_json_private(target, {"a": 1})
-    state.write_json_private(target, {"a": 2})
+    agent.write_file(target, '{"a": 1}', 0o600)
+    agent.write_file(target, '{"a": 2}', 0o600)
     assert json.loads(target.read_text()) == {"a": 2}
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
     assert os.stat(target).st_mode & 0o777 == 0o600
+    assert os.stat(target.parent).st_mode & 0o777 == 0o700
+
+
+def test_state_reads_through_the_runner_and_names_a_corrupt_file() -> None:
+    fake = FakeRunner(files={"/etc/skycache/x.json": '{"a": 1}', "/etc/skycache/bad.json": "{nope"})
+    assert state.read_json(fake, "/etc/skycache/x.json") == {"a": 1}
+    assert state.read_json(fake, "/etc/skycache/none.json", {}) == {}
+    with pytest.raises(InvalidInput, match=r"bad\.json is not valid JSON"):
+        state.read_json(fake, "/etc/skycache/bad.json")
+    assert str(Secret("pw")) == "********"
 
 
 @pytest.mark.parametrize(

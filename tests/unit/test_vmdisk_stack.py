@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from skycache.errors import InvalidInput
-from skycache.storage import vmdisk
-from skycache.storage.vmdisk import layers
+from skycache.plan import Plan
+from skycache.runner import SystemRunner
+from skycache.storage.vmdisk import clone, layers, records
 
 BASE, STORE = "/dev/sda", "/dev/sdb"
 MiB = 1024 * 1024
@@ -84,13 +85,13 @@ def test_bad_inputs_name_the_value() -> None:
         spec(cow="thin", store_sectors=1000)
     for bad in ("VM1", "a/b", "../x", "", "x" * 31):
         with pytest.raises(InvalidInput):
-            vmdisk.check_vm_id(bad)
+            records.check_vm_id(bad)
 
 
 def test_store_sizing() -> None:
     base = 64 * MiB
-    snap = vmdisk.default_store_size(base, "snapshot")
-    thin = vmdisk.default_store_size(base, "thin")
+    snap = clone.default_store_size(base, "snapshot")
+    thin = clone.default_store_size(base, "thin")
     # A full rewrite of the base fits: 4 KiB chunks cost 16 bytes of exception metadata each.
     assert snap >= base + base // 256 + 4096 and snap % (4 * MiB) == 0
     meta, data = layers.thin_split(thin // 512)
@@ -98,21 +99,22 @@ def test_store_sizing() -> None:
 
 
 def test_names_and_tags() -> None:
-    assert vmdisk.store_name("vm1") == "vm1.cow"
-    assert vmdisk.vm_tag("vm1") == "skycache-vm.vm1"
+    assert records.store_name("vm1") == "vm1.cow"
+    assert records.vm_tag("vm1") == "skycache-vm.vm1"
     assert layers.rc_name("node", "repo", "base") == "skycache-rc-node.repo.base"
-    assert vmdisk.rc_lv_names("repo", "base") == ("rc.repo.base.m", "rc.repo.base.d")
+    assert records.rc_lv_names("repo", "base") == ("rc.repo.base.m", "rc.repo.base.d", "rc.repo.base.g")
 
 
-def test_note_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_note_round_trip_through_the_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKYCACHE_STATE_DIR", str(tmp_path))
-    note = vmdisk.VmNote("vm1", "clone", "vr", "base", "thin", "127.0.0.1:3260", "node1", 32 << 20, 0)
-    vmdisk.save_note(note)
-    assert vmdisk.load_note("vm1") == note
-    assert [n.vm_id for n in vmdisk.all_notes()] == ["vm1"]
-    assert (vmdisk.note_path("vm1").stat().st_mode & 0o777) == 0o600
-    vmdisk.drop_note("vm1")
-    assert vmdisk.load_note("vm1") is None
+    note = records.VmNote("vm1", "clone", "vr", "base", "thin", "127.0.0.1:3260", "node1", 32 << 20, 0)
+    runner = SystemRunner()
+    Plan("save", [records.save_note_action(note)]).apply(runner)
+    assert records.load_note(runner, "vm1") == note
+    assert [n.vm_id for n in records.all_notes(runner)] == ["vm1"]
+    assert (tmp_path / "vmdisks" / "vm1.json").stat().st_mode & 0o777 == 0o600
+    Plan("drop", [records.drop_note_action("vm1")]).apply(runner)
+    assert records.load_note(runner, "vm1") is None
 
 
 def test_read_cache_guard_over_read_only_base() -> None:

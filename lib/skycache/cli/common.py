@@ -14,7 +14,7 @@ import typer
 
 from skycache.errors import SkycacheError
 from skycache.plan import Plan
-from skycache.runner import SystemRunner
+from skycache.runner import Runner, SystemRunner
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
@@ -29,12 +29,20 @@ class Listed(Protocol):
 ItemT = TypeVar("ItemT", bound=Listed)
 
 
-def run_plan(plan: Plan, dry_run: bool) -> bool:
-    """Print the plan (dry run) or apply it; True when it was applied."""
+def progress(text: str) -> None:
+    """Progress of a long step (a flush, a wait for a device), on stderr: stdout stays the result."""
+    typer.echo(text, err=True)
+
+
+def run_plan(plan: Plan, dry_run: bool, runner: Runner | None = None) -> bool:
+    """Print the plan (dry run) or apply it; True when it was applied.
+
+    The dry run prints the plan's own data: the same actions and commands the real run executes.
+    """
     if dry_run:
         typer.echo("\n".join(plan.describe()))
         return False
-    plan.apply(SystemRunner())
+    plan.apply(runner if runner is not None else SystemRunner(), progress)
     return True
 
 

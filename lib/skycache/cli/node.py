@@ -11,9 +11,11 @@ import typer
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, print_table, run_plan
 from skycache.errors import InvalidInput
 from skycache.runner import SystemRunner
-from skycache.storage import node, vmdisk
+from skycache.storage import node
 from skycache.storage.caches import cachestatus
 from skycache.storage.kernel import dm
+from skycache.storage.view import View
+from skycache.storage.vmdisk import clone, delete, move, query, save, volumes
 from skycache.units import format_size, parse_positive_size
 
 node_app = typer.Typer(help="Worker-node setup (the local cache volume group).", no_args_is_help=True)
@@ -61,17 +63,18 @@ def node_init(
 ) -> None:
     """Create the node's cache VG (tagged skycache, skycache-node) that holds cache LVs."""
     size = parse_positive_size(loop, what="--loop size") if loop is not None else None
+    view = View(SystemRunner())
     plan = node.plan_init(
-        SystemRunner(dry_run=True), cache_vg, devices=device or None, loop_size=size, directory=loop_dir
+        view, cache_vg, devices=device or None, loop_size=size, directory=str(loop_dir) if loop_dir else None
     )
-    if run_plan(plan, dry_run):
+    if run_plan(plan, dry_run, view.runner):
         typer.echo(f"cache VG {cache_vg} created")
 
 
 @node_app.command("list")
 def node_list(as_json: JsonOpt = False) -> None:
     """List this node's cache VGs."""
-    vgs = node.list_cache_vgs(SystemRunner())
+    vgs = node.list_cache_vgs(View(SystemRunner()))
     print_list(
         vgs,
         as_json,
@@ -155,7 +158,7 @@ def disk_clone(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Build the VM-disk stack from a base image; prints the VM disk path as the last line."""
-    req = vmdisk.CloneRequest(
+    req = clone.CloneRequest(
         vm_id,
         base,
         portal,
@@ -165,8 +168,9 @@ def disk_clone(
         write_engine,
         cache_vg,
     )
-    plan, path = vmdisk.plan_clone(SystemRunner(dry_run=True), req)
-    run_plan(plan, dry_run)
+    view = View(SystemRunner())
+    plan, path = clone.plan_clone(view, req)
+    run_plan(plan, dry_run, view.runner)
     typer.echo(path)
 
 
@@ -178,15 +182,17 @@ def disk_ln(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Attach a persistent image itself (no COW); prints the VM disk path as the last line."""
-    plan, path = vmdisk.plan_ln(SystemRunner(dry_run=True), vm_id, ref, portal)
-    run_plan(plan, dry_run)
+    view = View(SystemRunner())
+    plan, path = volumes.plan_ln(view, vm_id, ref, portal)
+    run_plan(plan, dry_run, view.runner)
     typer.echo(path)
 
 
 def _mk(vm_id: str, size: str, cache_vg: str, dry_run: bool, swap: bool) -> None:
     nbytes = parse_positive_size(size, what="size")
-    plan, path = vmdisk.plan_mkimage(SystemRunner(dry_run=True), vm_id, nbytes, cache_vg=cache_vg, swap=swap)
-    run_plan(plan, dry_run)
+    view = View(SystemRunner())
+    plan, path = volumes.plan_mkimage(view, vm_id, nbytes, cache_vg=cache_vg, swap=swap)
+    run_plan(plan, dry_run, view.runner)
     typer.echo(path)
 
 
@@ -220,8 +226,14 @@ def disk_mv(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Synchronise the VM disk, then rebuild it on another node; prints the new path last."""
-    plan, path = vmdisk.plan_mv(SystemRunner(dry_run=True), vm_id, to_node, portal=portal, progress=_progress)
-    run_plan(plan, dry_run)
+    view = View(SystemRunner())
+    sync, req = move.plan_sync_for_move(view, vm_id, to_node, portal=portal)
+    if not run_plan(sync, dry_run, view.runner):
+        return
+    after = View(view.runner)
+    rebuild, path = clone.plan_clone(after, req, rebuild=True)
+    rebuild.title = f"move VM disk {vm_id}, step 2 of 2: rebuild with cache VG {to_node}"
+    run_plan(rebuild, False, after.runner)
     typer.echo(path)
 
 
@@ -234,8 +246,9 @@ def disk_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Tear the VM disk down (with --sync: flush it into its COW store on the repository first)."""
-    plan = vmdisk.plan_delete(SystemRunner(dry_run=True), vm_id, sync=sync, progress=_progress)
-    if run_plan(plan, dry_run):
+    view = View(SystemRunner())
+    plan = delete.plan_delete(view, vm_id, sync=sync)
+    if run_plan(plan, dry_run, view.runner):
         typer.echo(f"VM disk {vm_id} deleted" + (" (synced to the repository)" if sync else ""))
 
 
@@ -245,7 +258,8 @@ def disk_purge(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Remove a synced COW store from the repository."""
-    if run_plan(vmdisk.plan_purge(SystemRunner(dry_run=True), vm_id), dry_run):
+    view = View(SystemRunner())
+    if run_plan(delete.plan_purge(view, vm_id), dry_run, view.runner):
         typer.echo(f"COW store of {vm_id} purged")
 
 
@@ -256,15 +270,16 @@ def disk_save(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Materialise the VM's disk (base + COW store) as a new image in the repository."""
-    plan = vmdisk.plan_save(SystemRunner(dry_run=True), vm_id, new_ref, progress=_progress)
-    if run_plan(plan, dry_run):
+    view = View(SystemRunner())
+    plan = save.plan_save(view, vm_id, new_ref)
+    if run_plan(plan, dry_run, view.runner):
         typer.echo(f"VM disk {vm_id} saved as {new_ref}")
 
 
 @disk_app.command("list")
 def disk_list(as_json: JsonOpt = False) -> None:
     """List VM disks (live on this node, or synced to a repository)."""
-    disks = vmdisk.list_disks(SystemRunner())
+    disks = query.list_disks(View(SystemRunner()))
     print_list(
         disks,
         as_json,

@@ -13,6 +13,7 @@ from skycache.runner import SystemRunner
 from skycache.storage import image, inventory, teardown
 from skycache.storage import repository as repos
 from skycache.storage.kernel import iscsi, lio
+from skycache.storage.view import View
 from skycache.units import format_size, parse_positive_size
 
 repo_app = typer.Typer(help="Image repositories (LVM volume groups or directories).", no_args_is_help=True)
@@ -39,26 +40,28 @@ def repo_init(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Create a repository: a tagged VG (on devices or a loop file) or a marked directory."""
-    runner = SystemRunner(dry_run=True)
+    view = View(SystemRunner())
     if backend == "lvm":
         if directory is not None:
             raise InvalidInput("--dir is for --backend file")
         size = parse_positive_size(loop, what="--loop size") if loop is not None else None
-        plan = repos.plan_init_lvm(runner, name, devices=device or None, loop_size=size, directory=loop_dir)
+        plan = repos.plan_init_lvm(
+            view, name, devices=device or None, loop_size=size, directory=str(loop_dir) if loop_dir else None
+        )
     elif backend == "file":
         if directory is None or device or loop:
             raise InvalidInput("--backend file needs --dir PATH (and no --device/--loop)")
-        plan = repos.plan_init_file(runner, name, directory)
+        plan = repos.plan_init_file(view, name, str(directory.absolute()))
     else:
         raise InvalidInput(f"backend {backend!r} is not lvm or file")
-    if run_plan(plan, dry_run):
+    if run_plan(plan, dry_run, view.runner):
         typer.echo(f"repository {name} ({backend}) created")
 
 
 @repo_app.command("list")
 def repo_list(as_json: JsonOpt = False) -> None:
     """List repositories."""
-    found = repos.list_repos(SystemRunner())
+    found = repos.list_repos(View(SystemRunner()))
     print_list(
         found,
         as_json,
@@ -79,8 +82,9 @@ def image_create(
 ) -> None:
     """Create an image, empty or from a raw/qcow2 file."""
     nbytes = parse_positive_size(size, what="--size") if size is not None else None
-    plan = image.plan_create(SystemRunner(dry_run=True), ref, size=nbytes, source=source)
-    if run_plan(plan, dry_run):
+    view = View(SystemRunner())
+    plan = image.plan_create(view, ref, size=nbytes, source=source)
+    if run_plan(plan, dry_run, view.runner):
         typer.echo(f"image {ref} created")
 
 
@@ -90,7 +94,7 @@ def image_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List images: name, backend, size, read-only, origin, clones."""
-    found = image.list_images(SystemRunner(), repo)
+    found = image.list_images(View(SystemRunner()), repo)
     print_list(
         found,
         as_json,
@@ -114,7 +118,8 @@ def image_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Delete an image (refused while clones or an export use it, unless --force)."""
-    if run_plan(image.plan_delete(SystemRunner(dry_run=True), ref, force=force), dry_run):
+    view = View(SystemRunner())
+    if run_plan(image.plan_delete(view, ref, force=force), dry_run, view.runner):
         typer.echo(f"image {ref} deleted")
 
 
@@ -130,7 +135,8 @@ def image_clone(
 ) -> None:
     """Clone a base (made read-only first): thin, snapshot (O(1)) or copy."""
     cs = parse_positive_size(cow_size, what="--cow-size") if cow_size is not None else None
-    if run_plan(image.plan_clone(SystemRunner(dry_run=True), base, new, cow, cow_size=cs), dry_run):
+    view = View(SystemRunner())
+    if run_plan(image.plan_clone_image(view, base, new, cow, cow_size=cs), dry_run, view.runner):
         typer.echo(f"image {new} cloned from {base} ({cow})")
 
 
@@ -152,15 +158,16 @@ def export_add(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Export an image over iSCSI (LIO), with ACLs and CHAP."""
+    view = View(SystemRunner())
     plan = image.plan_export(
-        SystemRunner(dry_run=True),
+        view,
         ref,
         initiators=initiator or [],
         read_only=read_only,
         chap=not no_chap,
         listen=lio.parse_listen(listen),
     )
-    if run_plan(plan, dry_run):
+    if run_plan(plan, dry_run, view.runner):
         repo, name = image.split_ref(ref)
         typer.echo(lio.target_iqn(repo, name))
 
@@ -170,14 +177,15 @@ def export_remove(
     ref: Annotated[str, typer.Argument(metavar="REPO/NAME")], dry_run: DryRunOpt = False
 ) -> None:
     """Remove the export of an image."""
-    if run_plan(image.plan_unexport(SystemRunner(dry_run=True), ref), dry_run):
+    view = View(SystemRunner())
+    if run_plan(image.plan_unexport(view, ref), dry_run, view.runner):
         typer.echo(f"export of {ref} removed")
 
 
 @export_app.command("list")
 def export_list(as_json: JsonOpt = False) -> None:
     """List owned exports (never their secrets)."""
-    found = lio.list_exports()
+    found = lio.list_exports(SystemRunner())
     print_list(
         found,
         as_json,
@@ -202,11 +210,12 @@ def export_show(
     """Show one export; its CHAP secret only with --show-secret."""
     repo, name = image.split_ref(ref)
     iqn = lio.target_iqn(repo, name)
-    exp = lio.find_export(iqn)
+    runner = SystemRunner()
+    exp = lio.find_export(runner, iqn)
     if exp is None:
         raise InvalidInput(f"{ref!r} is not exported")
     data = exp.as_dict()
-    chap = lio.load_chap(iqn)
+    chap = lio.load_chap(runner, iqn)
     if chap:
         data["chap_user"] = chap.userid
         if show_secret:
@@ -219,10 +228,11 @@ def export_show(
 
 
 @export_app.command("restore")
-def export_restore() -> None:
+def export_restore(dry_run: DryRunOpt = False) -> None:
     """Recreate owned exports from the saved configuration (after a reboot)."""
-    done = lio.restore(SystemRunner())
-    typer.echo("\n".join(done) if done else "nothing to restore")
+    view = View(SystemRunner())
+    if run_plan(image.plan_restore_exports(view), dry_run, view.runner):
+        typer.echo("exports restored")
 
 
 # -- attach / detach / inventory / teardown ----------------------------------------------------------
@@ -232,9 +242,13 @@ def attach(
     ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
     portal: Annotated[str, typer.Option("--portal", help="Target portal ADDR[:PORT].")],
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the disk.")] = 60,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Log in to an exported image; prints the block device as the last line."""
-    typer.echo(image.attach(SystemRunner(), ref, iscsi.parse_portal(portal), timeout_s=timeout))
+    view = View(SystemRunner())
+    plan, device = image.plan_attach(view, ref, iscsi.parse_portal(portal), timeout_s=timeout)
+    if run_plan(plan, dry_run, view.runner):
+        typer.echo(view.runner.resolve(device) or device)
 
 
 def detach(
@@ -242,15 +256,20 @@ def detach(
     force: Annotated[
         bool, typer.Option("--force", help="Log out even if a device sits on the disk.")
     ] = False,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Flush and log out of an attached image."""
-    done = image.detach(SystemRunner(), ref, force=force)
-    typer.echo("\n".join(f"logged out of {d}" for d in done) if done else f"{ref} is not attached")
+    view = View(SystemRunner())
+    plan = image.plan_detach(view, ref, force=force)
+    if not plan.actions:
+        typer.echo(f"{ref} is not attached")
+    elif run_plan(plan, dry_run, view.runner):
+        typer.echo("\n".join(a.description for a in plan.actions))
 
 
 def inventory_cmd(as_json: JsonOpt = False) -> None:
     """List every object skycache owns, from the system's own records."""
-    items = inventory.collect(SystemRunner()).items()
+    items = inventory.collect(View(SystemRunner())).items()
     print_list(items, as_json, ["KIND", "NAME", "DETAIL"], lambda i: [i.kind, i.name, i.detail])
 
 
@@ -268,8 +287,9 @@ def teardown_cmd(
     """Remove owned objects in safe order: flush, dm holders, sessions, exports, LVs/VGs, loops, files."""
     if not all_:
         raise InvalidInput("say --all: teardown removes everything skycache owns")
-    plan = teardown.plan_teardown(SystemRunner(dry_run=True), flush=not no_flush, force=force)
-    if run_plan(plan, dry_run):
+    view = View(SystemRunner())
+    plan = teardown.plan_teardown(view, flush=not no_flush, force=force)
+    if run_plan(plan, dry_run, view.runner):
         typer.echo(f"teardown done ({len(plan.actions)} steps)")
 
 

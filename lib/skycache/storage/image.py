@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
+from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import LVM_TAG, NAME_PREFIX, check_name
-from skycache.plan import Action, Plan, legacy_action
-from skycache.runner import Runner, render
-from skycache.storage.kernel import iscsi, lio, lvm
+from skycache.plan import Action, Command, Plan
+from skycache.runner import Runner, Secret
+from skycache.storage.kernel import dm, iscsi, lio, lvm
 from skycache.storage.repository import Repository, get_repo, list_repos
+from skycache.storage.view import View
 from skycache.units import format_size
 
 POOL = "skycache-pool"
@@ -92,26 +94,26 @@ def check_image_name(name: str) -> str:
     return name
 
 
-def image_file(directory: str | Path, name: str) -> Path:
-    return Path(directory) / f"{NAME_PREFIX}{name}.img"
+def image_file(directory: str | PurePosixPath, name: str) -> PurePosixPath:
+    return PurePosixPath(directory) / f"{NAME_PREFIX}{name}.img"
 
 
-def sidecar(directory: str | Path, name: str) -> Path:
-    return Path(directory) / f"{NAME_PREFIX}{name}.json"
+def sidecar(directory: str | PurePosixPath, name: str) -> PurePosixPath:
+    return PurePosixPath(directory) / f"{NAME_PREFIX}{name}.json"
 
 
 # -- listing -----------------------------------------------------------------------------------------
 
 
-def _exported_keys() -> set[str]:
+def _exported_iqns(view: View) -> set[str]:
     try:
-        return {e.iqn for e in lio.list_exports()}
+        return {e.iqn for e in view.lio.exports}
     except lio.LioError:
         return set()
 
 
-def _lvm_images(runner: Runner, repo: Repository, exported: set[str]) -> list[Image]:
-    lvs = [lv for lv in lvm.list_lvs(runner, repo.location) if not lv.hidden]
+def _lvm_images(view: View, repo: Repository, exported: set[str]) -> list[Image]:
+    lvs = [lv for lv in view.lvs_of(repo.location) if not lv.hidden]
     by_name = {lv.name: lv for lv in lvs}
     images: list[Image] = []
     origins: dict[str, str] = {}
@@ -149,31 +151,46 @@ def _lvm_images(runner: Runner, repo: Repository, exported: set[str]) -> list[Im
     return images
 
 
-def _file_images(repo: Repository, exported: set[str]) -> list[Image]:
-    d = Path(repo.location)
+def _file_stats(runner: Runner, files: list[str]) -> dict[str, tuple[int, int]]:
+    """path -> (size, permission bits) of files on the runner's host (one ``stat`` for all)."""
+    if not files:
+        return {}
+    done = runner.query(["stat", "-c", "%s|%a|%n", "--", *files], check=False)
+    out: dict[str, tuple[int, int]] = {}
+    for line in done.stdout.splitlines():
+        size, mode, name = line.split("|", 2)
+        out[name] = (int(size), int(mode, 8))
+    return out
+
+
+def _file_images(view: View, repo: Repository, exported: set[str]) -> list[Image]:
+    runner = view.runner
+    d = PurePosixPath(repo.location)
+    entries = runner.list_dir(d) or []
+    names = [
+        e[len(NAME_PREFIX) : -len(".img")]
+        for e in entries
+        if e.startswith(NAME_PREFIX) and e.endswith(".img")
+    ]
     metas: dict[str, dict[str, Any]] = {}
-    names = []
-    for f in sorted(d.glob(f"{NAME_PREFIX}*.img")):
-        name = f.name[len(NAME_PREFIX) : -len(".img")]
-        names.append(name)
-        try:
-            metas[name] = json.loads(sidecar(d, name).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            metas[name] = {}
+    for name in names:
+        data = state.read_json(runner, sidecar(d, name), {}) if f"{NAME_PREFIX}{name}.json" in entries else {}
+        metas[name] = data if isinstance(data, dict) else {}
+    stats = _file_stats(runner, [str(image_file(d, n)) for n in names])
     images = []
     for name in names:
-        f = image_file(d, name)
-        st = f.stat()
+        f = str(image_file(d, name))
+        size, mode = stats.get(f, (0, 0))
         images.append(
             Image(
                 repo=repo.name,
                 name=name,
                 backend="file",
-                size=st.st_size,
-                read_only=not (st.st_mode & 0o222),
+                size=size,
+                read_only=not (mode & 0o222),
                 origin=str(metas[name].get("origin", "")),
                 cow=str(metas[name].get("cow", "")),
-                path=str(f),
+                path=f,
                 exported=lio.target_iqn(repo.name, name) in exported,
                 clones=tuple(sorted(n for n in names if metas[n].get("origin") == name)),
             )
@@ -181,22 +198,22 @@ def _file_images(repo: Repository, exported: set[str]) -> list[Image]:
     return images
 
 
-def list_images(runner: Runner, repo: str | None = None) -> list[Image]:
-    repos = [get_repo(runner, repo)] if repo else list_repos(runner)
-    exported = _exported_keys()
+def list_images(view: View, repo: str | None = None) -> list[Image]:
+    repos = [get_repo(view, repo)] if repo else list_repos(view)
+    exported = _exported_iqns(view)
     out: list[Image] = []
     for r in repos:
-        out += _lvm_images(runner, r, exported) if r.backend == "lvm" else _file_images(r, exported)
+        out += _lvm_images(view, r, exported) if r.backend == "lvm" else _file_images(view, r, exported)
     return out
 
 
-def get_image(runner: Runner, ref: str) -> Image:
+def get_image(view: View, ref: str) -> Image:
     repo_name, name = split_ref(ref)
-    repo = get_repo(runner, repo_name)
-    for img in list_images(runner, repo.name):
+    repo = get_repo(view, repo_name)
+    for img in list_images(view, repo.name):
         if img.name == name:
             return img
-    lv = lvm.find_lv(runner, repo.location, name) if repo.backend == "lvm" else None
+    lv = view.lv(repo.location, name) if repo.backend == "lvm" else None
     if lv is not None and LVM_TAG not in lv.tags:
         raise NotOwned(f"logical volume {repo.location}/{name} was not created by skycache")
     raise NotFound(f"image {ref!r} does not exist")
@@ -213,98 +230,81 @@ class SourceInfo:
 
 
 def source_info(runner: Runner, source: str) -> SourceInfo:
-    p = Path(source)
-    if not p.is_file():
+    if not runner.exists(source) or runner.list_dir(source) is not None:
         raise InvalidInput(f"source file {source!r} does not exist")
-    done = runner.query(["qemu-img", "info", "--output=json", str(p)])
-    info = json.loads(done.stdout)
-    fmt = str(info.get("format", ""))
+    done = runner.query(["qemu-img", "info", "--output=json", source], check=False)
+    try:
+        info = json.loads(done.stdout)
+        fmt, size = str(info.get("format", "")), int(info["virtual-size"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidInput(f"source file {source!r} is not an image qemu-img can read") from None
     if fmt not in ("raw", "qcow2"):
         raise InvalidInput(f"source file {source!r} is {fmt or 'of unknown format'}, not raw or qcow2")
-    return SourceInfo(str(p), fmt, int(info["virtual-size"]))
+    return SourceInfo(source, fmt, size)
 
 
-def plan_create(runner: Runner, ref: str, *, size: int | None = None, source: str | None = None) -> Plan:
+def plan_create(view: View, ref: str, *, size: int | None = None, source: str | None = None) -> Plan:
     repo_name, name = split_ref(ref)
-    repo = get_repo(runner, repo_name)
+    repo = get_repo(view, repo_name)
     if size is None and source is None:
         raise InvalidInput("give --size SIZE or --from FILE")
     if size is not None and size <= 0:
         raise InvalidInput(f"size {size} is not positive")
-    src = source_info(runner, source) if source else None
+    src = source_info(view.runner, source) if source else None
     if src and size is not None and size < src.virtual_size:
         raise InvalidInput(
             f"size {format_size(size)} is smaller than {source!r} ({format_size(src.virtual_size)})"
         )
     want = size if size is not None else (src.virtual_size if src else 0)
+    if any(i.name == name for i in list_images(view, repo_name)):
+        raise Busy(f"image {ref!r} already exists")
+    if want > repo.free:
+        raise InvalidInput(
+            f"size {format_size(want)} is larger than the free space of {repo_name!r} ({format_size(repo.free)})"
+        )
     plan = Plan(f"create image {ref}")
     if repo.backend == "lvm":
         vg = repo.location
-        if lvm.find_lv(runner, vg, name) is not None:
+        if view.lv(vg, name) is not None:
             raise Busy(f"image {ref!r} already exists")
-        if want > repo.free:
-            raise InvalidInput(
-                f"size {format_size(want)} is larger than the free space of {repo_name!r} "
-                f"({format_size(repo.free)})"
-            )
-        dev = f"/dev/{vg}/{name}"
+        plan.add(lvm.lvcreate_action(view, vg, name, want, what="image LV"))
+        if src:
+            dev = f"/dev/{vg}/{name}"
+            argv = ["qemu-img", "convert", "-n", "-f", src.format, "-O", "raw", src.path, dev]
+            plan.add(Action.command(f"write {src.path} ({src.format}) into {dev}", argv, timeout_s=3600))
+        return plan
+    f = str(image_file(repo.location, name))
+    if src:
         plan.add(
-            legacy_action(
-                f"create LV {vg}/{name} ({format_size(want)})",
-                lambda r: lvm.create_lv(r, vg, name, want),
-                lambda r: lvm.remove_lv(r, vg, name, missing_ok=True),
-                (render(lvm.lvcreate_argv(vg, name, want)),),
+            Action.command(
+                f"convert {src.path} ({src.format}) into sparse raw {f}",
+                ["qemu-img", "convert", "-f", src.format, "-O", "raw", src.path, f],
+                ["rm", "-f", "--", f],
+                timeout_s=3600,
             )
         )
-        if src:
-            argv = ["qemu-img", "convert", "-n", "-f", src.format, "-O", "raw", src.path, dev]
-            plan.add(Action.command(f"write {src.path} ({src.format}) into {dev}", argv))
+        if want > src.virtual_size:
+            plan.add(Action.command(f"grow {f} to {format_size(want)}", ["truncate", "-s", str(want), f]))
     else:
-        f = image_file(repo.location, name)
-        if f.exists():
-            raise Busy(f"image {ref!r} already exists")
-        if want > repo.free:
-            raise InvalidInput(
-                f"size {format_size(want)} is larger than the free space of {repo_name!r} "
-                f"({format_size(repo.free)})"
+        plan.add(
+            Action.command(
+                f"create sparse raw {f} ({format_size(want)})",
+                ["truncate", "-s", str(want), f],
+                ["rm", "-f", "--", f],
             )
-        if src:
-            plan.add(
-                Action.command(
-                    f"convert {src.path} ({src.format}) into sparse raw {f}",
-                    ["qemu-img", "convert", "-f", src.format, "-O", "raw", src.path, str(f)],
-                    ["rm", "-f", "--", str(f)],
-                )
-            )
-            if want > src.virtual_size:
-                plan.add(
-                    Action.command(f"grow {f} to {format_size(want)}", ["truncate", "-s", str(want), str(f)])
-                )
-        else:
-            plan.add(
-                Action.command(
-                    f"create sparse raw {f} ({format_size(want)})",
-                    ["truncate", "-s", str(want), str(f)],
-                    ["rm", "-f", "--", str(f)],
-                )
-            )
+        )
     return plan
 
 
 # -- read-only bases ---------------------------------------------------------------------------------
 
 
-def _read_only_action(img: Image) -> Action | None:
+def read_only_action(view: View, img: Image) -> Action | None:
+    """Make a base read-only before anything is cloned from it (None when it already is)."""
     if img.read_only:
         return None
     if img.backend == "lvm":
-        vg, name = img.path.split("/")[2], img.name
-        return legacy_action(
-            f"make base {img.ref} read-only",
-            lambda r: lvm.set_read_only(r, vg, name, True),
-            lambda r: lvm.set_read_only(r, vg, name, False),
-            (render(lvm.permission_argv(vg, name, read_only=True)),),
-        )
+        return lvm.read_only_action(view, img.path.split("/")[2], img.name, what="base")
     return Action.command(
         f"make base {img.ref} read-only", ["chmod", "a-w", img.path], ["chmod", "u+w", img.path]
     )
@@ -313,98 +313,73 @@ def _read_only_action(img: Image) -> Action | None:
 # -- clone -------------------------------------------------------------------------------------------
 
 
-def plan_clone(runner: Runner, base_ref: str, new_ref: str, cow: str, *, cow_size: int | None = None) -> Plan:
+def plan_clone_image(
+    view: View, base_ref: str, new_ref: str, cow: str, *, cow_size: int | None = None
+) -> Plan:
+    """An image clone in the base's repository: ``thin`` and ``snapshot`` are O(1), ``copy`` is O(size)."""
     if cow not in COW_KINDS:
         raise InvalidInput(f"--cow {cow!r} is not one of {', '.join(COW_KINDS)}")
-    base = get_image(runner, base_ref)
+    base = get_image(view, base_ref)
     repo_name, new = split_ref(new_ref)
     if repo_name != base.repo:
         raise InvalidInput(f"clone {new_ref!r} must be in the repository of its base ({base.repo!r})")
-    repo = get_repo(runner, repo_name)
-    if any(i.name == new for i in list_images(runner, repo_name)):
+    repo = get_repo(view, repo_name)
+    if any(i.name == new for i in list_images(view, repo_name)):
         raise Busy(f"image {new_ref!r} already exists")
     plan = Plan(f"clone {base_ref} -> {new_ref} ({cow})")
-    ro = _read_only_action(base)
+    ro = read_only_action(view, base)
     if ro:
         plan.add(ro)
     if repo.backend == "file":
         if cow != "copy":
             raise InvalidInput(f"file images can only be cloned with --cow copy, not {cow!r}")
         d = repo.location
-        f, meta = image_file(d, new), sidecar(d, new)
+        f, meta = str(image_file(d, new)), sidecar(d, new)
         if base.size > repo.free:
             raise InvalidInput(f"base {base_ref} ({format_size(base.size)}) does not fit in {repo_name!r}")
         plan.add(
             Action.command(
                 f"copy {base.path} to {f}",
-                ["cp", "--sparse=always", "--", base.path, str(f)],
-                ["rm", "-f", "--", str(f)],
+                ["cp", "--sparse=always", "--", base.path, f],
+                ["rm", "-f", "--", f],
             )
         )
-        plan.add(Action.command(f"make {f} writable", ["chmod", "0644", str(f)]))
-
-        def write_meta(r: Runner) -> None:
-            meta.write_text(json.dumps({"origin": base.name, "cow": "copy"}) + "\n")
-
+        plan.add(Action.command(f"make {f} writable", ["chmod", "0644", f]))
         plan.add(
-            legacy_action(f"record origin in {meta}", write_meta, lambda r: meta.unlink(missing_ok=True))
+            Action(
+                f"record origin in {meta}",
+                (state.write_command(meta, json.dumps({"origin": base.name, "cow": "copy"}) + "\n"),),
+                (Command(("rm", "-f", "--", str(meta))),),
+            )
         )
         return plan
     vg = repo.location
     if base.cow == "snapshot":
         raise InvalidInput(f"{base_ref} is a classic snapshot; LVM cannot clone a snapshot (use a copy)")
     if cow == "thin":
-        if lvm.find_lv(runner, vg, POOL) is None:
+        if view.lv(vg, POOL) is None:
             pool_size = max(MIN_POOL, (repo.free // 4) // (4 << 20) * (4 << 20))
             if pool_size > repo.free:
                 raise InvalidInput(
                     f"no room for a thin pool in {repo_name!r} ({format_size(repo.free)} free)"
                 )
-            plan.add(
-                legacy_action(
-                    f"create thin pool {vg}/{POOL} ({format_size(pool_size)})",
-                    lambda r: lvm.create_thin_pool(r, vg, POOL, pool_size),
-                    lambda r: lvm.remove_lv(r, vg, POOL, missing_ok=True),
-                    (render(lvm.thin_pool_argv(vg, POOL, pool_size)),),
-                )
-            )
-        plan.add(
-            legacy_action(
-                f"thin snapshot {vg}/{new} of {vg}/{base.name} (external origin)",
-                lambda r: lvm.snapshot_thin(r, vg, POOL, base.name, new),
-                lambda r: lvm.remove_lv(r, vg, new, missing_ok=True),
-                (render(lvm.thin_snapshot_argv(vg, POOL, base.name, new)),),
-            )
-        )
+            plan.add(lvm.thin_pool_action(view, vg, POOL, pool_size))
+        plan.extend(lvm.thin_snapshot_actions(view, vg, POOL, base.name, new))
     elif cow == "snapshot":
         size = cow_size or max(MIN_COW, base.size // 4)
         size = -(-size // (4 << 20)) * (4 << 20)
         if size > repo.free:
             raise InvalidInput(f"COW size {format_size(size)} is larger than the free space of {repo_name!r}")
-        plan.add(
-            legacy_action(
-                f"LVM snapshot {vg}/{new} of {vg}/{base.name} (COW store {format_size(size)})",
-                lambda r: lvm.snapshot_classic(r, vg, base.name, new, size),
-                lambda r: lvm.remove_lv(r, vg, new, missing_ok=True),
-                (render(lvm.snapshot_argv(vg, base.name, new, size)),),
-            )
-        )
+        plan.add(lvm.snapshot_action(view, vg, base.name, new, size))
     else:
         if base.size > repo.free:
             raise InvalidInput(f"base {base_ref} ({format_size(base.size)}) does not fit in {repo_name!r}")
-        extra = ["--addtag", FROM_TAG + base.name]
-        plan.add(
-            legacy_action(
-                f"create LV {vg}/{new} ({format_size(base.size)})",
-                lambda r: lvm.create_lv(r, vg, new, base.size, extra=extra),
-                lambda r: lvm.remove_lv(r, vg, new, missing_ok=True),
-                (render(lvm.lvcreate_argv(vg, new, base.size, extra=extra)),),
-            )
-        )
+        plan.add(lvm.lvcreate_action(view, vg, new, base.size, tags=[FROM_TAG + base.name], what="image LV"))
         plan.add(
             Action.command(
                 f"copy {base.path} to /dev/{vg}/{new}",
                 [COPY_ARGV[0], f"if={base.path}", f"of=/dev/{vg}/{new}", *COPY_ARGV[1:]],
+                timeout_s=3600,
             )
         )
     return plan
@@ -413,17 +388,17 @@ def plan_clone(runner: Runner, base_ref: str, new_ref: str, cow: str, *, cow_siz
 # -- delete ------------------------------------------------------------------------------------------
 
 
-def plan_delete(runner: Runner, ref: str, *, force: bool = False) -> Plan:
+def plan_delete(view: View, ref: str, *, force: bool = False) -> Plan:
     """Delete an image; refused while clones or an export use it, unless ``force`` (they go first)."""
-    img = get_image(runner, ref)
-    images = {i.name: i for i in list_images(runner, img.repo)}
+    img = get_image(view, ref)
+    images = {i.name: i for i in list_images(view, img.repo)}
     plan = Plan(f"delete image {ref}")
-    _add_delete(runner, plan, img, images, force, set())
+    _add_delete(view, plan, img, images, force, set())
     return plan
 
 
 def _add_delete(
-    runner: Runner, plan: Plan, img: Image, images: dict[str, Image], force: bool, seen: set[str]
+    view: View, plan: Plan, img: Image, images: dict[str, Image], force: bool, seen: set[str]
 ) -> None:
     if img.name in seen:
         return
@@ -433,22 +408,15 @@ def _add_delete(
     if img.exported and not force:
         raise Busy(f"image {img.ref} is exported; remove the export first or use --force")
     for clone in img.clones:
-        _add_delete(runner, plan, images[clone], images, force, seen)
+        _add_delete(view, plan, images[clone], images, force, seen)
     if img.exported:
-        plan.extend(lio.plan_remove(runner, img.repo, img.name).actions)
+        plan.extend(lio.remove_actions(view.lio, set(view.dm_info), lio.target_iqn(img.repo, img.name)))
     elif img.opened:
         raise Busy(f"image {img.ref} is open (in use on this host)")
     if img.backend == "lvm":
-        vg = img.path.split("/")[2]
-        plan.add(
-            legacy_action(
-                f"remove LV {vg}/{img.name}",
-                lambda r: lvm.remove_lv(r, vg, img.name, missing_ok=True),
-                shown=(render(lvm.lvremove_argv(vg, img.name)),),
-            )
-        )
+        plan.add(lvm.lvremove_action(view, img.path.split("/")[2], img.name, what="image LV"))
     else:
-        d = Path(img.path).parent
+        d = PurePosixPath(img.path).parent
         plan.add(
             Action.command(f"remove {img.path}", ["rm", "-f", "--", img.path, str(sidecar(d, img.name))])
         )
@@ -457,8 +425,34 @@ def _add_delete(
 # -- export / attach ---------------------------------------------------------------------------------
 
 
+def export_spec(
+    view: View,
+    img: Image,
+    *,
+    initiators: list[str],
+    read_only: bool = False,
+    chap: bool = True,
+    listen: tuple[str, int] = lio.DEFAULT_LISTEN,
+) -> lio.ExportSpec:
+    return lio.ExportSpec(
+        repo=img.repo,
+        image=img.name,
+        device=img.path,
+        kind="block" if img.backend == "lvm" else "fileio",
+        initiators=tuple(initiators or [view.initiator_name]),
+        # A read-only base can only be exported read-only (the LV / file refuses writes anyway).
+        read_only=read_only or img.read_only,
+        chap=chap,
+        listen=listen,
+    )
+
+
+def export_actions(view: View, img: Image, spec: lio.ExportSpec) -> list[Action]:
+    return lio.add_actions(view.lio, spec, img.size // 512)
+
+
 def plan_export(
-    runner: Runner,
+    view: View,
     ref: str,
     *,
     initiators: list[str],
@@ -466,43 +460,72 @@ def plan_export(
     chap: bool = True,
     listen: tuple[str, int] = lio.DEFAULT_LISTEN,
 ) -> Plan:
-    img = get_image(runner, ref)
-    spec = lio.ExportSpec(
-        repo=img.repo,
-        image=img.name,
-        device=img.path,
-        kind="block" if img.backend == "lvm" else "fileio",
-        initiators=tuple(initiators or [iscsi.initiator_name()]),
-        # A read-only base can only be exported read-only (the LV / file refuses writes anyway).
-        read_only=read_only or img.read_only,
-        chap=chap,
-        listen=listen,
-    )
-    return lio.plan_add(runner, spec)
+    img = get_image(view, ref)
+    spec = export_spec(view, img, initiators=initiators, read_only=read_only, chap=chap, listen=listen)
+    return Plan(f"export {ref} as {spec.iqn}", export_actions(view, img, spec))
 
 
-def plan_unexport(runner: Runner, ref: str) -> Plan:
+def plan_unexport(view: View, ref: str) -> Plan:
     repo, name = split_ref(ref)
-    return lio.plan_remove(runner, repo, name)
+    iqn = lio.require_export(view.lio, set(view.dm_info), repo, name)
+    return Plan(f"remove export {iqn}", lio.remove_actions(view.lio, set(view.dm_info), iqn))
 
 
-def attach(
-    runner: Runner, ref: str, portal: iscsi.Portal, *, iface: str | None = None, timeout_s: float = 60
-) -> str:
-    """Log in to the export of ``ref`` at ``portal`` (CHAP secret from the state dir); device path."""
+def attach_actions(
+    view: View, ref: str, portal: iscsi.Portal, *, iface: str | None = None, timeout_s: float = 60
+) -> tuple[list[Action], str]:
+    """Log in to the export of ``ref`` at ``portal`` (CHAP secret from the state directory); the
+    actions and the LUN's device link."""
     repo, name = split_ref(ref)
     iqn = lio.target_iqn(repo, name)
-    chap = lio.load_chap(iqn)
-    return iscsi.attach(
-        runner,
-        iqn,
-        portal,
-        chap=(chap.userid, chap.password) if chap else None,
-        iface=iface,
-        timeout_s=timeout_s,
+    chap = lio.load_chap(view.runner, iqn)
+    secret = (chap.userid, Secret(chap.password)) if chap else None
+    actions = iscsi.attach_actions(
+        view.node_records, iqn, portal, chap=secret, iface=iface, timeout_s=timeout_s
     )
+    return actions, str(iscsi.by_path(portal, iqn))
 
 
-def detach(runner: Runner, ref: str, *, force: bool = False) -> list[str]:
+def plan_attach(
+    view: View, ref: str, portal: iscsi.Portal, *, iface: str | None = None, timeout_s: float = 60
+) -> tuple[Plan, str]:
     repo, name = split_ref(ref)
-    return iscsi.detach(runner, lio.target_iqn(repo, name), force=force)
+    iqn = lio.target_iqn(repo, name)
+    session = view.session(iqn)
+    if session is not None and session.disks:
+        raise Busy(f"{ref} is already attached (/dev/{session.disks[0]})")
+    actions, device = attach_actions(view, ref, portal, iface=iface, timeout_s=timeout_s)
+    return Plan(f"attach {ref} from {portal}", actions), device
+
+
+def plan_detach(view: View, ref: str, *, force: bool = False) -> Plan:
+    repo, name = split_ref(ref)
+    iqn = lio.target_iqn(repo, name)
+    return Plan(f"detach {ref}", iscsi.detach_actions(view.runner, view.sessions, iqn, force=force))
+
+
+def plan_restore_exports(view: View) -> Plan:
+    """Bring the saved exports back after a reboot: the LVs' shims first, then LIO's configuration.
+
+    A block export's backstore sits on the shim ``skycache-exp-<repo>.<image>`` over the image LV
+    ``/dev/<repo>/<image>`` (repositories are named like their VG), so the shims are rebuilt from LVM.
+    """
+    saved = state.read_json(view.runner, state.state_dir() / lio.SAVE_FILE)
+    if not isinstance(saved, dict):
+        raise NotFound(f"no saved export configuration at {state.state_dir() / lio.SAVE_FILE}")
+    plan = Plan("restore the saved exports")
+    for so in saved.get("lio", {}).get("storage_objects", []):
+        dev = str(so.get("dev", ""))
+        shim = PurePosixPath(dev).name
+        if so.get("plugin") != "block" or not shim.startswith(NAME_PREFIX + "exp-") or view.dm_exists(shim):
+            continue
+        repo, _, name = shim[len(NAME_PREFIX + "exp-") :].partition(".")
+        lv = lvm.require_owned_lv_in(view, repo, name)
+        if not lv.active:
+            plan.add(
+                Action.command(f"activate {repo}/{name}", lvm.activate_argv(repo, name), retry=lvm.UDEV_RETRY)
+            )
+        table = [dm.linear(f"/dev/{repo}/{name}", lv.size // 512)]
+        plan.add(dm.create_action(shim, table, "export shim", readonly=bool(so.get("readonly"))))
+    plan.add(lio.restore_action())
+    return plan

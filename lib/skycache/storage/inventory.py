@@ -1,20 +1,21 @@
-"""Every object skycache owns, read from the system's own records.
+"""Every object skycache owns on a host, read from the system's own records.
 
-Sources: LVM (tag ``skycache``), device-mapper (names ``skycache-*``, LVM's own devices left out),
-configfs through rtslib (targets under the IQN prefix, ``skycache-*`` backstores), iSCSI sessions,
-node records and ifaces, loop devices over ``skycache-*`` files, and file repositories (their
-marker files). Nothing unmarked is ever listed.
+Sources: LVM (tag ``skycache``), device-mapper (names ``skycache-*``, LVM's own devices left out;
+devices without a table too), configfs through the agent (targets under the IQN prefix, complete or
+half-made, and ``skycache-*`` backstores), iSCSI sessions, node records and ifaces, loop devices over
+``skycache-*`` files, and file repositories (their marker files). Nothing unmarked is ever listed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
-from skycache.ownership import NAME_PREFIX, is_owned_iqn
-from skycache.runner import Runner
+from skycache.ownership import NAME_PREFIX, is_marked_name, is_owned_iqn
 from skycache.storage import repository
 from skycache.storage.kernel import dm, iscsi, lio, loopdev, lvm
+from skycache.storage.view import View
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Inventory:
     vgs: tuple[lvm.VG, ...]
     lvs: tuple[lvm.LV, ...]
     dm_devices: tuple[str, ...]  # in removal order
-    dm_targets: dict[str, str]  # dm name -> first target type
+    dm_targets: dict[str, str]  # dm name -> first target type ("" for a device without a table)
     exports: tuple[lio.Export, ...]
     backstores: tuple[tuple[str, str], ...]  # (plugin, name)
     sessions: tuple[iscsi.Session, ...]
@@ -47,7 +48,7 @@ class Inventory:
         out += [Item("vg", v.name, "repository" if repository.REPO_TAG in v.tags else "") for v in self.vgs]
         out += [Item("lv", lv.full_name, lv.segtype) for lv in self.lvs]
         out += [Item("dm", n, self.dm_targets.get(n, "")) for n in self.dm_devices]
-        out += [Item("target", e.iqn, e.device) for e in self.exports]
+        out += [Item("target", e.iqn, e.device if e.complete else "half-made") for e in self.exports]
         out += [Item("backstore", n, p) for p, n in self.backstores]
         out += [Item("session", s.iqn, f"{s.portal} {' '.join(s.disks)}".strip()) for s in self.sessions]
         out += [Item("node", iqn, portal) for portal, iqn in self.nodes]
@@ -58,39 +59,29 @@ class Inventory:
         return out
 
 
-def collect(runner: Runner) -> Inventory:
-    vgs = tuple(v for v in lvm.list_vgs(runner) if v.owned)
-    lvs = tuple(lv for lv in lvm.list_lvs(runner) if lv.owned)
-    devices = tuple(dm.owned_devices(runner))
-    tables = dm.all_tables(runner)
-    targets = {n: tables[n][0].target for n in devices if tables.get(n)}
+def collect(view: View) -> Inventory:
+    vgs = tuple(v for v in view.vgs if v.owned)
+    lvs = tuple(lv for lv in view.lvs if lv.owned)
+    owned_dm = [
+        n for n, i in view.dm_info.items() if is_marked_name(n) and not i.uuid.startswith(dm.LVM_UUID_PREFIX)
+    ]
+    devices = tuple(dm.removal_order(owned_dm, view.dm_deps))
+    targets = {n: (view.dm_table(n)[0].target if view.dm_table(n) else "") for n in devices}
     try:
-        exports = tuple(lio.list_exports())
-        backstores = tuple(lio.owned_storage_objects())
+        lio_state = view.lio
+        exports, backstores = tuple(e for e in lio_state.exports if is_owned_iqn(e.iqn)), lio_state.backstores
     except lio.LioError:
         exports, backstores = (), ()
-    sessions = tuple(s for s in iscsi.sessions(runner) if is_owned_iqn(s.iqn))
-    nodes = tuple((p, i) for p, i in iscsi.node_records(runner) if is_owned_iqn(i))
-    ifaces = tuple(n for n in iscsi.list_ifaces(runner) if n.startswith(NAME_PREFIX))
-    loops = tuple(loopdev.owned_loops(runner))
-    frepos = repository.file_repos()
-    files = tuple(
-        str(f)
-        for d in frepos.values()
-        for pattern in ("*.img", "*.json")
-        for f in sorted(d.glob(NAME_PREFIX + pattern))
-    )
+    sessions = tuple(s for s in view.sessions if is_owned_iqn(s.iqn))
+    nodes = tuple((p, i) for p, i in view.node_records if is_owned_iqn(i))
+    ifaces = tuple(n for n in view.ifaces if n.startswith(NAME_PREFIX))
+    loops = tuple(lp for lp in view.loops if lp.owned)
+    frepos = repository.file_repos(view.runner)
+    files: list[str] = []
+    for d in frepos.values():
+        for entry in view.runner.list_dir(d) or []:
+            if entry.startswith(NAME_PREFIX) and entry.endswith((".img", ".json")):
+                files.append(str(PurePosixPath(d) / entry))
     return Inventory(
-        vgs,
-        lvs,
-        devices,
-        targets,
-        exports,
-        backstores,
-        sessions,
-        nodes,
-        ifaces,
-        loops,
-        {n: str(d) for n, d in frepos.items()},
-        files,
+        vgs, lvs, devices, targets, exports, backstores, sessions, nodes, ifaces, loops, frepos, tuple(files)
     )

@@ -8,15 +8,15 @@ with a sparse file on a loop device (for experiments), like ``repo init --loop``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import check_name
-from skycache.plan import Plan, legacy_action
-from skycache.runner import Runner, render
+from skycache.plan import Plan
 from skycache.storage import repository
 from skycache.storage.kernel import lvm
+from skycache.storage.view import View
 from skycache.units import format_size
 
 NODE_TAG = "skycache-node"
@@ -40,67 +40,46 @@ def round_extent(nbytes: int) -> int:
 
 
 def plan_init(
-    runner: Runner,
+    view: View,
     name: str,
     *,
     devices: list[str] | None = None,
     loop_size: int | None = None,
-    directory: Path | None = None,
+    directory: str | PurePosixPath | None = None,
 ) -> Plan:
     """Plan ``node init``: a tagged VG on ``devices`` or on a loop device of ``loop_size`` bytes."""
     check_name(name, what="cache VG name")
     if bool(devices) == (loop_size is not None):
         raise InvalidInput("give either --device DEV... or --loop SIZE")
-    if lvm.find_vg(runner, name) is not None:
+    if view.vg(name) is not None:
         raise Busy(f"volume group {name!r} already exists")
-    tags = [NODE_TAG]
     plan = Plan(f"node init: cache VG {name}")
     if devices:
-        devs = list(devices)
-        plan.add(
-            legacy_action(
-                f"create tagged VG {name} on {', '.join(devs)}",
-                lambda r: lvm.create_vg(r, name, devs, tags=tags),
-                lambda r: lvm.remove_vg(r, name),
-                (render(lvm.pvcreate_argv(devs)), render(lvm.vgcreate_argv(name, devs, tags=tags))),
-            )
-        )
+        for dev in devices:
+            if not view.runner.exists(dev):
+                raise InvalidInput(f"device {dev!r} does not exist")
+        plan.extend(lvm.vg_create_actions(view, name, devices, tags=[NODE_TAG], what="cache VG"))
     else:
         assert loop_size is not None
         if loop_size < 2 * EXTENT:
             raise InvalidInput(f"--loop {format_size(loop_size)} is too small (at least 8M)")
-        where = directory or repository.loop_dir()
-        size = loop_size
-        backing = lvm.loop_backing_file(where, name)
-        plan.add(
-            legacy_action(
-                f"create tagged VG {name} on a loop device over {backing} ({format_size(size)}, sparse)",
-                lambda r: _mkdir_and_create(r, name, size, where, tags),
-                lambda r: lvm.remove_vg(r, name),
-                (f"truncate -s {size} {backing}", "losetup --find --show " + str(backing)),
-            )
+        where = directory if directory is not None else repository.loop_dir()
+        plan.extend(
+            lvm.loop_vg_actions(view, view.runner, name, loop_size, where, tags=[NODE_TAG], what="cache VG")
         )
     return plan
 
 
-def _mkdir_and_create(runner: Runner, name: str, size: int, where: Path, tags: list[str]) -> None:
-    if not runner.dry_run:
-        where.mkdir(parents=True, exist_ok=True)
-    lvm.create_loop_vg(runner, name, size, where, tags=tags)
-
-
-def list_cache_vgs(runner: Runner) -> list[CacheVG]:
+def list_cache_vgs(view: View) -> list[CacheVG]:
     return [
-        CacheVG(vg.name, vg.size, vg.free, vg.lv_count)
-        for vg in lvm.list_vgs(runner)
-        if vg.owned and NODE_TAG in vg.tags
+        CacheVG(vg.name, vg.size, vg.free, vg.lv_count) for vg in view.vgs if vg.owned and NODE_TAG in vg.tags
     ]
 
 
-def require_cache_vg(runner: Runner, name: str) -> CacheVG:
+def require_cache_vg(view: View, name: str) -> CacheVG:
     """The node cache VG ``name``; refuses VGs that are not skycache node cache VGs."""
     check_name(name, what="cache VG name")
-    vg = lvm.find_vg(runner, name)
+    vg = view.vg(name)
     if vg is None:
         raise NotFound(f"cache VG {name!r} does not exist (create it with skycache node init)")
     if not vg.owned or NODE_TAG not in vg.tags:
@@ -108,9 +87,9 @@ def require_cache_vg(runner: Runner, name: str) -> CacheVG:
     return CacheVG(vg.name, vg.size, vg.free, vg.lv_count)
 
 
-def default_cache_vg(runner: Runner) -> str:
+def default_cache_vg(view: View) -> str:
     """The only cache VG on this node (an error when there are none or several)."""
-    vgs = list_cache_vgs(runner)
+    vgs = list_cache_vgs(view)
     if len(vgs) != 1:
         what = "no" if not vgs else f"{len(vgs)}"
         raise InvalidInput(f"{what} node cache VGs on this host: name one with --cache-vg")

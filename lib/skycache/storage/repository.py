@@ -2,25 +2,25 @@
 
 LVM repositories are found from the system's own records (VGs tagged ``skycache`` and
 ``skycache-repo``; the VG is named like the repository). File repositories are directories holding a
-``.skycache-repo`` marker; their names are kept in a small registry in the state directory.
+``.skycache-repo`` marker; their names are kept in a small registry in the state directory. Both live
+on the runner's host: every read and write goes through the runner.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import LVM_TAG, check_name
-from skycache.plan import Plan, legacy_action
-from skycache.runner import Runner, render
+from skycache.plan import Action, Command, Plan
+from skycache.runner import Runner
 from skycache.storage.kernel import lvm
-from skycache.units import format_size
+from skycache.storage.view import View
 
 REPO_TAG = "skycache-repo"
 MARKER = ".skycache-repo"
@@ -56,130 +56,129 @@ def check_repo_name(name: str) -> str:
     return name
 
 
-def loop_dir() -> Path:
-    return Path(os.environ.get("SKYCACHE_LOOP_DIR", DEFAULT_LOOP_DIR))
+def loop_dir() -> PurePosixPath:
+    """Where loop-backed VGs keep their sparse files (``$SKYCACHE_LOOP_DIR``; made on first use)."""
+    return PurePosixPath(os.environ.get("SKYCACHE_LOOP_DIR", DEFAULT_LOOP_DIR))
 
 
-def _registry() -> dict[str, str]:
-    data = state.read_json(state.state_dir() / REGISTRY, {})
+def registry_path() -> PurePosixPath:
+    return state.state_dir() / REGISTRY
+
+
+def registry(runner: Runner) -> dict[str, str]:
+    data = state.read_json(runner, registry_path(), {})
+    if not isinstance(data, dict):
+        raise InvalidInput(f"state file {registry_path()} is not a JSON object of repository names")
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _save_registry(reg: dict[str, str]) -> None:
-    state.write_json_private(state.state_dir() / REGISTRY, reg)
+def registry_command(reg: dict[str, str]) -> Command:
+    return state.write_command(registry_path(), state.json_text(dict(sorted(reg.items()))))
 
 
 # -- init --------------------------------------------------------------------------------------------
 
 
 def plan_init_lvm(
-    runner: Runner,
+    view: View,
     name: str,
     *,
     devices: list[str] | None = None,
     loop_size: int | None = None,
-    directory: Path | None = None,
+    directory: str | PurePosixPath | None = None,
 ) -> Plan:
     check_repo_name(name)
+    runner = view.runner
     if bool(devices) == (loop_size is not None):
         raise InvalidInput("give either --device DEV... or --loop SIZE")
-    if lvm.find_vg(runner, name) is not None:
+    if view.vg(name) is not None:
         raise Busy(f"volume group {name!r} already exists")
-    if name in _registry():
+    if name in registry(runner):
         raise Busy(f"repository {name!r} already exists (file backend)")
-    tags = [REPO_TAG]
     plan = Plan(f"create LVM repository {name}")
     if devices:
-        in_use = {pv.name for pv in lvm.list_pvs(runner)}
         for dev in devices:
-            if not Path(dev).exists():
+            if not runner.exists(dev):
                 raise InvalidInput(f"device {dev!r} does not exist")
-            if dev in in_use:
-                raise Busy(f"device {dev!r} is already an LVM physical volume")
-        plan.add(
-            legacy_action(
-                f"create tagged volume group {name} on {', '.join(devices)}",
-                lambda r: lvm.create_vg(r, name, devices, tags=tags),
-                lambda r: lvm.remove_vg(r, name),
-                (render(lvm.pvcreate_argv(devices)), render(lvm.vgcreate_argv(name, devices, tags=tags))),
-            )
-        )
+        plan.extend(lvm.vg_create_actions(view, name, devices, tags=[REPO_TAG], what="repository VG"))
     else:
         assert loop_size is not None
-        where = directory or loop_dir()
-        backing = lvm.loop_backing_file(where, name)
-        if backing.exists():
-            raise Busy(f"backing file {str(backing)!r} already exists")
-        if not where.is_dir():
-            raise InvalidInput(f"loop directory {str(where)!r} does not exist")
-        plan.add(
-            legacy_action(
-                f"create tagged volume group {name} on a loop device over sparse {backing} "
-                f"({format_size(loop_size)})",
-                lambda r: lvm.create_loop_vg(r, name, loop_size, where, tags=tags),
-                lambda r: lvm.remove_vg(r, name),
-                (
-                    f"truncate -s {loop_size} {backing}",
-                    f"losetup --find --show {backing}",
-                    render(lvm.pvcreate_argv(["LOOP"])),
-                    render(lvm.vgcreate_argv(name, ["LOOP"], tags=tags)),
-                ),
-            )
+        where = directory if directory is not None else loop_dir()
+        plan.extend(
+            lvm.loop_vg_actions(view, runner, name, loop_size, where, tags=[REPO_TAG], what="repository VG")
         )
     return plan
 
 
-def plan_init_file(runner: Runner, name: str, directory: Path) -> Plan:
+def plan_init_file(view: View, name: str, directory: str | PurePosixPath) -> Plan:
     check_repo_name(name)
-    if name in _registry() or lvm.find_vg(runner, name) is not None:
+    runner = view.runner
+    reg = registry(runner)
+    if name in reg or view.vg(name) is not None:
         raise Busy(f"repository {name!r} already exists")
-    d = directory.resolve()
-    if d.exists() and not d.is_dir():
+    d = PurePosixPath(directory)
+    if not d.is_absolute():
+        raise InvalidInput(f"repository directory {str(directory)!r} is not an absolute path")
+    entries = runner.list_dir(d)
+    if entries is None and runner.exists(d):
         raise InvalidInput(f"{str(directory)!r} is not a directory")
-    if d.is_dir() and any(p.name != MARKER for p in d.iterdir()):
+    if entries and any(e != MARKER for e in entries):
         raise InvalidInput(f"directory {str(directory)!r} is not empty")
-
-    def do(r: Runner) -> None:
-        d.mkdir(parents=True, exist_ok=True)
-        (d / MARKER).write_text(json.dumps({"name": name, "backend": "file"}) + "\n")
-        reg = _registry()
-        reg[name] = str(d)
-        _save_registry(reg)
-
-    def undo(r: Runner) -> None:
-        (d / MARKER).unlink(missing_ok=True)
-        reg = _registry()
-        reg.pop(name, None)
-        _save_registry(reg)
-
-    return Plan(f"create file repository {name}").add(
-        legacy_action(f"mark directory {d} as repository {name} and register it", do, undo)
+    plan = Plan(f"create file repository {name}")
+    if entries is None:
+        plan.add(Action(f"create directory {d}", (Command(("mkdir", "-p", "--", str(d))),)))
+    marker = d / MARKER
+    plan.add(
+        Action(
+            f"mark {d} as repository {name}",
+            (state.write_command(marker, json.dumps({"name": name, "backend": "file"}) + "\n"),),
+            (Command(("rm", "-f", "--", str(marker))),),
+        )
     )
+    plan.add(
+        Action(
+            f"register file repository {name}",
+            (registry_command({**reg, name: str(d)}),),
+            (registry_command(reg),),
+        )
+    )
+    return plan
 
 
 # -- lookup ------------------------------------------------------------------------------------------
 
 
-def list_repos(runner: Runner) -> list[Repository]:
+def _disk_usage(runner: Runner, directory: str) -> tuple[int, int]:
+    """(size, available) bytes of the filesystem holding ``directory`` on the runner's host."""
+    done = runner.query(["df", "-B1", "--output=size,avail", "--", directory], check=False)
+    rows = [line.split() for line in done.stdout.splitlines()[1:] if line.strip()]
+    if done.returncode != 0 or not rows or len(rows[0]) != 2:
+        return 0, 0
+    return int(rows[0][0]), int(rows[0][1])
+
+
+def file_repos(runner: Runner) -> dict[str, str]:
+    """Registered file repositories that still carry their marker."""
+    return {n: d for n, d in registry(runner).items() if runner.exists(PurePosixPath(d) / MARKER)}
+
+
+def list_repos(view: View) -> list[Repository]:
     repos = [
         Repository(vg.name, "lvm", vg.name, vg.size, vg.free)
-        for vg in lvm.list_vgs(runner)
+        for vg in view.vgs
         if vg.owned and REPO_TAG in vg.tags
     ]
-    for name, directory in sorted(_registry().items()):
-        d = Path(directory)
-        if not (d / MARKER).is_file():
-            continue  # directory gone or unmarked: not a repository any more
-        usage = shutil.disk_usage(d)
-        repos.append(Repository(name, "file", directory, usage.total, usage.free))
+    for name, directory in sorted(file_repos(view.runner).items()):
+        size, free = _disk_usage(view.runner, directory)
+        repos.append(Repository(name, "file", directory, size, free))
     return sorted(repos, key=lambda r: r.name)
 
 
-def get_repo(runner: Runner, name: str) -> Repository:
-    for repo in list_repos(runner):
+def get_repo(view: View, name: str) -> Repository:
+    for repo in list_repos(view):
         if repo.name == name:
             return repo
-    vg = lvm.find_vg(runner, name)
+    vg = view.vg(name)
     if vg is not None:
         # A VG of that name exists but is not ours (or is another skycache VG, e.g. a node cache VG).
         if LVM_TAG not in vg.tags:
@@ -188,15 +187,15 @@ def get_repo(runner: Runner, name: str) -> Repository:
     raise NotFound(f"repository {name!r} does not exist")
 
 
-def file_repos() -> dict[str, Path]:
-    """Registered file repositories that still carry their marker."""
-    return {n: Path(d) for n, d in _registry().items() if (Path(d) / MARKER).is_file()}
-
-
-def forget_file_repo(name: str) -> None:
-    """Unregister a file repository and remove its marker (teardown; image files go first)."""
-    reg = _registry()
-    directory = reg.pop(name, None)
-    if directory:
-        (Path(directory) / MARKER).unlink(missing_ok=True)
-    _save_registry(reg)
+def forget_file_repos_actions(runner: Runner, names: list[str]) -> list[Action]:
+    """Unregister file repositories and remove their markers (teardown; image files go first)."""
+    reg = registry(runner)
+    actions = []
+    for name in names:
+        directory = reg.pop(name, None)
+        if directory:
+            marker = str(PurePosixPath(directory) / MARKER)
+            actions.append(Action(f"remove the marker {marker}", (Command(("rm", "-f", "--", marker)),)))
+    if names:
+        actions.append(Action(f"unregister file repositories {', '.join(names)}", (registry_command(reg),)))
+    return actions

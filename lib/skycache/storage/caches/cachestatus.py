@@ -13,21 +13,21 @@ Flushing is what makes a write-back cache safe to drop (design.md §2, §7):
 - dm-cache: the table is reloaded with the ``cleaner`` policy (it writes back every dirty block and
   promotes nothing); clean means dirty == 0 with metadata mode ``rw`` and no ``needs_check``.
 
-A flush ends with a flush of the origin device itself (:func:`skycache.storage.kernel.blockqueue.flush`): the
+A flush ends with a flush of the origin device itself (``skycache-agent flush-device``): the
 written-back blocks are then durable on the repository, also when the node marks the origin LUN
-"write through" (why it does: blockqueue's docstring).
+"write through" (why it does: kernel.blockqueue's docstring). A flush is a sequence of plan steps
+(:func:`flush_steps`): the commands that start it, a wait until the cache is clean, the origin flush.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from skycache.errors import Busy, NotFound, SkycacheError
+from skycache.errors import NotFound, SkycacheError
 from skycache.ownership import require_marked_name
-from skycache.runner import CommandError, Runner
-from skycache.storage.kernel import blockqueue
+from skycache.plan import Action, Command, Plan, Step, Wait
+from skycache.runner import AGENT, CommandError, Runner
 
 SECTOR = 512
 
@@ -293,31 +293,83 @@ def origin_of(table_line: str) -> str:
     raise StatusParseError(f"not a dm-writecache or dm-cache table: {table_line!r}")
 
 
-def start_flush(runner: Runner, dm_name: str) -> None:
-    """Switch the device into write-everything-back mode without waiting."""
-    st = status(runner, dm_name)
-    if isinstance(st, WritecacheStatus):
-        # "flush" commits pending writes; "cleaner" then writes every block back and stops new caching.
-        runner.run(["dmsetup", "message", dm_name, "0", "flush"])
-        runner.run(["dmsetup", "message", dm_name, "0", "cleaner"])
-        return
-    if st.policy == "cleaner":
-        return
-    table = cleaner_table(_table(runner, dm_name))
-    runner.run(["dmsetup", "reload", dm_name, "--table", table])
-    # suspend writes back nothing by itself (no data loss), resume activates the cleaner table.
-    runner.run(["dmsetup", "suspend", dm_name])
-    runner.run(["dmsetup", "resume", dm_name])
+@dataclass(frozen=True)
+class CacheClean:
+    """A :class:`skycache.plan.Wait` probe: the write-back cache has written every block back.
+
+    Raises when the target reports an error or needs_check: the cache is then NOT clean and must not
+    be discarded.
+    """
+
+    name: str
+
+    def describe(self) -> str:
+        return f"{self.name} has no unwritten block"
+
+    def poll(self, runner: Runner) -> tuple[bool, str | None]:
+        st = status(runner, self.name)
+        if isinstance(st, WritecacheStatus) and st.error:
+            raise SkycacheError(f"dm-writecache {self.name!r} reports error {st.error}; cache not flushed")
+        if isinstance(st, CacheStatus) and (st.needs_check or st.metadata_mode != "rw"):
+            raise SkycacheError(
+                f"dm-cache {self.name!r} metadata is {st.metadata_mode}"
+                f"{' and needs_check' if st.needs_check else ''}; cache not flushed"
+            )
+        return st.clean, f"{self.name}: {st.unwritten} blocks to write back"
 
 
-def resume_caching(runner: Runner, dm_name: str, table: str) -> None:
-    """Undo the mode a flush left behind: load ``table`` (the line :func:`table_line` gave before the
-    flush) again. dm-cache gets its smq policy back and dm-writecache leaves cleaner mode; the cache
-    contents are kept (both reopen their metadata), so this is safe once the flush has finished."""
-    require_marked_name(dm_name, what="dm device")
-    runner.run(["dmsetup", "reload", dm_name, "--table", table])
-    runner.run(["dmsetup", "suspend", dm_name])
-    runner.run(["dmsetup", "resume", dm_name])
+def start_flush_commands(name: str, table_line: str) -> tuple[Command, ...]:
+    """Switch the device into write-everything-back mode (from its current table line).
+
+    dm-writecache: ``flush`` commits pending writes; ``cleaner`` then writes every block back and
+    stops new caching. dm-cache: the table is reloaded with the ``cleaner`` policy; suspend writes
+    nothing back by itself (no data loss), resume activates the cleaner table.
+    """
+    require_marked_name(name, what="dm device")
+    target = table_line.split()[2] if len(table_line.split()) > 2 else ""
+    if target == "writecache":
+        return (
+            Command(("dmsetup", "message", name, "0", "flush")),
+            Command(("dmsetup", "message", name, "0", "cleaner")),
+        )
+    if target != "cache":
+        raise StatusParseError(f"{name} is not a dm-cache or dm-writecache device: {table_line!r}")
+    words = table_line.split()
+    nfeat = _int(words[7], table_line)
+    if words[8 + nfeat] == "cleaner":
+        return ()
+    return (
+        Command(("dmsetup", "reload", name, "--table", cleaner_table(table_line))),
+        Command(("dmsetup", "suspend", name)),
+        Command(("dmsetup", "resume", name)),
+    )
+
+
+def flush_device_command(origin: str) -> Command:
+    """A flush that reaches ``origin`` (``major:minor``) even while it is marked write through."""
+    return Command((AGENT, "flush-device", origin))
+
+
+def flush_steps(name: str, table_line: str, *, timeout_s: float = 600) -> tuple[Step, ...]:
+    """Write back every dirty block of ``name``, wait until it is clean, then flush its origin device
+    so the written-back data is durable on it (kernel.blockqueue says why the origin needs that)."""
+    return (
+        *start_flush_commands(name, table_line),
+        Wait(CacheClean(name), timeout_s=timeout_s),
+        flush_device_command(origin_of(table_line)),
+    )
+
+
+def resume_caching_commands(name: str, table_line: str) -> tuple[Command, ...]:
+    """Undo the mode a flush left behind: load the table the device had before the flush again.
+    dm-cache gets its smq policy back and dm-writecache leaves cleaner mode; the contents are kept
+    (both reopen their metadata), so this is safe once the flush has finished."""
+    require_marked_name(name, what="dm device")
+    return (
+        Command(("dmsetup", "reload", name, "--table", table_line)),
+        Command(("dmsetup", "suspend", name)),
+        Command(("dmsetup", "resume", name)),
+    )
 
 
 def flush(
@@ -325,47 +377,20 @@ def flush(
     dm_name: str,
     on_progress: Callable[[int], None] | None = None,
     timeout_s: float = 600,
-    *,
-    poll_s: float = 0.5,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    flush_origin: Callable[[Runner, str], None] = blockqueue.flush,
 ) -> None:
-    """Write back every dirty block of ``dm_name``, wait until the cache is clean, then flush its
-    origin device (``flush_origin(runner, "major:minor")``) so the written-back data is durable.
+    """Flush ``dm_name`` now (tests and scripts; verbs put :func:`flush_steps` in their plans).
 
-    ``on_progress`` gets the unwritten block count before the flush starts, then each time it
-    changes. Raises :class:`Busy` on timeout and :class:`SkycacheError` when the target reports an
-    error or needs_check: the cache is then NOT clean and must not be discarded.
+    ``on_progress`` gets the unwritten block count before the flush starts, then each time it changes.
     """
     require_marked_name(dm_name, what="dm device")
-    if runner.dry_run:
-        runner.run(["dmsetup", "message", dm_name, "0", "cleaner"])  # shown in the plan only
-        return
-    # Report the count before the flush starts: a small cache may be clean by the first poll, and
-    # the progress should still show where it began.
     first = status(runner, dm_name).unwritten
     if on_progress is not None:
         on_progress(first)
-    last: int | None = first
-    start_flush(runner, dm_name)
-    deadline = clock() + timeout_s
-    while True:
-        st = status(runner, dm_name)
-        if isinstance(st, WritecacheStatus) and st.error:
-            raise SkycacheError(f"dm-writecache {dm_name!r} reports error {st.error}; cache not flushed")
-        if isinstance(st, CacheStatus) and (st.needs_check or st.metadata_mode != "rw"):
-            raise SkycacheError(
-                f"dm-cache {dm_name!r} metadata is {st.metadata_mode}"
-                f"{' and needs_check' if st.needs_check else ''}; cache not flushed"
-            )
-        if st.unwritten != last:
-            last = st.unwritten
-            if on_progress is not None:
-                on_progress(last)
-        if st.clean:
-            flush_origin(runner, origin_of(_table(runner, dm_name)))
-            return
-        if clock() >= deadline:
-            raise Busy(f"flush of {dm_name!r} timed out after {timeout_s:g} s with {last} blocks unwritten")
-        sleep(poll_s)
+
+    def progress(note: str) -> None:
+        count = int(note.rsplit(": ", 1)[1].split()[0])
+        if on_progress is not None and count != first:
+            on_progress(count)
+
+    steps = flush_steps(dm_name, _table(runner, dm_name), timeout_s=timeout_s)
+    Plan(f"flush {dm_name}", [Action(f"flush {dm_name}", steps)]).apply(runner, progress)

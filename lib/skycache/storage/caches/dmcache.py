@@ -112,7 +112,7 @@ def remove(runner: Runner, name: str, *, force: bool = False) -> None:
     """
     if not dm.exists(runner, name):
         return
-    if not force and not runner.dry_run:
+    if not force:
         dirty = cachestatus.dirty_count(runner, name)
         if dirty:
             raise Busy(f"cache {name!r} holds {dirty} dirty blocks; flush it first (or force)")

@@ -100,7 +100,7 @@ def remove(runner: Runner, name: str, *, force: bool = False) -> None:
     """Remove a dm-writecache device; refuses while blocks are not written back unless ``force``."""
     if not dm.exists(runner, name):
         return
-    if not force and not runner.dry_run:
+    if not force:
         unwritten = cachestatus.dirty_count(runner, name)
         if unwritten:
             raise Busy(f"write cache {name!r} holds {unwritten} unwritten blocks; flush it first (or force)")

@@ -20,62 +20,47 @@ fsync of the LUN (SYNCHRONIZE CACHE on the repository) and restores it.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Literal
 
 from skycache.errors import NotFound
-from skycache.runner import Runner
+from skycache.plan import Command
+from skycache.runner import AGENT, Runner
 
 WriteCacheMode = Literal["write back", "write through"]
 MODES: tuple[WriteCacheMode, ...] = ("write back", "write through")
 
 
-def kernel_name(device: str, *, sys_root: Path = Path("/sys")) -> str:
-    """``sdb`` for ``/dev/sdb``, a symlink to it, or its ``major:minor`` (as dmsetup tables print)."""
-    if ":" in device and not device.startswith("/"):
-        link = sys_root / "dev" / "block" / device
-        if not link.exists():
-            raise NotFound(f"no block device {device!r} (major:minor)")
-        return link.resolve().name
-    path = Path(device)
-    if not path.exists():
+def kernel_name(runner: Runner, device: str) -> str:
+    """``sdb`` for ``/dev/sdb``, a symlink to it, or its ``major:minor`` (as dmsetup tables print),
+    on the runner's host."""
+    path = f"/sys/dev/block/{device}" if ":" in device and not device.startswith("/") else device
+    resolved = runner.resolve(path)
+    if resolved is None:
         raise NotFound(f"block device {device!r} does not exist")
-    return path.resolve().name
+    return PurePosixPath(resolved).name
 
 
-def write_cache_attr(device: str, *, sys_root: Path = Path("/sys")) -> Path:
-    attr = sys_root / "block" / kernel_name(device, sys_root=sys_root) / "queue" / "write_cache"
-    if not attr.exists():
-        raise NotFound(f"{device!r} has no queue/write_cache attribute (not a whole disk?)")
-    return attr
-
-
-def write_cache(device: str, *, sys_root: Path = Path("/sys")) -> WriteCacheMode:
+def write_cache(runner: Runner, device: str) -> WriteCacheMode:
     """The block layer's view of the device: ``write back`` (flushes are sent) or ``write through``."""
-    text = write_cache_attr(device, sys_root=sys_root).read_text().strip()
-    return "write through" if text == "write through" else "write back"
+    attr = f"/sys/block/{kernel_name(runner, device)}/queue/write_cache"
+    text = runner.read_text(attr)
+    if text is None:
+        raise NotFound(f"{device!r} has no queue/write_cache attribute (not a whole disk?)")
+    return "write through" if text.strip() == "write through" else "write back"
 
 
-def set_write_cache(
-    runner: Runner, device: str, mode: WriteCacheMode, *, sys_root: Path = Path("/sys")
-) -> None:
-    """Set the flag (the node's view only: nothing is sent to the device or the iSCSI target)."""
+def set_write_cache_command(device: str, mode: WriteCacheMode) -> Command:
+    """Set the flag (the node's view only: nothing is sent to the device or the iSCSI target).
+
+    ``device`` may be a udev link that exists only once the plan has logged in: the agent resolves it
+    when the command runs."""
     if mode not in MODES:
         raise ValueError(f"write cache mode must be one of {MODES}, not {mode!r}")
-    attr = write_cache_attr(device, sys_root=sys_root)
-    runner.run(["tee", str(attr)], stdin=f"{mode}\n")
+    return Command((AGENT, "set-write-cache", device, mode))
 
 
-def flush(runner: Runner, device: str, *, sys_root: Path = Path("/sys")) -> None:
-    """Make everything written to ``device`` durable on it: one fsync of the device that the block
-    layer turns into a real flush (SYNCHRONIZE CACHE over iSCSI), even while it is marked write
-    through; the flag is restored after."""
-    name = kernel_name(device, sys_root=sys_root)
-    before = write_cache(device, sys_root=sys_root)
-    if before == "write through":
-        set_write_cache(runner, device, "write back", sys_root=sys_root)
-    try:
-        runner.run(["sync", f"/dev/{name}"])
-    finally:
-        if before == "write through":
-            set_write_cache(runner, device, "write through", sys_root=sys_root)
+def flush_command(device: str) -> Command:
+    """Make everything written to ``device`` durable on it: one fsync that the block layer turns into
+    a real flush (SYNCHRONIZE CACHE over iSCSI), even while it is marked write through."""
+    return Command((AGENT, "flush-device", device))

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from skycache.errors import Busy, InvalidInput, NotFound
 from skycache.ownership import is_marked_name, require_marked_name
+from skycache.plan import Action, Command
 from skycache.runner import CommandError, Retry, Runner, render
 
 SECTOR = 512
@@ -154,10 +154,12 @@ def parse_table(text: str, *, name: str | None = None) -> dict[str, Table]:
         if name is not None:
             tables.setdefault(name, []).append(parse_segment(line))
             continue
-        dev, sep, rest = line.partition(": ")
+        dev, sep, rest = line.partition(":")
         if not sep:
             raise ValueError(f"not a 'dmsetup table' line: {line!r}")
-        tables.setdefault(dev, []).append(parse_segment(rest))
+        segments = tables.setdefault(dev, [])
+        if rest.strip():  # a device a killed process left without a table prints "NAME: " only
+            segments.append(parse_segment(rest.strip()))
     return {k: tuple(v) for k, v in tables.items()}
 
 
@@ -415,6 +417,11 @@ def all_tables(runner: Runner) -> dict[str, Table]:
     return parse_table(runner.query(["dmsetup", "table"]).stdout)
 
 
+def all_status(runner: Runner) -> dict[str, Table]:
+    """``dmsetup status`` of every device, as segments (the target's status words in ``args``)."""
+    return parse_table(runner.query(["dmsetup", "status"]).stdout)
+
+
 LVM_UUID_PREFIX = "LVM-"
 
 
@@ -429,11 +436,56 @@ def owned_devices(runner: Runner) -> list[str]:
     return removal_order(owned, deps(runner))
 
 
-def holders(name: str, *, sys_block: Path = Path("/sys/block")) -> list[str]:
-    """Kernel names (``dm-3``...) of the devices stacked on ``/dev/mapper/NAME`` (from sysfs)."""
-    node = Path(path(name)).resolve()
-    held = sys_block / node.name / "holders"
-    return sorted(p.name for p in held.iterdir()) if held.is_dir() else []
+def holders_of(name: str, deps: Mapping[str, Sequence[str]]) -> list[str]:
+    """The dm devices stacked directly on ``name`` (from :func:`deps`: who lists it below itself)."""
+    return sorted(d for d, below in deps.items() if name in below)
+
+
+# -- commands and actions for plans ----------------------------------------------------------------
+
+
+def remove_command(name: str, *, force: bool = False) -> Command:
+    """``dmsetup remove [--force] NAME``, retried while udev still holds the node (REMOVE_RETRY).
+
+    ``force`` replaces the table with ``error`` first, which lets a device with an open count (a dead
+    iSCSI disk under it, say) go away; data in it is lost.
+    """
+    require_marked_name(name, what="device-mapper device")
+    return Command(("dmsetup", "remove", *(["--force"] if force else []), name), retry=REMOVE_RETRY)
+
+
+def create_action(name: str, table: Sequence[Segment] | str, what: str, *, readonly: bool = False) -> Action:
+    """Create ``name`` with ``table``; the undo removes it."""
+    require_marked_name(name, what="device-mapper device")
+    return Action(
+        f"create {what} {name}",
+        (Command(tuple(create_argv(name, table, readonly=readonly))),),
+        (remove_command(name, force=True),),
+    )
+
+
+def remove_action(name: str, what: str = "dm device", *, force: bool = False) -> Action:
+    return Action(f"remove {what} {name}", (remove_command(name, force=force),))
+
+
+def message_command(name: str, sector: int, *words: str) -> Command:
+    require_marked_name(name, what="device-mapper device")
+    return Command(("dmsetup", "message", name, str(sector), *words))
+
+
+def suspend_command(name: str) -> Command:
+    require_marked_name(name, what="device-mapper device")
+    return Command(("dmsetup", "suspend", name))
+
+
+def resume_command(name: str) -> Command:
+    require_marked_name(name, what="device-mapper device")
+    return Command(("dmsetup", "resume", name))
+
+
+def reload_command(name: str, table: Sequence[Segment] | str) -> Command:
+    require_marked_name(name, what="device-mapper device")
+    return Command(("dmsetup", "reload", name, "--table", _table_arg(table)))
 
 
 def device_sectors(runner: Runner, device: str) -> int:

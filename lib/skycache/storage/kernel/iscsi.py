@@ -10,17 +10,16 @@ backoff (os-brick's list): 6 database/lock, 8 transport timeout, 28 busy, 29 try
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
-from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, SkycacheError
+from skycache.plan import Action, Command, Wait
 from skycache.runner import CommandError, Retry, Runner, Secret
 
-INITIATOR_FILE = Path("/etc/iscsi/initiatorname.iscsi")
-BY_PATH = Path("/dev/disk/by-path")
+INITIATOR_FILE = PurePosixPath("/etc/iscsi/initiatorname.iscsi")
+BY_PATH = PurePosixPath("/dev/disk/by-path")
 
 # include/iscsi_err.h of open-iscsi
 ERR_TRANS = 4
@@ -40,16 +39,15 @@ class LoginRefused(SkycacheError):
     """The target refused the login (ACL or CHAP)."""
 
 
-def initiator_name(path: Path = INITIATOR_FILE) -> str:
-    """This node's initiator IQN (``InitiatorName=`` in /etc/iscsi/initiatorname.iscsi)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise NotFound(f"{path} does not exist (is open-iscsi installed?)") from None
+def initiator_name(runner: Runner, path: PurePosixPath = INITIATOR_FILE) -> str:
+    """The runner's host's initiator IQN (``InitiatorName=`` in /etc/iscsi/initiatorname.iscsi)."""
+    text = runner.read_text(path)
+    if text is None:
+        raise NotFound(f"{path} does not exist (is open-iscsi installed?)")
     return parse_initiator_name(text, path)
 
 
-def parse_initiator_name(text: str, path: Path = INITIATOR_FILE) -> str:
+def parse_initiator_name(text: str, path: PurePosixPath = INITIATOR_FILE) -> str:
     for line in text.splitlines():
         if line.strip().startswith("InitiatorName="):
             return line.split("=", 1)[1].strip()
@@ -72,7 +70,12 @@ def parse_portal(text: str) -> Portal:
         addr, port_text = text, "3260"
     if not addr or not re.fullmatch(r"[A-Za-z0-9.-]+", addr):
         raise InvalidInput(f"portal {text!r} is not ADDR[:PORT]")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if (
+        not port_text.isascii()
+        or not port_text.isdigit()
+        or len(port_text) > 5
+        or not 0 < int(port_text) < 65536
+    ):
         raise InvalidInput(f"portal {text!r} has an invalid port {port_text!r}")
     return Portal(addr, int(port_text))
 
@@ -154,12 +157,12 @@ def parse_sessions(text: str) -> list[Session]:
     return sessions
 
 
-def by_path(portal: Portal, iqn: str, lun: int = 0) -> Path:
+def by_path(portal: Portal, iqn: str, lun: int = 0) -> PurePosixPath:
     """udev's persistent name of an iSCSI LUN (60-persistent-storage.rules)."""
     return BY_PATH / f"ip-{portal}-iscsi-{iqn}-lun-{lun}"
 
 
-# -- the thin layer ----------------------------------------------------------------------------------
+# -- the thin layer ---------------------------------------------------------------------------------
 
 
 def _node(iqn: str, portal: Portal, iface: str | None) -> list[str]:
@@ -175,55 +178,58 @@ def sessions(runner: Runner) -> list[Session]:
     return parse_sessions(done.stdout)
 
 
-def discover(
-    runner: Runner, portal: Portal, *, iface: str | None = None, timeout_s: float = 30
-) -> list[DiscoveredTarget]:
-    argv = [
-        "iscsiadm",
-        "-m",
-        "discovery",
-        "-t",
-        "sendtargets",
-        "-p",
-        str(portal),
-        *(["-I", iface] if iface else []),
-    ]
-    try:
-        # Discovery writes node records: it is a change (a plan shows it), but attach needs its answer.
-        done = runner.query(argv, retry=TRANSIENT, timeout_s=timeout_s)
-    except CommandError as exc:
-        raise SkycacheError(f"portal {portal} does not answer iSCSI discovery ({_reason(exc)})") from exc
-    return parse_discovery(done.stdout)
+def list_ifaces(runner: Runner) -> list[str]:
+    done = runner.query(["iscsiadm", "-m", "iface"], check=False)
+    return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
 
 
-def set_chap(
-    runner: Runner, iqn: str, portal: Portal, userid: str, password: str, *, iface: str | None = None
-) -> None:
-    for name, value in (
-        ("node.session.auth.authmethod", "CHAP"),
-        ("node.session.auth.username", userid),
-        ("node.session.auth.password", Secret(password)),
-    ):
-        runner.run([*_node(iqn, portal, iface), "-o", "update", "-n", name, "-v", value], retry=TRANSIENT)
+def node_records(runner: Runner) -> list[tuple[str, str]]:
+    """(portal, iqn) of every node record (``iscsiadm -m node``)."""
+    done = runner.query(["iscsiadm", "-m", "node"], check=False)
+    return [(t.portal, t.iqn) for t in parse_discovery(done.stdout)]
 
 
-def login(runner: Runner, iqn: str, portal: Portal, *, iface: str | None = None) -> None:
-    try:
-        runner.run([*_node(iqn, portal, iface), "--login"], retry=TRANSIENT, timeout_s=120)
-    except CommandError as exc:
-        if exc.returncode == ERR_SESS_EXISTS:
-            return  # already logged in: what we wanted
-        if exc.returncode == ERR_LOGIN_AUTH_FAILED:
-            raise LoginRefused(
+def disk_holders(runner: Runner, disk: str) -> list[str]:
+    """Kernel names of the devices stacked on an iSCSI disk (``sdb``), from the host's sysfs."""
+    return runner.list_dir(f"/sys/block/{disk}/holders") or []
+
+
+# -- actions for plans ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceLink:
+    """A :class:`skycache.plan.Wait` probe: udev has made the LUN's by-path link."""
+
+    link: str
+
+    def describe(self) -> str:
+        return f"udev has made {self.link}"
+
+    def poll(self, runner: Runner) -> tuple[bool, str | None]:
+        runner.query(["udevadm", "settle", "--timeout=10"], check=False)
+        return runner.exists(self.link), None
+
+
+def login_command(iqn: str, portal: Portal, iface: str | None = None) -> Command:
+    return Command(
+        (*_node(iqn, portal, iface), "--login"),
+        retry=TRANSIENT,
+        timeout_s=120,
+        ok_codes=frozenset({0, ERR_SESS_EXISTS}),  # already logged in: what we wanted
+        meanings=(
+            (
+                ERR_LOGIN_AUTH_FAILED,
                 f"login to {iqn} at {portal} refused: authorization failure "
-                "(initiator not in the ACL or wrong CHAP secret)"
-            ) from exc
-        raise SkycacheError(f"login to {iqn} at {portal} failed ({_reason(exc)})") from exc
+                "(initiator not in the ACL or wrong CHAP secret)",
+            ),
+        ),
+    )
 
 
-def logout(runner: Runner, iqn: str, portal: Portal | None = None, *, iface: str | None = None) -> None:
+def logout_commands(iqn: str, portal: Portal | None = None, iface: str | None = None) -> tuple[Command, ...]:
     """Log out (exit 21, no session, is success) and delete the node record (it holds the CHAP secret)."""
-    base = [
+    base = (
         "iscsiadm",
         "-m",
         "node",
@@ -231,83 +237,71 @@ def logout(runner: Runner, iqn: str, portal: Portal | None = None, *, iface: str
         iqn,
         *(["-p", str(portal)] if portal else []),
         *(["-I", iface] if iface else []),
-    ]
-    done = runner.run([*base, "--logout"], retry=TRANSIENT, check=False, timeout_s=120)
-    if done.returncode not in (0, ERR_NO_OBJS_FOUND):
-        raise SkycacheError(f"logout from {iqn} failed: {done.stderr.strip().splitlines()[-1:]}")
-    runner.run([*base, "-o", "delete"], retry=TRANSIENT, check=False)
+    )
+    done_or_gone = frozenset({0, ERR_NO_OBJS_FOUND})
+    return (
+        Command((*base, "--logout"), retry=TRANSIENT, timeout_s=120, ok_codes=done_or_gone),
+        Command((*base, "-o", "delete"), retry=TRANSIENT, ok_codes=done_or_gone),
+    )
 
 
-def wait_for_device(
-    runner: Runner,
-    portal: Portal,
-    iqn: str,
-    *,
-    lun: int = 0,
-    timeout_s: float = 60,
-    sleep: Callable[[float], None] = time.sleep,
-) -> str:
-    """The LUN's block device (``/dev/sdX``) once udev has made its by-path link."""
-    link = by_path(portal, iqn, lun)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        runner.query(["udevadm", "settle", "--timeout=10"], check=False)
-        if link.exists():
-            return str(link.resolve())
-        # Fall back on the session's own record (udev rules may be missing on a minimal host).
-        for s in sessions(runner):
-            if s.iqn == iqn and s.portal == str(portal) and s.disks and Path("/dev", s.disks[0]).exists():
-                return f"/dev/{s.disks[0]}"
-        if time.monotonic() > deadline:
-            raise SkycacheError(f"no block device appeared for {iqn} at {portal} within {timeout_s:g}s")
-        sleep(0.5)
-
-
-def attach(
-    runner: Runner,
+def attach_actions(
+    records: Sequence[tuple[str, str]],
     iqn: str,
     portal: Portal,
     *,
-    chap: tuple[str, str] | None,
+    chap: tuple[str, Secret] | None,
     iface: str | None = None,
     timeout_s: float = 60,
-) -> str:
-    """Discover, set CHAP, log in (serialised per portal), wait for the disk; returns its path.
+) -> list[Action]:
+    """Log in to ``iqn`` at ``portal`` (a node record of its own, CHAP when given) and wait until the
+    LUN's by-path link exists; the device the later layers use is :func:`by_path`.
 
-    A failure after the login logs out again, so nothing is left half-attached.
+    No discovery: it would rewrite the node records of every target of the portal (another attach's
+    CHAP settings among them) and needs nothing this plan does not know already.
     """
-    with state.file_lock(f"iscsi-{portal}"):
-        found = discover(runner, portal, iface=iface)
-        if not any(t.iqn == iqn for t in found):
-            raise NotFound(f"portal {portal} does not offer target {iqn}")
-        if chap:
-            set_chap(runner, iqn, portal, chap[0], chap[1], iface=iface)
-        try:
-            login(runner, iqn, portal, iface=iface)
-        except SkycacheError:
-            runner.run([*_node(iqn, portal, iface), "-o", "delete"], check=False)
-            raise
-        try:
-            return wait_for_device(runner, portal, iqn, timeout_s=timeout_s)
-        except BaseException:
-            logout(runner, iqn, portal, iface=iface)
-            raise
+    node = _node(iqn, portal, iface)
+    steps: list[Command] = []
+    if (str(portal), iqn) not in records:
+        steps.append(Command((*node, "-o", "new"), retry=TRANSIENT))
+    if chap is not None:
+        for name, value in (
+            ("node.session.auth.authmethod", "CHAP"),
+            ("node.session.auth.username", chap[0]),
+            ("node.session.auth.password", chap[1]),
+        ):
+            steps.append(Command((*node, "-o", "update", "-n", name, "-v", value), retry=TRANSIENT))
+    link = str(by_path(portal, iqn))
+    return [
+        Action(
+            f"log in to {iqn} at {portal}" + (" with CHAP" if chap else ""),
+            (*steps, login_command(iqn, portal, iface), Wait(DeviceLink(link), timeout_s=timeout_s)),
+            logout_commands(iqn, portal, iface),
+        )
+    ]
 
 
-def detach(runner: Runner, iqn: str, *, force: bool = False) -> list[str]:
+def detach_actions(
+    runner: Runner, session_list: Sequence[Session], iqn: str, *, force: bool = False
+) -> list[Action]:
     """Flush and log out every session to ``iqn``; refuses while a device sits on its disk."""
-    done: list[str] = []
-    for s in [s for s in sessions(runner) if s.iqn == iqn]:
+    actions: list[Action] = []
+    for s in [s for s in session_list if s.iqn == iqn]:
         portal = parse_portal(s.portal)
-        with state.file_lock(f"iscsi-{portal}"):
-            for disk in s.disks:
-                holders = sorted(p.name for p in Path("/sys/block", disk, "holders").glob("*"))
-                if holders and not force:
-                    raise Busy(f"iSCSI disk /dev/{disk} of {iqn} is in use by {', '.join(holders)}")
-                runner.run(["blockdev", "--flushbufs", f"/dev/{disk}"], check=False)
-            logout(runner, iqn, portal, iface=s.iface if s.iface != "default" else None)
-        done.append(f"{iqn} at {portal}")
-    return done
+        flushes: list[Command] = []
+        for disk in s.disks:
+            holders = disk_holders(runner, disk)
+            if holders and not force:
+                raise Busy(f"iSCSI disk /dev/{disk} of {iqn} is in use by {', '.join(holders)}")
+            flushes.append(Command(("blockdev", "--flushbufs", f"/dev/{disk}"), ok_codes=frozenset({0, 1})))
+        iface = s.iface if s.iface != "default" else None
+        actions.append(
+            Action(
+                f"log out of {iqn} at {portal}" + (f" (iface {s.iface})" if iface else ""),
+                (*flushes, *logout_commands(iqn, portal, iface)),
+            )
+        )
+    return actions
 
 
 def ensure_iface(runner: Runner, name: str, initiator: str) -> None:
@@ -320,24 +314,38 @@ def ensure_iface(runner: Runner, name: str, initiator: str) -> None:
     )
 
 
-def delete_iface(runner: Runner, name: str) -> None:
-    if name.startswith("skycache-"):
-        runner.run(["iscsiadm", "-m", "iface", "-I", name, "-o", "delete"], check=False)
+def delete_iface_command(name: str) -> Command:
+    if not name.startswith("skycache-"):
+        raise InvalidInput(f"iface name {name!r} must start with 'skycache-'")
+    return Command(
+        ("iscsiadm", "-m", "iface", "-I", name, "-o", "delete"), ok_codes=frozenset({0, ERR_NO_OBJS_FOUND})
+    )
 
 
-def list_ifaces(runner: Runner) -> list[str]:
-    done = runner.query(["iscsiadm", "-m", "iface"], check=False)
-    return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
+# -- direct use (tests and scripts; verbs plan the actions above) -----------------------------------
 
 
-def node_records(runner: Runner) -> list[tuple[str, str]]:
-    """(portal, iqn) of every node record (``iscsiadm -m node``)."""
-    done = runner.query(["iscsiadm", "-m", "node"], check=False)
-    return [(t.portal, t.iqn) for t in parse_discovery(done.stdout)]
+def attach(
+    runner: Runner,
+    iqn: str,
+    portal: Portal,
+    *,
+    chap: tuple[str, str] | None,
+    iface: str | None = None,
+    timeout_s: float = 60,
+) -> str:
+    """Log in and wait for the LUN; returns its by-path link. A failure logs out again."""
+    from skycache.plan import Plan
+
+    secret = (chap[0], Secret(chap[1])) if chap else None
+    actions = attach_actions(node_records(runner), iqn, portal, chap=secret, iface=iface, timeout_s=timeout_s)
+    Plan(f"attach {iqn}", actions).apply(runner)
+    return str(by_path(portal, iqn))
 
 
-def _reason(exc: CommandError) -> str:
-    lines = (exc.stderr.strip() or exc.stdout.strip()).splitlines()
-    tail = lines[-1] if lines else ""
-    code = "timed out" if exc.timeout is not None else f"exit {exc.returncode}"
-    return f"{code}: {tail}" if tail else code
+def detach(runner: Runner, iqn: str, *, force: bool = False) -> list[str]:
+    from skycache.plan import Plan
+
+    actions = detach_actions(runner, sessions(runner), iqn, force=force)
+    Plan(f"detach {iqn}", actions).apply(runner)
+    return [a.description for a in actions]

@@ -1,62 +1,43 @@
-"""iSCSI export through LIO, with rtslib-fb (targetcli's library; configfs underneath).
+"""iSCSI export through LIO: names, specs, and the actions that make and remove exports.
 
 One export = one target ``<iqn_prefix>:<repo>.<image>`` with TPG 1, a portal, LUN 0 and one ACL per
 allowed initiator. Block devices (LVs) are exported through a dm-linear shim
 ``skycache-exp-<repo>.<image>``: LIO's block backstore opens its device exclusively, so exporting the
 LV directly would keep repository-side dm devices (materialising a snapshot) from opening it
-(design.md §2). Files use the fileio backstore.
+(docs/storage.md, "Exports"). Files use the fileio backstore.
 
-CHAP is on by default: a generated secret per target, stored 0600 under the state directory
-(:mod:`skycache.state`), never logged or printed unless asked for. The owned part of the LIO
-configuration is saved atomically after every change and restored by :func:`restore`.
+configfs is driven by rtslib-fb on the repository host itself, through ``skycache-agent``'s ``lio-*``
+operations run by the runner (:mod:`skycache.agent`): a plan lists them like any other command, and a
+runner with a remote target manages a remote repository's exports.
+
+CHAP is on by default: a secret generated when the export is planned, handed to the agent on stdin and
+stored 0600 in the repository's state directory, never in argv, logs or ``--json`` output. The owned
+part of the LIO configuration is saved after every change (``lio-save``) and restored by
+:func:`restore_action` after a reboot.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import secrets as pysecrets
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from skycache import state
-from skycache.errors import Busy, InvalidInput, NotFound, NotOwned, SkycacheError
+from skycache.errors import Busy, InvalidInput, NotFound, SkycacheError
 from skycache.ownership import NAME_PREFIX, iqn_prefix, is_owned_iqn
-from skycache.plan import Plan, legacy_action
-from skycache.runner import Runner
+from skycache.plan import Action, Command
+from skycache.runner import AGENT, Runner, Secret
 from skycache.storage.kernel import dm
 
 CHAP_USER = "skycache"
 # A repository serves the nodes of a testbed: listen on every address unless told otherwise.
 DEFAULT_LISTEN = ("0.0.0.0", 3260)  # noqa: S104
 SAVE_FILE = "lio.json"
-SAVE_VERSION = 1
 
 
 class LioError(SkycacheError):
     pass
-
-
-@contextlib.contextmanager
-def _rtslib() -> Iterator[Any]:
-    """Import rtslib lazily (its import touches configfs) and turn its errors into one line."""
-    try:
-        with warnings.catch_warnings():
-            # "Cannot set dbroot ... Target devices have already been registered": harmless.
-            warnings.simplefilter("ignore")
-            import rtslib_fb
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise LioError("rtslib-fb is not installed (pip install rtslib-fb)") from exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield rtslib_fb
-    except rtslib_fb.RTSLibError as exc:
-        raise LioError(f"LIO: {exc}") from exc
-    except OSError as exc:
-        raise LioError(f"LIO (configfs): {exc}") from exc
 
 
 # -- names -------------------------------------------------------------------------------------------
@@ -81,6 +62,10 @@ def shim_name(repo: str, image: str) -> str:
     return f"{NAME_PREFIX}exp-{export_key(repo, image)}"
 
 
+def shim_of_iqn(iqn: str) -> str:
+    return f"{NAME_PREFIX}exp-{iqn.split(':', 1)[1]}"
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``ADDR[:PORT]`` (port 3260 by default) for portals; refuses anything else by name."""
     addr, sep, port_text = text.rpartition(":")
@@ -88,10 +73,9 @@ def parse_listen(text: str) -> tuple[str, int]:
         addr, port_text = text, "3260"
     if not addr or not all(c.isalnum() or c in ".-" for c in addr):
         raise InvalidInput(f"portal {text!r} is not ADDR[:PORT]")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise InvalidInput(f"portal {text!r} has an invalid port {port_text!r}") from None
+    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        raise InvalidInput(f"portal {text!r} has an invalid port {port_text!r}")
+    port = int(port_text)
     if not 0 < port < 65536:
         raise InvalidInput(f"portal {text!r} has an invalid port {port}")
     return addr, port
@@ -106,15 +90,16 @@ class Chap:
     password: str = field(repr=False)
 
 
-def secret_path(iqn: str) -> Path:
-    return state.secrets_dir() / (iqn.replace(":", "_") + ".chap")
+def secret_path(iqn: str) -> str:
+    return str(state.secrets_dir() / (iqn.replace(":", "_") + ".chap"))
 
 
-def load_chap(iqn: str) -> Chap | None:
-    data = state.read_json(secret_path(iqn), None)
-    if not data:
+def load_chap(runner: Runner, iqn: str) -> Chap | None:
+    """The export's CHAP credentials from the state directory of the runner's host."""
+    data = state.read_json(runner, secret_path(iqn))
+    if not isinstance(data, dict) or "password" not in data:
         return None
-    return Chap(str(data["userid"]), str(data["password"]))
+    return Chap(str(data.get("userid", CHAP_USER)), str(data["password"]))
 
 
 def new_chap() -> Chap:
@@ -122,11 +107,7 @@ def new_chap() -> Chap:
     return Chap(CHAP_USER, pysecrets.token_hex(12))
 
 
-def store_chap(iqn: str, chap: Chap) -> None:
-    state.write_json_private(secret_path(iqn), {"iqn": iqn, "userid": chap.userid, "password": chap.password})
-
-
-# -- the export spec and plan ------------------------------------------------------------------------
+# -- records -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -155,6 +136,13 @@ class Export:
     read_only: bool
     chap: bool
     portals: tuple[str, ...]
+    luns: int = 1
+    enabled: bool = True
+
+    @property
+    def complete(self) -> bool:
+        """A target a killed process left half-made has no LUN or is not enabled."""
+        return self.luns > 0 and self.enabled and bool(self.storage_object)
 
     def as_dict(self) -> dict[str, Any]:
         """For --json: no secret in here, ever."""
@@ -170,6 +158,59 @@ class Export:
         }
 
 
+@dataclass(frozen=True)
+class LioState:
+    exports: tuple[Export, ...]
+    backstores: tuple[tuple[str, str], ...]  # (plugin, name) of every skycache-* backstore
+
+    def find(self, iqn: str) -> Export | None:
+        return next((e for e in self.exports if e.iqn == iqn), None)
+
+
+def parse_list(text: str) -> LioState:
+    """The JSON ``skycache-agent lio-list`` prints."""
+    try:
+        data = json.loads(text)
+        exports = tuple(
+            Export(
+                str(e["iqn"]),
+                str(e["storage_object"]),
+                str(e["plugin"]),
+                str(e["device"]),
+                tuple(str(i) for i in e["initiators"]),
+                bool(e["read_only"]),
+                bool(e["chap"]),
+                tuple(str(p) for p in e["portals"]),
+                int(e.get("luns", 1)),
+                bool(e.get("enabled", True)),
+            )
+            for e in data["exports"]
+        )
+        backstores = tuple((str(b["plugin"]), str(b["name"])) for b in data["backstores"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LioError(f"skycache-agent lio-list printed no export list ({exc})") from None
+    return LioState(exports, backstores)
+
+
+def read_state(runner: Runner) -> LioState:
+    """Owned targets and backstores of the runner's host, from configfs (through the agent)."""
+    done = runner.query([AGENT, "lio-list", "--prefix", iqn_prefix()], check=False)
+    if done.returncode != 0:
+        raise LioError(done.stderr.strip() or f"skycache-agent lio-list failed with exit {done.returncode}")
+    return parse_list(done.stdout)
+
+
+def list_exports(runner: Runner) -> list[Export]:
+    return [e for e in read_state(runner).exports if is_owned_iqn(e.iqn)]
+
+
+def find_export(runner: Runner, iqn: str) -> Export | None:
+    return read_state(runner).find(iqn)
+
+
+# -- actions -----------------------------------------------------------------------------------------
+
+
 def _check_initiator(iqn: str) -> str:
     if not (iqn.startswith("iqn.") or iqn.startswith("eui.") or iqn.startswith("naa.")) or any(
         c.isspace() for c in iqn
@@ -178,267 +219,129 @@ def _check_initiator(iqn: str) -> str:
     return iqn
 
 
-def plan_add(runner: Runner, spec: ExportSpec) -> Plan:
-    """Plan the export: shim (block only), backstore, target + TPG + portal + LUN + ACLs, save."""
+def save_command() -> Command:
+    """Save the owned LIO configuration into the repository's state directory (0600)."""
+    return Command((AGENT, "lio-save", str(state.state_dir() / SAVE_FILE), "--prefix", iqn_prefix()))
+
+
+def save_action() -> Action:
+    return Action("save the LIO configuration", (save_command(),))
+
+
+def delete_target_command(iqn: str, backstore: str | None) -> Command:
+    return Command((AGENT, "lio-delete", iqn, *(["--backstore", backstore] if backstore else [])))
+
+
+def add_actions(
+    lio_state: LioState, spec: ExportSpec, device_sectors: int, chap: Chap | None = None
+) -> list[Action]:
+    """The export: shim (block only), backstore + target + TPG + portal + LUN + ACLs, CHAP secret, save.
+
+    ``device_sectors`` is the size of a block device (the shim maps all of it); ignored for files.
+    ``chap``: the credentials to set (a plan that also logs in passes the ones it will use); a new
+    secret when CHAP is on and none is given.
+    """
     for ini in spec.initiators:
         _check_initiator(ini)
     if not spec.initiators:
         raise InvalidInput("an export needs at least one initiator for its ACL")
-    if find_export(spec.iqn) is not None:
+    if lio_state.find(spec.iqn) is not None:
         raise Busy(f"{spec.repo}/{spec.image} is already exported as {spec.iqn}")
-    plan = Plan(f"export {spec.repo}/{spec.image} as {spec.iqn}")
+    so_name = storage_object_name(spec.repo, spec.image)
+    if any(name == so_name for _, name in lio_state.backstores):
+        raise Busy(f"LIO backstore {so_name} already exists (teardown --all removes leftovers)")
+    actions: list[Action] = []
     backing = spec.device
     if spec.kind == "block":
         shim = shim_name(spec.repo, spec.image)
-        sectors = dm.device_sectors(runner, spec.device)
-        table = [dm.linear(spec.device, sectors)]
-        plan.add(
-            legacy_action(
+        table = [dm.linear(spec.device, device_sectors)]
+        actions.append(
+            Action(
                 f"create dm-linear shim {shim} over {spec.device}",
-                lambda r: dm.create(r, shim, table, readonly=spec.read_only),
-                lambda r: dm.remove(r, shim),
-                (dm.render_create(shim, table, readonly=spec.read_only),),
+                (Command(tuple(dm.create_argv(shim, table, readonly=spec.read_only))),),
+                (dm.remove_command(shim),),
             )
         )
         backing = dm.path(shim)
     elif spec.kind != "fileio":
         raise InvalidInput(f"backstore kind {spec.kind!r} is not block or fileio")
+    if not spec.chap:
+        chap = None
+    elif chap is None:
+        chap = new_chap()
+    request = {
+        "iqn": spec.iqn,
+        "storage_object": so_name,
+        "kind": spec.kind,
+        "device": backing,
+        "read_only": spec.read_only,
+        "initiators": list(spec.initiators),
+        "listen": list(spec.listen),
+        "chap": {"userid": chap.userid, "password": chap.password} if chap else None,
+    }
     chap_note = "CHAP on (secret stored 0600)" if spec.chap else "CHAP off"
-    plan.add(
-        legacy_action(
+    actions.append(
+        Action(
             f"create LIO {spec.kind} backstore and target {spec.iqn} on "
             f"{spec.listen[0]}:{spec.listen[1]} for {', '.join(spec.initiators)}; {chap_note}"
             + ("; read-only" if spec.read_only else ""),
-            lambda r: _create_target(spec, backing),
-            lambda r: _delete_target(spec.iqn, storage_object_name(spec.repo, spec.image)),
+            (Command((AGENT, "lio-create"), stdin=Secret(json.dumps(request))),),
+            (delete_target_command(spec.iqn, so_name),),
         )
     )
-    plan.add(legacy_action("save the LIO configuration", lambda r: save(r)))
-    return plan
-
-
-def _create_target(spec: ExportSpec, backing: str) -> None:
-    so_name = storage_object_name(spec.repo, spec.image)
-    chap = new_chap() if spec.chap else None
-    with _rtslib() as rts:
-        if spec.kind == "block":
-            so = rts.BlockStorageObject(so_name, dev=backing, readonly=spec.read_only)
-        else:
-            # rtslib needs the size of a file backstore (it cannot tell it from a path).
-            size = Path(backing).stat().st_size
-            so = rts.FileIOStorageObject(so_name, dev=backing, size=size, write_back=False)
-        try:
-            fabric = rts.FabricModule("iscsi")
-            target = rts.Target(fabric, spec.iqn, mode="create")
-            tpg = rts.TPG(target, 1, mode="create")
-            rts.NetworkPortal(tpg, spec.listen[0], spec.listen[1], mode="create")
-            lun = rts.LUN(tpg, 0, so)
-            tpg.set_attribute("generate_node_acls", "0")
-            tpg.set_attribute("demo_mode_write_protect", "1")
-            tpg.set_attribute("authentication", "1" if chap else "0")
-            for ini in spec.initiators:
-                acl = rts.NodeACL(tpg, ini, mode="create")
-                if chap:
-                    acl.chap_userid = chap.userid
-                    acl.chap_password = chap.password
-                rts.MappedLUN(acl, 0, lun, write_protect=spec.read_only)
-            tpg.enable = True
-        except BaseException:
-            with contextlib.suppress(Exception):
-                rts.Target(rts.FabricModule("iscsi"), spec.iqn, mode="lookup").delete()
-            with contextlib.suppress(Exception):
-                so.delete()
-            raise
-    if chap:
-        store_chap(spec.iqn, chap)
-
-
-def _delete_target(iqn: str, so_name: str | None) -> None:
-    with _rtslib() as rts:
-        for target in rts.FabricModule("iscsi").targets:
-            if target.wwn == iqn:
-                target.delete()
-        if so_name:
-            for so in rts.RTSRoot().storage_objects:
-                if so.name == so_name:
-                    so.delete()
-    secret_path(iqn).unlink(missing_ok=True)
-
-
-def plan_remove(runner: Runner, repo: str, image: str, *, missing_ok: bool = False) -> Plan:
-    iqn = target_iqn(repo, image)
-    exp = find_export(iqn)
-    shim = shim_name(repo, image)
-    plan = Plan(f"remove export {iqn}")
-    if exp is None and not dm.exists(runner, shim):
-        if missing_ok:
-            return plan
-        raise NotFound(f"{repo}/{image} is not exported")
-    if exp is not None:
-        plan.add(
-            legacy_action(
-                f"delete LIO target {iqn} and backstore {exp.storage_object}",
-                lambda r: _delete_target(iqn, exp.storage_object),
+    if chap is not None:
+        record = json.dumps({"iqn": spec.iqn, "userid": chap.userid, "password": chap.password})
+        actions.append(
+            Action(
+                f"store the CHAP secret of {spec.iqn} (0600)",
+                (state.write_command(secret_path(spec.iqn), Secret(record)),),
+                (Command(("rm", "-f", "--", secret_path(spec.iqn))),),
             )
         )
-    if dm.exists(runner, shim):
-        plan.add(
-            legacy_action(
-                f"remove dm shim {shim}", lambda r: dm.remove(r, shim), shown=(f"dmsetup remove {shim}",)
-            )
-        )
-    plan.add(legacy_action("save the LIO configuration", lambda r: save(r)))
-    return plan
+    actions.append(save_action())
+    return actions
 
 
-def remove_iqn(runner: Runner, iqn: str) -> None:
-    """Remove an owned target by IQN, its backstore, shim and secret (teardown, crash leftovers)."""
+def remove_actions(
+    lio_state: LioState, dm_names: set[str], iqn: str, *, with_save: bool = True
+) -> list[Action]:
+    """Remove the export of ``iqn``: target and backstore, shim, secret; then save."""
     if not is_owned_iqn(iqn):
-        raise NotOwned(f"target {iqn!r} was not created by skycache (IQN prefix {iqn_prefix()!r})")
-    exp = find_export(iqn)
-    _delete_target(iqn, exp.storage_object if exp else None)
-    key = iqn.split(":", 1)[1]
-    shim = f"{NAME_PREFIX}exp-{key}"
-    dm.remove(runner, shim)
-    save(runner)
-
-
-# -- listing -----------------------------------------------------------------------------------------
-
-
-def list_exports() -> list[Export]:
-    """Owned targets, from configfs."""
-    out: list[Export] = []
-    with _rtslib() as rts:
-        try:
-            targets = list(rts.FabricModule("iscsi").targets)
-        except rts.RTSLibError:
-            return []  # iscsi fabric not loaded: nothing exported
-        for target in targets:
-            if not is_owned_iqn(target.wwn):
-                continue
-            so_name, plugin, device, ro = "", "", "", False
-            initiators: list[str] = []
-            auth = False
-            portals: list[str] = []
-            for tpg in target.tpgs:
-                auth = auth or tpg.get_attribute("authentication") == "1"
-                portals += [f"{p.ip_address}:{p.port}" for p in tpg.network_portals]
-                for lun in tpg.luns:
-                    so = lun.storage_object
-                    so_name, plugin, device = so.name, so.plugin, so.udev_path
-                    if plugin == "block":
-                        ro = ro or bool(so.readonly)
-                for acl in tpg.node_acls:
-                    initiators.append(acl.node_wwn)
-                    ro = ro or any(m.write_protect for m in acl.mapped_luns)
-            out.append(
-                Export(target.wwn, so_name, plugin, device, tuple(initiators), ro, auth, tuple(portals))
+        raise InvalidInput(f"target {iqn!r} was not created by skycache (IQN prefix {iqn_prefix()!r})")
+    exp = lio_state.find(iqn)
+    shim = shim_of_iqn(iqn)
+    so_name = NAME_PREFIX + iqn.split(":", 1)[1]
+    has_so = any(name == so_name for _, name in lio_state.backstores)
+    actions: list[Action] = []
+    if exp is not None or has_so:
+        actions.append(
+            Action(
+                f"delete LIO target {iqn}" + (f" and backstore {so_name}" if has_so else ""),
+                (delete_target_command(iqn, so_name if has_so else None),),
             )
-    return out
-
-
-def find_export(iqn: str) -> Export | None:
-    for exp in list_exports():
-        if exp.iqn == iqn:
-            return exp
-    return None
-
-
-def owned_storage_objects() -> list[tuple[str, str]]:
-    """(plugin, name) of every backstore named ``skycache-*`` (exported or left over by a crash)."""
-    with _rtslib() as rts:
-        return [
-            (so.plugin, so.name) for so in rts.RTSRoot().storage_objects if so.name.startswith(NAME_PREFIX)
-        ]
-
-
-def remove_storage_object(name: str) -> None:
-    if not name.startswith(NAME_PREFIX):
-        raise NotOwned(f"backstore {name!r} was not created by skycache")
-    with _rtslib() as rts:
-        for so in rts.RTSRoot().storage_objects:
-            if so.name == name:
-                so.delete()
-
-
-# -- save and restore --------------------------------------------------------------------------------
-
-
-def save_path() -> Path:
-    return state.state_dir() / SAVE_FILE
-
-
-def owned_config(dump: dict[str, Any]) -> dict[str, Any]:
-    """The owned part of an rtslib ``RTSRoot.dump()``: targets under our IQN prefix, skycache-* backstores."""
-    return {
-        "storage_objects": [
-            so for so in dump.get("storage_objects", []) if so["name"].startswith(NAME_PREFIX)
-        ],
-        "targets": [t for t in dump.get("targets", []) if is_owned_iqn(t.get("wwn", ""))],
-    }
-
-
-def save(runner: Runner) -> Path:
-    """Write the owned LIO config and the shim tables atomically (0600: it holds CHAP secrets)."""
-    with _rtslib() as rts:
-        lio = owned_config(rts.RTSRoot().dump())
-    shims: dict[str, dict[str, Any]] = {}
-    for so in lio["storage_objects"]:
-        dev = str(so.get("dev", ""))
-        name = Path(dev).name
-        if (
-            so.get("plugin") == "block"
-            and dev.startswith(dm.MAPPER_DIR)
-            and name.startswith(NAME_PREFIX + "exp-")
-        ):
-            segs = dm.table(runner, name) if dm.exists(runner, name) else ()
-            shims[name] = {
-                "table": dm.render_table(segs) if segs else "",
-                "readonly": bool(so.get("readonly")),
-            }
-    path = save_path()
-    state.write_json_private(path, {"version": SAVE_VERSION, "lio": lio, "shims": shims})
-    return path
-
-
-def restore(runner: Runner) -> list[str]:
-    """Recreate shims and owned targets from the saved config (after a reboot). Returns what was done."""
-    data = state.read_json(save_path(), None)
-    if not data:
-        raise NotFound(f"no saved export configuration at {save_path()}")
-    if data.get("version") != SAVE_VERSION:
-        raise InvalidInput(
-            f"saved export configuration {save_path()} has unknown version {data.get('version')!r}"
         )
-    done: list[str] = []
-    for name, shim in data.get("shims", {}).items():
-        if not shim.get("table") or dm.exists(runner, name):
-            continue
-        for seg in shim["table"].splitlines():
-            _activate_lv_path(runner, dm.parse_segment(seg).args[0])
-        dm.create(runner, name, shim["table"], readonly=bool(shim.get("readonly")))
-        done.append(f"shim {name}")
-    lio = owned_config(data.get("lio", {}))
-    with _rtslib() as rts:
-        root = rts.RTSRoot()
-        have_so = {so.name for so in root.storage_objects}
-        have_t = {t.wwn for t in root.targets}
-        config = {
-            "storage_objects": [so for so in lio["storage_objects"] if so["name"] not in have_so],
-            "targets": [t for t in lio["targets"] if t["wwn"] not in have_t],
-        }
-        if config["storage_objects"] or config["targets"]:
-            errors = root.restore(config, clear_existing=False, abort_on_error=True)
-            if errors:
-                raise LioError(f"LIO restore: {errors[0]}")
-        done += [f"target {t['wwn']}" for t in config["targets"]]
-    return done
+    if shim in dm_names:
+        actions.append(Action(f"remove dm shim {shim}", (dm.remove_command(shim),)))
+    if actions:
+        actions.append(
+            Action(f"forget the CHAP secret of {iqn}", (Command(("rm", "-f", "--", secret_path(iqn))),))
+        )
+        if with_save:
+            actions.append(save_action())
+    return actions
 
 
-def _activate_lv_path(runner: Runner, device: str) -> None:
-    """Shims point at /dev/VG/LV; after a reboot the LV may be inactive."""
-    parts = Path(device).parts
-    if Path(device).exists() or len(parts) != 4 or parts[1] != "dev":
-        return
-    runner.run(["lvchange", "-a", "y", "-K", f"{parts[2]}/{parts[3]}"])
+def require_export(lio_state: LioState, dm_names: set[str], repo: str, image: str) -> str:
+    iqn = target_iqn(repo, image)
+    if lio_state.find(iqn) is None and shim_name(repo, image) not in dm_names:
+        raise NotFound(f"{repo}/{image} is not exported")
+    return iqn
+
+
+def restore_action() -> Action:
+    """Bring the saved owned exports back (after a reboot; shims must be up first)."""
+    path = str(state.state_dir() / SAVE_FILE)
+    return Action(
+        f"restore the saved LIO configuration from {path}",
+        (Command((AGENT, "lio-restore", path, "--prefix", iqn_prefix())),),
+    )

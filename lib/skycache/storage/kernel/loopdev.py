@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath, PurePosixPath
 
-from skycache.errors import InvalidInput
+from skycache.errors import Busy, InvalidInput
 from skycache.ownership import NAME_PREFIX, require_marked_name
+from skycache.plan import Action, Command
 from skycache.runner import Retry, Runner
 
 # losetup --find races with another losetup taking the same free device ("device or resource busy").
@@ -27,7 +28,7 @@ class Loop:
 
     @property
     def owned(self) -> bool:
-        return Path(self.backing_file.removesuffix(" (deleted)")).name.startswith(NAME_PREFIX)
+        return PurePosixPath(self.backing_file.removesuffix(" (deleted)")).name.startswith(NAME_PREFIX)
 
 
 LIST_ARGV = ["losetup", "--list", "--json", "-O", "NAME,BACK-FILE,RO"]
@@ -58,37 +59,36 @@ def owned_loops(runner: Runner) -> list[Loop]:
     return [lp for lp in list_loops(runner) if lp.owned]
 
 
-def find(runner: Runner, backing_file: str | Path) -> list[str]:
+def find(runner: Runner, backing_file: str | PurePath) -> list[str]:
     """Loop devices attached to ``backing_file``."""
-    target = str(Path(backing_file).resolve())
+    target = str(PurePosixPath(backing_file))
     return [lp.device for lp in list_loops(runner) if lp.backing_file.removesuffix(" (deleted)") == target]
 
 
-def check_backing_name(backing_file: str | Path) -> Path:
-    p = Path(backing_file)
+def check_backing_name(backing_file: str | PurePath) -> PurePosixPath:
+    p = PurePosixPath(backing_file)
     require_marked_name(p.name, what="loop backing file")
     return p
 
 
-def create_sparse(runner: Runner, backing_file: str | Path, size: int) -> Path:
+def create_sparse(runner: Runner, backing_file: str | PurePath, size: int) -> PurePosixPath:
     """Make a sparse file of ``size`` bytes (named ``skycache-*``); refuses to overwrite a file."""
     p = check_backing_name(backing_file)
     if size <= 0:
         raise InvalidInput(f"loop size {size} must be positive")
-    if p.exists():
+    if runner.exists(p):
         raise InvalidInput(f"backing file {str(p)!r} already exists")
-    if not p.parent.is_dir():
+    if runner.list_dir(p.parent) is None:
         raise InvalidInput(f"directory {str(p.parent)!r} does not exist")
     runner.run(["truncate", "-s", str(size), str(p)])
     return p
 
 
-def attach(runner: Runner, backing_file: str | Path, *, read_only: bool = False) -> str:
+def attach(runner: Runner, backing_file: str | PurePath, *, read_only: bool = False) -> str:
     """Attach ``backing_file`` to a free loop device; returns ``/dev/loopN``."""
     p = check_backing_name(backing_file)
-    argv = ["losetup", "--find", "--show", *(["--read-only"] if read_only else []), str(p.resolve())]
-    done = runner.run(argv, retry=ATTACH_RETRY)
-    return done.stdout.strip() if not done.planned_only else "/dev/loop-PLANNED"
+    argv = ["losetup", "--find", "--show", *(["--read-only"] if read_only else []), str(p)]
+    return runner.run(argv, retry=ATTACH_RETRY).stdout.strip()
 
 
 def detach(runner: Runner, device: str) -> None:
@@ -97,5 +97,50 @@ def detach(runner: Runner, device: str) -> None:
     lp = loops.get(device)
     if lp is None:
         return
-    require_marked_name(Path(lp.backing_file.removesuffix(" (deleted)")).name, what="loop backing file")
+    require_marked_name(
+        PurePosixPath(lp.backing_file.removesuffix(" (deleted)")).name, what="loop backing file"
+    )
     runner.run(["losetup", "--detach", device], retry=DETACH_RETRY)
+
+
+# -- actions for plans --------------------------------------------------------------------------------
+
+
+def free_device(runner: Runner) -> str:
+    """The loop device a new attachment will take (``losetup --find``: the first free one).
+
+    Chosen when planning, so the plan names the device its later commands (pvcreate, dm tables) use.
+    A race with another losetup makes the attach fail ("busy"): the plan then rolls back.
+    """
+    device = runner.query(["losetup", "--find"]).stdout.strip()
+    if not device.startswith("/dev/loop"):
+        raise Busy(f"no free loop device (losetup --find printed {device!r})")
+    return device
+
+
+def sparse_file_action(runner: Runner, backing_file: str | PurePath, size: int) -> Action:
+    """Create the sparse backing file; the undo deletes it."""
+    p = check_backing_name(backing_file)
+    if size <= 0:
+        raise InvalidInput(f"loop size {size} must be positive")
+    if runner.exists(p):
+        raise Busy(f"backing file {str(p)!r} already exists")
+    return Action(
+        f"create sparse file {p} ({size} bytes)",
+        (Command(("truncate", "-s", str(size), str(p))),),
+        (Command(("rm", "-f", "--", str(p))),),
+    )
+
+
+def attach_action(device: str, backing_file: str | PurePath) -> Action:
+    """Attach ``backing_file`` to the loop device ``device`` (from :func:`free_device`)."""
+    p = check_backing_name(backing_file)
+    return Action(
+        f"attach {p} to {device}",
+        (Command(("losetup", device, str(p))),),
+        (detach_command(device),),
+    )
+
+
+def detach_command(device: str) -> Command:
+    return Command(("losetup", "--detach", device), retry=DETACH_RETRY)

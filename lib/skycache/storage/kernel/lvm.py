@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import PurePosixPath
+from typing import Any, Protocol
 
 from skycache.errors import Busy, InvalidInput, NotFound
 from skycache.ownership import LVM_TAG, check_name, require_tagged
-from skycache.runner import CommandError, Retry, Runner
+from skycache.plan import Action, Command, Plan
+from skycache.runner import Retry, Runner
 from skycache.storage.kernel import loopdev
 from skycache.units import format_size
 
@@ -343,178 +343,309 @@ def require_owned_lv(runner: Runner, vg: str, name: str) -> LV:
     return lv
 
 
-# -- changes -----------------------------------------------------------------------------------------
+# -- actions for plans (checked against a view of the host: skycache.storage.view) ----------------
 
 
-def create_vg(runner: Runner, name: str, devices: Sequence[str], *, tags: Sequence[str] = ()) -> None:
-    """pvcreate + vgcreate (tagged) on ``devices``; refuses devices that already carry a PV or data."""
-    check_name(name, what="volume group name")
-    if not devices:
-        raise InvalidInput("a volume group needs at least one device")
-    if find_vg(runner, name):
-        raise Busy(f"volume group {name!r} already exists")
-    in_use = {pv.name: pv.vg for pv in list_pvs(runner)}
-    for dev in devices:
-        if not Path(dev).exists() and not runner.dry_run:
-            raise InvalidInput(f"device {dev!r} does not exist")
-        if dev in in_use:
-            raise Busy(f"device {dev!r} is already an LVM physical volume (VG {in_use[dev] or '-'!r})")
-    runner.run(pvcreate_argv(devices), retry=LOCK_RETRY)
-    try:
-        runner.run(vgcreate_argv(name, devices, tags=tags), retry=LOCK_RETRY)
-    except CommandError:
-        runner.run(["pvremove", "-y", *devices], check=False)
-        raise
+class LvmView(Protocol):
+    """What the action builders need to know of the host (skycache.storage.view.View provides it)."""
+
+    @property
+    def pvs(self) -> tuple[PV, ...]: ...
+
+    @property
+    def loops(self) -> tuple[loopdev.Loop, ...]: ...
+
+    def vg(self, name: str) -> VG | None: ...
+
+    def lv(self, vg: str, name: str) -> LV | None: ...
+
+    def lvs_of(self, vg: str) -> list[LV]: ...
 
 
-def loop_backing_file(directory: str | Path, vg: str) -> Path:
-    return Path(directory) / f"skycache-vg-{vg}.img"
+def require_owned_vg_in(view: LvmView, name: str) -> VG:
+    vg = view.vg(name)
+    if vg is None:
+        raise NotFound(f"volume group {name!r} does not exist")
+    require_tagged(name, vg.tags, what="volume group")
+    return vg
 
 
-def create_loop_vg(
-    runner: Runner, name: str, size: int, directory: str | Path, *, tags: Sequence[str] = ()
-) -> str:
-    """A tagged VG on a loop device over a sparse ``skycache-vg-NAME.img`` in ``directory``.
-
-    Returns the loop device. Undoes the file and the loop device when the VG cannot be made.
-    """
-    check_name(name, what="volume group name")
-    if find_vg(runner, name):
-        raise Busy(f"volume group {name!r} already exists")
-    backing = loopdev.create_sparse(runner, loop_backing_file(directory, name), size)
-    device = ""
-    try:
-        device = loopdev.attach(runner, backing)
-        create_vg(runner, name, [device], tags=tags)
-    except BaseException:
-        if device and not runner.dry_run:
-            loopdev.detach(runner, device)
-        if not runner.dry_run:
-            backing.unlink(missing_ok=True)
-        raise
-    return device
+def require_owned_lv_in(view: LvmView, vg: str, name: str) -> LV:
+    lv = view.lv(vg, name)
+    if lv is None:
+        raise NotFound(f"logical volume {vg}/{name} does not exist")
+    require_tagged(f"{vg}/{name}", lv.tags, what="logical volume")
+    return lv
 
 
-def remove_vg(runner: Runner, name: str) -> None:
-    """Remove an owned VG, its (owned) LVs, its PV labels, and its loop devices and backing files."""
-    require_owned_vg(runner, name)
-    for lv in list_lvs(runner, name):
-        if not lv.hidden and not lv.owned:
-            raise Busy(f"volume group {name!r} holds logical volume {lv.name!r} not created by skycache")
-    pvs = [pv.name for pv in list_pvs(runner) if pv.vg == name]
-    loops = {lp.device: lp for lp in loopdev.list_loops(runner)}
-    runner.run(["vgremove", "-y", "-f", name], retry=UDEV_RETRY)
-    if pvs:
-        runner.run(["pvremove", "-y", *pvs], retry=LOCK_RETRY, check=False)
-    for dev in pvs:
-        lp = loops.get(dev)
-        if lp is not None and lp.owned:
-            loopdev.detach(runner, dev)
-            backing = Path(lp.backing_file.removesuffix(" (deleted)"))
-            if not runner.dry_run and backing.name.startswith("skycache-vg-"):
-                backing.unlink(missing_ok=True)
+def _tag_args(tags: Sequence[str]) -> list[str]:
+    return [w for t in tags for w in ("--addtag", t)]
 
 
-def create_lv(runner: Runner, vg: str, name: str, size: int, *, extra: Sequence[str] = ()) -> LV | None:
-    """A tagged LV of ``size`` bytes in the owned VG ``vg``; refuses sizes above the free space."""
+def lvremove_command(vg: str, name: str) -> Command:
+    return Command(tuple(lvremove_argv(vg, name)), retry=UDEV_RETRY)
+
+
+def lvcreate_action(
+    view: LvmView, vg: str, name: str, size: int, *, tags: Sequence[str] = (), what: str = "LV"
+) -> Action:
+    """A tagged LV of ``size`` bytes in the owned VG ``vg``; the undo removes it."""
     check_name(name, what="logical volume name")
-    vgi = require_owned_vg(runner, vg)
+    vgi = require_owned_vg_in(view, vg)
     if size <= 0:
         raise InvalidInput(f"size {size} must be positive")
     if size > vgi.free:
         raise InvalidInput(
             f"size {format_size(size)} is larger than the free space of {vg!r} ({format_size(vgi.free)})"
         )
-    if find_lv(runner, vg, name):
+    if view.lv(vg, name) is not None:
         raise Busy(f"logical volume {vg}/{name} already exists")
-    runner.run(lvcreate_argv(vg, name, size, extra=extra), retry=LOCK_RETRY)
-    return None if runner.dry_run else get_lv(runner, vg, name)
+    return Action(
+        f"create {what} {vg}/{name} ({format_size(size)})",
+        (Command(tuple(lvcreate_argv(vg, name, size, extra=_tag_args(tags))), retry=LOCK_RETRY),),
+        (lvremove_command(vg, name),),
+    )
 
 
-def create_thin_pool(runner: Runner, vg: str, name: str, size: int) -> None:
-    check_name(name, what="thin pool name")
-    require_owned_vg(runner, vg)
-    runner.run(thin_pool_argv(vg, name, size), retry=LOCK_RETRY)
-
-
-def remove_lv(runner: Runner, vg: str, name: str, *, missing_ok: bool = False) -> None:
+def lvremove_action(view: LvmView, vg: str, name: str, what: str = "LV") -> Action:
     """Remove an owned LV (retrying udev races); refuses untagged LVs."""
-    if missing_ok and find_lv(runner, vg, name) is None:
-        return
-    require_owned_lv(runner, vg, name)
-    try:
-        runner.run(lvremove_argv(vg, name), retry=UDEV_RETRY)
-    except CommandError as exc:
-        if "open" in exc.stderr or "in use" in exc.stderr:
-            raise Busy(f"logical volume {vg}/{name} is in use") from exc
-        raise
+    require_owned_lv_in(view, vg, name)
+    return Action(f"remove {what} {vg}/{name}", (lvremove_command(vg, name),))
 
 
-def set_read_only(runner: Runner, vg: str, name: str, read_only: bool = True) -> None:
-    lv = require_owned_lv(runner, vg, name)
-    if lv.read_only == read_only:
-        return
-    runner.run(permission_argv(vg, name, read_only=read_only), retry=UDEV_RETRY)
+def read_only_action(view: LvmView, vg: str, name: str, *, what: str = "LV") -> Action | None:
+    """Make an owned LV read-only (None when it already is); the undo makes it writable again."""
+    lv = require_owned_lv_in(view, vg, name)
+    if lv.read_only:
+        return None
+    return Action(
+        f"make {what} {vg}/{name} read-only",
+        (Command(tuple(permission_argv(vg, name, read_only=True)), retry=UDEV_RETRY),),
+        (Command(tuple(permission_argv(vg, name, read_only=False)), retry=UDEV_RETRY),),
+    )
 
 
-def activate(runner: Runner, vg: str, name: str, *, active: bool = True) -> None:
-    require_owned_lv(runner, vg, name)
-    runner.run(activate_argv(vg, name, active=active), retry=UDEV_RETRY)
+def tag_action(vg: str, name: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> Action:
+    words = [*[w for t in remove for w in ("--deltag", t)], *_tag_args(add)]
+    undo = [*[w for t in add for w in ("--deltag", t)], *_tag_args(remove)]
+    change = ", ".join([*(f"+{t}" for t in add), *(f"-{t}" for t in remove)])
+    return Action(
+        f"tag {vg}/{name} ({change})",
+        (Command(("lvchange", *words, f"{vg}/{name}"), retry=LOCK_RETRY),),
+        (Command(("lvchange", *undo, f"{vg}/{name}"), retry=LOCK_RETRY),),
+    )
 
 
-def snapshot_thin(runner: Runner, vg: str, pool: str, base: str, new: str) -> None:
+def thin_pool_action(view: LvmView, vg: str, name: str, size: int) -> Action:
+    check_name(name, what="thin pool name")
+    require_owned_vg_in(view, vg)
+    return Action(
+        f"create thin pool {vg}/{name} ({format_size(size)})",
+        (Command(tuple(thin_pool_argv(vg, name, size)), retry=LOCK_RETRY),),
+        (lvremove_command(vg, name),),
+    )
+
+
+def snapshot_action(view: LvmView, vg: str, base: str, new: str, cow_size: int) -> Action:
+    """A classic (dm-snapshot) LVM snapshot of an owned LV with a ``cow_size`` exception store."""
+    check_name(new, what="clone name")
+    require_owned_lv_in(view, vg, base)
+    return Action(
+        f"LVM snapshot {vg}/{new} of {vg}/{base} (COW store {format_size(cow_size)})",
+        (Command(tuple(snapshot_argv(vg, base, new, cow_size)), retry=LOCK_RETRY),),
+        (lvremove_command(vg, new),),
+    )
+
+
+# lvcreate refuses an active LV as a new external origin; right after writes to the base, lvchange
+# -an can return before udev has let go of it (seen in the lab), so the lvcreate is retried.
+EXTERNAL_ORIGIN_RETRY = Retry(
+    exit_codes=frozenset(),
+    attempts=5,
+    first_delay_s=0.5,
+    stderr_contains=("active LV for the external origin",),
+)
+
+
+def thin_snapshot_actions(view: LvmView, vg: str, pool: str, base: str, new: str) -> list[Action]:
     """Thin snapshot of ``base`` with ``base`` as external origin, activated for use.
 
     LVM turns an LV into an external origin only while it is inactive ("Cannot use active LV for the
-    external origin"); once it is one, further thin snapshots work while it is active. So the first
-    thin clone of a base deactivates it briefly, which is refused while the base is open (exported).
+    external origin"); once it is one (another thin LV names it as origin), further thin snapshots
+    work while it is active. So the first thin clone of a base deactivates it for the lvcreate, which
+    is refused while the base is open (exported or attached).
     """
     check_name(new, what="clone name")
-    base_lv = require_owned_lv(runner, vg, base)
-    argv = thin_snapshot_argv(vg, pool, base, new)
-    try:
-        runner.run(argv, retry=LOCK_RETRY)
-    except CommandError as exc:
-        if "active LV for the external origin" not in exc.stderr:
-            raise
+    base_lv = require_owned_lv_in(view, vg, base)
+    is_external_origin = any(x.origin == base and x.segtype == "thin" for x in view.lvs_of(vg))
+    create = Command(tuple(thin_snapshot_argv(vg, pool, base, new)), retry=EXTERNAL_ORIGIN_RETRY)
+    undo = (lvremove_command(vg, new),)
+    actions: list[Action] = []
+    if is_external_origin or not base_lv.active:
+        actions.append(Action(f"thin snapshot {vg}/{new} of {vg}/{base} (external origin)", (create,), undo))
+    else:
         if base_lv.opened:
             raise Busy(
                 f"base {vg}/{base} is open (exported or attached); its first thin clone needs it closed"
-            ) from exc
-        try:
-            _with_base_inactive(runner, vg, base, argv)
-        finally:
-            runner.run(activate_argv(vg, base), retry=UDEV_RETRY)
+            )
+        actions.append(
+            Action(
+                f"thin snapshot {vg}/{new} of {vg}/{base} (external origin; the base is deactivated for it)",
+                (
+                    Command(tuple(activate_argv(vg, base, active=False)), retry=UDEV_RETRY),
+                    Command(("udevadm", "settle", "--timeout=10"), ok_codes=frozenset({0, 1})),
+                    create,
+                    Command(tuple(activate_argv(vg, base)), retry=UDEV_RETRY),
+                ),
+                (*undo, Command(tuple(activate_argv(vg, base)), retry=UDEV_RETRY)),
+            )
+        )
     # Thin snapshots are created with the activation-skip flag; the clone is meant to be used now.
-    runner.run(activate_argv(vg, new), retry=UDEV_RETRY)
+    actions.append(
+        Action(f"activate {vg}/{new}", (Command(tuple(activate_argv(vg, new)), retry=UDEV_RETRY),))
+    )
+    return actions
 
 
-def _with_base_inactive(runner: Runner, vg: str, base: str, argv: list[str], *, attempts: int = 5) -> None:
-    """Deactivate ``base``, wait until LVM reports it inactive, then run ``argv``.
+def vg_create_actions(
+    view: LvmView, name: str, devices: Sequence[str], *, tags: Sequence[str] = (), what: str = "VG"
+) -> list[Action]:
+    """pvcreate + vgcreate (tagged) on ``devices``; refuses devices that already carry a PV."""
+    check_name(name, what="volume group name")
+    if not devices:
+        raise InvalidInput("a volume group needs at least one device")
+    if view.vg(name) is not None:
+        raise Busy(f"volume group {name!r} already exists")
+    in_use = {pv.name: pv.vg for pv in view.pvs}
+    for dev in devices:
+        if dev in in_use:
+            raise Busy(f"device {dev!r} is already an LVM physical volume (VG {in_use[dev] or '-'!r})")
+    return [
+        Action(
+            f"make {', '.join(devices)} LVM physical volume(s)",
+            (Command(tuple(pvcreate_argv(devices)), retry=LOCK_RETRY),),
+            (Command(("pvremove", "-y", *devices), retry=LOCK_RETRY),),
+        ),
+        Action(
+            f"create tagged {what} {name} on {', '.join(devices)}",
+            (Command(tuple(vgcreate_argv(name, devices, tags=tags)), retry=LOCK_RETRY),),
+            (Command(("vgremove", "-y", "-f", name), retry=UDEV_RETRY),),
+        ),
+    ]
 
-    Seen in the lab: right after writes to the base, ``lvchange -an`` returned 0 while the next
-    lvcreate still found the LV active (udev still had it open); settle, check and try again.
+
+def loop_backing_file(directory: str | PurePosixPath, vg: str) -> PurePosixPath:
+    return PurePosixPath(directory) / f"skycache-vg-{vg}.img"
+
+
+def loop_vg_actions(
+    view: LvmView,
+    runner: Runner,
+    name: str,
+    size: int,
+    directory: str | PurePosixPath,
+    *,
+    tags: Sequence[str] = (),
+    what: str = "VG",
+) -> list[Action]:
+    """A tagged VG on a loop device over a sparse ``skycache-vg-NAME.img`` in ``directory``.
+
+    The directory is created (0700) when it does not exist: the default one, /var/lib/skycache, is
+    missing on a fresh host and in a fresh lab.
     """
-    delay = 0.5
-    for attempt in range(1, attempts + 1):
-        runner.run(activate_argv(vg, base, active=False), retry=UDEV_RETRY)
-        runner.query(["udevadm", "settle", "--timeout=10"], check=False)
-        lv = find_lv(runner, vg, base)
-        if lv is not None and lv.active and attempt < attempts:
-            time.sleep(delay)
-            delay *= 2
-            continue
-        try:
-            runner.run(argv, retry=LOCK_RETRY)
-            return
-        except CommandError as exc:
-            if "active LV for the external origin" not in exc.stderr or attempt == attempts:
-                raise
-            time.sleep(delay)
-            delay *= 2
+    check_name(name, what="volume group name")
+    if view.vg(name) is not None:
+        raise Busy(f"volume group {name!r} already exists")
+    where = PurePosixPath(directory)
+    if not where.is_absolute():
+        raise InvalidInput(f"loop directory {str(directory)!r} is not an absolute path")
+    backing = loop_backing_file(where, name)
+    actions: list[Action] = []
+    if runner.list_dir(where) is None:
+        if runner.exists(where):
+            raise InvalidInput(f"loop directory {str(where)!r} is not a directory")
+        actions.append(
+            Action(f"create directory {where} (0700)", (Command(("mkdir", "-p", "-m", "0700", str(where))),))
+        )
+    actions.append(loopdev.sparse_file_action(runner, backing, size))
+    device = loopdev.free_device(runner)
+    actions.append(loopdev.attach_action(device, backing))
+    actions += vg_create_actions(view, name, [device], tags=tags, what=what)
+    return actions
 
 
-def snapshot_classic(runner: Runner, vg: str, base: str, new: str, cow_size: int) -> None:
-    check_name(new, what="clone name")
-    require_owned_lv(runner, vg, base)
-    runner.run(snapshot_argv(vg, base, new, cow_size), retry=LOCK_RETRY)
+def vg_remove_actions(view: LvmView, name: str, *, what: str = "VG") -> list[Action]:
+    """Remove an owned VG, its (owned) LVs, its PV labels, and its loop devices and backing files."""
+    require_owned_vg_in(view, name)
+    for lv in view.lvs_of(name):
+        if not lv.hidden and not lv.owned:
+            raise Busy(f"volume group {name!r} holds logical volume {lv.name!r} not created by skycache")
+    pvs = [pv.name for pv in view.pvs if pv.vg == name]
+    loops = {lp.device: lp for lp in view.loops}
+    actions = [
+        Action(
+            f"remove {what} {name} with its LVs", (Command(("vgremove", "-y", "-f", name), retry=UDEV_RETRY),)
+        )
+    ]
+    if pvs:
+        actions.append(
+            Action(
+                f"remove the LVM labels of {', '.join(pvs)}",
+                (Command(("pvremove", "-y", *pvs), retry=LOCK_RETRY),),
+            )
+        )
+    for dev in pvs:
+        lp = loops.get(dev)
+        if lp is not None and lp.owned:
+            actions.append(Action(f"detach loop device {dev}", (loopdev.detach_command(dev),)))
+            backing = PurePosixPath(lp.backing_file.removesuffix(" (deleted)"))
+            if backing.name.startswith("skycache-vg-"):
+                actions.append(Action(f"delete {backing}", (Command(("rm", "-f", "--", str(backing))),)))
+    return actions
+
+
+# -- direct changes (scripts and tests; verbs use the actions above in plans) ----------------------
+
+
+def _apply(runner: Runner, title: str, actions: Sequence[Action]) -> None:
+    Plan(title, list(actions)).apply(runner)
+
+
+def _view(runner: Runner) -> LvmView:
+    from skycache.storage.view import View  # the view reads LVM through this module: import late
+
+    return View(runner)
+
+
+def create_loop_vg(
+    runner: Runner, name: str, size: int, directory: str | PurePosixPath, *, tags: Sequence[str] = ()
+) -> None:
+    _apply(
+        runner, f"create VG {name}", loop_vg_actions(_view(runner), runner, name, size, directory, tags=tags)
+    )
+
+
+def create_vg(runner: Runner, name: str, devices: Sequence[str], *, tags: Sequence[str] = ()) -> None:
+    _apply(runner, f"create VG {name}", vg_create_actions(_view(runner), name, devices, tags=tags))
+
+
+def remove_vg(runner: Runner, name: str) -> None:
+    _apply(runner, f"remove VG {name}", vg_remove_actions(_view(runner), name))
+
+
+def create_lv(runner: Runner, vg: str, name: str, size: int, *, tags: Sequence[str] = ()) -> LV:
+    _apply(runner, f"create LV {vg}/{name}", [lvcreate_action(_view(runner), vg, name, size, tags=tags)])
+    return get_lv(runner, vg, name)
+
+
+def remove_lv(runner: Runner, vg: str, name: str, *, missing_ok: bool = False) -> None:
+    view = _view(runner)
+    if missing_ok and view.lv(vg, name) is None:
+        return
+    _apply(runner, f"remove LV {vg}/{name}", [lvremove_action(view, vg, name)])
+
+
+def set_read_only(runner: Runner, vg: str, name: str) -> None:
+    action = read_only_action(_view(runner), vg, name)
+    if action is not None:
+        _apply(runner, f"make {vg}/{name} read-only", [action])

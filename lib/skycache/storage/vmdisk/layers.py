@@ -39,6 +39,10 @@ def vm_name(vm_id: str) -> str:
     return f"skycache-vm-{vm_id}"
 
 
+def vm_path(vm_id: str) -> str:
+    return dm.path(vm_name(vm_id))
+
+
 def wb_name(vm_id: str) -> str:
     return f"skycache-wb-{vm_id}"
 
@@ -108,6 +112,17 @@ class StackSpec:
             raise InvalidInput(f"--cow {self.cow!r} is invalid: use {' or '.join(COW_ENGINES)}")
         if self.cow == "thin" and self.store_sectors * SECTOR <= THIN_META + 1024**2:
             raise InvalidInput("the COW store is too small for a thin pool")
+
+
+ROLE_NAMES = {
+    "rg": "read-cache guard",
+    "rc": "read cache",
+    "wb": "write-back cache",
+    "tm": "thin-pool metadata",
+    "td": "thin-pool data",
+    "tp": "thin pool",
+    "vm": "VM disk",
+}
 
 
 @dataclass(frozen=True)
