@@ -22,6 +22,7 @@ import pytest
 from skycache.runner import SystemRunner
 from skycache.storage import image, repository, teardown
 from skycache.storage.kernel import lvm
+from skycache.storage.view import View
 
 IN_LAB = os.environ.get("SKYCACHE_IN_LAB") == "1"
 ROUNDS = {"thin": 3, "snapshot": 3, "copy": 2}
@@ -36,9 +37,9 @@ def test_clone_time(tmp_path: Path) -> None:
     assert disks, "needs a lab scratch disk of at least 30G"
     rows: list[tuple[str, str, list[float]]] = []
     try:
-        repository.plan_init_lvm(runner, "bench", devices=[disks[0]]).apply(runner)
+        repository.plan_init_lvm(View(runner), "bench", devices=[disks[0]]).apply(runner)
         for label, size in SIZES.items():
-            image.plan_create(runner, f"bench/base{label.lower()}", size=size).apply(runner)
+            image.plan_create(View(runner), f"bench/base{label.lower()}", size=size).apply(runner)
             base = f"bench/base{label.lower()}"
             lvm.set_read_only(runner, "bench", f"base{label.lower()}")  # done before timing
             for cow, rounds in ROUNDS.items():
@@ -46,14 +47,14 @@ def test_clone_time(tmp_path: Path) -> None:
                 # One round of an 8 GiB copy: it is O(size) and the point is made by the 1 GiB rounds.
                 for i in range(1 if cow == "copy" and size > 2 << 30 else rounds):
                     new = f"bench/c-{cow}-{label.lower()}-{i}"
-                    plan = image.plan_clone(runner, base, new, cow)
+                    plan = image.plan_clone_image(View(runner), base, new, cow)
                     t0 = time.perf_counter()
                     plan.apply(runner)
                     times.append(time.perf_counter() - t0)
-                    image.plan_delete(runner, new).apply(runner)
+                    image.plan_delete(View(runner), new).apply(runner)
                 rows.append((label, cow, times))
     finally:
-        teardown.plan_teardown(runner).apply(runner)
+        teardown.plan_teardown(View(runner)).apply(runner)
     print("\nclone time (seconds, wall clock, lab under TCG)")
     print(f"{'base':>5} {'cow':>9} {'median':>8} {'min':>8} {'max':>8}  rounds")
     for label, cow, times in rows:

@@ -72,35 +72,51 @@ def teardown_all(runner: Runner) -> None:
 # is exercised where its behaviour is what a test checks).
 
 
+def _view(runner: Runner) -> Any:
+    from skycache.storage.view import View
+
+    return View(runner)
+
+
 def lib_repo(runner: Runner, name: str, size: int, directory: Path) -> None:
     from skycache.storage import repository
 
-    repository.plan_init_lvm(runner, name, loop_size=size, directory=directory).apply(runner)
+    repository.plan_init_lvm(_view(runner), name, loop_size=size, directory=str(directory)).apply(runner)
 
 
 def lib_image(runner: Runner, ref: str, size: int) -> None:
     from skycache.storage import image
 
-    image.plan_create(runner, ref, size=size).apply(runner)
+    image.plan_create(_view(runner), ref, size=size).apply(runner)
 
 
 def lib_export(runner: Runner, ref: str) -> None:
     from skycache.storage import image
     from skycache.storage.kernel import lio
 
-    image.plan_export(runner, ref, initiators=[], listen=lio.parse_listen(PORTAL)).apply(runner)
+    image.plan_export(_view(runner), ref, initiators=[], listen=lio.parse_listen(PORTAL)).apply(runner)
+
+
+def lib_attach(runner: Runner, ref: str) -> str:
+    """Log in to an exported image; its block device (/dev/sdX)."""
+    from skycache.storage import image
+    from skycache.storage.kernel import iscsi
+
+    plan, link = image.plan_attach(_view(runner), ref, iscsi.parse_portal(PORTAL))
+    plan.apply(runner)
+    return runner.resolve(link) or link
 
 
 def lib_teardown(runner: Runner) -> None:
     from skycache.storage import teardown
 
-    teardown.plan_teardown(runner).apply(runner)
+    teardown.plan_teardown(_view(runner)).apply(runner)
 
 
 def lib_inventory(runner: Runner) -> list[dict[str, str]]:
     from skycache.storage import inventory
 
-    return [i.as_dict() for i in inventory.collect(runner).items()]
+    return [i.as_dict() for i in inventory.collect(_view(runner)).items()]
 
 
 def sk_inproc(*args: str) -> tuple[int, str, str]:

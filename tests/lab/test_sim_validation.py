@@ -20,9 +20,10 @@ import pytest
 import simpy
 
 from skycache.net import shaping
+from skycache.plan import Plan
 from skycache.runner import Runner
 from skycache.sim.network import Network
-from skycache.storage.kernel import iscsi, lio, loopdev
+from skycache.storage.kernel import dm, iscsi, lio, loopdev
 
 pytestmark = pytest.mark.lab
 
@@ -42,14 +43,16 @@ def shaped_lun(runner: Runner, scratch_dir: Path) -> Iterator[tuple[str, shaping
         image=IMAGE,
         device=loop,
         kind="block",
-        initiators=(iscsi.initiator_name(),),
+        initiators=(iscsi.initiator_name(runner),),
         chap=False,
         listen=("127.0.0.1", PORT),
     )
     portal = iscsi.Portal("127.0.0.1", PORT)
     prof = shaping.PROFILES["gbe-2009"]
     try:
-        lio.plan_add(runner, spec).apply(runner)
+        Plan("export", lio.add_actions(lio.read_state(runner), spec, (N * SIZE_MIB + 16) * 2**11)).apply(
+            runner
+        )
         dev = iscsi.attach(runner, spec.iqn, portal, chap=None)
         try:
             shaping.remove(runner, "lo")
@@ -61,7 +64,9 @@ def shaped_lun(runner: Runner, scratch_dir: Path) -> Iterator[tuple[str, shaping
         finally:
             iscsi.detach(runner, spec.iqn, force=True)
     finally:
-        lio.plan_remove(runner, REPO, IMAGE, missing_ok=True).apply(runner)
+        Plan("unexport", lio.remove_actions(lio.read_state(runner), set(dm.info(runner)), spec.iqn)).apply(
+            runner
+        )
         loopdev.detach(runner, loop)
         backing.unlink(missing_ok=True)
 

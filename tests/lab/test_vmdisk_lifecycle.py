@@ -152,11 +152,12 @@ def test_cache_reuse_second_vm_reads_from_warm_read_cache(runner: Runner, env: P
 
 
 def _set_tpg(iqn: str, enabled: bool) -> None:
-    with lio._rtslib() as rts:
-        for target in rts.FabricModule("iscsi").targets:
-            if target.wwn == iqn:
-                for tpg in target.tpgs:
-                    tpg.enable = enabled
+    import rtslib_fb as rts  # the test plays the repository going away: configfs directly
+
+    for target in rts.FabricModule("iscsi").targets:
+        if target.wwn == iqn:
+            for tpg in target.tpgs:
+                tpg.enable = enabled
 
 
 def _session(runner: Runner, iqn: str) -> iscsi.Session:
@@ -168,7 +169,7 @@ def test_repository_outage_while_writing(runner: Runner, env: Path) -> None:
     store_iqn = lio.target_iqn("vr", "out.cow")
     store_disk = _session(runner, store_iqn).disks[0]
     # The VM's flushes end at the write-back cache, not at the repository (kernel.blockqueue).
-    assert blockqueue.write_cache(f"/dev/{store_disk}") == "write through"
+    assert blockqueue.write_cache(runner, f"/dev/{store_disk}") == "write through"
     kernel_lines = len(runner.query(["dmesg"]).stdout.splitlines())
     _set_tpg(store_iqn, False)  # the repository's portal for the store stops answering
     try:

@@ -1,58 +1,61 @@
-"""Build and tear down the storage stacks a scenario names, through the management library.
+"""The storage stacks a scenario names, built and torn down by the management library.
 
-A run has one :class:`Workspace`: the repository (a file image in a directory, an LVM image in a
-loop-backed volume group) and a node volume group for cache LVs, made once and filled once. Each
-condition x repetition then builds its :class:`BuiltStack` on top of the workspace's image (export
-and attach over iSCSI, read cache, write-back cache) and tears it down after fio, so every
-repetition starts with empty caches ("cold"); a "warm" repetition runs one untimed pass first.
+The bench adds measurement only: every LV, export, session, cache and dm device comes from the
+library's planners (skycache.storage), the same code and block sizes as ``skycache disk ...``.
 
-Each layer is made by the library (skycache.storage: lvm, dm, dmcache, writecache, cachestatus, lio, iscsi);
-every layer pushes its undo, and a failure while building undoes the layers already made (the plan ->
-apply -> undo rule with steps whose arguments are only known while building, e.g. the attached
-device's path).
+A run has one :class:`Workspace`, made once and filled once: an LVM repository ``bench`` on a
+loop-backed VG (images ``img`` for the stacks without COW, ``base`` for VM-disk clones), a file
+repository ``benchf`` (image ``img``) when a stack uses one, and a node cache VG ``benchnode``. Each
+condition x repetition then builds its stack on a fresh VM disk and tears it down after fio, so every
+repetition starts with empty caches ("cold"; the image's read cache is dropped with the VM disk); a
+"warm" repetition runs an untimed pass first. The mapping, a scenario stack to a library VM disk:
+
+- ``transport = "local"``: the image itself (the LV or the file); no VM disk.
+- ``transport = "iscsi"``, ``cow = "none"``: ``disk ln`` (the persistent image over iSCSI), with the
+  read and write-back caches asked for, and ``repo_delay_ms`` as a dm-delay export of the image.
+- ``cow = "snapshot" | "thin"``: ``disk clone`` of the base (COW store on the repository), caches too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from skycache.bench.scenario import Stack
 from skycache.errors import SkycacheError
-from skycache.runner import CommandError, LocalTarget, Runner
-from skycache.storage.caches import cachestatus, dmcache, writecache
-from skycache.storage.kernel import dm, loopdev, lvm
+from skycache.plan import Plan
+from skycache.runner import Runner
+from skycache.storage import image, node, repository
+from skycache.storage.caches import dmcache
+from skycache.storage.view import View
+from skycache.storage.vmdisk import clone, delete, layers, volumes
 from skycache.units import parse_positive_size
 
 log = logging.getLogger("skycache.bench.stacks")
 
-PREFIX = "skycache-bench"
-REPO_VG = f"{PREFIX}-repo"
-NODE_VG = f"{PREFIX}-node"
-BASE_LV = f"{PREFIX}-base"
-FILE_IMAGE = f"{PREFIX}-base.img"
-# dm-cache block size: 256 KiB, as in the design's lab measurement (design.md §4); smaller blocks
-# promote too slowly under TCG for a short warm-up pass to warm the cache.
-CACHE_BLOCK = 256 * 1024
+REPO = "bench"
+FILE_REPO = "benchf"
+NODE_VG = "benchnode"
+IMAGE = "img"  # stacks without COW use (and write to) this image
+BASE = "base"  # the read-only base of VM-disk clones
 LAB_CACHE_DIR = Path("/tmp/skycache-bench-node")
 SCRATCH_MOUNT = Path("/run/skycache-bench")
-COW_REPO = f"{PREFIX}-cow"  # a skycache repository (repo/image/vmdisk API) for VM-disk stacks
-COW_BASE = "base"
-COW_NODE = f"{PREFIX}-cownode"
-REPO_NAME = "bench"  # the export's repository name in the IQN: <prefix>:bench.<backend>
 PORTAL_ADDR = "127.0.0.1"
 PORTAL_PORT = 3260
+PORTAL = f"{PORTAL_ADDR}:{PORTAL_PORT}"
 
 
 class StackError(SkycacheError):
     """A stack could not be built or torn down."""
+
+
+def _apply(runner: Runner, plan: Plan, progress: Callable[[str], None] | None = None) -> None:
+    log.info("%s", plan.title)
+    plan.apply(runner, progress or (lambda _: None))
 
 
 @dataclass
@@ -61,21 +64,24 @@ class BuiltStack:
     device: str  # what fio opens
     layers: list[str] = field(default_factory=list)  # human-readable, bottom up
     caches: list[tuple[str, str]] = field(default_factory=list)  # (role read|write, dm name)
-    _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-
-    def push(self, what: str, undo: Callable[[], None]) -> None:
-        self._undo.append((what, undo))
+    runner: Runner | None = None
+    vm_id: str = ""
+    read_cache: tuple[str, str, str] | None = None  # (cache VG, repo, image): dropped after the VM disk
 
     def teardown(self) -> list[str]:
-        """Undo every layer, newest first; returns the errors (teardown goes on past them)."""
+        """Delete the VM disk (a persistent image's write-back cache is flushed first, a clone's COW
+        store discarded) and drop the image's read cache; returns the errors."""
+        if self.runner is None or not self.vm_id:
+            return []
         errors = []
-        while self._undo:
-            what, undo = self._undo.pop()
-            try:
-                undo()
-            except (SkycacheError, OSError) as exc:
-                errors.append(f"{what}: {exc}")
-                log.warning("teardown of %s failed: %s", what, exc)
+        try:
+            _apply(self.runner, delete.plan_delete(View(self.runner), self.vm_id, sync=False))
+            if self.read_cache is not None:
+                _apply(self.runner, delete.plan_drop_read_cache(View(self.runner), *self.read_cache))
+        except (SkycacheError, OSError) as exc:
+            errors.append(f"VM disk {self.vm_id}: {exc}")
+            log.warning("teardown of %s failed: %s", self.vm_id, exc)
+        self.vm_id = ""
         return errors
 
 
@@ -86,16 +92,11 @@ class Workspace:
     runner: Runner
     directory: Path
     image_size: int
+    images: list[str] = field(default_factory=list)  # REPO/NAME refs to fill
     mounted: str | None = None
-    file_image: Path | None = None
-    lvm_image: str | None = None
-    node_vg: bool = False
-    repo_vg: bool = False
-    node_device: str | None = None  # the node cache VG's disk (None: a loop device)
-    cow_base: str | None = None  # the base image's device in the COW repository
-    cow_node: bool = False
     vm_counter: int = 0
     _made: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    has_node: bool = False
 
     @classmethod
     def prepare(
@@ -112,86 +113,72 @@ class Workspace:
 
     @property
     def local(self) -> bool:
-        """Whether the workspace is on this machine (a fio server reached over ssh is not: its files
-        are made and checked through the runner, and this machine's lab disks are never its disks)."""
-        return isinstance(self.runner.target, LocalTarget)
+        """Whether the workspace is on this machine (a fio server reached over ssh is not: this
+        machine's lab disks are never its disks)."""
+        return self.runner.target.local
 
     def _setup(self, stacks: list[Stack]) -> None:
         r = self.runner
         lab_disks = os.environ.get("SKYCACHE_LAB_DISKS", "").split() if self.local else []
-        self._mkdir(self.directory)
+        r.run(["mkdir", "-p", "--", str(self.directory)])
         if lab_disks and self.directory == SCRATCH_MOUNT and not os.path.ismount(SCRATCH_MOUNT):
-            # In the lab the guest's /tmp is RAM: back the images with the first scratch disk instead.
+            # In the lab the guest's /tmp is RAM: back the repository with the first scratch disk.
             r.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", lab_disks[0]])
             r.run(["mount", lab_disks[0], str(SCRATCH_MOUNT)])
             self.mounted = str(SCRATCH_MOUNT)
             self._made.append(("scratch mount", lambda: _quiet(r, ["umount", "-l", str(SCRATCH_MOUNT)])))
-        backends = {s.backend for s in stacks}
-        if "file" in backends:
-            img = self.directory / FILE_IMAGE
-            exists = (
-                img.exists() if self.local else r.query(["test", "-e", str(img)], check=False).returncode == 0
+        lvm_images = sorted({IMAGE if s.cow == "none" else BASE for s in stacks if s.backend == "lvm"})
+        if lvm_images:
+            stores = (
+                clone.default_store_size(self.image_size, "thin")
+                if any(s.cow != "none" for s in stacks)
+                else 0
             )
-            if exists:
-                raise StackError(f"{img} exists: a previous run did not clean up (remove it)")
-            r.run(["truncate", "-s", str(self.image_size), str(img)])
-            self.file_image = img
-            self._made.append(("file image", lambda: self._remove(img)))
-        if "lvm" in backends:
-            # extents for the base LV, plus room for COW stores and LVM metadata
-            lvm.create_loop_vg(r, REPO_VG, self.image_size * 2 + 64 * 2**20, self.directory)
-            self.repo_vg = True
-            self._made.append(("repository VG", lambda: lvm.remove_vg(r, REPO_VG)))
-            lvm.create_lv(r, REPO_VG, BASE_LV, self.image_size)
-            self.lvm_image = f"/dev/{REPO_VG}/{BASE_LV}"
-        cow_stacks = [s for s in stacks if s.cow != "none"]
-        if cow_stacks:
-            self._setup_cow(cow_stacks)
-        cache_bytes = max([_cache_need(s) for s in stacks if s.cow == "none"] or [0])
+            loop = self.image_size * len(lvm_images) + stores + 256 * 2**20
+            self._plan(
+                "repository",
+                repository.plan_init_lvm(View(r), REPO, loop_size=loop, directory=str(self.directory)),
+            )
+            self._made.append(
+                ("repository", lambda: _apply(r, repository.plan_delete(View(r), REPO, force=True)))
+            )
+            for name in lvm_images:
+                self._plan(
+                    f"image {REPO}/{name}", image.plan_create(View(r), f"{REPO}/{name}", size=self.image_size)
+                )
+                self.images.append(f"{REPO}/{name}")
+        if any(s.backend == "file" for s in stacks):
+            fdir = str(PurePosixPath(self.directory) / FILE_REPO)
+            self._plan("file repository", repository.plan_init_file(View(r), FILE_REPO, fdir))
+            self._made.append(
+                ("file repository", lambda: _apply(r, repository.plan_delete(View(r), FILE_REPO, force=True)))
+            )
+            self._plan(
+                f"image {FILE_REPO}/{IMAGE}",
+                image.plan_create(View(r), f"{FILE_REPO}/{IMAGE}", size=self.image_size),
+            )
+            self.images.append(f"{FILE_REPO}/{IMAGE}")
+        cache_bytes = max([_cache_need(s) for s in stacks] or [0])
         if cache_bytes:
-            disk = self.node_disk(cache_bytes + 64 * 2**20)
+            need = cache_bytes + 64 * 2**20
+            disk = self.node_disk(need)
+            view = View(r)
             if disk is not None:
                 # The lab's second scratch disk stands for the worker node's local SSD.
-                lvm.create_vg(r, NODE_VG, [disk])
-                self.node_device = disk
+                plan = node.plan_init(view, NODE_VG, devices=[disk])
             else:
-                node_dir = self.cache_directory()
-                self._mkdir(node_dir)
-                lvm.create_loop_vg(r, NODE_VG, cache_bytes + 64 * 2**20, node_dir)
-            self.node_vg = True
-            self._made.append(("node VG", lambda: lvm.remove_vg(r, NODE_VG)))
+                plan = node.plan_init(
+                    view, NODE_VG, loop_size=node.round_extent(need), directory=str(self.cache_directory())
+                )
+            self._plan("node cache VG", plan)
+            self.has_node = True
+            self._made.append(("node cache VG", lambda: _apply(r, node.plan_delete(View(r), NODE_VG))))
 
-    def _mkdir(self, path: Path) -> None:
-        if not self.local:
-            self.runner.run(["mkdir", "-p", "--", str(path)])
-        elif not path.is_dir():
-            path.mkdir(parents=True, exist_ok=True)
-
-    def _remove(self, path: Path) -> None:
-        if self.local:
-            path.unlink(missing_ok=True)
-        else:
-            self.runner.run(["rm", "-f", "--", str(path)])
-
-    def _setup_cow(self, cow_stacks: list[Stack]) -> None:
-        """VM-disk stacks go through the library's VM disks, which works on a skycache repository and node."""
-        repo, image, node = _optional("repo"), _optional("image"), _optional("node")
-        r = self.runner
-        # base + one COW store (vmdisk sizes it to hold a full rewrite of the base) + thin metadata
-        repo.plan_init_lvm(
-            r, COW_REPO, loop_size=self.image_size * 3 + 256 * 2**20, directory=self.directory
-        ).apply(r)
-        self._made.append(("COW repository", lambda: lvm.remove_vg(r, COW_REPO)))
-        ref = f"{COW_REPO}/{COW_BASE}"
-        image.plan_create(r, ref, size=self.image_size).apply(r)
-        self.cow_base = str(image.get_image(r, ref).path)
-        need = max(_cache_need(s) for s in cow_stacks)
-        if need:
-            node_dir = self.cache_directory()
-            self._mkdir(node_dir)
-            node.plan_init(r, COW_NODE, loop_size=need + 64 * 2**20, directory=node_dir).apply(r)
-            self.cow_node = True
-            self._made.append(("COW node cache VG", lambda: lvm.remove_vg(r, COW_NODE)))
+    def _plan(self, what: str, plan: Plan) -> None:
+        try:
+            _apply(self.runner, plan)
+        except SkycacheError as exc:
+            raise StackError(f"preparing the {what}: {exc}") from exc
 
     def node_disk(self, need: int) -> str | None:
         """In the lab, the second scratch disk when it is blank and large enough: a loop device is
@@ -216,20 +203,19 @@ class Workspace:
 
     def fill(self, progress: Callable[[str], None] | None = None) -> None:
         """Write every image once (sequential, 1 MiB) so reads return real blocks, not holes."""
-        for image in (self.file_image, self.lvm_image, self.cow_base):
-            if image is None:
-                continue
+        view = View(self.runner)
+        for ref in self.images:
+            path = image.get_image(view, ref).path
             if progress:
-                progress(f"filling {image}")
-            argv = ["fio", "--name=fill", f"--filename={image}", "--rw=write", "--bs=1m"]
+                progress(f"filling {ref} ({path})")
+            argv = ["fio", "--name=fill", f"--filename={path}", "--rw=write", "--bs=1m"]
             argv += [f"--size={self.image_size}", "--direct=1", "--ioengine=libaio", "--iodepth=8"]
             self.runner.run([*argv, "--output-format=terse"], timeout_s=3600)
 
-    def image(self, stack: Stack) -> str:
-        img = str(self.file_image) if stack.backend == "file" else self.lvm_image
-        if img is None:
-            raise StackError(f"no {stack.backend} image in this workspace")
-        return img
+    def image_ref(self, stack: Stack) -> str:
+        if stack.backend == "file":
+            return f"{FILE_REPO}/{IMAGE}"
+        return f"{REPO}/{IMAGE if stack.cow == 'none' else BASE}"
 
     def teardown(self) -> list[str]:
         errors = []
@@ -247,7 +233,9 @@ def _cache_need(s: Stack) -> int:
     for size in (s.read_cache, s.write_cache):
         if size is not None:
             data = parse_positive_size(size)
-            need += data + dmcache.metadata_bytes(data, CACHE_BLOCK)
+            need += node.round_extent(data) + node.round_extent(dmcache.metadata_bytes(data, layers.RC_BLOCK))
+    if s.read_cache is not None:
+        need += clone.GUARD_COW
     return need
 
 
@@ -261,190 +249,78 @@ def drop_page_cache(runner: Runner) -> None:
     runner.run(["sysctl", "-q", "-w", "vm.drop_caches=3"], check=False)
 
 
-# -- layers -------------------------------------------------------------------------------------
-
-
-def _optional(module: str) -> Any:
-    try:
-        return importlib.import_module(f"skycache.{module}")
-    except ImportError:
-        raise StackError(f"this stack needs skycache.{module}, which is not available") from None
-
-
-def _iscsi_layer(ws: Workspace, built: BuiltStack, stack: Stack, origin: str) -> str:
-    """Export ``origin`` from the repository with LIO (ACL for this node, CHAP) and attach it with
-    open-iscsi over 127.0.0.1; returns the LUN's block device."""
-    lio = _optional("lio")
-    iscsi = _optional("iscsi")
-    r = ws.runner
-    kind = "block"
-    if stack.backend == "file":
-        # LIO's fileio backstore wants an explicit size for a regular file (rtslib-fb: "Path is to a
-        # file, size needed") and the library's lio does not pass one: serve the file image through a
-        # loop device instead (the usual way to export an image file as a block LUN).
-        loop = loopdev.attach(r, origin)
-        built.push("loop device", lambda: loopdev.detach(r, loop))
-        built.layers.append(f"loop device {loop} over the image file")
-        origin = loop
-    if stack.repo_delay_ms:
-        if stack.backend == "file":
-            raise StackError("repo_delay_ms (dm-delay) needs backend = 'lvm'")
-        # Seek-like latency of the repository disk (design.md §5): dm-delay under the export.
-        ms = max(1, round(stack.repo_delay_ms))
-        delay_line = dm.render_table([dm.delay(origin, dm.device_sectors(r, origin), ms)])
-        origin = _dm(ws, built, f"{PREFIX}-delay", delay_line, "repository disk delay")
-        built.layers.append(f"dm-delay {ms} ms on the repository disk")
-    spec = lio.ExportSpec(
-        repo=REPO_NAME,
-        image=stack.backend,
-        device=origin,
-        kind=kind,
-        initiators=(iscsi.initiator_name(),),
-        listen=(PORTAL_ADDR, PORTAL_PORT),
-    )
-    lio.plan_add(r, spec).apply(r)
-    built.push("iSCSI export", lambda: lio.plan_remove(r, REPO_NAME, stack.backend, missing_ok=True).apply(r))
-    chap = lio.load_chap(spec.iqn)
-    portal = iscsi.parse_portal(f"{PORTAL_ADDR}:{PORTAL_PORT}")
-    device: str = iscsi.attach(r, spec.iqn, portal, chap=(chap.userid, chap.password) if chap else None)
-    built.push("iSCSI session", lambda: iscsi.detach(r, spec.iqn))
-    built.layers.append(f"LIO {kind} export, open-iscsi session on {portal} -> {device}")
-    return device
-
-
-def _zero_head(runner: Runner, device: str, nbytes: int = 2**20) -> None:
-    # dm-cache and dm-writecache format their metadata only when its first block is zero: a fresh LV
-    # on reused extents may hold the previous repetition's superblock (which would be a warm cache).
-    runner.run(
-        ["dd", "if=/dev/zero", f"of={device}", f"bs={nbytes}", "count=1", "oflag=direct", "status=none"]
-    )
-
-
-def _lv(ws: Workspace, built: BuiltStack, name: str, size: int) -> str:
-    r = ws.runner
-    lvm.create_lv(r, NODE_VG, name, size)
-    built.push(f"LV {name}", lambda: lvm.remove_lv(r, NODE_VG, name, missing_ok=True))
-    path = f"/dev/{NODE_VG}/{name}"
-    _zero_head(r, path)
-    return path
-
-
-def _dm(ws: Workspace, built: BuiltStack, name: str, table: str, what: str, *, flush: bool = False) -> str:
-    r = ws.runner
-    dm.create(r, name, table)
-
-    def undo() -> None:
-        if flush:
-            # Never drop unwritten data (design.md §7): write it back to the repository first.
-            cachestatus.flush(r, name, timeout_s=900)
-        dm.remove(r, name)
-
-    built.push(what, undo)
-    return dm.path(name)
-
-
-def _read_cache(ws: Workspace, built: BuiltStack, stack: Stack, origin: str) -> str:
-    assert stack.read_cache is not None
-    data = parse_positive_size(stack.read_cache)
-    meta = _lv(ws, built, f"{PREFIX}-rc-meta", dmcache.metadata_bytes(data, CACHE_BLOCK))
-    cdata = _lv(ws, built, f"{PREFIX}-rc-data", data)
-    table = dmcache.CacheTable(meta, cdata, origin, dm.device_sectors(ws.runner, origin), CACHE_BLOCK)
-    name = f"{PREFIX}-rc"
-    path = _dm(ws, built, name, table.line(), "read cache")
-    built.caches.append(("read", name))
-    built.layers.append(
-        f"read cache dm-cache writethrough smq {stack.read_cache}, {CACHE_BLOCK // 1024}K blocks"
-    )
-    return path
-
-
-def _write_cache(ws: Workspace, built: BuiltStack, stack: Stack, origin: str) -> str:
-    assert stack.write_cache is not None
-    data = parse_positive_size(stack.write_cache)
-    name = f"{PREFIX}-wc"
-    sectors = dm.device_sectors(ws.runner, origin)
-    if stack.engine == "dmcache":
-        meta = _lv(ws, built, f"{PREFIX}-wc-meta", dmcache.metadata_bytes(data, CACHE_BLOCK))
-        cdata = _lv(ws, built, f"{PREFIX}-wc-data", data)
-        line = dmcache.CacheTable(meta, cdata, origin, sectors, CACHE_BLOCK, mode="writeback").line()
-        desc = f"write-back cache dm-cache writeback smq {stack.write_cache}"
-    else:
-        cdata = _lv(ws, built, f"{PREFIX}-wc-data", data)
-        line = writecache.WritecacheTable(origin, cdata, sectors).line()
-        desc = f"write-back cache dm-writecache {stack.write_cache}"
-    path = _dm(ws, built, name, line, "write-back cache", flush=True)
-    built.caches.append(("write", name))
-    built.layers.append(desc)
-    return path
-
-
 def build(ws: Workspace, stack: Stack) -> BuiltStack:
-    """Build ``stack`` on the workspace's image; on failure undo what was built and raise."""
-    if stack.cow != "none":
-        return _vm_disk(ws, stack)
-    image = ws.image(stack)
-    built = BuiltStack(stack, image, [f"{stack.backend} image {image} ({ws.image_size // 2**20} MiB)"])
-    try:
-        device = image
-        if stack.transport == "iscsi":
-            device = _iscsi_layer(ws, built, stack, device)
-        if stack.read_cache is not None:
-            device = _read_cache(ws, built, stack, device)
-        if stack.write_cache is not None:
-            device = _write_cache(ws, built, stack, device)
-        built.device = device
-    except BaseException:
-        errors = built.teardown()
-        if errors:
-            log.warning("undo after a failed build left errors: %s", "; ".join(errors))
-        raise
-    return built
-
-
-def _vm_disk(ws: Workspace, stack: Stack) -> BuiltStack:
-    """The reference VM-disk stack (design.md §2) through skycache.storage.vmdisk: a fresh VM per repetition,
-    deleted afterwards without sync (the benchmark's writes are thrown away, deliberately)."""
-    vmdisk = _optional("vmdisk")
-    if stack.read_cache is not None:
-        # vmdisk's read cache is persistent per base and node: it cannot start cold per repetition.
-        raise StackError("cow stacks with read_cache are not supported by the bench driver yet")
+    """Build ``stack`` through the library's planners; a failing plan rolls itself back."""
     r = ws.runner
+    ref = ws.image_ref(stack)
+    view = View(r)
+    img = image.get_image(view, ref)
+    if stack.transport == "local":
+        return BuiltStack(stack, img.path, [f"{stack.backend} image {ref} ({img.path}), local"])
     ws.vm_counter += 1
     vm_id = f"bench{ws.vm_counter}"
-    req = vmdisk.CloneRequest(
+    rc = parse_positive_size(stack.read_cache) if stack.read_cache else 0
+    wc = parse_positive_size(stack.write_cache) if stack.write_cache else 0
+    engine = stack.engine or "writecache"
+    cache_vg = NODE_VG if ws.has_node else ""
+    if stack.cow == "none":
+        plan, device = volumes.plan_ln(
+            view,
+            vm_id,
+            ref,
+            PORTAL,
+            read_cache=rc,
+            write_cache=wc,
+            write_engine=engine,
+            cache_vg=cache_vg,
+            delay_ms=round(stack.repo_delay_ms),
+        )
+    else:
+        if stack.repo_delay_ms:
+            raise StackError("repo_delay_ms (a dm-delay export) is for stacks without cow")
+        req = clone.CloneRequest(vm_id, ref, PORTAL, stack.cow, rc, wc, engine, cache_vg)
+        plan, device = clone.plan_clone(view, req)
+    repo = ref.split("/")[0]
+    built = BuiltStack(
+        stack,
+        device,
+        [
+            f"{stack.backend} image {ref} ({img.path})",
+            *(a.description for a in plan.actions if a.description.startswith(("create", "log in"))),
+        ],
+        runner=r,
         vm_id=vm_id,
-        base_ref=f"{COW_REPO}/{COW_BASE}",
-        portal=f"{PORTAL_ADDR}:{PORTAL_PORT}",
-        cow=stack.cow,
-        write_cache=parse_positive_size(stack.write_cache) if stack.write_cache else 0,
-        write_engine=stack.engine or "writecache",
-        cache_vg=COW_NODE if ws.cow_node else "",
+        read_cache=(cache_vg, repo, img.name) if rc else None,
     )
-    built = BuiltStack(stack, "", [f"VM disk {vm_id} (skycache.storage.vmdisk): {stack.describe()}"])
+    if rc:
+        built.caches.append(("read", layers.rc_name(cache_vg, repo, img.name)))
+    if wc:
+        built.caches.append(("write", layers.wb_name(vm_id)))
     try:
-        built.device = str(vmdisk.clone(r, req))
-        built.push(f"VM disk {vm_id}", lambda: vmdisk.plan_delete(r, vm_id).apply(r))
-        if stack.write_cache:
-            built.caches.append(("write", f"skycache-wb-{vm_id}"))
-    except BaseException:
-        with contextlib.suppress(SkycacheError):
-            vmdisk.plan_delete(r, vm_id).apply(r)
-        raise
+        _apply(r, plan)
+    except SkycacheError as exc:
+        raise StackError(f"building {stack.name}: {exc}") from exc
     return built
 
 
 def cache_sample(runner: Runner, built: BuiltStack) -> list[dict[str, Any]]:
     """The caches' counters now: hits, misses and unwritten (dirty) blocks per cache."""
-    out = []
+    import time
+
+    from skycache.runner import CommandError
+    from skycache.storage.caches import cachestatus
+
+    out: list[dict[str, Any]] = []
     for role, name in built.caches:
-        with contextlib.suppress(SkycacheError, CommandError):
+        try:
             st = cachestatus.status(runner, name)
-            if isinstance(st, cachestatus.CacheStatus):
-                hits = st.read_hits + st.write_hits
-                misses = st.read_misses + st.write_misses
-            else:
-                hits, misses = st.total_blocks - st.free_blocks, 0
-            out.append(
-                {"t_wall": time.time(), "role": role, "hits": hits, "misses": misses, "dirty": st.unwritten}
-            )
+        except (SkycacheError, CommandError):
+            continue
+        if isinstance(st, cachestatus.CacheStatus):
+            hits, misses = st.read_hits + st.write_hits, st.read_misses + st.write_misses
+        else:
+            hits, misses = st.total_blocks - st.free_blocks, 0
+        out.append(
+            {"t_wall": time.time(), "role": role, "hits": hits, "misses": misses, "dirty": st.unwritten}
+        )
     return out

@@ -11,7 +11,7 @@ import typer
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, print_table, run_plan
 from skycache.errors import InvalidInput
 from skycache.runner import SystemRunner
-from skycache.storage import node
+from skycache.storage import image, node
 from skycache.storage.caches import cachestatus
 from skycache.storage.kernel import dm
 from skycache.storage.view import View
@@ -71,6 +71,17 @@ def node_init(
         typer.echo(f"cache VG {cache_vg} created")
 
 
+@node_app.command("delete")
+def node_delete(
+    cache_vg: Annotated[str, typer.Option("--cache-vg", help="The cache VG to delete.")],
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Delete a node cache VG and its cache LVs (refused while a cache on it is up)."""
+    view = View(SystemRunner())
+    if run_plan(node.plan_delete(view, cache_vg), dry_run, view.runner):
+        typer.echo(f"cache VG {cache_vg} deleted")
+
+
 @node_app.command("list")
 def node_list(as_json: JsonOpt = False) -> None:
     """List this node's cache VGs."""
@@ -126,6 +137,20 @@ def cache_status(
     print_table(out, ["NAME", "TARGET", "MODE", "USED", "DIRTY", "HITS/MISSES (r/w)", "STATE"])
 
 
+@cache_app.command("drop")
+def cache_drop(
+    ref: Annotated[str, typer.Argument(metavar="REPO/IMAGE")],
+    cache_vg: CacheVgOpt = "",
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Throw an image's read cache away, so its next VM disk starts cold (refused while in use)."""
+    view = View(SystemRunner())
+    repo, name = image.split_ref(ref)
+    plan = delete.plan_drop_read_cache(view, cache_vg or node.default_cache_vg(view), repo, name)
+    if run_plan(plan, dry_run, view.runner):
+        typer.echo(f"read cache of {ref} dropped")
+
+
 @cache_app.command("flush")
 def cache_flush(
     name: Annotated[str, typer.Argument(help="A skycache write-back cache device.")],
@@ -179,11 +204,30 @@ def disk_ln(
     vm_id: Annotated[str, typer.Argument(metavar="VMID")],
     ref: Annotated[str, typer.Argument(metavar="REPO/IMAGE")],
     portal: Annotated[str, typer.Option("--portal", help="Repository portal ADDR[:PORT].")] = DEFAULT_PORTAL,
+    read_cache: Annotated[
+        str | None, typer.Option("--read-cache", help="Read cache size (dm-cache writethrough, per image).")
+    ] = None,
+    write_cache: Annotated[
+        str | None, typer.Option("--write-cache", help="Write-back cache size (flushed on delete).")
+    ] = None,
+    write_engine: Annotated[
+        str, typer.Option("--write-engine", help="writecache (dm-writecache) or dmcache.")
+    ] = "writecache",
+    cache_vg: CacheVgOpt = "",
     dry_run: DryRunOpt = False,
 ) -> None:
     """Attach a persistent image itself (no COW); prints the VM disk path as the last line."""
     view = View(SystemRunner())
-    plan, path = volumes.plan_ln(view, vm_id, ref, portal)
+    plan, path = volumes.plan_ln(
+        view,
+        vm_id,
+        ref,
+        portal,
+        read_cache=_size(read_cache, "--read-cache"),
+        write_cache=_size(write_cache, "--write-cache"),
+        write_engine=write_engine,
+        cache_vg=cache_vg,
+    )
     run_plan(plan, dry_run, view.runner)
     typer.echo(path)
 

@@ -58,6 +58,18 @@ def repo_init(
         typer.echo(f"repository {name} ({backend}) created")
 
 
+@repo_app.command("delete")
+def repo_delete(
+    name: Annotated[str, typer.Argument(help="Repository name.")],
+    force: Annotated[bool, typer.Option("--force", help="Also remove the exports of its images.")] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Delete a repository and its images (refused while an image is exported, unless --force, or in use)."""
+    view = View(SystemRunner())
+    if run_plan(repos.plan_delete(view, name, force=force), dry_run, view.runner):
+        typer.echo(f"repository {name} deleted")
+
+
 @repo_app.command("list")
 def repo_list(as_json: JsonOpt = False) -> None:
     """List repositories."""
@@ -152,6 +164,12 @@ def export_add(
     ] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Export read-only.")] = False,
     no_chap: Annotated[bool, typer.Option("--no-chap", help="Turn CHAP off (ACLs only).")] = False,
+    delay_ms: Annotated[
+        int,
+        typer.Option(
+            "--delay-ms", min=0, max=10000, help="Seek-like latency of the repository disk (dm-delay)."
+        ),
+    ] = 0,
     listen: Annotated[
         str, typer.Option("--listen", help="Portal ADDR[:PORT] LIO listens on.")
     ] = "0.0.0.0:3260",
@@ -166,6 +184,7 @@ def export_add(
         read_only=read_only,
         chap=not no_chap,
         listen=lio.parse_listen(listen),
+        delay_ms=delay_ms,
     )
     if run_plan(plan, dry_run, view.runner):
         repo, name = image.split_ref(ref)

@@ -260,7 +260,8 @@ def plan_create(view: View, ref: str, *, size: int | None = None, source: str | 
         raise Busy(f"image {ref!r} already exists")
     if want > repo.free:
         raise InvalidInput(
-            f"size {format_size(want)} is larger than the free space of {repo_name!r} ({format_size(repo.free)})"
+            f"size {format_size(want)} is larger than the free space of {repo_name!r} "
+            f"({format_size(repo.free)})"
         )
     plan = Plan(f"create image {ref}")
     if repo.backend == "lvm":
@@ -433,6 +434,7 @@ def export_spec(
     read_only: bool = False,
     chap: bool = True,
     listen: tuple[str, int] = lio.DEFAULT_LISTEN,
+    delay_ms: int = 0,
 ) -> lio.ExportSpec:
     return lio.ExportSpec(
         repo=img.repo,
@@ -444,6 +446,7 @@ def export_spec(
         read_only=read_only or img.read_only,
         chap=chap,
         listen=listen,
+        delay_ms=delay_ms,
     )
 
 
@@ -459,9 +462,12 @@ def plan_export(
     read_only: bool = False,
     chap: bool = True,
     listen: tuple[str, int] = lio.DEFAULT_LISTEN,
+    delay_ms: int = 0,
 ) -> Plan:
     img = get_image(view, ref)
-    spec = export_spec(view, img, initiators=initiators, read_only=read_only, chap=chap, listen=listen)
+    spec = export_spec(
+        view, img, initiators=initiators, read_only=read_only, chap=chap, listen=listen, delay_ms=delay_ms
+    )
     return Plan(f"export {ref} as {spec.iqn}", export_actions(view, img, spec))
 
 
@@ -494,6 +500,8 @@ def plan_attach(
     session = view.session(iqn)
     if session is not None and session.disks:
         raise Busy(f"{ref} is already attached (/dev/{session.disks[0]})")
+    if iqn not in iscsi.offered_targets(view.runner, portal, iface=iface):
+        raise NotFound(f"portal {portal} does not offer {ref} ({iqn}): export it first")
     actions, device = attach_actions(view, ref, portal, iface=iface, timeout_s=timeout_s)
     return Plan(f"attach {ref} from {portal}", actions), device
 

@@ -94,3 +94,14 @@ def default_cache_vg(view: View) -> str:
         what = "no" if not vgs else f"{len(vgs)}"
         raise InvalidInput(f"{what} node cache VGs on this host: name one with --cache-vg")
     return vgs[0].name
+
+
+def plan_delete(view: View, name: str) -> Plan:
+    """Delete a node cache VG with its cache LVs; refused while a cache on it is up."""
+    require_cache_vg(view, name)
+    # dmsetup deps names the devices under each dm device; an LV's own dm device is VG-LV.
+    lv_devices = {PurePosixPath(lv.dm_path).name for lv in view.lvs_of(name) if lv.dm_path}
+    for dm_name, below in sorted(view.dm_deps.items()):
+        if lv_devices & set(below):
+            raise Busy(f"cache VG {name!r} is in use by dm device {dm_name} (delete its VM disks first)")
+    return Plan(f"delete cache VG {name}", lvm.vg_remove_actions(view, name, what="cache VG"))

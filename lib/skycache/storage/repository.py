@@ -199,3 +199,37 @@ def forget_file_repos_actions(runner: Runner, names: list[str]) -> list[Action]:
     if names:
         actions.append(Action(f"unregister file repositories {', '.join(names)}", (registry_command(reg),)))
     return actions
+
+
+def plan_delete(view: View, name: str, *, force: bool = False) -> Plan:
+    """Delete a repository with its images. Refused while an image is exported (``force``: the
+    exports go first) or in use on this host (attached, or open: never forced)."""
+    from skycache.storage import image  # image builds on this module: import late
+    from skycache.storage.kernel import lio
+
+    repo = get_repo(view, name)
+    images = image.list_images(view, name)
+    plan = Plan(f"delete {repo.backend} repository {name} with {len(images)} image(s)")
+    for img in images:
+        iqn = lio.target_iqn(name, img.name)
+        session = view.session(iqn)
+        if session is not None:
+            raise Busy(f"image {img.ref} is attached on this host ({session.portal}); detach it first")
+        if img.opened and not img.exported:
+            raise Busy(f"image {img.ref} is open (in use on this host)")
+        if img.exported:
+            if not force:
+                raise Busy(f"image {img.ref} is exported; remove the export first or use --force")
+            plan.extend(lio.remove_actions(view.lio, set(view.dm_info), iqn))
+    if repo.backend == "lvm":
+        plan.extend(lvm.vg_remove_actions(view, name, what="repository VG"))
+        return plan
+    for img in images:
+        d = PurePosixPath(img.path).parent
+        plan.add(
+            Action.command(
+                f"remove {img.path}", ["rm", "-f", "--", img.path, str(image.sidecar(d, img.name))]
+            )
+        )
+    plan.extend(forget_file_repos_actions(view.runner, [name]))
+    return plan

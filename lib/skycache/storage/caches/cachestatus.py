@@ -350,13 +350,16 @@ def flush_device_command(origin: str) -> Command:
     return Command((AGENT, "flush-device", origin))
 
 
-def flush_steps(name: str, table_line: str, *, timeout_s: float = 600) -> tuple[Step, ...]:
-    """Write back every dirty block of ``name``, wait until it is clean, then flush its origin device
-    so the written-back data is durable on it (kernel.blockqueue says why the origin needs that)."""
+def flush_steps(
+    name: str, table_line: str, *, timeout_s: float = 600, durable_on: str | None = None
+) -> tuple[Step, ...]:
+    """Write back every dirty block of ``name``, wait until it is clean, then flush the device the
+    data must be durable on (kernel.blockqueue says why that needs its own flush): the cache's origin,
+    or ``durable_on`` when the origin is itself a dm device over it (a read cache over a LUN)."""
     return (
         *start_flush_commands(name, table_line),
         Wait(CacheClean(name), timeout_s=timeout_s),
-        flush_device_command(origin_of(table_line)),
+        flush_device_command(durable_on or origin_of(table_line)),
     )
 
 

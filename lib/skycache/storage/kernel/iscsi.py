@@ -189,6 +189,19 @@ def node_records(runner: Runner) -> list[tuple[str, str]]:
     return [(t.portal, t.iqn) for t in parse_discovery(done.stdout)]
 
 
+def offered_targets(
+    runner: Runner, portal: Portal, *, iface: str | None = None, timeout_s: float = 30
+) -> list[str]:
+    """The targets a portal offers (SendTargets discovery, ``-o nonpersistent``: no node record is
+    written, so it is a query); one line naming the portal when it does not answer."""
+    argv = ["iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", str(portal), "-o", "nonpersistent"]
+    try:
+        done = runner.query([*argv, *(["-I", iface] if iface else [])], retry=TRANSIENT, timeout_s=timeout_s)
+    except CommandError as exc:
+        raise SkycacheError(f"portal {portal} does not answer iSCSI discovery ({_reason(exc)})") from exc
+    return [t.iqn for t in parse_discovery(done.stdout)]
+
+
 def disk_holders(runner: Runner, disk: str) -> list[str]:
     """Kernel names of the devices stacked on an iSCSI disk (``sdb``), from the host's sysfs."""
     return runner.list_dir(f"/sys/block/{disk}/holders") or []
@@ -349,3 +362,10 @@ def detach(runner: Runner, iqn: str, *, force: bool = False) -> list[str]:
     actions = detach_actions(runner, sessions(runner), iqn, force=force)
     Plan(f"detach {iqn}", actions).apply(runner)
     return [a.description for a in actions]
+
+
+def _reason(exc: CommandError) -> str:
+    lines = (exc.stderr.strip() or exc.stdout.strip()).splitlines()
+    tail = lines[-1] if lines else ""
+    code = "timed out" if exc.timeout is not None else f"exit {exc.returncode}"
+    return f"{code}: {tail}" if tail else code

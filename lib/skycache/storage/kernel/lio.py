@@ -120,6 +120,9 @@ class ExportSpec:
     read_only: bool = False
     chap: bool = True
     listen: tuple[str, int] = DEFAULT_LISTEN
+    # Seek-like latency of the repository disk (docs/lab.md, "Emulating the testbed"): the shim is a
+    # dm-delay of this many milliseconds instead of a dm-linear. Block exports only.
+    delay_ms: int = 0
 
     @property
     def iqn(self) -> str:
@@ -252,12 +255,19 @@ def add_actions(
         raise Busy(f"LIO backstore {so_name} already exists (teardown --all removes leftovers)")
     actions: list[Action] = []
     backing = spec.device
+    if spec.delay_ms < 0:
+        raise InvalidInput(f"export delay {spec.delay_ms} ms must not be negative")
     if spec.kind == "block":
         shim = shim_name(spec.repo, spec.image)
-        table = [dm.linear(spec.device, device_sectors)]
+        if spec.delay_ms:
+            table = [dm.delay(spec.device, device_sectors, spec.delay_ms)]
+            what = f"dm-delay shim ({spec.delay_ms} ms)"
+        else:
+            table = [dm.linear(spec.device, device_sectors)]
+            what = "dm-linear shim"
         actions.append(
             Action(
-                f"create dm-linear shim {shim} over {spec.device}",
+                f"create {what} {shim} over {spec.device}",
                 (Command(tuple(dm.create_argv(shim, table, readonly=spec.read_only))),),
                 (dm.remove_command(shim),),
             )
@@ -265,6 +275,8 @@ def add_actions(
         backing = dm.path(shim)
     elif spec.kind != "fileio":
         raise InvalidInput(f"backstore kind {spec.kind!r} is not block or fileio")
+    elif spec.delay_ms:
+        raise InvalidInput("an export delay needs a block image (LVM repository), not a file")
     if not spec.chap:
         chap = None
     elif chap is None:

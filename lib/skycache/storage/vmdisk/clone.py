@@ -94,8 +94,10 @@ def lun_actions(
     *,
     read_only: bool,
     what: str,
+    kind: str = "block",
+    delay_ms: int = 0,
 ) -> Lun:
-    """Export (unless exported) and attach (unless attached) one LV of the repository."""
+    """Export (unless exported) and attach (unless attached) one image of the repository."""
     iqn = lio.target_iqn(repo, image_name)
     export: list[Action] = []
     attach: list[Action] = []
@@ -105,10 +107,11 @@ def lun_actions(
             repo=repo,
             image=image_name,
             device=lv_path,
-            kind="block",
+            kind=kind,
             initiators=(view.initiator_name,),
             read_only=read_only,
             listen=(portal.address, portal.port),
+            delay_ms=delay_ms,
         )
         chap = lio.new_chap()
         export += lio.add_actions(view.lio, spec, sectors, chap)
@@ -116,6 +119,12 @@ def lun_actions(
         chap = lio.load_chap(view.runner, iqn)
     device = str(iscsi.by_path(portal, iqn))
     session = view.session(iqn)
+    if (
+        (session is None or not session.disks)
+        and not export
+        and iqn not in iscsi.offered_targets(view.runner, portal)
+    ):
+        raise NotFound(f"portal {portal} does not offer {repo}/{image_name} ({iqn})")
     if session is None or not session.disks:
         secret = (chap.userid, Secret(chap.password)) if chap else None
         for a in iscsi.attach_actions(view.node_records, iqn, portal, chap=secret):
@@ -135,12 +144,13 @@ def _cache_lv(
 
 
 def read_cache_actions(
-    view: View, cache_vg: str, repo: str, base: str, size: int, base_uuid: str
+    view: View, cache_vg: str, repo: str, base: str, size: int, base_uuid: str, *, guard: bool = True
 ) -> tuple[layers.ReadCacheDevs, list[Action]]:
     """The image's read-cache LVs: reused when they exist (that keeps the cache warm), else created.
 
     The LVs carry the base LV's uuid in a tag; a cache left from an older image of the same name is
-    emptied (metadata zeroed) instead of serving stale blocks.
+    emptied (metadata zeroed) instead of serving stale blocks. ``guard``: the read-only guard under
+    the cache (a base's LUN is read-only; a persistent image's is not and needs none).
     """
     meta_name, data_name, guard_name = rc_lv_names(repo, base)
     uuid_tag = f"skycache-uuid.{base_uuid}"
@@ -156,7 +166,9 @@ def read_cache_actions(
         "read-cache metadata LV",
     )
     data, a2 = _cache_lv(view, cache_vg, data_name, size, tags, "read-cache data LV")
-    guard, a3 = _cache_lv(view, cache_vg, guard_name, GUARD_COW, tags, "read-cache guard LV")
+    guard_dev, a3 = (
+        _cache_lv(view, cache_vg, guard_name, GUARD_COW, tags, "read-cache guard LV") if guard else ("", None)
+    )
     actions += [a for a in (a1, a2, a3) if a is not None]
     if existing is not None and uuid_tag not in existing.tags:
         stale = [t for t in existing.tags if t.startswith("skycache-uuid.")]
@@ -164,7 +176,7 @@ def read_cache_actions(
             Action(f"empty the read cache of an older {repo}/{base}", (Command((*ZERO_4K, f"of={meta}")),))
         )
         actions.append(lvm.tag_action(cache_vg, meta_name, add=[uuid_tag], remove=stale))
-    return layers.ReadCacheDevs(layers.rc_name(cache_vg, repo, base), meta, data, guard), actions
+    return layers.ReadCacheDevs(layers.rc_name(cache_vg, repo, base), meta, data, guard_dev), actions
 
 
 def write_cache_actions(
@@ -259,7 +271,8 @@ def plan_clone(view: View, req: CloneRequest, *, rebuild: bool = False) -> tuple
     )
     if existing is None and store_size > repo.free:
         raise InvalidInput(
-            f"COW store of {format_size(store_size)} does not fit in {repo.name!r} ({format_size(repo.free)} free)"
+            f"COW store of {format_size(store_size)} does not fit in {repo.name!r} "
+            f"({format_size(repo.free)} free)"
         )
     base_lv = lvm.require_owned_lv_in(view, vg, base.name)
     note = VmNote(

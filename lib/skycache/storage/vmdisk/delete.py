@@ -23,6 +23,7 @@ from skycache.storage.vmdisk.records import (
     base_tag,
     check_vm_id,
     drop_note_action,
+    rc_lv_names,
     save_note_action,
     store_name,
     vol_name,
@@ -125,20 +126,54 @@ def plan_delete(view: View, vm_id: str, *, sync: bool = False) -> Plan:
 
 
 def _plan_delete_volume(view: View, note: VmNote) -> Plan:
-    """ln, mkimage, mkswap: the dm-linear on top, then the LUN (ln) or the local LV."""
+    """ln, mkimage, mkswap: the dm-linear on top, the caches of an ln disk (its write-back cache is
+    always flushed first: the image is persistent), then the LUN (ln) or the local LV."""
     vm_id = note.vm_id
     top = layers.vm_name(vm_id)
     plan = Plan(f"delete VM disk {vm_id} ({note.kind})")
+    removed: set[str] = set()
     if view.dm_exists(top):
         plan.add(dm.remove_action(top, "VM disk"))
-    if note.kind == "ln":
-        iqn = lio.target_iqn(note.repo, note.image)
-        plan.extend(_logout(view, iqn, note.kind))
-        if note.exported_base and view.lio.find(iqn) is not None:
-            plan.extend(lio.remove_actions(view.lio, set(view.dm_info), iqn))
-    elif view.lv(note.cache_vg, vol_name(vm_id)) is not None:
-        plan.add(lvm.lvremove_action(view, note.cache_vg, vol_name(vm_id), what="local volume"))
+        removed.add(top)
+    if note.kind != "ln":
+        if view.lv(note.cache_vg, vol_name(vm_id)) is not None:
+            plan.add(lvm.lvremove_action(view, note.cache_vg, vol_name(vm_id), what="local volume"))
+        plan.add(drop_note_action(vm_id))
+        return plan
+    iqn = lio.target_iqn(note.repo, note.image)
+    wb = layers.wb_name(vm_id)
+    if view.dm_exists(wb):
+        lun = str(iscsi.by_path(iscsi.parse_portal(note.portal), iqn)) if note.portal else None
+        steps = cachestatus.flush_steps(wb, view.dm_table(wb)[0].line(), timeout_s=3600, durable_on=lun)
+        plan.add(Action(f"flush write-back cache {wb} to the image", steps))
+        plan.add(dm.remove_action(wb, "write-back cache (clean)"))
+        removed.add(wb)
+    if note.cache_vg:
+        for lv in wb_lv_names(vm_id):
+            if view.lv(note.cache_vg, lv) is not None:
+                plan.add(lvm.lvremove_action(view, note.cache_vg, lv, what="write-cache LV"))
+    if note.read_cache and note.cache_vg:
+        rc = layers.rc_name(note.cache_vg, note.repo, note.image)
+        if view.dm_exists(rc) and set(view.dm_holders(rc)) <= removed:
+            plan.add(dm.remove_action(rc, "read cache (its LVs keep the cached blocks)"))
+    plan.extend(_logout(view, iqn, note.kind))
+    if note.exported_base and view.lio.find(iqn) is not None:
+        plan.extend(lio.remove_actions(view.lio, set(view.dm_info), iqn))
     plan.add(drop_note_action(vm_id))
+    return plan
+
+
+def plan_drop_read_cache(view: View, cache_vg: str, repo: str, image: str) -> Plan:
+    """Throw an image's read cache away (its LVs): the next VM disk of the image starts cold.
+
+    Refused while the cache is up (a VM disk of the image uses it)."""
+    rc = layers.rc_name(cache_vg, repo, image)
+    if view.dm_exists(rc):
+        raise Busy(f"the read cache {rc} of {repo}/{image} is in use: delete its VM disks first")
+    plan = Plan(f"drop the read cache of {repo}/{image} in {cache_vg}")
+    for lv in rc_lv_names(repo, image):
+        if view.lv(cache_vg, lv) is not None:
+            plan.add(lvm.lvremove_action(view, cache_vg, lv, what="read-cache LV"))
     return plan
 
 

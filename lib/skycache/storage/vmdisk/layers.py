@@ -27,6 +27,9 @@ from skycache.storage.kernel import dm
 
 SECTOR = 512
 COW_ENGINES = ("snapshot", "thin")
+# "none": the persistent image itself (``disk ln``): its LUN is the origin of the caches, and the VM
+# disk is a dm-linear over the top of them; there is no COW store.
+STACK_KINDS = (*COW_ENGINES, "none")
 WRITE_ENGINES = ("writecache", "dmcache")
 THIN_META = 16 * 1024**2  # thin-pool metadata area at the start of the store
 THIN_BLOCK_SECTORS = 128  # 64 KiB pool blocks
@@ -108,7 +111,7 @@ class StackSpec:
     write_cache: WriteCacheDevs | None = None
 
     def __post_init__(self) -> None:
-        if self.cow not in COW_ENGINES:
+        if self.cow not in STACK_KINDS:
             raise InvalidInput(f"--cow {self.cow!r} is invalid: use {' or '.join(COW_ENGINES)}")
         if self.cow == "thin" and self.store_sectors * SECTOR <= THIN_META + 1024**2:
             raise InvalidInput("the COW store is too small for a thin pool")
@@ -169,18 +172,29 @@ def build_order(spec: StackSpec) -> list[Layer]:
         out.append(Layer(rc.name, t.line(), "rc", shared=True))
     if spec.write_cache:
         wc = spec.write_cache
+        # Under a COW device the write-back cache caches the COW store; on a persistent image
+        # (cow "none") it caches the image itself, above its read cache.
+        wb_origin, wb_sectors = (
+            (spec.store_dev, spec.store_sectors)
+            if spec.cow != "none"
+            else (origin_top(spec), spec.base_sectors)
+        )
         if wc.engine == "writecache":
-            line = writecache.WritecacheTable(spec.store_dev, wc.data_dev, spec.store_sectors).line()
+            line = writecache.WritecacheTable(wb_origin, wc.data_dev, wb_sectors).line()
         else:
             line = dmcache.CacheTable(
                 wc.metadata_dev,
                 wc.data_dev,
-                spec.store_dev,
-                spec.store_sectors,
+                wb_origin,
+                wb_sectors,
                 block_bytes=wc.block_bytes,
                 mode="writeback",
             ).line()
         out.append(Layer(wb_name(spec.vm_id), line, "wb"))
+    if spec.cow == "none":
+        top = dm.path(wb_name(spec.vm_id)) if spec.write_cache else origin_top(spec)
+        out.append(Layer(vm_name(spec.vm_id), dm.linear(top, spec.base_sectors).line(), "vm"))
+        return out
     cow_dev = store_top(spec)
     origin = origin_top(spec)
     if spec.cow == "snapshot":
