@@ -39,6 +39,10 @@ class Call:
 class FakeRunner:
     target: Target = LOCAL
     files: dict[str, str] = field(default_factory=dict)  # path -> content; directories are implied
+    dirs: set[str] = field(default_factory=set)  # empty directories
+    # Play the file changes of commands that run (agent write-file, truncate, mkdir, rm), so a planner
+    # can read back what an earlier plan made.
+    simulate_files: bool = False
     links: dict[str, str] = field(default_factory=dict)  # path -> what it resolves to
     calls: list[Call] = field(default_factory=list)
     _rules: list[tuple[tuple[str, ...], list[Reply]]] = field(default_factory=list)
@@ -96,7 +100,20 @@ class FakeRunner:
         env: Mapping[str, Arg] | None = None,
         retry: Retry | None = None,
     ) -> Completed:
+        if self.simulate_files:
+            self._play([a if isinstance(a, str) else a.value for a in argv], stdin)
         return self._answer("run", argv, stdin, check)
+
+    def _play(self, argv: list[str], stdin: str | None) -> None:
+        if argv[:2] == ["skycache-agent", "write-file"]:
+            self.files[argv[2]] = stdin or ""
+        elif argv[0] == "truncate":
+            self.files.setdefault(argv[-1], "")
+        elif argv[:2] == ["mkdir", "-p"]:
+            self.dirs.add(argv[-1])
+        elif argv[0] == "rm":
+            for path in argv[1:]:
+                self.files.pop(path, None)
 
     def query(
         self,

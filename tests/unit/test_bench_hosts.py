@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from bench_fixtures import TINY_FILE_STACK_AND_JOBS
+from fakes import FakeRunner
 
 import skycache.bench
 from skycache.bench import fioparse, orchestrate, remote, scenario, tidy
@@ -211,8 +212,10 @@ def _listening(port: int) -> bool:
 
 
 @pytest.fixture
-def fio_servers(tmp_path: Path) -> Iterator[list[int]]:
-    """Two fio servers listening on 127.0.0.1 only, stopped after the test."""
+def fio_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Two fio servers listening on 127.0.0.1 only, stopped after the test. The file repositories
+    the runs make are registered in a state directory of the test's own, not the host's."""
+    monkeypatch.setenv("SKYCACHE_STATE_DIR", str(tmp_path / "state"))
     procs: list[tuple[subprocess.Popen[bytes], int]] = []
     try:
         for i in range(2):
@@ -300,22 +303,6 @@ def test_unreachable_server_fails_the_condition_and_the_run_goes_on(tmp_path: Pa
 # -- the workspace on a fio server reached over ssh ----------------------------------------------
 
 
-class SshRecorder(SystemRunner):
-    """A runner for a remote host that records commands and runs none (no network in unit tests)."""
-
-    def __init__(self) -> None:
-        super().__init__(SshTarget("node1"))
-        self.argvs: list[list[str]] = []
-
-    def run(self, argv, **kwargs):  # type: ignore[no-untyped-def,override]
-        self.argvs.append([str(a) for a in argv])
-        return Completed(tuple(self.argvs[-1]), 0, "", "")
-
-    def query(self, argv, **kwargs):  # type: ignore[no-untyped-def,override]
-        self.argvs.append([str(a) for a in argv])
-        return Completed(tuple(self.argvs[-1]), 1, "", "")  # `test -e`: the image does not exist yet
-
-
 def test_remote_workspace_makes_its_files_through_the_runner_and_never_uses_lab_disks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -325,15 +312,14 @@ def test_remote_workspace_makes_its_files_through_the_runner_and_never_uses_lab_
     monkeypatch.setenv("SKYCACHE_IN_LAB", "1")
     monkeypatch.setenv("SKYCACHE_LAB_DISKS", "/dev/vda /dev/vdb")
     sc = scenario.load(write(tmp_path, ["node1"]), profiles=PROFILES)
-    r = SshRecorder()
+    r = FakeRunner(SshTarget("node1"), simulate_files=True)
+    r.reply("df", stdout="1B-blocks Avail\n1000000000 900000000\n")
     existed = stacks.SCRATCH_MOUNT.exists()
     ws = stacks.Workspace.prepare(r, list(sc.model.stacks), "8M", stacks.SCRATCH_MOUNT)
-    img = str(stacks.SCRATCH_MOUNT / stacks.FILE_IMAGE)
-    assert r.argvs == [
-        ["mkdir", "-p", "--", str(stacks.SCRATCH_MOUNT)],
-        ["test", "-e", img],
-        ["truncate", "-s", str(8 * 2**20), img],
-    ]
+    img = str(stacks.SCRATCH_MOUNT / "benchf" / "skycache-img.img")
+    ran = r.ran()
+    assert ran[0] == f"mkdir -p -- {stacks.SCRATCH_MOUNT}"
+    assert f"truncate -s {8 * 2**20} {img}" in ran  # the file image, made there by the library
+    assert not any("/dev/vd" in line for line in r.ran() + r.ran("query"))  # no lab disk touched
     assert stacks.SCRATCH_MOUNT.exists() == existed  # nothing made on this machine
-    assert ws.node_disk(1) is None and ws.cache_directory() == stacks.SCRATCH_MOUNT
-    assert ws.teardown() == [] and r.argvs[-1] == ["rm", "-f", "--", img]
+    assert ws.images == ["benchf/img"]

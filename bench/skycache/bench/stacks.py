@@ -18,6 +18,7 @@ repetition starts with empty caches ("cold"; the image's read cache is dropped w
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -87,7 +88,12 @@ class BuiltStack:
 
 @dataclass
 class Workspace:
-    """Per-run repository and node storage shared by every condition."""
+    """Per-run repository and node storage shared by every condition.
+
+    Its repositories and cache VG are named ``bench``, ``benchf``, ``benchnode``, with a suffix from the
+    directory when that is not the default: several workspaces on one host (fio servers of a test on
+    127.0.0.1) then do not collide.
+    """
 
     runner: Runner
     directory: Path
@@ -110,6 +116,24 @@ class Workspace:
             ws.teardown()
             raise
         return ws
+
+    @property
+    def suffix(self) -> str:
+        if self.directory == SCRATCH_MOUNT:
+            return ""
+        return "-" + hashlib.sha256(str(self.directory).encode()).hexdigest()[:6]
+
+    @property
+    def repo(self) -> str:
+        return REPO + self.suffix
+
+    @property
+    def file_repo(self) -> str:
+        return FILE_REPO + self.suffix
+
+    @property
+    def node_vg(self) -> str:
+        return NODE_VG + self.suffix
 
     @property
     def local(self) -> bool:
@@ -137,27 +161,31 @@ class Workspace:
             loop = self.image_size * len(lvm_images) + stores + 256 * 2**20
             self._plan(
                 "repository",
-                repository.plan_init_lvm(View(r), REPO, loop_size=loop, directory=str(self.directory)),
+                repository.plan_init_lvm(View(r), self.repo, loop_size=loop, directory=str(self.directory)),
             )
             self._made.append(
-                ("repository", lambda: _apply(r, repository.plan_delete(View(r), REPO, force=True)))
+                ("repository", lambda: _apply(r, repository.plan_delete(View(r), self.repo, force=True)))
             )
             for name in lvm_images:
                 self._plan(
-                    f"image {REPO}/{name}", image.plan_create(View(r), f"{REPO}/{name}", size=self.image_size)
+                    f"image {self.repo}/{name}",
+                    image.plan_create(View(r), f"{self.repo}/{name}", size=self.image_size),
                 )
-                self.images.append(f"{REPO}/{name}")
+                self.images.append(f"{self.repo}/{name}")
         if any(s.backend == "file" for s in stacks):
             fdir = str(PurePosixPath(self.directory) / FILE_REPO)
-            self._plan("file repository", repository.plan_init_file(View(r), FILE_REPO, fdir))
+            self._plan("file repository", repository.plan_init_file(View(r), self.file_repo, fdir))
             self._made.append(
-                ("file repository", lambda: _apply(r, repository.plan_delete(View(r), FILE_REPO, force=True)))
+                (
+                    "file repository",
+                    lambda: _apply(r, repository.plan_delete(View(r), self.file_repo, force=True)),
+                )
             )
             self._plan(
-                f"image {FILE_REPO}/{IMAGE}",
-                image.plan_create(View(r), f"{FILE_REPO}/{IMAGE}", size=self.image_size),
+                f"image {self.file_repo}/{IMAGE}",
+                image.plan_create(View(r), f"{self.file_repo}/{IMAGE}", size=self.image_size),
             )
-            self.images.append(f"{FILE_REPO}/{IMAGE}")
+            self.images.append(f"{self.file_repo}/{IMAGE}")
         cache_bytes = max([_cache_need(s) for s in stacks] or [0])
         if cache_bytes:
             need = cache_bytes + 64 * 2**20
@@ -165,14 +193,17 @@ class Workspace:
             view = View(r)
             if disk is not None:
                 # The lab's second scratch disk stands for the worker node's local SSD.
-                plan = node.plan_init(view, NODE_VG, devices=[disk])
+                plan = node.plan_init(view, self.node_vg, devices=[disk])
             else:
                 plan = node.plan_init(
-                    view, NODE_VG, loop_size=node.round_extent(need), directory=str(self.cache_directory())
+                    view,
+                    self.node_vg,
+                    loop_size=node.round_extent(need),
+                    directory=str(self.cache_directory()),
                 )
             self._plan("node cache VG", plan)
             self.has_node = True
-            self._made.append(("node cache VG", lambda: _apply(r, node.plan_delete(View(r), NODE_VG))))
+            self._made.append(("node cache VG", lambda: _apply(r, node.plan_delete(View(r), self.node_vg))))
 
     def _plan(self, what: str, plan: Plan) -> None:
         try:
@@ -214,8 +245,8 @@ class Workspace:
 
     def image_ref(self, stack: Stack) -> str:
         if stack.backend == "file":
-            return f"{FILE_REPO}/{IMAGE}"
-        return f"{REPO}/{IMAGE if stack.cow == 'none' else BASE}"
+            return f"{self.file_repo}/{IMAGE}"
+        return f"{self.repo}/{IMAGE if stack.cow == 'none' else BASE}"
 
     def teardown(self) -> list[str]:
         errors = []
@@ -262,7 +293,7 @@ def build(ws: Workspace, stack: Stack) -> BuiltStack:
     rc = parse_positive_size(stack.read_cache) if stack.read_cache else 0
     wc = parse_positive_size(stack.write_cache) if stack.write_cache else 0
     engine = stack.engine or "writecache"
-    cache_vg = NODE_VG if ws.has_node else ""
+    cache_vg = ws.node_vg if ws.has_node else ""
     if stack.cow == "none":
         plan, device = volumes.plan_ln(
             view,
