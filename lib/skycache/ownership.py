@@ -1,8 +1,8 @@
 """skycache's mark: how it recognises the objects it created, and the names it accepts.
 
-Every object skycache creates carries the mark (design.md §7): the LVM tag ``skycache`` on VGs and
-LVs, the name prefix ``skycache-`` on dm devices, files, network namespaces and chains, and IQNs under
-one configurable prefix. Listing, changing and deleting go through :func:`require_owned_*`, which
+Every object skycache creates carries the mark (docs/architecture.md, "Safety"): the LVM tag
+``skycache`` on VGs and LVs, the name prefix ``skycache-`` on dm devices, files, network namespaces
+and chains, and IQNs under one configurable prefix. Listing, changing and deleting go through :func:`require_owned_*`, which
 refuse anything unmarked, even when the user names it explicitly.
 """
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from _storage import PORTAL, last_line, sk, sk_json, teardown_all
 
+from skycache.plan import Plan
 from skycache.runner import Runner
 from skycache.storage.kernel import dm, lio, lvm
+from skycache.storage.view import View
 
 CACHE = "skycache-fnd-cache"
 
@@ -37,9 +39,9 @@ def test_lv_dm_cache_and_iscsi_session(runner: Runner, env: Path) -> None:
     assert iqn in sessions and "127.0.0.1:3260" in sessions
 
     # The node side: a cache VG with metadata and data LVs, and dm-cache (writethrough, smq) over the disk.
-    lvm.create_loop_vg(runner, "fndcache", 256 << 20, env)
-    lvm.create_lv(runner, "fndcache", "meta", 8 << 20)
-    lvm.create_lv(runner, "fndcache", "data", 64 << 20)
+    Plan("cache VG", lvm.loop_vg_actions(View(runner), runner, "fndcache", 256 << 20, str(env))).apply(runner)
+    for name, size in (("meta", 8 << 20), ("data", 64 << 20)):
+        Plan("cache LV", [lvm.lvcreate_action(View(runner), "fndcache", name, size)]).apply(runner)
     sectors = dm.device_sectors(runner, disk)
     table = f"0 {sectors} cache /dev/fndcache/meta /dev/fndcache/data {disk} 512 1 writethrough smq 0"
     runner.run(

@@ -92,7 +92,8 @@ def test_bench_adds_nat_bench_to_the_net_group() -> None:
 
 
 def test_lib_never_references_bench() -> None:
-    # design.md §3: lib/ works without bench/; bench reaches the CLI through entry points only.
+    # docs/architecture.md, "Dependency rules": lib/ works without bench/; bench reaches the CLI
+    # through entry points only.
     offenders = [
         str(p.relative_to(LIB))
         for p in sorted(LIB.rglob("*.py"))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import fake_view
 
 from skycache.errors import InvalidInput, NotOwned
+from skycache.plan import Plan
 from skycache.runner import SystemRunner
 from skycache.storage.kernel import dm, loopdev, lvm
 
@@ -190,12 +192,18 @@ def test_lvm_refuses_untagged_lv_and_oversize() -> None:
         '"lv_name":"base", "lv_size":"268435456", "lv_attr":"ori-a-s---", "lv_tags":"skycache"',
         '"lv_name":"base", "lv_size":"268435456", "lv_attr":"ori-a-s---", "lv_tags":""',
     )
-    r = Recorder({"vgs": read("vgs_json.txt"), "lvs": untagged, "pvs": read("pvs_json.txt")})
+    view = fake_view(
+        lvs=tuple(lvm.parse_lvs(untagged)), vgs=tuple(lvm.parse_vgs(read("vgs_json.txt"))), pvs=()
+    )
     with pytest.raises(NotOwned):
-        lvm.remove_lv(r, "skycache-probe", "base")
+        lvm.lvremove_action(view, "skycache-probe", "base")
     with pytest.raises(InvalidInput, match="larger than the free space"):
-        lvm.create_lv(r, "skycache-probe", "big", 8 << 30)
-    assert r.plan == []
+        lvm.lvcreate_action(view, "skycache-probe", "big", 8 << 30)
+    action = lvm.lvcreate_action(view, "skycache-probe", "new", 8 << 20, tags=["skycache-x"])
+    assert Plan("p", [action]).commands() == [
+        "lvcreate -y -Wy -Zy -L 8388608b -n new --addtag skycache --addtag skycache-x skycache-probe"
+    ]
+    assert [c.render() for c in action.undo] == ["lvremove -y skycache-probe/new"]
 
 
 def test_parse_recorded_losetup() -> None:

@@ -12,7 +12,7 @@ rate and delay itself, so the whole profile reads back from ``tc -j qdisc show``
 no JSON for htb classes). The root handle 0x5ca is skycache's mark: a root qdisc with another
 explicit handle belongs to someone else and is never replaced or removed.
 
-Lab scale (design.md §5): under TCG one TCP stream over ``lo`` tops out at 1.2 Gbit/s on an idle
+Lab scale (docs/net.md, "Lab scale"): under TCG one TCP stream over ``lo`` tops out at 1.2 Gbit/s on an idle
 machine and at 0.47 Gbit/s on the shared 2-core machine (measured with iperf3 in the lab), and the
 iSCSI path (LIO + iscsi_tcp) costs more CPU per byte than bare TCP. TCG's timers also add about
 0.1 ms to every netem delay (measured: 2.24 ms added round trip for 2 x 1 ms). Emulated links are

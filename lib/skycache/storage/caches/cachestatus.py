@@ -5,7 +5,7 @@ Pure parsers turn one ``dmsetup status`` line into a frozen record; the thin lay
 Documentation/admin-guide/device-mapper/cache.rst and writecache.rst (checked against Debian's 6.1
 kernel in the lab; recorded lines are in tests/unit/data/cache/).
 
-Flushing is what makes a write-back cache safe to drop (design.md §2, §7):
+Flushing is what makes a write-back cache safe to drop (docs/caches.md; docs/architecture.md, "Safety"):
 
 - dm-writecache: the ``cleaner`` message makes the target write back everything and stop caching new
   writes; it is clean when free blocks == total blocks, nothing is under writeback and the error

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from skycache.errors import Busy, InvalidInput, NotFound
 from skycache.ownership import LVM_TAG, check_name, require_tagged
-from skycache.plan import Action, Command, Plan
+from skycache.plan import Action, Command
 from skycache.runner import Retry, Runner
 from skycache.storage.kernel import loopdev
 from skycache.units import format_size
@@ -602,50 +602,3 @@ def vg_remove_actions(view: LvmView, name: str, *, what: str = "VG") -> list[Act
             if backing.name.startswith("skycache-vg-"):
                 actions.append(Action(f"delete {backing}", (Command(("rm", "-f", "--", str(backing))),)))
     return actions
-
-
-# -- direct changes (scripts and tests; verbs use the actions above in plans) ----------------------
-
-
-def _apply(runner: Runner, title: str, actions: Sequence[Action]) -> None:
-    Plan(title, list(actions)).apply(runner)
-
-
-def _view(runner: Runner) -> LvmView:
-    from skycache.storage.view import View  # the view reads LVM through this module: import late
-
-    return View(runner)
-
-
-def create_loop_vg(
-    runner: Runner, name: str, size: int, directory: str | PurePosixPath, *, tags: Sequence[str] = ()
-) -> None:
-    _apply(
-        runner, f"create VG {name}", loop_vg_actions(_view(runner), runner, name, size, directory, tags=tags)
-    )
-
-
-def create_vg(runner: Runner, name: str, devices: Sequence[str], *, tags: Sequence[str] = ()) -> None:
-    _apply(runner, f"create VG {name}", vg_create_actions(_view(runner), name, devices, tags=tags))
-
-
-def remove_vg(runner: Runner, name: str) -> None:
-    _apply(runner, f"remove VG {name}", vg_remove_actions(_view(runner), name))
-
-
-def create_lv(runner: Runner, vg: str, name: str, size: int, *, tags: Sequence[str] = ()) -> LV:
-    _apply(runner, f"create LV {vg}/{name}", [lvcreate_action(_view(runner), vg, name, size, tags=tags)])
-    return get_lv(runner, vg, name)
-
-
-def remove_lv(runner: Runner, vg: str, name: str, *, missing_ok: bool = False) -> None:
-    view = _view(runner)
-    if missing_ok and view.lv(vg, name) is None:
-        return
-    _apply(runner, f"remove LV {vg}/{name}", [lvremove_action(view, vg, name)])
-
-
-def set_read_only(runner: Runner, vg: str, name: str) -> None:
-    action = read_only_action(_view(runner), vg, name)
-    if action is not None:
-        _apply(runner, f"make {vg}/{name} read-only", [action])

@@ -1,6 +1,6 @@
 """The node-side VM-disk stack as data: dm device names and tables, built by pure functions.
 
-design.md §2, bottom to top::
+docs/architecture.md ("The VM-disk stack"), bottom to top::
 
     base LUN (iSCSI, read-only)          store LUN (iSCSI, the VM's COW store on the repository)
         |                                     |
