@@ -2,8 +2,8 @@
 
 Every object skycache creates carries the mark (docs/architecture.md, "Safety"): the LVM tag
 ``skycache`` on VGs and LVs, the name prefix ``skycache-`` on dm devices, files, network namespaces
-and chains, and IQNs under one configurable prefix. Listing, changing and deleting go through :func:`require_owned_*`, which
-refuse anything unmarked, even when the user names it explicitly.
+and chains, and IQNs under one configurable prefix. Listing, changing and deleting go through
+:func:`require_owned_*`, which refuse anything unmarked, even when the user names it explicitly.
 """
 
 from __future__ import annotations

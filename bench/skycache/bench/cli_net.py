@@ -1,7 +1,8 @@
 """``skycache net nat-bench``: the NAT load measurement, added to lib's ``net`` group.
 
-lib/ must not import bench/ (docs/architecture.md, "Dependency rules"), so this verb lives here and reaches the ``net`` group
-through the ``skycache.cli.net`` entry-point group, which cli/main.py calls with the group's app.
+lib/ must not import bench/ (docs/architecture.md, "Dependency rules"), so this verb lives here and
+reaches the ``net`` group through the ``skycache.cli.net`` entry-point group, which cli/main.py calls
+with the group's app.
 """
 
 from __future__ import annotations
