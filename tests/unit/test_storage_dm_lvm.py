@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import fake_view
+from fakes import FakeRunner, fake_view
 
 from skycache.errors import InvalidInput, NotOwned
 from skycache.plan import Plan
-from skycache.runner import SystemRunner
 from skycache.storage.kernel import dm, loopdev, lvm
 
 DATA = Path(__file__).parent / "data" / "storage"
@@ -80,21 +79,13 @@ def test_removal_order_puts_holders_first() -> None:
     assert dm.removal_order(["skycache-exp-probe"], deps) == ["skycache-exp-probe"]
 
 
-class Recorder(SystemRunner):
-    """Records argv lists (dry run) and answers queries from a table of canned outputs."""
-
-    def __init__(self, answers: dict[str, str] | None = None) -> None:
-        super().__init__(dry_run=True)
-        self.answers = answers or {}
-
-    def query(self, argv, **kwargs):  # type: ignore[no-untyped-def, override]
-        from skycache.runner import Completed
-
-        key = " ".join(str(a) for a in argv)
-        for prefix, out in self.answers.items():
-            if key.startswith(prefix):
-                return Completed(tuple(key.split()), 0, out, "")
-        return Completed(tuple(key.split()), 1, "", "not found")
+def Recorder(answers: dict[str, str] | None = None) -> FakeRunner:
+    """Answers queries from canned outputs (by argv prefix), "not found" otherwise; records commands."""
+    fake = FakeRunner()
+    fake.reply("dmsetup", "info", rc=1, stderr="not found")
+    for prefix, out in (answers or {}).items():
+        fake.reply(*prefix.split(), stdout=out)
+    return fake
 
 
 def test_dm_refuses_unmarked_names() -> None:
@@ -103,7 +94,9 @@ def test_dm_refuses_unmarked_names() -> None:
         dm.create(r, "vg0-root", [dm.linear("/dev/a", 8)])
     with pytest.raises(NotOwned):
         dm.remove(r, "vg0-root")
-    assert r.plan == []
+    with pytest.raises(NotOwned):
+        dm.remove_command("vg0-root")
+    assert r.ran() == []
 
 
 def test_dm_create_argv() -> None:
@@ -112,9 +105,9 @@ def test_dm_create_argv() -> None:
         dm.create(r, "skycache-exp-x", [dm.linear("/dev/a", 8)], readonly=True)
         == "/dev/mapper/skycache-exp-x"
     )
-    assert list(r.plan[0].argv) == [
-        "dmsetup", "create", "skycache-exp-x", "--readonly", "--table", "0 8 linear /dev/a 0",
-    ]  # fmt: skip
+    assert r.ran() == ["dmsetup create skycache-exp-x --readonly --table '0 8 linear /dev/a 0'"]
+    action = dm.create_action("skycache-exp-x", [dm.linear("/dev/a", 8)], "shim")
+    assert [c.render() for c in action.undo] == ["dmsetup remove --force skycache-exp-x"]
 
 
 def test_owned_devices_skips_lvm_and_unmarked() -> None:
@@ -167,24 +160,21 @@ def test_lvm_lookups_ask_for_one_object_by_selection() -> None:
     # A value that cannot be an LVM name never reaches the selection syntax: nothing is run.
     assert lvm.lv_lookup_argv("skycache-r", 'x" || lv_name="root') is None
     assert lvm.vg_lookup_argv("a b") is None
-    queries: list[list[str]] = []
+    r = Recorder({"lvs": read("lvs_json.txt"), "vgs": read("vgs_json.txt")})
 
-    class Counting(Recorder):
-        def query(self, argv, **kwargs):  # type: ignore[no-untyped-def]
-            queries.append(list(argv))
-            return super().query(argv, **kwargs)
+    def queries() -> list[list[str]]:
+        return [list(c.argv) for c in r.calls if c.kind == "query"]
 
-    r = Counting({"lvs": read("lvs_json.txt"), "vgs": read("vgs_json.txt")})
     assert lvm.find_lv(r, "skycache-probe", 'base"') is None
     assert lvm.find_vg(r, "no such") is None
-    assert queries == []
+    assert queries() == []
     # One command per lookup; the selection narrows the report, and the names are still checked on
     # what comes back (the canned report holds every LV and VG).
     assert lvm.get_lv(r, "skycache-probe", "base").name == "base"
-    assert queries == [lvm.lv_lookup_argv("skycache-probe", "base")]
+    assert queries() == [lvm.lv_lookup_argv("skycache-probe", "base")]
     assert lvm.find_lv(r, "other-vg", "base") is None
     assert lvm.get_vg(r, "skycache-probe").name == "skycache-probe"
-    assert len(queries) == 3 and queries[-1] == lvm.vg_lookup_argv("skycache-probe")
+    assert len(queries()) == 3 and queries()[-1] == lvm.vg_lookup_argv("skycache-probe")
 
 
 def test_lvm_refuses_untagged_lv_and_oversize() -> None:
