@@ -289,4 +289,4 @@ def test_dry_run_plans_and_export_restore(runner: Runner, env: Path) -> None:
     assert dev.startswith("/dev/sd")
     code, td, err = sk_inproc("teardown", "--all", "--dry-run")
     assert code == 0 and "delete LIO target" in td and lib_inventory(runner) != [], err
-    assert image.get_image(runner, "dr/img").exported
+    assert image.get_image(View(runner), "dr/img").exported
