@@ -15,6 +15,7 @@ import pytest
 from _storage import (
     PORTAL,
     SKYCACHE,
+    STORAGE_CLI,
     last_line,
     lib_attach,
     lib_export,
@@ -198,10 +199,10 @@ KILL_WHEN = [sys.executable, str(Path(__file__).with_name("_kill_when.py"))]
 
 
 def test_kill_9_mid_clone_then_teardown(runner: Runner, env: Path) -> None:
-    lib_repo(runner, "k9", 3 << 30, env)
-    lib_image(runner, "k9/base", 1 << 30)
+    lib_repo(runner, "k9", 1 << 30, env)
+    lib_image(runner, "k9/base", 384 << 20)
     # SIGKILL once the copy's LV exists and dd is copying: no chance to undo anything.
-    clone = [SKYCACHE, "image", "clone", "k9/base", "k9/c", "--cow", "copy"]
+    clone = [*STORAGE_CLI, "image", "clone", "k9/base", "k9/c", "--cow", "copy"]
     out = runner.query([*KILL_WHEN, "--path", "/dev/k9/c", "--delay", "1", "--", *clone]).stdout
     assert out.strip().splitlines()[-1] == "killed", out
     assert runner.query(["lvs", "k9/c"], check=False).returncode == 0  # the half-made clone is there
@@ -224,7 +225,7 @@ def test_kill_9_mid_attach_then_teardown(runner: Runner, env: Path, stage: str) 
     lib_export(runner, "k9a/img")
     iqn = lio.target_iqn("k9a", "img")
     cond = ["--path", f"/etc/iscsi/nodes/{iqn}"] if stage == "discovered" else ["--session", iqn]
-    attach = [SKYCACHE, "attach", "k9a/img", "--portal", PORTAL]
+    attach = [*STORAGE_CLI, "attach", "k9a/img", "--portal", PORTAL]
     out = runner.query([*KILL_WHEN, *cond, "--", *attach]).stdout
     assert out.strip().splitlines()[-1] == "killed", out
     lib_teardown(runner)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _cache import read_cache_status, warm_read_cache
-from _storage import PORTAL, SKYCACHE, last_line, read_sha, sk, sk_json, teardown_all, write_pattern
+from _storage import PORTAL, STORAGE_CLI, last_line, read_sha, sk, sk_json, teardown_all, write_pattern
 
 from skycache.runner import Runner
 from skycache.storage.caches import cachestatus
@@ -199,10 +199,10 @@ def test_repository_outage_while_writing(runner: Runner, env: Path) -> None:
 
 
 def test_kill_9_mid_clone_and_mid_delete_sync(runner: Runner, env: Path) -> None:
-    # SIGKILL once the clone is visibly half-built (the base's iSCSI session is up): a fresh skycache
-    # spends its first minute importing under TCG, so a fixed delay would kill it before it starts.
+    # SIGKILL once the clone is visibly half-built (the base's iSCSI session is up): a fresh storage CLI
+    # spends its first seconds importing under TCG, so a fixed delay would kill it before it starts.
     base_iqn = lio.target_iqn("vr", "base")
-    clone_argv = [SKYCACHE, "disk", "clone", "k1", "vr/base", "--portal", PORTAL,
+    clone_argv = [*STORAGE_CLI, "disk", "clone", "k1", "vr/base", "--portal", PORTAL,
                   "--read-cache", "16M", "--write-cache", "16M"]  # fmt: skip
     out = runner.query([*KILL_WHEN, "--session", base_iqn, "--delay", "1", "--", *clone_argv], timeout_s=900)
     assert out.stdout.strip().splitlines()[-1] == "killed", out.stdout
@@ -216,7 +216,7 @@ def test_kill_9_mid_clone_and_mid_delete_sync(runner: Runner, env: Path) -> None
     write_pattern(runner, dev, env, mib=8, seed="k2")
     assert cachestatus.dirty_count(runner, "skycache-wb-k2") > 0
     # ... killed once the VM disk is gone (the delete has started; the flush comes next).
-    delete_argv = [SKYCACHE, "disk", "delete", "k2", "--sync"]
+    delete_argv = [*STORAGE_CLI, "disk", "delete", "k2", "--sync"]
     out = runner.query([*KILL_WHEN, "--gone", dev, "--", *delete_argv], timeout_s=900)
     assert out.stdout.strip().splitlines()[-1] in ("killed", "finished"), out.stdout
     # If the write cache still holds data, a teardown that may not flush refuses...
