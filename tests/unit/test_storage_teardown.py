@@ -10,7 +10,6 @@ from skycache.storage import teardown
 from skycache.storage.kernel import dm, iscsi, lio, loopdev, lvm
 from skycache.storage.view import View
 
-
 IQN = "iqn.2026-11.org.skycache:r1.img"
 DIRTY_WB = "0 8192 writecache 0 16320 16313 0 10 0 25 0 0 7 0 0 0 0 0"  # 7 unwritten blocks
 

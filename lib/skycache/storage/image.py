@@ -260,7 +260,8 @@ def plan_create(view: View, ref: str, *, size: int | None = None, source: str | 
         raise Busy(f"image {ref!r} already exists")
     if want > repo.free:
         raise InvalidInput(
-            f"size {format_size(want)} is larger than the free space of {repo_name!r} ({format_size(repo.free)})"
+            f"size {format_size(want)} is larger than the free space of {repo_name!r} "
+            f"({format_size(repo.free)})"
         )
     plan = Plan(f"create image {ref}")
     if repo.backend == "lvm":

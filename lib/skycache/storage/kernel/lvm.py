@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import PurePath, PurePosixPath
 from typing import Any, Protocol
 
 from skycache.errors import Busy, InvalidInput, NotFound
@@ -534,7 +534,7 @@ def vg_create_actions(
     ]
 
 
-def loop_backing_file(directory: str | PurePosixPath, vg: str) -> PurePosixPath:
+def loop_backing_file(directory: str | PurePath, vg: str) -> PurePosixPath:
     return PurePosixPath(directory) / f"skycache-vg-{vg}.img"
 
 
@@ -543,7 +543,7 @@ def loop_vg_actions(
     runner: Runner,
     name: str,
     size: int,
-    directory: str | PurePosixPath,
+    directory: str | PurePath,
     *,
     tags: Sequence[str] = (),
     what: str = "VG",
@@ -618,7 +618,7 @@ def _view(runner: Runner) -> LvmView:
 
 
 def create_loop_vg(
-    runner: Runner, name: str, size: int, directory: str | PurePosixPath, *, tags: Sequence[str] = ()
+    runner: Runner, name: str, size: int, directory: str | PurePath, *, tags: Sequence[str] = ()
 ) -> None:
     _apply(
         runner, f"create VG {name}", loop_vg_actions(_view(runner), runner, name, size, directory, tags=tags)

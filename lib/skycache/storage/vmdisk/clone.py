@@ -259,7 +259,8 @@ def plan_clone(view: View, req: CloneRequest, *, rebuild: bool = False) -> tuple
     )
     if existing is None and store_size > repo.free:
         raise InvalidInput(
-            f"COW store of {format_size(store_size)} does not fit in {repo.name!r} ({format_size(repo.free)} free)"
+            f"COW store of {format_size(store_size)} does not fit in {repo.name!r} "
+            f"({format_size(repo.free)} free)"
         )
     base_lv = lvm.require_owned_lv_in(view, vg, base.name)
     note = VmNote(
