@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import FakeRunner
 
 from skycache.errors import InvalidInput, NotOwned
-from skycache.runner import SystemRunner
+from skycache.runner import render
 from skycache.storage.kernel import dm, loopdev, lvm
 
 DATA = Path(__file__).parent / "data" / "storage"
@@ -78,45 +79,35 @@ def test_removal_order_puts_holders_first() -> None:
     assert dm.removal_order(["skycache-exp-probe"], deps) == ["skycache-exp-probe"]
 
 
-class Recorder(SystemRunner):
-    """Records argv lists (dry run) and answers queries from a table of canned outputs."""
-
-    def __init__(self, answers: dict[str, str] | None = None) -> None:
-        super().__init__(dry_run=True)
-        self.answers = answers or {}
-
-    def query(self, argv, **kwargs):  # type: ignore[no-untyped-def, override]
-        from skycache.runner import Completed
-
-        key = " ".join(str(a) for a in argv)
-        for prefix, out in self.answers.items():
-            if key.startswith(prefix):
-                return Completed(tuple(key.split()), 0, out, "")
-        return Completed(tuple(key.split()), 1, "", "not found")
+def recorder(answers: dict[str, str] | None = None) -> FakeRunner:
+    """Answers queries from canned outputs (by argv prefix); a dm device not named in them does
+    not exist (``dmsetup info NAME`` exits 1)."""
+    r = FakeRunner().reply("dmsetup", "info", stderr="not found", rc=1)
+    for prefix, out in (answers or {}).items():
+        r.reply(*prefix.split(), stdout=out)
+    return r
 
 
 def test_dm_refuses_unmarked_names() -> None:
-    r = Recorder()
+    r = recorder()
     with pytest.raises(NotOwned):
         dm.create(r, "vg0-root", [dm.linear("/dev/a", 8)])
     with pytest.raises(NotOwned):
         dm.remove(r, "vg0-root")
-    assert r.plan == []
+    assert r.ran() == []
 
 
 def test_dm_create_argv() -> None:
-    r = Recorder()
+    r = recorder()
     assert (
         dm.create(r, "skycache-exp-x", [dm.linear("/dev/a", 8)], readonly=True)
         == "/dev/mapper/skycache-exp-x"
     )
-    assert list(r.plan[0].argv) == [
-        "dmsetup", "create", "skycache-exp-x", "--readonly", "--table", "0 8 linear /dev/a 0",
-    ]  # fmt: skip
+    assert r.ran() == ["dmsetup create skycache-exp-x --readonly --table '0 8 linear /dev/a 0'"]
 
 
 def test_owned_devices_skips_lvm_and_unmarked() -> None:
-    r = Recorder(
+    r = recorder(
         {
             "dmsetup info -c": read("dmsetup_info.txt")
             + "skycache-exp-probe|253|4|0|1|L--w|\nvg0-root|253|9|1|1|L--w|\n",
@@ -165,24 +156,18 @@ def test_lvm_lookups_ask_for_one_object_by_selection() -> None:
     # A value that cannot be an LVM name never reaches the selection syntax: nothing is run.
     assert lvm.lv_lookup_argv("skycache-r", 'x" || lv_name="root') is None
     assert lvm.vg_lookup_argv("a b") is None
-    queries: list[list[str]] = []
-
-    class Counting(Recorder):
-        def query(self, argv, **kwargs):  # type: ignore[no-untyped-def]
-            queries.append(list(argv))
-            return super().query(argv, **kwargs)
-
-    r = Counting({"lvs": read("lvs_json.txt"), "vgs": read("vgs_json.txt")})
+    r = recorder({"lvs": read("lvs_json.txt"), "vgs": read("vgs_json.txt")})
     assert lvm.find_lv(r, "skycache-probe", 'base"') is None
     assert lvm.find_vg(r, "no such") is None
-    assert queries == []
+    assert r.ran("query") == []
     # One command per lookup; the selection narrows the report, and the names are still checked on
     # what comes back (the canned report holds every LV and VG).
     assert lvm.get_lv(r, "skycache-probe", "base").name == "base"
-    assert queries == [lvm.lv_lookup_argv("skycache-probe", "base")]
+    assert r.ran("query") == [render(lvm.lv_lookup_argv("skycache-probe", "base") or [])]
     assert lvm.find_lv(r, "other-vg", "base") is None
     assert lvm.get_vg(r, "skycache-probe").name == "skycache-probe"
-    assert len(queries) == 3 and queries[-1] == lvm.vg_lookup_argv("skycache-probe")
+    queries = r.ran("query")
+    assert len(queries) == 3 and queries[-1] == render(lvm.vg_lookup_argv("skycache-probe") or [])
 
 
 def test_lvm_refuses_untagged_lv_and_oversize() -> None:
@@ -190,12 +175,12 @@ def test_lvm_refuses_untagged_lv_and_oversize() -> None:
         '"lv_name":"base", "lv_size":"268435456", "lv_attr":"ori-a-s---", "lv_tags":"skycache"',
         '"lv_name":"base", "lv_size":"268435456", "lv_attr":"ori-a-s---", "lv_tags":""',
     )
-    r = Recorder({"vgs": read("vgs_json.txt"), "lvs": untagged, "pvs": read("pvs_json.txt")})
+    r = recorder({"vgs": read("vgs_json.txt"), "lvs": untagged, "pvs": read("pvs_json.txt")})
     with pytest.raises(NotOwned):
         lvm.remove_lv(r, "skycache-probe", "base")
     with pytest.raises(InvalidInput, match="larger than the free space"):
         lvm.create_lv(r, "skycache-probe", "big", 8 << 30)
-    assert r.plan == []
+    assert r.ran() == []
 
 
 def test_parse_recorded_losetup() -> None:
