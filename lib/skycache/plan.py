@@ -40,12 +40,15 @@ class Command:
     """One mutating command: exactly what runs, how long it may take and which exit codes are fine."""
 
     argv: tuple[Arg, ...]
-    stdin: str | Secret | None = None  # handed to the process, never shown or logged
+    stdin: str | Secret | None = None  # handed to the process, never logged; shown only if show_stdin
     timeout_s: float | None = None
     retry: Retry | None = None
     ok_codes: frozenset[int] = frozenset({0})
     # What an exit code means, for the one-line error (iscsiadm's 24: "authorization failure").
     meanings: tuple[tuple[int, str], ...] = ()
+    # Plain input that is what the command does (an iptables-restore ruleset), not private data:
+    # the plan shows it, as a here-document.
+    show_stdin: bool = False
 
     def render(self) -> str:
         """The masked command line, as plans and the command log show it."""
@@ -53,6 +56,8 @@ class Command:
 
     def shown(self) -> str:
         line = self.render()
+        if self.show_stdin and isinstance(self.stdin, str):
+            return f"{line} <<'EOF'\n{self.stdin.rstrip(chr(10))}\nEOF"
         if self.stdin is not None:
             line += " < (stdin)"
         return line
@@ -121,31 +126,7 @@ class Wait:
             sleep(self.poll_s)
 
 
-@dataclass(frozen=True)
-class Call:
-    """TRANSITIONAL: a Python step from before plans were data; removed once every planner is converted."""
-
-    fn: Callable[[Runner], object]
-    lines: tuple[str, ...] = ()
-
-    def shown(self) -> str:
-        return "; ".join(self.lines) or "(library call)"
-
-    def run(self, runner: Runner, progress: Progress = _quiet) -> None:
-        self.fn(runner)
-
-
-Step = Command | Wait | Call
-
-
-def legacy_action(
-    description: str,
-    do: Callable[[Runner], object],
-    undo: Callable[[Runner], object] | None = None,
-    shown: tuple[str, ...] = (),
-) -> Action:
-    """TRANSITIONAL: the old closure form of an action."""
-    return Action(description, (Call(do, shown),), (Call(undo),) if undo is not None else ())
+Step = Command | Wait
 
 
 @dataclass(frozen=True)
@@ -216,10 +197,12 @@ class Plan:
         for i, action in enumerate(self.actions, 1):
             lines.append(f"  {i}. {action.description}")
             for s in action.do:
-                if isinstance(s, Call):
-                    lines += [f"       $ {line}" for line in s.lines]
+                if isinstance(s, Command):
+                    first, *rest = s.shown().splitlines()
+                    lines.append(f"       $ {first}")
+                    lines += [f"         {r}" for r in rest]  # a here-document's lines
                 else:
-                    lines.append(f"       $ {s.shown()}" if isinstance(s, Command) else f"       {s.shown()}")
+                    lines.append(f"       {s.shown()}")
         if not self.actions:
             lines.append("  (nothing to do)")
         lines += [f"  note: {n}" for n in self.notes]

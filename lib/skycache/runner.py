@@ -181,13 +181,12 @@ class MissingProgram(SkycacheError):
 
 @dataclass(frozen=True)
 class Completed:
-    """The result of a command that ran (or, in dry-run mode, was only planned)."""
+    """The result of a command that ran."""
 
     argv: tuple[str, ...]  # masked
     returncode: int
     stdout: str
     stderr: str
-    planned_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -292,24 +291,11 @@ AGENT = "skycache-agent"  # skycache's target-side helper (skycache.agent), run 
 LineSink = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class PlannedCommand:
-    """TRANSITIONAL: a command the old recording dry run collected."""
-
-    argv: tuple[str, ...]  # masked
-    target: str
-
-
 class Runner(Protocol):
     """What the library needs from a command runner (the real one is :class:`SystemRunner`)."""
 
     @property
     def target(self) -> Target: ...
-
-    @property
-    def dry_run(self) -> bool:
-        """TRANSITIONAL: removed once every planner returns data."""
-        ...
 
     def run(
         self,
@@ -361,23 +347,16 @@ class SystemRunner:
         self,
         target: Target = LOCAL,
         *,
-        dry_run: bool = False,
         default_timeout_s: float = DEFAULT_TIMEOUT_S,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._target = target
-        self._dry_run = dry_run
         self.default_timeout_s = default_timeout_s
-        self.plan: list[PlannedCommand] = []
         self._sleep = sleep
 
     @property
     def target(self) -> Target:
         return self._target
-
-    @property
-    def dry_run(self) -> bool:
-        return self._dry_run
 
     # -- commands -------------------------------------------------------------------------------------
 
@@ -392,11 +371,6 @@ class SystemRunner:
         retry: Retry | None = None,
     ) -> Completed:
         """Run a command that changes the system."""
-        if self._dry_run:  # TRANSITIONAL: the recording mode of the old closure plans
-            masked = tuple(str(a) for a in argv)
-            self.plan.append(PlannedCommand(masked, self.target.name))
-            log.info("plan: %s", render(argv))
-            return Completed(masked, 0, "", "", planned_only=True)
         return self._execute(argv, timeout_s, check, stdin, env, retry, kind="run")
 
     def query(

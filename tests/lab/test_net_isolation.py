@@ -137,6 +137,9 @@ def test_isolation_by_real_attempts(runner: Runner, lab_net: list[measure.Backgr
         runner, "isolate", VM, "--allow-egress", "--deny", "198.18.12.0/24,198.18.13.0/24", "--netns", WK
     )
     assert _rules(runner) == isolated_rules
+    # ... because nothing was planned: the rules read back in exactly the planned form.
+    spec = isolation.make_spec("ti-vm", "wk-vm", ["198.18.12.0/24", "198.18.13.0/24"], allow_egress=True)
+    assert isolation.plan_isolate(runner, spec, WK).actions == []
 
     # unisolate removes exactly ours: the rules are as before, and everything answers again.
     out = _skycache(runner, "unisolate", VM, "--netns", WK)
@@ -180,6 +183,7 @@ def test_dhcp_dns_to_node_when_enabled_and_no_egress_mode(
         assert reach["udp:198.18.10.1:53"] and reach["tcp:198.18.10.1:53"]
         assert not reach[f"tcp:198.18.10.1:{PORT}"]
         assert not reach[f"icmp:{OUTSIDE}"] and not reach[f"tcp:{OUTSIDE}:{PORT}"]  # no egress at all
+        assert isolation.plan_isolate(runner, spec, WK).actions == []
         assert isolation.unisolate(runner, "ti-vm", WK) == ["SKYCACHE-FWD-ti-vm", "SKYCACHE-INP-ti-vm"]
     finally:
         measure.stop_server(runner, WK, "198.18.10.1", 53)

@@ -1,11 +1,13 @@
 """Shaping verified by measurement on the real kernel: rate and delay on the iSCSI port within 10%,
-other ports untouched, idempotent apply, exact removal, foreign qdiscs refused."""
+other ports untouched, idempotent apply, exact removal, foreign qdiscs refused, and the dry run is
+what runs (the plan's commands against the runner's command log)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,8 @@ import pytest
 from skycache.errors import NotOwned
 from skycache.net import measure, netns, shaping
 from skycache.net.netns import in_ns, python_argv
-from skycache.runner import Runner, SystemRunner
+from skycache.plan import Plan
+from skycache.runner import COMMAND_LOG_ENV, Runner, render
 
 PORT = 3260
 OTHER = 5201
@@ -33,9 +36,8 @@ def test_profile_reads_back_and_apply_is_idempotent(
 ) -> None:
     assert shaping.current(runner, "lo") == shaped_lo
     before = runner.query(["tc", "-j", "qdisc", "show", "dev", "lo"]).stdout
-    recording = SystemRunner(dry_run=True)
-    shaping.apply(recording, shaped_lo, "lo", PORT)
-    assert recording.plan == []  # nothing to change
+    assert shaping.plan_shape(runner, shaped_lo, "lo", PORT).actions == []  # nothing to change
+    shaping.apply(runner, shaped_lo, "lo", PORT)
     assert runner.query(["tc", "-j", "qdisc", "show", "dev", "lo"]).stdout == before
     # Another profile replaces ours in place.
     shaping.apply(runner, shaping.PROFILES["10gbe"], "lo", PORT)
@@ -167,3 +169,34 @@ def test_foreign_root_qdisc_is_refused(runner: Runner) -> None:
         assert '"handle":"1:"' in out.replace(" ", "")
     finally:
         netns.delete(runner, ns)
+
+
+def _applied_commands(runner: Runner, plan: Plan, log: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Apply ``plan`` with the command log on; the mutating commands it ran, first attempts only."""
+    log.unlink(missing_ok=True)
+    with monkeypatch.context() as m:
+        m.setenv(COMMAND_LOG_ENV, str(log))
+        plan.apply(runner)
+    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return [render(e["argv"]) for e in entries if e["kind"] == "run" and e["attempt"] == 1]
+
+
+def test_dry_run_is_what_shape_and_unshape_run(
+    runner: Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shaping.remove(runner, "lo")
+    try:
+        shape = shaping.plan_shape(runner, shaping.PROFILES["gbe-2009"], "lo", PORT)
+        print("net shape gbe-2009:", *shape.commands(), sep="\n  ")
+        assert len(shape.commands()) == 7
+        assert _applied_commands(runner, shape, tmp_path / "shape.jsonl", monkeypatch) == shape.commands()
+        assert shaping.current(runner, "lo") == shaping.PROFILES["gbe-2009"]
+        unshape = shaping.plan_unshape(runner, "lo")
+        print("net unshape:", *unshape.commands(), sep="\n  ")
+        assert unshape.commands() == ["tc qdisc del dev lo root handle 5ca:"]
+        assert (
+            _applied_commands(runner, unshape, tmp_path / "unshape.jsonl", monkeypatch) == unshape.commands()
+        )
+        assert shaping.current(runner, "lo") is None
+    finally:
+        shaping.remove(runner, "lo")

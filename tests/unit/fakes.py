@@ -47,10 +47,6 @@ class FakeRunner:
     calls: list[Call] = field(default_factory=list)
     _rules: list[tuple[tuple[str, ...], list[Reply]]] = field(default_factory=list)
 
-    @property
-    def dry_run(self) -> bool:  # TRANSITIONAL, until the protocol loses it
-        return False
-
     # -- configuring --------------------------------------------------------------------------------
 
     def reply(self, *prefix: str, stdout: str = "", stderr: str = "", rc: int = 0) -> FakeRunner:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeRunner
 
 from skycache.errors import InvalidInput, NotOwned
-from skycache.runner import SystemRunner
 from skycache.storage.caches import dmcache
 from skycache.storage.caches.dmcache import CacheTable
 from skycache.storage.caches.writecache import WritecacheTable
@@ -52,11 +52,9 @@ def test_writecache_table() -> None:
 
 
 def test_migration_threshold_message() -> None:
-    runner = SystemRunner(dry_run=True)
+    runner = FakeRunner()
     dmcache.set_migration_threshold(runner, "skycache-wb-vm1", 0)
-    assert [c.argv for c in runner.plan] == [
-        ("dmsetup", "message", "skycache-wb-vm1", "0", "migration_threshold", "0")
-    ]
+    assert runner.ran() == ["dmsetup message skycache-wb-vm1 0 migration_threshold 0"]
     with pytest.raises(InvalidInput, match="-1"):
         dmcache.set_migration_threshold(runner, "skycache-wb-vm1", -1)
     with pytest.raises(NotOwned):

@@ -1,4 +1,5 @@
-"""iptables-save parsing, isolation and NAT rule builders, namespace/address checks."""
+"""iptables-save parsing, isolation and NAT rule builders and plans (from recorded iptables-save
+output), namespace plans and address checks."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import FakeRunner
 
 from skycache.errors import InvalidInput, NotFound, NotOwned
 from skycache.net import iptables, isolation, nat, netns
+from skycache.plan import Command, PlanFailed
 
 DATA = Path(__file__).parent / "data" / "net"
 
@@ -54,12 +57,14 @@ def test_restore_block_declares_only_owned_chains() -> None:
 
 
 def test_isolation_rules() -> None:
-    spec = isolation.make_spec("vm1", "tap0", ["198.18.3.0/24", "198.18.4.0/24", "198.18.3.0/24"])
-    assert spec.deny == ("198.18.3.0/24", "198.18.4.0/24")
+    spec = isolation.make_spec(
+        "vm1", "tap0", ["198.18.3.0/24", "198.18.4.0/24", "198.18.3.7/24", "198.18.5.1"]
+    )
+    assert spec.deny == ("198.18.3.0/24", "198.18.4.0/24", "198.18.5.1/32")  # as iptables-save prints
     rules = isolation.chain_rules(spec)
     fwd, inp = rules["SKYCACHE-FWD-vm1"], rules["SKYCACHE-INP-vm1"]
-    assert fwd[0] == ["-i", "tap0", "-d", "198.18.3.0/24", *isolation.REJECT]
-    assert ["-o", "tap0", "-s", "198.18.4.0/24", "-j", "DROP"] in fwd
+    assert fwd[0] == ["-d", "198.18.3.0/24", "-i", "tap0", *isolation.REJECT]  # iptables-save's order
+    assert ["-s", "198.18.4.0/24", "-o", "tap0", "-j", "DROP"] in fwd
     assert fwd[-2] == ["-i", "tap0", "-j", "ACCEPT"]  # egress only after every deny
     assert inp[-1] == isolation.REJECT and not any("67" in r for r in inp)
     jumps = isolation.jump_rules(spec)
@@ -146,3 +151,237 @@ def test_topology_plan_creates_veth_inside_namespaces() -> None:
 def test_parse_netns_list() -> None:
     assert netns.parse_netns_list("") == []
     assert netns.parse_netns_list('[{"name":"skycache-a","id":0},{"name":"x"}]') == ["skycache-a", "x"]
+
+
+# -- plans from recorded iptables-save output ------------------------------------------------------
+
+WK = "skycache-rec-wk"
+X = f"ip netns exec {WK} iptables -w -t"
+MARK = "-m comment --comment"
+REC_VM = isolation.make_spec("rec-vm", "wk-vm", ["198.18.12.0/24", "198.18.13.5"], allow_egress=True)
+WK_OUT = isolation.make_spec("wk-out", "wk-out", [], allow_egress=False, allow_dhcp_dns=True)
+JUMPS_REC_VM = [
+    f"{X} filter -I FORWARD 1 -i wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-FWD-rec-vm",
+    f"{X} filter -I FORWARD 1 -o wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-FWD-rec-vm",
+    f"{X} filter -I INPUT 1 -i wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-INP-rec-vm",
+]
+
+
+def table(recorded: str, name: str) -> str:
+    """One table of a recorded ``iptables-save`` (what ``iptables-save -t NAME`` prints)."""
+    text = (DATA / recorded).read_text()
+    start = text.index(f"*{name}\n")
+    return text[start : text.index("COMMIT\n", start) + len("COMMIT\n")]
+
+
+def owned_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("-A SKYCACHE-")]
+
+
+def worker(recorded: str | None, *, loaded: bool = True, forwarding: str = "1") -> FakeRunner:
+    """The worker namespace as recorded (None: iptables-save prints nothing in a fresh one)."""
+    fake = FakeRunner(files={"/proc/sys/kernel/osrelease": "6.1.0-57-amd64\n"})
+    if loaded:
+        fake.files.update({f"/sys/module/{m}/refcnt": "1\n" for m in iptables.MODULES})
+    for name in ("filter", "nat"):
+        fake.reply(
+            "ip",
+            "netns",
+            "exec",
+            WK,
+            "iptables-save",
+            "-t",
+            name,
+            stdout=table(recorded, name) if recorded else "",
+        )
+    fake.reply("ip", "netns", "exec", WK, "sysctl", "-n", "net.ipv4.ip_forward", stdout=forwarding + "\n")
+    return fake
+
+
+def test_isolate_plans_the_recorded_chains_and_jumps() -> None:
+    fake = worker("iptables-save-site.txt")
+    plan = isolation.plan_isolate(fake, REC_VM, WK)
+    assert plan.commands() == [f"ip netns exec {WK} iptables-restore --noflush", *JUMPS_REC_VM]
+    assert fake.ran() == []
+    # The ruleset handed to iptables-restore is, rule for rule, what iptables-save printed after
+    # the real isolate: that is why the same isolation again plans nothing.
+    restore = plan.actions[0].do[0]
+    assert isinstance(restore, Command) and isinstance(restore.stdin, str)
+    assert owned_lines(restore.stdin) == owned_lines(table("iptables-save-isolated.txt", "filter"))
+    assert ":SKYCACHE-FWD-rec-vm - [0:0]" in restore.stdin and "SITE-RULES" not in restore.stdin
+    # The dry run shows the ruleset (a here-document), not just "< (stdin)".
+    listing = "\n".join(plan.describe())
+    assert "iptables-restore --noflush <<'EOF'" in listing and "-A SKYCACHE-INP-rec-vm -j REJECT" in listing
+    # Undo: the new chains go, each jump is deleted again.
+    assert [c.render() for c in plan.actions[0].undo] == [
+        f"{X} filter -F SKYCACHE-FWD-rec-vm", f"{X} filter -X SKYCACHE-FWD-rec-vm",
+        f"{X} filter -F SKYCACHE-INP-rec-vm", f"{X} filter -X SKYCACHE-INP-rec-vm",
+    ]  # fmt: skip
+    assert plan.actions[1].undo[0].render() == JUMPS_REC_VM[0].replace("-I FORWARD 1", "-D FORWARD")
+    isolation.isolate(fake, REC_VM, WK)
+    assert fake.ran() == plan.commands()
+
+
+def test_isolate_again_is_an_empty_plan() -> None:
+    assert isolation.plan_isolate(worker("iptables-save-isolated.txt"), REC_VM, WK).actions == []
+    two = worker("iptables-save-isolated-two.txt")
+    assert isolation.plan_isolate(two, REC_VM, WK).actions == []
+    assert isolation.plan_isolate(two, WK_OUT, WK).actions == []
+    isolation.isolate(two, WK_OUT, WK)
+    assert two.ran() == []
+
+
+def test_modules_are_loaded_only_when_missing_and_only_with_work_to_do() -> None:
+    fresh = worker(None, loaded=False)
+    fresh.files["/sys/module/nf_tables/refcnt"] = "3\n"
+    fresh.files["/lib/modules/6.1.0-57-amd64/modules.builtin"] = "kernel/net/netfilter/xt_comment.ko\n"
+    plan = isolation.plan_isolate(fresh, REC_VM, WK)
+    want = [m for m in iptables.MODULES if m not in ("nf_tables", "xt_comment")]
+    assert plan.commands()[0] == "modprobe -q -a " + " ".join(want)
+    assert plan.commands()[1:] == [f"ip netns exec {WK} iptables-restore --noflush", *JUMPS_REC_VM]
+    # Already isolated: nothing to do, so no modprobe either.
+    assert (
+        isolation.plan_isolate(worker("iptables-save-isolated.txt", loaded=False), REC_VM, WK).actions == []
+    )
+
+
+def test_changed_deny_list_redefines_the_chains_only_and_undo_restores_them() -> None:
+    fake = worker("iptables-save-isolated.txt")
+    spec = isolation.make_spec("rec-vm", "wk-vm", ["198.18.12.0/24"], allow_egress=True)
+    plan = isolation.plan_isolate(fake, spec, WK)
+    assert plan.commands() == [f"ip netns exec {WK} iptables-restore --noflush"]
+    (undo,) = plan.actions[0].undo
+    assert isinstance(undo, Command) and isinstance(undo.stdin, str)
+    assert owned_lines(undo.stdin) == owned_lines(table("iptables-save-isolated.txt", "filter"))
+
+
+def test_new_interface_inserts_new_jumps_before_deleting_the_stale_ones() -> None:
+    fake = worker("iptables-save-isolated.txt")
+    spec = isolation.make_spec("rec-vm", "tap9", ["198.18.12.0/24", "198.18.13.5"], allow_egress=True)
+    cmds = isolation.plan_isolate(fake, spec, WK).commands()
+    assert cmds[0] == f"ip netns exec {WK} iptables-restore --noflush"
+    assert cmds[1:4] == [j.replace("wk-vm", "tap9") for j in JUMPS_REC_VM]
+    # Deleted in the form iptables-save printed them (its order: FORWARD -o before -i).
+    assert cmds[4:] == [
+        f"{X} filter -D INPUT -i wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-INP-rec-vm",
+        f"{X} filter -D FORWARD -o wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-FWD-rec-vm",
+        f"{X} filter -D FORWARD -i wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-FWD-rec-vm",
+    ]
+
+
+UNISOLATE_REC_VM = [
+    f"{X} filter -D INPUT -i wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-INP-rec-vm",
+    f"{X} filter -D FORWARD -o wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-FWD-rec-vm",
+    f"{X} filter -D FORWARD -i wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-FWD-rec-vm",
+    f"{X} filter -F SKYCACHE-FWD-rec-vm",
+    f"{X} filter -X SKYCACHE-FWD-rec-vm",
+    f"{X} filter -F SKYCACHE-INP-rec-vm",
+    f"{X} filter -X SKYCACHE-INP-rec-vm",
+]
+
+
+def test_unisolate_removes_exactly_ours() -> None:
+    fake = worker("iptables-save-isolated-two.txt")
+    assert isolation.plan_unisolate(fake, "rec-vm", WK).commands() == UNISOLATE_REC_VM
+    every = isolation.plan_unisolate(fake, None, WK).commands()
+    assert len(every) == 6 + 4 * 2 and not [c for c in every if "SITE-RULES" in c or "198.18.99" in c]
+    assert isolation.unisolate(fake, "rec-vm", WK) == ["SKYCACHE-FWD-rec-vm", "SKYCACHE-INP-rec-vm"]
+    assert fake.ran() == UNISOLATE_REC_VM
+    # Nothing of ours left: an empty plan, nothing removed.
+    site = worker("iptables-save-site.txt")
+    assert isolation.plan_unisolate(site, None, WK).actions == []
+    assert isolation.unisolate(site, "rec-vm", WK) == [] and site.ran() == []
+
+
+def test_unisolate_failing_midway_puts_the_isolation_back() -> None:
+    # The chain cannot be deleted (say a site rule jumps to it, unmarked): everything is undone.
+    fake = worker("iptables-save-isolated.txt").reply(
+        "ip",
+        "netns",
+        "exec",
+        WK,
+        "iptables",
+        "-w",
+        "-t",
+        "filter",
+        "-X",
+        stderr="iptables: Too many links.",
+        rc=1,
+    )
+    with pytest.raises(PlanFailed, match="Too many links"):
+        isolation.unisolate(fake, "rec-vm", WK)
+    ran = fake.ran()
+    assert ran[:5] == UNISOLATE_REC_VM[:5]
+    # Undo, newest first: the flushed chain gets its rules back, then the three jumps return.
+    assert ran[5:] == [
+        f"ip netns exec {WK} iptables-restore --noflush",
+        f"{X} filter -I FORWARD 1 -i wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-FWD-rec-vm",
+        f"{X} filter -I FORWARD 1 -o wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-FWD-rec-vm",
+        f"{X} filter -I INPUT 1 -i wk-vm {MARK} skycache:iso:rec-vm -j SKYCACHE-INP-rec-vm",
+    ]
+    restored = fake.calls[[c.kind for c in fake.calls].index("run") + 5].stdin or ""
+    fwd = [ln for ln in owned_lines(table("iptables-save-isolated.txt", "filter")) if "FWD-rec-vm" in ln]
+    assert owned_lines(restored) == fwd
+
+
+def test_planners_refuse_a_namespace_skycache_does_not_own() -> None:
+    fake = FakeRunner()
+    with pytest.raises(NotOwned, match="'blue'"):
+        isolation.plan_isolate(fake, REC_VM, "blue")
+    with pytest.raises(NotOwned):
+        isolation.plan_unisolate(fake, None, "blue")
+    with pytest.raises(NotOwned):
+        nat.plan_enable(fake, "rec", "198.18.10.0/24", "wk-out", "blue")
+    with pytest.raises(NotOwned):
+        nat.plan_disable(fake, "rec", "blue")
+    assert fake.calls == []
+
+
+def test_nat_enable_is_planned_from_the_recorded_table() -> None:
+    assert (
+        nat.plan_enable(worker("iptables-save-site.txt"), "rec", "198.18.10.0/24", "wk-out", WK).actions == []
+    )
+    fresh = worker(None, forwarding="0")
+    plan = nat.plan_enable(fresh, "rec", "198.18.10.0/24", "wk-out", WK)
+    assert plan.commands() == [
+        f"ip netns exec {WK} iptables-restore --noflush",
+        f"{X} nat -I POSTROUTING 1 -o wk-out {MARK} skycache:nat:rec -j SKYCACHE-NAT-rec",
+        f"ip netns exec {WK} sysctl -q -w net.ipv4.ip_forward=1",
+    ]
+    restore = plan.actions[0].do[0]
+    assert isinstance(restore, Command) and isinstance(restore.stdin, str)
+    assert owned_lines(restore.stdin) == owned_lines(table("iptables-save-site.txt", "nat"))
+    assert plan.actions[-1].undo[0].render() == f"ip netns exec {WK} sysctl -q -w net.ipv4.ip_forward=0"
+    nat.enable(fresh, "rec", "198.18.10.0/24", "wk-out", WK)
+    assert fresh.ran() == plan.commands()
+
+
+def test_nat_disable_removes_its_jump_and_chain() -> None:
+    fake = worker("iptables-save-site.txt")
+    assert nat.disable(fake, "rec", WK) is True
+    assert fake.ran() == [
+        f"{X} nat -D POSTROUTING -o wk-out {MARK} skycache:nat:rec -j SKYCACHE-NAT-rec",
+        f"{X} nat -F SKYCACHE-NAT-rec",
+        f"{X} nat -X SKYCACHE-NAT-rec",
+    ]
+    fresh = worker(None)
+    assert nat.disable(fresh, "rec", WK) is False and fresh.ran() == []
+
+
+def test_netns_plans_read_which_namespaces_exist() -> None:
+    topo = netns.Topology(
+        namespaces=("skycache-a", "skycache-b"),
+        links=(netns.Link("skycache-a", "a0", "198.18.1.1/24", "skycache-b", "b0", "198.18.1.2/24"),),
+    )
+    fake = FakeRunner().reply(
+        "ip", "-j", "netns", "list", stdout='[{"name":"skycache-b","id":1},{"name":"x"}]'
+    )
+    plan = netns.plan_build(fake, topo)
+    # The stale namespace (a crashed run's) goes first; then the topology, as build_plan makes it.
+    assert plan.commands() == ["ip netns del skycache-b", *netns.build_plan(topo).commands()]
+    netns.teardown(fake, topo)
+    assert fake.ran() == ["ip netns del skycache-b"]
+    netns.delete(fake, "skycache-a")  # not there: nothing to do
+    assert fake.ran() == ["ip netns del skycache-b"]
+    with pytest.raises(NotOwned):
+        netns.delete(fake, "x")

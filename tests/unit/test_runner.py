@@ -1,4 +1,4 @@
-"""The command runner: argv-only execution, timeouts, errors, secret masking, dry-run, remote argv.
+"""The command runner: argv-only execution, timeouts, errors, secret masking, remote argv.
 
 These run real (harmless) programs on the host: the runner's job is starting processes, so a fake
 would test nothing.
@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -116,20 +119,6 @@ def test_retry_succeeds_when_the_failure_goes_away(tmp_path: object) -> None:
     assert out.returncode == 0
 
 
-def test_dry_run_records_the_plan_and_runs_nothing(tmp_path: pytest.TempPathFactory) -> None:
-    target = f"/tmp/skycache-dry-run-{time.monotonic_ns()}"
-    runner = SystemRunner(dry_run=True)
-    done = runner.run(["touch", target])
-    runner.run(["iscsiadm", "--password", Secret("x-secret-x")])
-    assert done.planned_only
-    assert [p.argv for p in runner.plan] == [("touch", target), ("iscsiadm", "--password", MASK)]
-    import os
-
-    assert not os.path.exists(target)
-    # Queries still run, because planning needs the current state.
-    assert runner.query(["printf", "x"]).stdout == "x"
-
-
 def test_stream_passes_lines_and_exit_code() -> None:
     lines: list[str] = []
     code = SystemRunner().stream(
@@ -167,11 +156,26 @@ def test_remote_target_argv() -> None:
     assert env["LC_ALL"] == "C"
 
 
-def test_remote_runner_uses_ssh_and_masks(caplog: pytest.LogCaptureFixture) -> None:
-    runner = SystemRunner(SshTarget("h"), dry_run=True)
-    runner.run(["iscsiadm", Secret("pw-123")])
-    assert runner.plan[0].target == "h"
-    assert "pw-123" not in caplog.text
+@dataclass(frozen=True)
+class _UnreachableTarget:
+    """A remote target whose transport is ``false``: every command fails, as on a host that is down."""
+
+    name: str = "h"
+    local: bool = False
+
+    def wrap(self, argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        return ["false", *argv], dict(os.environ)
+
+    def has_program(self, program: str) -> bool | None:
+        return None
+
+
+def test_remote_runner_names_the_target_and_masks(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="skycache.runner"), pytest.raises(CommandError) as err:
+        SystemRunner(_UnreachableTarget()).run(["iscsiadm", Secret("pw-123")])
+    assert err.value.target == "h" and " on h: " in str(err.value)
+    assert err.value.argv == ["iscsiadm", MASK] and "pw-123" not in str(err.value)
+    assert "iscsiadm" in caplog.text and "pw-123" not in caplog.text
 
 
 def test_render_quotes_and_masks() -> None:

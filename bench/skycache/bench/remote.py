@@ -122,7 +122,7 @@ def runner_for(host: Host, local: Runner) -> Runner:
     """Where the stack for ``host`` is built: the local runner for this machine, ssh otherwise."""
     if host.is_local:
         return local
-    return SystemRunner(SshTarget(host.name), dry_run=local.dry_run)
+    return SystemRunner(SshTarget(host.name))
 
 
 def client_argv(pairs: Sequence[tuple[Host, Path]], json_path: Path) -> list[str]:

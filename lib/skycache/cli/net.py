@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from skycache.cli.common import JsonOpt, print_json
+from skycache.cli.common import DryRunOpt, JsonOpt, print_json, run_plan
 from skycache.errors import InvalidInput
 from skycache.net import isolation, netns, shaping
 from skycache.runner import SystemRunner
@@ -19,8 +19,6 @@ net_app = typer.Typer(
     help="Network shaping, NAT load measurement and VM isolation rules.", no_args_is_help=True
 )
 
-# Not common.DryRunOpt: these verbs record tc/iptables commands rather than a Plan, and say so.
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the commands and change nothing.")]
 NetnsOpt = Annotated[
     str | None,
     typer.Option("--netns", help="Apply inside this owned namespace (skycache-*) instead of the host's."),
@@ -28,19 +26,8 @@ NetnsOpt = Annotated[
 DevOpt = Annotated[str, typer.Option("--dev", help="Device carrying the iSCSI traffic.")]
 
 
-def _runner(dry_run: bool) -> SystemRunner:
-    return SystemRunner(dry_run=dry_run)
-
-
-def _print_plan(runner: SystemRunner) -> None:
-    for cmd in runner.plan:
-        typer.echo("$ " + " ".join(cmd.argv))
-    if not runner.plan:
-        typer.echo("(nothing to do)")
-
-
 def _ns(ns: str | None) -> str | None:
-    return netns.check_ns(ns) if ns is not None else None
+    return netns.check_optional_ns(ns)
 
 
 # -- shaping ---------------------------------------------------------------------------------------
@@ -71,23 +58,19 @@ def shape(
     if profile is None and rate is None and delay is None:
         raise InvalidInput(f"give a PROFILE ({', '.join(shaping.PROFILES)}) or --rate and/or --delay")
     prof = shaping.profile(profile) if profile is not None else shaping.custom(rate, delay or 0.0, loss)
-    runner = _runner(dry_run)
-    shaping.apply(runner, prof, dev, port, ns=_ns(ns))
-    if dry_run:
-        _print_plan(runner)
-        return
-    typer.echo(f"shaped TCP port {port} on {dev}: {prof.describe()}")
+    runner = SystemRunner()
+    plan = shaping.plan_shape(runner, prof, dev, port, ns=_ns(ns))
+    if run_plan(plan, dry_run, runner):
+        same = "" if plan.actions else " (already)"
+        typer.echo(f"shaped TCP port {port} on {dev}: {prof.describe()}{same}")
 
 
 @net_app.command("unshape")
 def unshape(dev: DevOpt = "lo", ns: NetnsOpt = None, dry_run: DryRunOpt = False) -> None:
     """Remove skycache's shaping from DEV (refuses a qdisc skycache did not install)."""
-    runner = _runner(dry_run)
-    shaping.remove(runner, dev, ns=_ns(ns))
-    if dry_run:
-        _print_plan(runner)
-        return
-    typer.echo(f"no skycache shaping on {dev}")
+    runner = SystemRunner()
+    if run_plan(shaping.plan_unshape(runner, dev, ns=_ns(ns)), dry_run, runner):
+        typer.echo(f"no skycache shaping on {dev}")
 
 
 @net_app.command("status")
@@ -139,7 +122,7 @@ def isolate(
     Example: skycache net isolate skycache-vm1 --allow-egress --deny 198.18.3.0/24 --deny 198.18.4.0/24
     """
     worker_ns = _ns(ns)
-    runner = _runner(dry_run)
+    runner = SystemRunner()
     interface = isolation.resolve_interface(runner, target, worker_ns)
     spec = isolation.make_spec(
         isolation.key_for(target),
@@ -148,9 +131,7 @@ def isolate(
         allow_egress=allow_egress,
         allow_dhcp_dns=allow_dhcp_dns,
     )
-    isolation.isolate(runner, spec, worker_ns)
-    if dry_run:
-        _print_plan(runner)
+    if not run_plan(isolation.plan_isolate(runner, spec, worker_ns), dry_run, runner):
         return
     egress = "egress allowed" if spec.allow_egress else "no egress"
     typer.echo(
@@ -172,11 +153,13 @@ def unisolate(
     """Remove exactly the rules and chains `isolate` installed (nothing else is touched)."""
     if (target is None) == (not all_):
         raise InvalidInput("give a TARGET or --all (not both)")
-    runner = _runner(dry_run)
-    removed = isolation.unisolate(runner, isolation.key_for(target) if target else None, _ns(ns))
-    if dry_run:
-        _print_plan(runner)
+    key = isolation.key_for(target) if target else None
+    worker_ns = _ns(ns)
+    runner = SystemRunner()
+    rules = isolation.read_rules(runner, worker_ns)
+    if not run_plan(isolation.unisolate_plan(rules, key, worker_ns), dry_run, runner):
         return
+    removed = isolation.isolated_chains(rules, key)
     typer.echo(f"removed chains: {', '.join(removed)}" if removed else "nothing to remove")
 
 

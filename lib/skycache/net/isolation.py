@@ -21,6 +21,10 @@ The jumps go to position 1 so that no earlier ACCEPT of the site's rules can let
 the deny list; REJECT (rather than DROP) makes a denied attempt fail at once instead of after a
 timeout. FORWARD sees the packet after DNAT and before SNAT/MASQUERADE, so ``-d`` matches the real
 internal destination even when the VM's outgoing traffic is masqueraded.
+
+Planning reads ``iptables-save`` once and plans only what differs: the chains' content (one atomic
+``iptables-restore``), missing jumps, stale jumps of the same VM; the same isolation again is an
+empty plan.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from dataclasses import dataclass
 
 from skycache.errors import InvalidInput, NotFound
 from skycache.net import iptables
-from skycache.net.iptables import COMMENT_PREFIX, Rule
-from skycache.net.netns import check_dev, check_network, check_ns, in_ns
+from skycache.net.iptables import COMMENT_PREFIX, Rule, Ruleset
+from skycache.net.netns import canonical_network, check_dev, check_ns, check_optional_ns, in_ns
 from skycache.ownership import NAME_PREFIX
+from skycache.plan import Plan
 from skycache.runner import Runner
 
 FWD_PREFIX = "SKYCACHE-FWD-"
@@ -82,7 +87,8 @@ def make_spec(
     check_dev(interface)
     if not deny and allow_egress:
         raise InvalidInput("nothing to isolate: give at least one --deny CIDR (or leave out --allow-egress)")
-    nets = tuple(dict.fromkeys(check_network(c) for c in deny))  # ordered, duplicates dropped
+    # As iptables-save prints them (198.18.13.5 -> 198.18.13.5/32), ordered, duplicates dropped.
+    nets = tuple(dict.fromkeys(canonical_network(c) for c in deny))
     return IsolationSpec(key, interface, nets, allow_egress, allow_dhcp_dns)
 
 
@@ -90,10 +96,11 @@ def make_spec(
 
 
 def chain_rules(spec: IsolationSpec) -> dict[str, list[list[str]]]:
-    """The exact content of the two owned chains."""
+    """The exact content of the two owned chains, each rule in the form ``iptables-save`` prints
+    (``-s -d -i -o -p`` in that order), so an installed chain compares equal to its plan."""
     dev = spec.interface
-    fwd: list[list[str]] = [["-i", dev, "-d", net, *REJECT] for net in spec.deny]
-    fwd += [["-o", dev, "-s", net, "-j", "DROP"] for net in spec.deny]
+    fwd: list[list[str]] = [["-d", net, "-i", dev, *REJECT] for net in spec.deny]
+    fwd += [["-s", net, "-o", dev, "-j", "DROP"] for net in spec.deny]
     if spec.allow_egress:
         fwd.append(["-i", dev, "-j", "ACCEPT"])
         fwd.append(["-o", dev, *ESTABLISHED, "-j", "ACCEPT"])
@@ -121,7 +128,46 @@ def jump_rules(spec: IsolationSpec) -> list[Rule]:
     ]
 
 
-# -- thin layer ------------------------------------------------------------------------------------
+def isolate_plan(rules: Ruleset, spec: IsolationSpec, ns: str | None, missing_modules: list[str]) -> Plan:
+    """The plan of :func:`plan_isolate` from the state it read: the filter table and the
+    netfilter modules not yet loaded."""
+    plan = Plan(f"isolate {spec.key} (interface {spec.interface})")
+    define = iptables.define_chains_action(rules, "filter", chain_rules(spec), ns)
+    jumps = iptables.jump_actions(rules, "filter", jump_rules(spec), spec.comment, ns)
+    if (define is not None or jumps) and missing_modules:
+        plan.add(iptables.modules_action(missing_modules))
+    if define is not None:
+        plan.add(define)  # before the jumps: a jump into a chain that does not exist is refused
+    return plan.extend(jumps)
+
+
+def _matches(key: str | None, comment: str) -> bool:
+    return comment == ISO_COMMENT + key if key is not None else comment.startswith(ISO_COMMENT)
+
+
+def isolated_chains(rules: Ruleset, key: str | None) -> list[str]:
+    """The owned chains of ``key``'s isolation (every VM's when None), as the table lists them."""
+    names = (FWD_PREFIX + key, INP_PREFIX + key) if key is not None else ()
+    return [
+        c
+        for c in rules.owned_chains("filter")
+        if c in names or (key is None and c.startswith((FWD_PREFIX, INP_PREFIX)))
+    ]
+
+
+def unisolate_plan(rules: Ruleset, key: str | None, ns: str | None) -> Plan:
+    """The plan of :func:`plan_unisolate` from the filter table it read."""
+    plan = Plan(f"remove the isolation of {key if key is not None else 'every VM'}")
+    # The jumps first: a chain still jumped to cannot be deleted. Each undo puts its part back.
+    for rule in rules.owned_jumps("filter"):
+        if _matches(key, rule.comment or ""):
+            plan.add(iptables.delete_action(rule, ns))
+    for chain in isolated_chains(rules, key):
+        plan.add(iptables.remove_chain_action(rules, "filter", chain, ns))
+    return plan
+
+
+# -- planners --------------------------------------------------------------------------------------
 
 
 def resolve_interface(runner: Runner, target: str, ns: str | None = None) -> str:
@@ -146,39 +192,42 @@ def peer_interface(inside: list[dict[str, object]], worker: list[dict[str, objec
     raise NotFound(f"namespace {target!r} has no veth whose other end is in the worker's namespace")
 
 
+def read_rules(runner: Runner, ns: str | None = None) -> Ruleset:
+    """The filter table of the worker (namespace ``ns``), the state isolation plans from."""
+    return iptables.save(runner, "filter", ns)
+
+
+def plan_isolate(runner: Runner, spec: IsolationSpec, ns: str | None = None) -> Plan:
+    """Install (or update) the isolation of one VM; an empty plan when it is in place already."""
+    check_optional_ns(ns)
+    return isolate_plan(read_rules(runner, ns), spec, ns, iptables.missing_modules(runner))
+
+
+def plan_unisolate(runner: Runner, key: str | None = None, ns: str | None = None) -> Plan:
+    """Remove the isolation of ``key`` (or of every VM): exactly the jumps and chains skycache made."""
+    check_optional_ns(ns)
+    if key is not None:
+        check_key(key)
+    return unisolate_plan(read_rules(runner, ns), key, ns)
+
+
+# -- the imperative helpers other code calls: plan, then apply ------------------------------------
+
+
 def isolate(runner: Runner, spec: IsolationSpec, ns: str | None = None) -> None:
     """Install (or update) the isolation of one VM; idempotent."""
-    iptables.load_modules(runner)
-    # One iptables-restore transaction replaces the owned chains' content atomically.
-    iptables.restore_noflush(runner, iptables.restore_block("filter", chain_rules(spec)), ns)
-    wanted = jump_rules(spec)
-    for rule in wanted:
-        iptables.ensure_jump(runner, rule.table, rule.chain, list(rule.spec), ns)
-    # A re-isolate with another interface leaves old jumps of the same key: remove exactly those.
-    for rule in iptables.save(runner, "filter", ns).owned_jumps("filter"):
-        if rule.comment == spec.comment and rule not in wanted:
-            iptables.delete_rule(runner, rule, ns)
+    plan_isolate(runner, spec, ns).apply(runner)
 
 
 def unisolate(runner: Runner, key: str | None = None, ns: str | None = None) -> list[str]:
-    """Remove the isolation of ``key`` (or of every VM), exactly the jumps and chains skycache made.
-
-    Returns the chains removed; nothing else in any table is touched.
-    """
+    """Remove the isolation of ``key`` (or of every VM); returns the chains removed. Nothing else in
+    any table is touched."""
+    check_optional_ns(ns)
     if key is not None:
         check_key(key)
-    ruleset = iptables.save(runner, "filter", ns)
-    for rule in ruleset.owned_jumps("filter"):
-        comment = rule.comment or ""
-        if comment == ISO_COMMENT + key if key is not None else comment.startswith(ISO_COMMENT):
-            iptables.delete_rule(runner, rule, ns)
-    removed = []
-    for chain in ruleset.owned_chains("filter"):
-        names = (FWD_PREFIX + key, INP_PREFIX + key) if key is not None else ()
-        if chain in names or (key is None and chain.startswith((FWD_PREFIX, INP_PREFIX))):
-            iptables.delete_chain(runner, "filter", chain, ns)
-            removed.append(chain)
-    return removed
+    rules = read_rules(runner, ns)
+    unisolate_plan(rules, key, ns).apply(runner)
+    return isolated_chains(rules, key)
 
 
 @dataclass(frozen=True)
@@ -189,7 +238,7 @@ class Isolated:
 
 
 def status(runner: Runner, ns: str | None = None) -> list[Isolated]:
-    ruleset = iptables.save(runner, "filter", ns)
+    ruleset = read_rules(runner, ns)
     out = []
     for chain in ruleset.owned_chains("filter"):
         if not chain.startswith(FWD_PREFIX):

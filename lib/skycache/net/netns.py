@@ -3,7 +3,8 @@
 A :class:`Topology` describes namespaces, point-to-point veth links with addresses, routes and which
 namespaces forward; :func:`build_plan` turns it into a :class:`~skycache.plan.Plan` whose undo
 deletes the namespaces again (a veth end disappears with its namespace, so nothing is left in the
-root namespace). Addresses are restricted to 198.18.0.0/15 (RFC 2544's benchmarking range).
+root namespace); :func:`plan_build` and :func:`plan_delete` read which owned namespaces exist first.
+Addresses are restricted to 198.18.0.0/15 (RFC 2544's benchmarking range).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def check_ns(name: str) -> str:
     return name
 
 
+def check_optional_ns(name: str | None) -> str | None:
+    """:func:`check_ns` for a planner's ``ns`` argument, where None is the caller's own namespace."""
+    return check_ns(name) if name is not None else None
+
+
 def check_dev(name: str) -> str:
     if not _DEV_RE.match(name):
         raise InvalidInput(f"interface name {name!r} is invalid (1-15 characters of A-Za-z0-9_.-)")
@@ -56,15 +62,17 @@ def check_address(cidr: str) -> str:
     return cidr
 
 
-def check_network(cidr: str) -> str:
-    """A network (``198.18.3.0/24``) given on the command line: any valid IPv4 CIDR."""
+def canonical_network(cidr: str) -> str:
+    """A network given on the command line (any valid IPv4 CIDR or address), written the way
+    ``iptables-save`` prints it: host bits cleared, the prefix length always there
+    (``198.18.3.5`` -> ``198.18.3.5/32``), so planned rules compare equal to installed ones."""
     try:
-        ipaddress.ip_network(cidr, strict=False)
+        net = ipaddress.ip_network(cidr, strict=False)
     except ValueError as exc:
         raise InvalidInput(f"network {cidr!r} is not a CIDR (e.g. 198.18.3.0/24)") from exc
-    if ipaddress.ip_network(cidr, strict=False).version != 4:
+    if net.version != 4:
         raise InvalidInput(f"network {cidr!r} is not IPv4")
-    return cidr
+    return str(net)
 
 
 def in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
@@ -178,19 +186,38 @@ def list_owned(runner: Runner) -> list[str]:
     return [ns for ns in parse_netns_list(out) if ns.startswith(NAME_PREFIX)]
 
 
+def plan_delete(runner: Runner, names: Sequence[str], *, title: str = "delete network namespaces") -> Plan:
+    """Delete these owned namespaces, in this order; those that do not exist are no action. A veth
+    end goes with its namespace, and with it the link's other end."""
+    for ns in names:
+        check_ns(ns)
+    present = set(list_owned(runner))
+    return Plan(
+        title,
+        [
+            Action.command(f"delete network namespace {ns}", ["ip", "netns", "del", ns])
+            for ns in names
+            if ns in present
+        ],
+    )
+
+
+def plan_build(runner: Runner, topo: Topology) -> Plan:
+    """:func:`build_plan`, first deleting owned namespaces of the same names (a crashed run's)."""
+    build = build_plan(topo)
+    stale = plan_delete(runner, list(reversed(topo.namespaces)))
+    return Plan(build.title, [*stale.actions, *build.actions])
+
+
 def delete(runner: Runner, ns: str) -> None:
     """Delete an owned namespace (idempotent: a missing one is fine)."""
-    check_ns(ns)
-    if ns in list_owned(runner):
-        runner.run(["ip", "netns", "del", ns])
+    plan_delete(runner, [ns]).apply(runner)
 
 
 def teardown(runner: Runner, topo: Topology) -> None:
-    for ns in reversed(topo.namespaces):
-        delete(runner, ns)
+    plan_delete(runner, list(reversed(topo.namespaces))).apply(runner)
 
 
 def build(runner: Runner, topo: Topology) -> None:
     """Create ``topo``, first removing stale owned namespaces of the same names (a crashed run)."""
-    teardown(runner, topo)
-    build_plan(topo).apply(runner)
+    plan_build(runner, topo).apply(runner)

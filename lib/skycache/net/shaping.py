@@ -19,6 +19,11 @@ iSCSI path (LIO + iscsi_tcp) costs more CPU per byte than bare TCP. TCG's timers
 therefore slowed by :data:`LAB_SCALE` = 20: rates divided by 20 and latencies multiplied by 20, so
 the bandwidth-delay product stays that of the real link, the shaped path (50 Mbit/s for GbE) is the
 bottleneck rather than the emulator's CPU, and the timer error stays a few percent of the delay.
+
+Planning (:func:`plan_shape`, :func:`plan_unshape`) reads the device's qdiscs and filters first and
+returns a :class:`~skycache.plan.Plan`: empty when the wanted tree is there already, else the removal
+of another skycache tree, then the new one, whose root qdisc's undo takes the whole tree back when a
+later step fails.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from skycache.errors import InvalidInput, NotOwned
-from skycache.net.netns import check_dev, in_ns
+from skycache.errors import InvalidInput, NotOwned, SkycacheError
+from skycache.net.netns import check_dev, check_optional_ns, in_ns
+from skycache.plan import Action, Command, Plan
 from skycache.runner import Runner
 
 ROOT_HANDLE = "5ca:"
@@ -226,9 +232,17 @@ def identify(rate_bps: int | None, delay_ms: float, loss_pct: float) -> ShapingP
     return ShapingProfile("custom", rate_bps, delay_ms, loss_pct)
 
 
+def _json_list(text: str) -> list[dict[str, Any]]:
+    # tc prints nothing at all (not "[]") for a device without filters.
+    data = json.loads(text) if text.strip() else []
+    if not isinstance(data, list):
+        raise SkycacheError(f"unexpected tc JSON output (not a list): {text[:80]!r}")
+    return data
+
+
 def parse_current(qdisc_json: str) -> ShapingProfile | None:
     """The profile installed by skycache according to ``tc -j qdisc show dev DEV``, or None."""
-    qdiscs: list[dict[str, Any]] = json.loads(qdisc_json) if qdisc_json.strip() else []
+    qdiscs = _json_list(qdisc_json)
     root = parse_root(qdiscs)
     if root is None or root.handle != ROOT_HANDLE:
         return None
@@ -238,69 +252,173 @@ def parse_current(qdisc_json: str) -> ShapingProfile | None:
     return None
 
 
-def parse_filter_port(filter_json: str) -> int | None:
-    """The port matched by the first u32 filter under our root (for idempotence checks)."""
-    for f in json.loads(filter_json) if filter_json.strip() else []:
-        match = f.get("options", {}).get("match")
-        if f.get("parent") == ROOT_HANDLE and match and f.get("protocol") == "ip":
-            value, mask = int(match["value"], 16), int(match["mask"], 16)
-            # The match is a 32-bit word holding sport (high half) and dport (low half).
-            return (value >> 16) if mask == 0xFFFF0000 else value
-    return None
+@dataclass(frozen=True)
+class PortMatch:
+    """One u32 filter under skycache's root: which protocol, which port field, which band."""
+
+    protocol: str  # ip | ipv6
+    field: str  # sport | dport
+    port: int
+    flowid: str
 
 
-# -- thin layer that runs them ---------------------------------------------------------------------
+def parse_filters(filter_json: str) -> list[PortMatch]:
+    """The port matches of the u32 filters under skycache's root (``tc -j filter show dev DEV``)."""
+    found = []
+    for f in _json_list(filter_json):
+        options = f.get("options", {})
+        match = options.get("match")
+        if f.get("parent") != ROOT_HANDLE or not match:
+            continue  # the per-priority headers and hash tables tc lists beside each filter
+        value, mask = int(match["value"], 16), int(match["mask"], 16)
+        # The match is the 32-bit word holding sport (high half) and dport (low half).
+        if mask == 0xFFFF0000:
+            found.append(PortMatch(str(f.get("protocol")), "sport", value >> 16, str(options.get("flowid"))))
+        elif mask == 0xFFFF:
+            found.append(PortMatch(str(f.get("protocol")), "dport", value, str(options.get("flowid"))))
+    return found
+
+
+def wanted_filters(port: int) -> set[PortMatch]:
+    """The matches :func:`apply_commands` installs for ``port``."""
+    return {
+        PortMatch(proto, field, port, BAND_FROM_PORT if field == "sport" else BAND_TO_PORT)
+        for proto in ("ip", "ipv6")
+        for field in ("sport", "dport")
+    }
+
+
+def tree_is(p: ShapingProfile, port: int, qdisc_json: str, filter_json: str) -> bool:
+    """Whether tc's output shows exactly the tree :func:`apply_commands` builds for ``p`` and
+    ``port``: the root prio, both netems with ``p``'s values and the four port filters. Anything
+    else under skycache's root (what an interrupted run left, another limit, a band edited by hand)
+    is replaced, not kept."""
+    qdiscs = _json_list(qdisc_json)
+    root = next((q for q in qdiscs if q.get("root")), None)
+    if root is None or root.get("handle") != ROOT_HANDLE or root.get("kind") != "prio":
+        return False
+    options = root.get("options", {})
+    if options.get("bands") != 3 or options.get("priomap") != [2] * 16:
+        return False
+    for band in (BAND_FROM_PORT, BAND_TO_PORT):
+        netem = [q for q in qdiscs if q.get("kind") == "netem" and q.get("parent") == band]
+        if len(netem) != 1 or netem[0].get("options", {}).get("limit") != NETEM_LIMIT:
+            return False
+        if not same_values(ShapingProfile("", *parse_netem(netem[0].get("options", {}))), p):
+            return False
+    matches = parse_filters(filter_json)
+    return len(matches) == 4 and set(matches) == wanted_filters(port)
+
+
+# -- planners --------------------------------------------------------------------------------------
 
 
 def _qdiscs(runner: Runner, dev: str, ns: str | None) -> str:
     return runner.query(in_ns(ns, ["tc", "-j", "qdisc", "show", "dev", dev])).stdout
 
 
+def _filters(runner: Runner, dev: str, ns: str | None) -> str:
+    return runner.query(in_ns(ns, ["tc", "-j", "filter", "show", "dev", dev])).stdout
+
+
+def _where(dev: str, ns: str | None) -> str:
+    return dev if ns is None else f"{dev} in {ns}"
+
+
+def _refuse_foreign(root: RootQdisc | None, dev: str) -> None:
+    if root is not None and not root.default and root.handle != ROOT_HANDLE:
+        raise NotOwned(f"the root qdisc of {dev} ({root.kind} {root.handle}) was not installed by skycache")
+
+
+def del_root_argv(dev: str, ns: str | None = None) -> list[str]:
+    """Removes skycache's root qdisc, and with it its netems and filters."""
+    return in_ns(ns, ["tc", "qdisc", "del", "dev", dev, "root", "handle", ROOT_HANDLE])
+
+
+def remove_action(dev: str, ns: str | None = None) -> Action:
+    return Action.command(
+        f"remove skycache's shaping from {_where(dev, ns)} (root {ROOT_HANDLE} with its netems and filters)",
+        del_root_argv(dev, ns),
+    )
+
+
+def install_actions(p: ShapingProfile, dev: str, port: int, ns: str | None = None) -> list[Action]:
+    """The tree of :func:`apply_commands` as plan actions. Only the root's action has an undo:
+    deleting the root qdisc removes the netems and filters under it, so a failure anywhere after
+    it leaves no half tree behind."""
+    root, from_port, to_port, *filters = (
+        Command(tuple(in_ns(ns, argv))) for argv in apply_commands(p, dev, port)
+    )
+    where = _where(dev, ns)
+    return [
+        Action(
+            f"root prio qdisc {ROOT_HANDLE} on {where} (other traffic: a plain FIFO band)",
+            (root,),
+            (Command(tuple(del_root_argv(dev, ns))),),
+        ),
+        Action(f"netem on {BAND_FROM_PORT} (from port {port}: target -> initiator)", (from_port,)),
+        Action(f"netem on {BAND_TO_PORT} (to port {port}: initiator -> target)", (to_port,)),
+        Action(f"u32 filters: TCP port {port}, IPv4 and IPv6, to the netems", tuple(filters)),
+    ]
+
+
+def plan_unshape(runner: Runner, dev: str = "lo", *, ns: str | None = None) -> Plan:
+    """Remove skycache's shaping from ``dev``: empty when there is none; refuses a root qdisc that
+    skycache did not install (NotOwned)."""
+    check_dev(dev)
+    check_optional_ns(ns)
+    plan = Plan(f"remove the shaping of {_where(dev, ns)}")
+    root = parse_root(_json_list(_qdiscs(runner, dev, ns)))
+    _refuse_foreign(root, dev)
+    if root is not None and not root.default:
+        plan.add(remove_action(dev, ns))
+    return plan
+
+
+def plan_shape(
+    runner: Runner, profile: ShapingProfile, dev: str = "lo", port: int = 3260, *, ns: str | None = None
+) -> Plan:
+    """Shape TCP port ``port`` on ``dev`` (both directions) as ``profile``; other traffic untouched.
+
+    Empty when exactly this tree is installed already; another skycache tree (another profile or
+    port, or one an interrupted run left) is removed first; a root qdisc skycache did not install is
+    refused (NotOwned). The profile ``none`` plans the removal.
+    """
+    check_dev(dev)
+    check_optional_ns(ns)
+    check_port(port)
+    if profile.is_noop():
+        return plan_unshape(runner, dev, ns=ns)
+    plan = Plan(f"shape TCP port {port} on {_where(dev, ns)}: {profile.describe()}")
+    qdisc_json = _qdiscs(runner, dev, ns)
+    root = parse_root(_json_list(qdisc_json))
+    _refuse_foreign(root, dev)
+    if root is not None and root.handle == ROOT_HANDLE:
+        if tree_is(profile, port, qdisc_json, _filters(runner, dev, ns)):
+            return plan
+        # Replaced whole rather than edited: the old tree is not restored when the new one fails
+        # (the device is then left unshaped, never half shaped).
+        plan.add(remove_action(dev, ns))
+    return plan.extend(install_actions(profile, dev, port, ns))
+
+
+# -- the imperative helpers other code calls: plan, then apply ------------------------------------
+
+
 def current(runner: Runner, dev: str = "lo", *, ns: str | None = None) -> ShapingProfile | None:
     """The profile skycache installed on ``dev`` (read back from tc), or None when none is."""
     check_dev(dev)
+    check_optional_ns(ns)
     return parse_current(_qdiscs(runner, dev, ns))
 
 
 def remove(runner: Runner, dev: str = "lo", *, ns: str | None = None) -> None:
     """Remove skycache's shaping from ``dev``; idempotent; refuses a root qdisc that is not ours."""
-    check_dev(dev)
-    root = parse_root(json.loads(_qdiscs(runner, dev, ns) or "[]"))
-    if root is None or root.default:
-        return
-    if root.handle != ROOT_HANDLE:
-        raise NotOwned(f"the root qdisc of {dev} ({root.kind} {root.handle}) was not installed by skycache")
-    runner.run(in_ns(ns, ["tc", "qdisc", "del", "dev", dev, "root", "handle", ROOT_HANDLE]))
+    plan_unshape(runner, dev, ns=ns).apply(runner)
 
 
 def apply(
     runner: Runner, profile: ShapingProfile, dev: str = "lo", port: int = 3260, *, ns: str | None = None
 ) -> None:
-    """Shape TCP port ``port`` on ``dev`` (both directions) as ``profile``; other traffic untouched.
-
-    Idempotent: nothing changes when the same profile and port are already installed; a different
-    skycache profile is replaced; a root qdisc skycache did not install is refused (NotOwned).
-    """
-    check_dev(dev)
-    check_port(port)
-    qdisc_json = _qdiscs(runner, dev, ns)
-    root = parse_root(json.loads(qdisc_json or "[]"))
-    if root is not None and not root.default and root.handle != ROOT_HANDLE:
-        raise NotOwned(f"the root qdisc of {dev} ({root.kind} {root.handle}) was not installed by skycache")
-    if profile.is_noop():
-        remove(runner, dev, ns=ns)
-        return
-    installed = parse_current(qdisc_json)
-    if installed is not None:
-        same = same_values(installed, profile)
-        filters = runner.query(in_ns(ns, ["tc", "-j", "filter", "show", "dev", dev])).stdout
-        if same and parse_filter_port(filters) == port:
-            return
-        remove(runner, dev, ns=ns)
-    try:
-        for argv in apply_commands(profile, dev, port):
-            runner.run(in_ns(ns, argv))
-    except BaseException:
-        # Never leave half a tree (e.g. the root prio without its filters) behind.
-        runner.run(in_ns(ns, ["tc", "qdisc", "del", "dev", dev, "root", "handle", ROOT_HANDLE]), check=False)
-        raise
+    """Apply :func:`plan_shape` (idempotent; NotOwned for a foreign root qdisc)."""
+    plan_shape(runner, profile, dev, port, ns=ns).apply(runner)
