@@ -28,7 +28,7 @@ def loops(runner: Runner, scratch_dir: Path) -> Iterator[dict[str, str]]:
     files: list[Path] = []
     try:
         for role, size in sizes.items():
-            f = loopdev.create_sparse(runner, scratch_dir / f"skycache-ctest-{role}.img", size)
+            f = Path(loopdev.create_sparse(runner, scratch_dir / f"skycache-ctest-{role}.img", size))
             files.append(f)
             devs[role] = loopdev.attach(runner, f)
         yield devs

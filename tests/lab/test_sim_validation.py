@@ -53,7 +53,9 @@ def shaped_lun(runner: Runner, scratch_dir: Path) -> Iterator[tuple[str, shaping
         Plan("export", lio.add_actions(lio.read_state(runner), spec, (N * SIZE_MIB + 16) * 2**11)).apply(
             runner
         )
-        dev = iscsi.attach(runner, spec.iqn, portal, chap=None)
+        # fio reads ':' in a file name as a list separator: the by-path link has colons, its target none
+        link = iscsi.attach(runner, spec.iqn, portal, chap=None)
+        dev = runner.resolve(link) or link
         try:
             shaping.remove(runner, "lo")
             shaping.apply(runner, prof, "lo", PORT)
