@@ -14,9 +14,10 @@ import pytest
 from _cache import read_cache_status, warm_read_cache
 from _storage import PORTAL, STORAGE_CLI, last_line, read_sha, sk, sk_json, teardown_all, write_pattern
 
+from skycache.errors import SkycacheError
 from skycache.runner import Runner
 from skycache.storage.caches import cachestatus
-from skycache.storage.kernel import blockqueue, iscsi, lio
+from skycache.storage.kernel import blockqueue, dm, iscsi, lio
 
 MiB = 1024 * 1024
 KILL_WHEN = [sys.executable, str(Path(__file__).with_name("_kill_when.py"))]
@@ -124,6 +125,7 @@ def test_cache_reuse_second_vm_reads_from_warm_read_cache(runner: Runner, env: P
     base_iqn = lio.target_iqn("vr", "base")
     rc = "skycache-rc-node1.vr.base"
     dev = clone(runner, "ra", "--read-cache", "32M")
+    _read_only_lun_refuses_a_writable_table(runner, base_iqn)
     rx0 = _session_rx(runner, base_iqn)
     # The first VM reads its working set until a whole pass is served by the read cache (smq's
     # promotions run in idle time: how many passes that takes depends on the machine, not the
@@ -149,6 +151,22 @@ def test_cache_reuse_second_vm_reads_from_warm_read_cache(runner: Runner, env: P
     assert rx < MiB, report
     assert hits > 0 and misses * 4096 < MiB, report
     sk(runner, "disk", "delete", "rb")
+
+
+def _read_only_lun_refuses_a_writable_table(runner: Runner, iqn: str) -> None:
+    """Why the read cache sits on a guard (vmdisk.layers.ReadCacheDevs): the base's LUN is exported
+    write-protected, and the SCSI disk refuses to be opened for writing (sd_open: EROFS), which
+    dm-cache does with its origin; a read-only dm device over the LUN is accepted. (A read-only loop
+    device does not refuse: the refusal is the disk driver's, so it is checked on the real LUN.)"""
+    disk = f"/dev/{_session(runner, iqn).disks[0]}"
+    sectors = dm.device_sectors(runner, disk)
+    try:
+        with pytest.raises(SkycacheError, match=r"(?i)read-only"):
+            dm.create(runner, "skycache-probe-rw", [dm.linear(disk, sectors)])
+        dm.create(runner, "skycache-probe-ro", [dm.linear(disk, sectors)], readonly=True)
+    finally:
+        for name in ("skycache-probe-rw", "skycache-probe-ro"):
+            dm.remove(runner, name, force=True)
 
 
 def _set_tpg(iqn: str, enabled: bool) -> None:
