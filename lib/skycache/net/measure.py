@@ -278,17 +278,6 @@ def stop_server(runner: Runner, ns: str | None, addr: str, port: int) -> None:
     connload(runner, ns, "stop", "--to", addr, "--port", str(port), timeout_s=30)
 
 
-def tcp_rtt_ms(runner: Runner, ns: str | None, to: str, port: int, count: int = 20) -> tuple[float, float]:
-    """(minimum, median) TCP connect time (one round trip each) to a listening server, in ms.
-
-    Scheduling noise only ever adds time, so the minimum over many samples is the best estimate of
-    the path's own round trip; the median shows how noisy the machine was.
-    """
-    args = ["rtt", "--to", to, "--port", str(port), "--count", str(count)]
-    result = connload(runner, ns, *args, timeout_s=count * 6 + 30)
-    return float(result["min_ms"]), float(result["median_ms"])
-
-
 def tcp_rtt_samples(runner: Runner, ns: str | None, to: str, port: int, count: int = 20) -> list[float]:
     """Every TCP connect time of ``count`` attempts, in ms (for a comparison with its own spread)."""
     args = ["rtt", "--to", to, "--port", str(port), "--count", str(count)]

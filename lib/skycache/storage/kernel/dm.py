@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from skycache.errors import Busy, InvalidInput, NotFound
 from skycache.ownership import is_marked_name, require_marked_name
 from skycache.plan import Action, Command
-from skycache.runner import CommandError, Retry, Runner, render
+from skycache.runner import CommandError, Retry, Runner
 
 SECTOR = 512
 MAPPER_DIR = "/dev/mapper"
@@ -241,13 +241,6 @@ def create_argv(
     if uuid:
         argv += ["--uuid", uuid]
     return [*argv, "--table", _table_arg(table)]
-
-
-def render_create(
-    name: str, table: Sequence[Segment] | str, *, readonly: bool = False, uuid: str | None = None
-) -> str:
-    """The dmsetup command line of :func:`create`, for plans."""
-    return render(create_argv(name, table, readonly=readonly, uuid=uuid))
 
 
 def kernel_reason(dmesg_text: str) -> str | None:
@@ -481,11 +474,6 @@ def suspend_command(name: str) -> Command:
 def resume_command(name: str) -> Command:
     require_marked_name(name, what="device-mapper device")
     return Command(("dmsetup", "resume", name))
-
-
-def reload_command(name: str, table: Sequence[Segment] | str) -> Command:
-    require_marked_name(name, what="device-mapper device")
-    return Command(("dmsetup", "reload", name, "--table", _table_arg(table)))
 
 
 def device_sectors(runner: Runner, device: str) -> int:

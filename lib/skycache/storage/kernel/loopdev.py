@@ -55,10 +55,6 @@ def list_loops(runner: Runner) -> list[Loop]:
     return parse_list(runner.query(LIST_ARGV).stdout)
 
 
-def owned_loops(runner: Runner) -> list[Loop]:
-    return [lp for lp in list_loops(runner) if lp.owned]
-
-
 def find(runner: Runner, backing_file: str | PurePath) -> list[str]:
     """Loop devices attached to ``backing_file``."""
     target = str(PurePosixPath(backing_file))
