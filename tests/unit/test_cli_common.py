@@ -100,3 +100,26 @@ def test_lib_never_references_bench() -> None:
         if "skycache.bench" in p.read_text() or "natbench" in p.read_text()
     ]
     assert offenders == []
+
+
+def _loaded(argv: list[str]) -> list[str]:
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys; sys.argv = ['skycache', *json.loads(sys.argv[1])]; import skycache.cli.main; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pandas', 'pydantic', 'matplotlib', 'simpy') or m.startswith(('skycache.bench', 'skycache.sim')))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(argv)], capture_output=True, text=True, check=True
+    )
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+def test_a_storage_verb_loads_no_plugin_and_help_loads_them_all() -> None:
+    assert _loaded(["repo", "list"]) == []
+    assert _loaded(["net", "status"]) != []  # bench adds `net nat-bench`
+    assert any(m.startswith("skycache.bench") for m in _loaded(["--help"]))
+    assert any(m.startswith("skycache.sim") for m in _loaded(["sim", "--help"]))

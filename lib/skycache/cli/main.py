@@ -57,19 +57,37 @@ def root(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _register_all() -> None:
+def _command_word(argv: list[str]) -> str | None:
+    """The verb a command line names (the first word that is not an option), or None."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _register(argv: list[str] | None = None) -> None:
+    """Register lib's verbs, and the plugins' only when the command line can need them.
+
+    A plugin's import pulls in pandas, pydantic, matplotlib or simpy (a minute inside the lab under
+    TCG): ``skycache repo list`` should not pay for ``skycache bench``. With no verb or an unknown one
+    (``--help``, a typo) every plugin is loaded, so help and errors list all verbs.
+    """
     for name in LIB_CLI_MODULES:
         importlib.import_module(name).register(app)
+    word = _command_word(sys.argv[1:] if argv is None else argv)
+    lib_groups = {g.name for g in app.registered_groups} | {
+        c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
+    }
     eps = entry_points()  # read the installed metadata once, not once per group
     for ep in eps.select(group=PLUGIN_GROUP):
-        app.add_typer(ep.load(), name=ep.name)
+        if word is None or word == ep.name or word not in lib_groups:
+            app.add_typer(ep.load(), name=ep.name)
     for group in app.registered_groups:
         if isinstance(group.name, str) and group.typer_instance is not None:
+            if word is not None and word != group.name and word in lib_groups:
+                continue
             for ep in eps.select(group=f"{PLUGIN_GROUP}.{group.name}"):
                 ep.load()(group.typer_instance)
 
 
-_register_all()
+_register()
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
