@@ -143,7 +143,7 @@ def test_lvm_argv_builders() -> None:
         "lvcreate", "-y", "-s", "-L", f"{64 << 20}b", "-n", "c2", "--addtag", "skycache", "vg/base",
     ]  # fmt: skip
     assert lvm.vgcreate_argv("skycache-r", ["/dev/loop0"]) == [
-        "vgcreate", "-y", "--addtag", "skycache", "skycache-r", "/dev/loop0",
+        "vgcreate", "-y", "--setautoactivation", "n", "--addtag", "skycache", "skycache-r", "/dev/loop0",
     ]  # fmt: skip
     assert lvm.permission_argv("vg", "b", read_only=True) == ["lvchange", "-p", "r", "vg/b"]
 

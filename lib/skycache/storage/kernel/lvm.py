@@ -232,8 +232,15 @@ def pvcreate_argv(devices: Sequence[str]) -> list[str]:
 
 
 def vgcreate_argv(name: str, devices: Sequence[str], *, tags: Sequence[str] = ()) -> list[str]:
+    """vgcreate of a skycache VG, tagged, and never auto-activated.
+
+    udev's 69-lvm.rules runs ``vgchange -aay`` for a VG whose PV has just appeared (a loop device's
+    first change event), asynchronously and whenever udev gets to it: under TCG that was seconds
+    after skycache had deactivated a base for its first thin clone, which then failed with "Cannot
+    use active LV for the external origin" (CI, 2026-12-02). skycache activates what it builds itself.
+    """
     extra = [w for t in tags for w in ("--addtag", t)]
-    return ["vgcreate", "-y", "--addtag", LVM_TAG, *extra, name, *devices]
+    return ["vgcreate", "-y", "--setautoactivation", "n", "--addtag", LVM_TAG, *extra, name, *devices]
 
 
 def lvcreate_argv(vg: str, name: str, size: int, *, extra: Sequence[str] = ()) -> list[str]:
