@@ -1,9 +1,10 @@
-"""The storage and node verbs of the ``skycache`` CLI without the rest of it.
+"""lib's verbs of the ``skycache`` CLI (storage, node, net) without the plugins.
 
 The full CLI imports the bench plugin (pandas, numpy...), which takes 30-60 s per call inside the
 lab under TCG; the storage tests call the CLI dozens of times. This entry point registers the same
-``skycache.cli.storage`` and ``skycache.cli.node`` commands (repo, image, export, attach, teardown,
-node, cache, disk...) on a bare app and reports errors exactly as ``skycache`` does.
+``skycache.cli.storage``, ``skycache.cli.node`` and ``skycache.cli.net`` commands (repo, image,
+export, attach, teardown, node, cache, disk, net...) on a bare app and reports errors exactly as
+``skycache`` does.
 Tests that must use the real binary (kill -9) still do.
 """
 
@@ -15,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from skycache.cli import node, storage
+from skycache.cli import net, node, storage
 from skycache.cli.common import run_app
 
 app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
@@ -29,6 +30,7 @@ def root(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True)] = 
 
 storage.register(app)
 node.register(app)
+net.register(app)
 
 if __name__ == "__main__":
     run_app(app)

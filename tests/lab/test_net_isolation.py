@@ -9,12 +9,10 @@ Namespaces (198.18.0.0/15 only):
 from __future__ import annotations
 
 import re
-import shutil
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from _storage import sk_inproc
 
 from skycache.net import iptables, isolation, measure, nat, netns
 from skycache.net.netns import Link, Route, Topology, in_ns, python_argv
@@ -63,8 +61,11 @@ def _rules(runner: Runner) -> list[str]:
 
 
 def _skycache(runner: Runner, *args: str) -> str:
-    exe = shutil.which("skycache") or str(Path(sys.executable).with_name("skycache"))
-    return runner.run([exe, "net", *args]).stdout
+    """``skycache net ARGS`` in this process (the CLI's app and error handling; a fresh CLI process
+    costs many seconds under TCG)."""
+    code, out, err = sk_inproc("net", *args)
+    assert code == 0, (args, out, err)
+    return out
 
 
 @pytest.fixture

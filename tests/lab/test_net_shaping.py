@@ -4,9 +4,10 @@ what runs (the plan's commands against the runner's command log)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,32 +73,39 @@ def test_rate_on_iscsi_port_within_10_percent_and_other_port_untouched(
     assert shaped.bits_per_second == pytest.approx(shaped_lo.rate_bps, rel=0.10)
 
 
-def _rtt_samples(runner: Runner, count: int) -> dict[int, np.ndarray]:
-    """TCP connect times (ms) to a server on the shaped and on the unshaped port, ``count`` each."""
+@contextlib.contextmanager
+def _rtt_servers(runner: Runner) -> Iterator[Callable[[int], dict[int, np.ndarray]]]:
+    """Servers on the shaped and on the unshaped port, for every measurement of a test; yields a
+    function giving ``count`` TCP connect times (ms) to each. (One pair of servers for all rounds:
+    every Python process costs seconds under TCG.)"""
     ports = (PORT, OTHER)
     servers = [
         measure.Background(
             runner,
             python_argv(
-                "skycache.net.connload", "serve", "--bind", "127.0.0.1", "--port", str(p), "--seconds", "120"
+                "skycache.net.connload", "serve", "--bind", "127.0.0.1", "--port", str(p), "--seconds", "300"
             ),
-            timeout_s=150,
+            timeout_s=330,
         )
         for p in ports
     ]
-    samples: dict[int, list[float]] = {p: [] for p in ports}
+
+    def samples(count: int) -> dict[int, np.ndarray]:
+        got: dict[int, list[float]] = {p: [] for p in ports}
+        for _ in range(2):  # interleaved rounds: a burst of machine noise hits both ports alike
+            for p in ports:
+                got[p] += measure.tcp_rtt_samples(runner, None, "127.0.0.1", p, count=count // 2)
+        return {p: np.asarray(v) for p, v in got.items()}
+
     try:
         for p, server in zip(ports, servers, strict=True):
             measure.wait_listening(runner, None, p, addr="127.0.0.1", server=server)
-        for _ in range(4):  # interleaved rounds: a burst of machine noise hits both ports alike
-            for p in ports:
-                samples[p] += measure.tcp_rtt_samples(runner, None, "127.0.0.1", p, count=count // 4)
+        yield samples
     finally:
         for p in ports:
             measure.stop_server(runner, None, "127.0.0.1", p)
         for s in servers:
             s.join(60)
-    return {p: np.asarray(v) for p, v in samples.items()}
 
 
 def _floor(x: np.ndarray) -> float:
@@ -116,9 +124,10 @@ def test_delay_on_iscsi_port_matches_profile(runner: Runner, shaped_lo: shaping.
     cancels. Its tolerance is 10 % plus three bootstrap standard errors of that difference.
     """
     d = shaped_lo.delay_ms
-    one = _rtt_samples(runner, 100)
-    shaping.apply(runner, dataclasses.replace(shaped_lo, name="gbe-2009-x3", delay_ms=3 * d), "lo", PORT)
-    three = _rtt_samples(runner, 100)
+    with _rtt_servers(runner) as rtt_samples:
+        one = rtt_samples(100)
+        shaping.apply(runner, dataclasses.replace(shaped_lo, name="gbe-2009-x3", delay_ms=3 * d), "lo", PORT)
+        three = rtt_samples(100)
     added_1 = _floor(one[PORT]) - _floor(one[OTHER])
     added_3 = _floor(three[PORT]) - _floor(three[OTHER])
     growth = added_3 - added_1
