@@ -25,6 +25,7 @@ Example (see ``scenarios/quickstart.toml`` for a complete one)::
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,33 +151,48 @@ class Stack(_Strict):
         return ", ".join(parts)
 
 
-_SSH_USER = r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$"
+_SSH_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 
 
 class SshOptions(_Strict):
-    """How ssh reaches a fio server's machine (``where = "hosts"``); every key optional."""
+    """How ssh reaches a fio server's machine (``where = "hosts"``); every key optional. The
+    validators name the bad value themselves: pydantic's own messages do not."""
 
-    user: str | None = Field(None, pattern=_SSH_USER)
-    port: int | None = Field(None, ge=1, le=65535)
+    user: str | None = None
+    port: int | None = None
     identity_file: str | None = None  # relative to the scenario file; ~ is the user's home
     config_file: str | None = None  # ssh -F, the same
     path_prefix: str | None = None  # absolute directories (':' between them) put before PATH there
-    connect_timeout_s: int | None = Field(None, ge=1, le=600)
+    connect_timeout_s: int | None = None
+
+    @field_validator("user", mode="before")
+    @classmethod
+    def _user(cls, v: Any) -> Any:
+        if v is not None and not (isinstance(v, str) and _SSH_USER.match(v)):
+            raise ValueError(f"{v!r} is not a user name (letters, digits, '_', '.', '-'; at most 32)")
+        return v
+
+    @field_validator("port", "connect_timeout_s", mode="before")
+    @classmethod
+    def _number(cls, v: Any, info: Any) -> Any:
+        top = 65535 if info.field_name == "port" else 600
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top):
+            raise ValueError(f"{v!r} is not a whole number from 1 to {top}")
+        return v
+
+    @field_validator("identity_file", "config_file", "path_prefix", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            raise ValueError(f"{v!r} is not a path")
+        return v
 
     @field_validator("path_prefix")
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
-        if v is not None:
-            for part in v.split(":"):
-                if not part.startswith("/"):
-                    raise ValueError(f"{part!r} is not an absolute directory (give DIR or DIR1:DIR2)")
-        return v
-
-    @field_validator("identity_file", "config_file")
-    @classmethod
-    def _nonempty(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("empty path")
+        for part in v.split(":") if v is not None else []:
+            if not part.startswith("/"):
+                raise ValueError(f"{part!r} is not an absolute directory (give DIR or DIR1:DIR2)")
         return v
 
 
