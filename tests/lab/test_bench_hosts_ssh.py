@@ -143,6 +143,7 @@ def ssh_host(runner: Runner, tmp_path: Path) -> Iterator[Remote]:
             assert all(p.poll() is None for p in procs), log.read_text() if log.exists() else "no log"
             assert time.monotonic() < deadline, "sshd or fio --server did not start listening"
             time.sleep(0.2)
+        _probe(runner, d, ssh_port, log)
         yield Remote(d, ssh_port, fio_port, log)
     finally:
         ssh = ["ssh", "-F", str(d / "ssh_config"), "-p", str(ssh_port), "-l", "root"]
@@ -158,6 +159,16 @@ def ssh_host(runner: Runner, tmp_path: Path) -> Iterator[Remote]:
                     os.kill(pid, 15)
         for p in procs:
             _stop(p)
+
+
+def _probe(runner: Runner, d: Path, ssh_port: int, log: Path) -> None:
+    """One login as the bench will make it, so that a refused one fails here with both sides' reasons."""
+    argv = ["ssh", "-v", "-F", str(d / "ssh_config"), "-o", "BatchMode=yes", "-o", "ControlMaster=no"]
+    argv += ["-p", str(ssh_port), "-i", str(d / "client_key"), f"root@{ADDR}", "--", "true"]
+    done = runner.query(argv, check=False, timeout_s=60)
+    if done.returncode != 0:
+        client = "\n".join(done.stderr.splitlines()[-25:])
+        pytest.fail(f"ssh to the lab's sshd failed ({done.returncode}):\n{client}\n-- sshd:\n{log.read_text()}")
 
 
 def _owned(runner: Runner) -> dict[str, list[str]]:
@@ -204,7 +215,7 @@ def test_lvm_iscsi_caches_built_over_ssh(
         ),
     )
     monkeypatch.delenv(COMMAND_LOG_ENV)
-    assert out.failed == 0 and out.ok == 2, out.errors
+    assert out.failed == 0 and out.ok == 2, (out.errors, ssh_host.sshd_log.read_text()[-3000:])
 
     # results: fio's client JSON per repetition and rows for the host in the tidy table
     manifest = out.run.manifest()
