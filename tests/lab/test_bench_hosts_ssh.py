@@ -168,7 +168,8 @@ def _probe(runner: Runner, d: Path, ssh_port: int, log: Path) -> None:
     done = runner.query(argv, check=False, timeout_s=60)
     if done.returncode != 0:
         client = "\n".join(done.stderr.splitlines()[-25:])
-        pytest.fail(f"ssh to the lab's sshd failed ({done.returncode}):\n{client}\n-- sshd:\n{log.read_text()}")
+        sshd = log.read_text()
+        pytest.fail(f"ssh to the lab's sshd failed ({done.returncode}):\n{client}\n-- sshd:\n{sshd}")
 
 
 def _owned(runner: Runner) -> dict[str, list[str]]:
