@@ -133,6 +133,7 @@ def ssh_host(runner: Runner, tmp_path: Path) -> Iterator[Remote]:
     runner.run([SSHD, "-t", "-f", str(d / "sshd_config")])
     log = d / "sshd.log"
     procs: list[subprocess.Popen[bytes]] = []
+    unlocked = _unlock_root(runner, d)
     try:
         procs.append(subprocess.Popen([SSHD, "-D", "-f", str(d / "sshd_config"), "-E", str(log)]))
         with (d / "fio-server.log").open("wb") as out:
@@ -159,6 +160,24 @@ def ssh_host(runner: Runner, tmp_path: Path) -> Iterator[Remote]:
                     os.kill(pid, 15)
         for p in procs:
             _stop(p)
+        if unlocked:
+            runner.run(["umount", "/etc/shadow"])
+
+
+def _unlock_root(runner: Runner, d: Path) -> bool:
+    """Let sshd log root in with a key. virtme-ng's init bind-mounts a generated /etc/shadow whose
+    accounts are all locked ('!'), and sshd without PAM refuses a locked account even for a key
+    ("User root not allowed because account is locked"). In the guest only, a copy with root's
+    field '*' (no password, not locked) goes over it until the test ends; True when that was done."""
+    shadow = Path("/etc/shadow").read_text().splitlines()
+    if not any(line.startswith("root:!") for line in shadow):
+        return False
+    fixed = [("root:*:" + line.split(":", 2)[2]) if line.startswith("root:") else line for line in shadow]
+    copy = d / "shadow"
+    copy.write_text("\n".join(fixed) + "\n")
+    copy.chmod(0o640)
+    runner.run(["mount", "--bind", str(copy), "/etc/shadow"])
+    return True
 
 
 def _probe(runner: Runner, d: Path, ssh_port: int, log: Path) -> None:
