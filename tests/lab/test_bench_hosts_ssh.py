@@ -226,7 +226,11 @@ def test_lvm_iscsi_caches_built_over_ssh(
     host = f"{ADDR}:{ssh_host.fio_port}"
     assert sc.ssh.settings(ADDR).port == ssh_host.ssh_port
     before = _owned(runner)
-    commands = tmp_path / "commands.jsonl"
+    # Next to the tier's own command log when there is one (build/test-reports/, kept after the lab):
+    # `tools/command_profile.py` on it says where the run's time went.
+    tier_log = os.environ.get(COMMAND_LOG_ENV)
+    commands = Path(tier_log).with_name("hosts-ssh-commands.jsonl") if tier_log else tmp_path / "c.jsonl"
+    commands.unlink(missing_ok=True)
     monkeypatch.setenv(COMMAND_LOG_ENV, str(commands))
     out = orchestrate.run_scenario(
         sc,
