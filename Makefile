@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What the lab guest runs comes from the host's root filesystem (virtme-ng shares it read-only).
 APT_PACKAGES := python3-venv lvm2 dmsetup open-iscsi fio thin-provisioning-tools iproute2 iptables \
 	nftables conntrack iperf3 qemu-system-x86 qemu-utils kmod udev busybox-static e2fsprogs \
-	util-linux procps
+	util-linux procps openssh-server openssh-client
 
 .PHONY: setup apt venv kernel test test-unit test-lab demo bench lint typecheck clean
 

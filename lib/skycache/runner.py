@@ -19,8 +19,9 @@ prints them. :meth:`Runner.run` is for mutating commands (the ones a plan lists)
 for read-only ones.
 
 Profiling: with ``SKYCACHE_COMMAND_LOG=FILE`` set, every finished command appends one JSON line to
-FILE (start time, seconds, exit code, pid of the caller, ``run`` or ``query``, attempt, masked argv):
-where a slow verb spends its time, and what a real run executed, to hold against its dry run.
+FILE (start time, seconds, exit code, pid of the caller, ``run`` or ``query``, attempt, masked argv,
+and for a remote target its name): where a slow verb spends its time, and what a real run executed
+(and where), to hold against its dry run.
 """
 
 from __future__ import annotations
@@ -245,7 +246,11 @@ class LocalTarget:
 
 @dataclass(frozen=True)
 class SshTarget:
-    """A remote host reached with ``ssh -o BatchMode=yes`` (keys only: never prompt for a password)."""
+    """A remote host reached with ``ssh -o BatchMode=yes`` (keys only: never prompt for a password).
+
+    ``config_file`` is ssh's ``-F``: that file instead of ``~/.ssh/config`` (host aliases, known hosts,
+    connection sharing); the options given here come after it on the command line, so they win.
+    """
 
     host: str
     user: str | None = None
@@ -255,6 +260,7 @@ class SshTarget:
     # Prepended to PATH there: a non-interactive ssh login does not see a virtualenv's bin/, where
     # skycache-agent and the Python that has rtslib live.
     path_prefix: str | None = None
+    config_file: str | None = None
     local: bool = False
 
     @property
@@ -262,7 +268,8 @@ class SshTarget:
         return f"{self.user}@{self.host}" if self.user else self.host
 
     def ssh_argv(self) -> list[str]:
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout_s}"]
+        argv = ["ssh"] + (["-F", self.config_file] if self.config_file is not None else [])
+        argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout_s}"]
         if self.port is not None:
             argv += ["-p", str(self.port)]
         if self.identity_file is not None:
@@ -441,7 +448,7 @@ class SystemRunner:
             raise
         finally:
             timer.cancel()
-        _log_command(masked, started, returncode, "stream", 1)
+        _log_command(masked, started, returncode, "stream", 1, self.target)
         if timed_out.is_set():
             raise CommandError(masked, None, "", "", timeout=limit, target=self.target.name)
         return returncode
@@ -535,7 +542,7 @@ class SystemRunner:
                 except subprocess.TimeoutExpired as exc:
                     out = _text(exc.stdout)
                     err = _text(exc.stderr)
-                    _log_command(masked, started, None, kind, attempt)
+                    _log_command(masked, started, None, kind, attempt, self.target)
                     raise CommandError(
                         masked,
                         None,
@@ -544,7 +551,7 @@ class SystemRunner:
                         timeout=limit,
                         target=self.target.name,
                     ) from exc
-            _log_command(masked, started, proc.returncode, kind, attempt)
+            _log_command(masked, started, proc.returncode, kind, attempt, self.target)
             stdout = mask(proc.stdout, secrets)
             stderr = mask(proc.stderr, secrets)
             if proc.returncode == 0:
@@ -568,7 +575,7 @@ class SystemRunner:
 
 
 def _log_command(
-    masked_argv: list[str], started: float, returncode: int | None, kind: str, attempt: int
+    masked_argv: list[str], started: float, returncode: int | None, kind: str, attempt: int, target: Target
 ) -> None:
     """Append one finished command to $SKYCACHE_COMMAND_LOG, when set (see the module docstring)."""
     path = os.environ.get(COMMAND_LOG_ENV)
@@ -583,6 +590,8 @@ def _log_command(
         "attempt": attempt,
         "argv": masked_argv,
     }
+    if not target.local:
+        record["target"] = target.name  # which host ran it (the argv is the command there, not ssh's)
     with contextlib.suppress(OSError), Path(path).open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 

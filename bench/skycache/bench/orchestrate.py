@@ -184,7 +184,8 @@ class Orchestrator:
         if options.where == "hosts":
             entries = options.hosts or tuple(scenario.model.hosts)
             hosts = [remote.parse_host(e) for e in entries]
-            self.sites = [Site(remote.runner_for(h, runner), h) for h in hosts]
+            ssh = scenario.ssh
+            self.sites = [Site(remote.runner_for(h, runner, ssh.settings(h.name)), h) for h in hosts]
 
     @property
     def client_mode(self) -> bool:
@@ -390,7 +391,9 @@ class Orchestrator:
         if self.client_mode:
             manifest["hosts"] = [site.host.label for site in self.sites if site.host]
             manifest["host_environment"] = {
-                site.host.label: _host_environment(site.runner) for site in self.sites if site.host
+                site.host.label: {**_host_environment(site.runner), "reached": remote.reached(site.runner)}
+                for site in self.sites
+                if site.host
             }
         run.write_manifest(manifest)
         order = self.schedule()

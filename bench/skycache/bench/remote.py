@@ -2,9 +2,10 @@
 
 Each listed host runs ``fio --server`` (started by its owner or config management; skycache never
 starts daemons on remote machines). skycache builds the stack on every host through a runner for that
-host (the local runner for localhost, ssh otherwise), then runs fio once, locally, as the client of
-all of them: ``fio --output-format=json --output=OUT --client=H1 JOB1 --client=H2 JOB2``. Each host
-gets its own job file because the device path fio opens is the one built on that host.
+host (the local runner for localhost, ssh otherwise: :class:`SshSettings` say how), then runs fio
+once, locally, as the client of all of them:
+``fio --output-format=json --output=OUT --client=H1 JOB1 --client=H2 JOB2``. Each host gets its own
+job file because the device path fio opens is the one built on that host.
 
 fio writes the bw/iops/lat logs of a client run on the client, at the path the job file names, with
 the server's address appended (``..._iops.1.log.<addr>``); :func:`restore_log_names` takes the suffix
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from skycache.runner import Runner, SshTarget, SystemRunner
@@ -118,11 +119,57 @@ def check_hosts(entries: Sequence[str]) -> list[tuple[int, str, str]]:
     return problems
 
 
-def runner_for(host: Host, local: Runner) -> Runner:
+@dataclass(frozen=True)
+class SshSettings:
+    """How ssh reaches a fio server's machine to build its stacks (``None``: ssh's own default, which
+    a ``config_file`` can set). The ssh destination is the host's name from ``hosts``; a different
+    address or alias belongs in the config file (``Host``/``HostName``)."""
+
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    config_file: str | None = None  # ssh -F
+    path_prefix: str | None = None  # put before PATH there: where skycache-agent (and rtslib) live
+    connect_timeout_s: int = 10
+
+    def target(self, name: str) -> SshTarget:
+        return SshTarget(
+            name,
+            user=self.user,
+            port=self.port,
+            identity_file=self.identity_file,
+            connect_timeout_s=self.connect_timeout_s,
+            path_prefix=self.path_prefix,
+            config_file=self.config_file,
+        )
+
+
+@dataclass(frozen=True)
+class SshHosts:
+    """A scenario's ssh settings: ``default`` for every host, ``per_host`` by host name (no port)."""
+
+    default: SshSettings = SshSettings()
+    per_host: Mapping[str, SshSettings] = field(default_factory=dict)
+
+    def settings(self, name: str) -> SshSettings:
+        return self.per_host.get(name, self.default)
+
+
+def runner_for(host: Host, local: Runner, ssh: SshSettings | None = None) -> Runner:
     """Where the stack for ``host`` is built: the local runner for this machine, ssh otherwise."""
     if host.is_local:
         return local
-    return SystemRunner(SshTarget(host.name))
+    return SystemRunner((ssh or SshSettings()).target(host.name))
+
+
+def reached(runner: Runner) -> str:
+    """How a site's runner reaches its host, for the manifest: ``local`` or ``ssh [-p N] user@host``
+    (the destination only: no key or config file path, nothing secret)."""
+    target = runner.target
+    if not isinstance(target, SshTarget):
+        return "local" if target.local else target.name
+    port = f"-p {target.port} " if target.port is not None else ""
+    return f"ssh {port}{target.name}"
 
 
 def client_argv(pairs: Sequence[tuple[Host, Path]], json_path: Path) -> list[str]:

@@ -25,9 +25,10 @@ Example (see ``scenarios/quickstart.toml`` for a complete one)::
 from __future__ import annotations
 
 import itertools
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -150,6 +151,58 @@ class Stack(_Strict):
         return ", ".join(parts)
 
 
+_SSH_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+
+
+class SshOptions(_Strict):
+    """How ssh reaches a fio server's machine (``where = "hosts"``); every key optional. The
+    validators name the bad value themselves: pydantic's own messages do not."""
+
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None  # relative to the scenario file; ~ is the user's home
+    config_file: str | None = None  # ssh -F, the same
+    path_prefix: str | None = None  # absolute directories (':' between them) put before PATH there
+    connect_timeout_s: int | None = None
+
+    @field_validator("user", mode="before")
+    @classmethod
+    def _user(cls, v: Any) -> Any:
+        if v is not None and not (isinstance(v, str) and _SSH_USER.match(v)):
+            raise ValueError(f"{v!r} is not a user name (letters, digits, '_', '.', '-'; at most 32)")
+        return v
+
+    @field_validator("port", "connect_timeout_s", mode="before")
+    @classmethod
+    def _number(cls, v: Any, info: Any) -> Any:
+        top = 65535 if info.field_name == "port" else 600
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top):
+            raise ValueError(f"{v!r} is not a whole number from 1 to {top}")
+        return v
+
+    @field_validator("identity_file", "config_file", "path_prefix", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            raise ValueError(f"{v!r} is not a path")
+        return v
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        for part in v.split(":") if v is not None else []:
+            if not part.startswith("/"):
+                raise ValueError(f"{part!r} is not an absolute directory (give DIR or DIR1:DIR2)")
+        return v
+
+
+class Ssh(SshOptions):
+    """``[ssh]``: the settings for every host; ``[ssh.hosts.NAME]``: one host's (by its name in
+    ``hosts``, without the fio port), over the defaults key by key."""
+
+    hosts: dict[str, SshOptions] = Field(default_factory=dict)
+
+
 class Phases(_Strict):
     """``precondition``: workloads run once, untimed, on each freshly built stack before measuring."""
 
@@ -161,6 +214,7 @@ class ScenarioModel(_Strict):
     description: str = ""
     where: Where = "lab"
     hosts: list[str] = Field(default_factory=list)
+    ssh: Ssh | None = None
     repetitions: int = Field(3, ge=1, le=1000)
     shaping: str = "none"
     image_size: str | int = "256M"
@@ -209,6 +263,8 @@ class Scenario:
     model: ScenarioModel
     conditions: tuple[Condition, ...]
     factor_names: tuple[str, ...]  # every factor, varying or not (tidy columns)
+    # where = "hosts": how each host is reached over ssh (file paths resolved)
+    ssh: remote.SshHosts = field(default_factory=remote.SshHosts)
 
     @property
     def name(self) -> str:
@@ -225,10 +281,15 @@ class Scenario:
         return len(self.conditions) * self.model.repetitions
 
 
+def _key(name: str) -> str:
+    """A table key as TOML needs it written: quoted when it has dots (``ssh.hosts."10.0.0.7"``)."""
+    return f'"{name}"' if "." in name or not name else name
+
+
 def _loc(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{_key(part)}" if out else _key(part))
     return out or "(top level)"
 
 
@@ -348,6 +409,7 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
     if bad_hosts:
         i, entry, problem = bad_hosts[0]
         raise InvalidInput(f"{path}: hosts[{i}]: {entry!r}: {problem}")
+    ssh = _ssh_hosts(path, model)
     _check_names(path, model)
     for i, w in enumerate(model.workloads):
         if w.job_file is not None and not (path.parent / w.job_file).is_file():
@@ -398,7 +460,50 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
         conditions.append(cond)
     if not conditions:
         raise InvalidInput(f"{path}: exclude: the excludes remove every condition")
-    return Scenario(path, model, tuple(conditions), tuple(keys))
+    return Scenario(path, model, tuple(conditions), tuple(keys), ssh)
+
+
+def _ssh_hosts(path: Path, m: ScenarioModel) -> remote.SshHosts:
+    """The ``[ssh]`` table as settings per host, file paths resolved (relative to the scenario) and
+    checked here, before anything is built: a missing key file would otherwise only show as ssh's
+    "Permission denied" on the first command."""
+    if m.ssh is None:
+        return remote.SshHosts()
+    if m.where != "hosts":
+        raise InvalidInput(f"{path}: ssh: only used with where = 'hosts'")
+    names = {remote.parse_host(e).name: remote.parse_host(e) for e in m.hosts}
+    for name in m.ssh.hosts:
+        if name not in names:
+            known = ", ".join(sorted(names))
+            raise InvalidInput(f"{path}: ssh.hosts.{_key(name)}: not a host name in hosts ({known})")
+        if names[name].is_local:
+            raise InvalidInput(f"{path}: ssh.hosts.{_key(name)}: this machine: its stacks are built here")
+    default = m.ssh.model_dump(exclude_unset=True, exclude={"hosts"})
+    per_host = {
+        name: _ssh_settings(path, f"ssh.hosts.{_key(name)}", {**default, **o.model_dump(exclude_unset=True)})
+        for name, o in m.ssh.hosts.items()
+    }
+    return remote.SshHosts(_ssh_settings(path, "ssh", default), per_host)
+
+
+def _ssh_settings(path: Path, where: str, values: dict[str, Any]) -> remote.SshSettings:
+    for key in ("identity_file", "config_file"):
+        if values.get(key) is not None:
+            values[key] = _ssh_file(path, f"{where}.{key}", values[key], private=key == "identity_file")
+    if values.get("connect_timeout_s") is None:
+        values.pop("connect_timeout_s", None)
+    return remote.SshSettings(**values)
+
+
+def _ssh_file(path: Path, where: str, value: str, *, private: bool) -> str:
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else path.parent / p
+    if not p.is_file():
+        raise InvalidInput(f"{path}: {where}: file not found: {value}")
+    if private and p.stat().st_mode & 0o077:
+        # ssh ignores such a key ("UNPROTECTED PRIVATE KEY FILE") and the login then fails obscurely.
+        raise InvalidInput(f"{path}: {where}: {value} is readable by others (ssh refuses it: chmod 600 it)")
+    return str(p.resolve())
 
 
 def available_profiles() -> tuple[str, ...]:
