@@ -132,6 +132,10 @@ def shard(files: list[str], n: int) -> list[list[str]]:
     return [g for g in groups if g]
 
 
+# Lab files that run only when asked (each says why): their switches, passed into the lab.
+OPT_IN = ("SKYCACHE_BENCH_FIGURES", "SKYCACHE_CACHE_FIGURES", "SKYCACHE_LAB_SSH")
+
+
 def lab_argv(paths: list[str], report: Path, keyword: list[str]) -> list[str]:
     return [
         PY, "-m", "skycache.cli.main", "lab", "run", "--memory", "3G", "--cpus", "2",
@@ -142,6 +146,8 @@ def lab_argv(paths: list[str], report: Path, keyword: list[str]) -> list[str]:
         # the gate of tests/lab/conftest.py: forwarded, so `SKYCACHE_LAB_UNVERIFIED=1 make test-lab`
         # runs the gated files as its comment says
         f"SKYCACHE_LAB_UNVERIFIED={os.environ.get('SKYCACHE_LAB_UNVERIFIED', '0')}",
+        # and the opt-in lab files (measurements, the slow ssh test), likewise
+        *(f"{k}={os.environ.get(k, '0')}" for k in OPT_IN),
         PY, "-m", "pytest", *paths, "-v", "-p", "no:cacheprovider", "--durations=15",
         f"--junitxml={report}", *keyword,
     ]  # fmt: skip

@@ -30,6 +30,14 @@ import skycache.bench
 from skycache.bench import orchestrate, scenario
 from skycache.runner import COMMAND_LOG_ENV, Runner
 
+# Opt-in: under TCG every command over ssh costs about 4 s in the guest (process start-up there, not
+# the network), so one stack with both caches, built and torn down twice, takes about 15 min: most
+# of the lab tier's budget. It passed in the lab on 2026-12-02 (951 s).
+pytestmark = pytest.mark.skipif(
+    os.environ.get("SKYCACHE_LAB_SSH") != "1",
+    reason="15 min under TCG: SKYCACHE_LAB_SSH=1 make test-lab LAB=tests/lab/test_bench_hosts_ssh.py",
+)
+
 ADDR = "127.0.0.2"
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself per connection: it must be started by absolute path
 
