@@ -132,8 +132,15 @@ def shard(files: list[str], n: int) -> list[list[str]]:
     return [g for g in groups if g]
 
 
-# Lab files that run only when asked (each says why): their switches, passed into the lab.
-OPT_IN = ("SKYCACHE_BENCH_FIGURES", "SKYCACHE_CACHE_FIGURES", "SKYCACHE_LAB_SSH")
+# Switches of tests/lab, passed into the lab so that e.g. `SKYCACHE_LAB_SSH=1 make test-lab` does what
+# the test's skip reason says: the gate of conftest.py, and the opt-in files (measurements, the slow
+# ssh test; each says why).
+LAB_SWITCHES = (
+    "SKYCACHE_LAB_UNVERIFIED",
+    "SKYCACHE_BENCH_FIGURES",
+    "SKYCACHE_CACHE_FIGURES",
+    "SKYCACHE_LAB_SSH",
+)
 
 
 def lab_argv(paths: list[str], report: Path, keyword: list[str]) -> list[str]:
@@ -143,11 +150,7 @@ def lab_argv(paths: list[str], report: Path, keyword: list[str]) -> list[str]:
         # -v: one line per test (the lab's output reaches us line by line, so -q's dots would only
         # show at the end); the command log: every command run, for tools/command_profile.py
         "env", f"SKYCACHE_COMMAND_LOG={report.with_name(report.stem + '-commands.jsonl')}",
-        # the gate of tests/lab/conftest.py: forwarded, so `SKYCACHE_LAB_UNVERIFIED=1 make test-lab`
-        # runs the gated files as its comment says
-        f"SKYCACHE_LAB_UNVERIFIED={os.environ.get('SKYCACHE_LAB_UNVERIFIED', '0')}",
-        # and the opt-in lab files (measurements, the slow ssh test), likewise
-        *(f"{k}={os.environ.get(k, '0')}" for k in OPT_IN),
+        *(f"{k}={os.environ.get(k, '0')}" for k in LAB_SWITCHES),
         PY, "-m", "pytest", *paths, "-v", "-p", "no:cacheprovider", "--durations=15",
         f"--junitxml={report}", *keyword,
     ]  # fmt: skip

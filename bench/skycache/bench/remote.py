@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from skycache.runner import Runner, SshTarget, SystemRunner
@@ -133,15 +133,8 @@ class SshSettings:
     connect_timeout_s: int = 10
 
     def target(self, name: str) -> SshTarget:
-        return SshTarget(
-            name,
-            user=self.user,
-            port=self.port,
-            identity_file=self.identity_file,
-            connect_timeout_s=self.connect_timeout_s,
-            path_prefix=self.path_prefix,
-            config_file=self.config_file,
-        )
+        # Every field here is an SshTarget field of the same name: a new one passes through unchanged.
+        return SshTarget(name, **asdict(self))
 
 
 @dataclass(frozen=True)

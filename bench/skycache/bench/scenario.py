@@ -471,7 +471,7 @@ def _ssh_hosts(path: Path, m: ScenarioModel) -> remote.SshHosts:
         return remote.SshHosts()
     if m.where != "hosts":
         raise InvalidInput(f"{path}: ssh: only used with where = 'hosts'")
-    names = {remote.parse_host(e).name: remote.parse_host(e) for e in m.hosts}
+    names = {h.name: h for h in map(remote.parse_host, m.hosts)}
     for name in m.ssh.hosts:
         if name not in names:
             known = ", ".join(sorted(names))
