@@ -4,9 +4,16 @@ smq promotes blocks by hotness and runs its migrations (the copies into the cach
 work, throttled while the device is busy (``migration_threshold``) and given room once it has been
 idle for a second (dm-cache-target.c, ``spare_migration_bandwidth``). So "read the working set four
 times" leaves the cache as warm as the machine's speed allowed: a slow machine saw a third of the
-blocks still uncached. The helpers here read in passes with idle gaps and stop only when a whole pass
-had no read miss, which is the state a test of "the second VM reads from the cache" needs; when the
-cache does not get there, the assertion says how far it got, pass by pass.
+blocks still uncached. And smq need not cache the whole working set at all: its promotion threshold
+rises as the cache's hit ratio rises (dm-cache-policy-smq.c, ``default_promote_level``: "if it isn't
+broken, don't fix it"), so a region can stay at 25 of its 32 blocks cached for good (seen on a fresh
+CI machine: 100 hits and 28 misses per pass, 20 passes in a row).
+
+So the helper reads in passes with idle gaps until the cache is settled, that is a whole pass without
+a read miss or several passes that promoted nothing more, and returns every pass. Tests then assert
+against what the cache holds, measured in the same run (the last pass's hits and misses), never
+against "every block is cached"; and they assert that enough was cached for the check to mean
+something.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ class WarmPass:
     cache_used: int
     promotions: int
 
+    @property
+    def hit_ratio(self) -> float:
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else 0.0
+
     def __str__(self) -> str:
         return f"hits {self.hits}, misses {self.misses}, cached blocks {self.cache_used}"
 
@@ -44,15 +55,14 @@ def warm_read_cache(
     *,
     max_passes: int = 25,
     idle_s: float = 2.0,
-    settled_after: int | None = None,
+    settled_after: int = 3,
 ) -> list[WarmPass]:
-    """Run ``read_pass`` until one pass has no read miss on dm-cache ``name``; returns every pass.
+    """Run ``read_pass`` until dm-cache ``name`` is settled; returns every pass.
 
-    Between passes the device stays idle for ``idle_s`` so that smq's queued promotions run. Fails
-    (with the trace of every pass) when ``max_passes`` are not enough. ``settled_after``: also stop
-    once that many passes in a row promoted nothing more (smq can leave a few blocks of a region out
-    for good: seen in writeback mode with 256 KiB blocks, 28 of 32 cached and then no change); the
-    caller then asserts what it needs of the state it got.
+    Settled: one pass had no read miss, or ``settled_after`` passes in a row after the last
+    promotion left the number of cached blocks unchanged. Between passes the device stays idle for
+    ``idle_s`` so that smq's queued promotions run. Fails (with the trace of every pass) when
+    ``max_passes`` are not enough to settle.
     """
     passes: list[WarmPass] = []
     for _ in range(max_passes):
@@ -68,9 +78,12 @@ def warm_read_cache(
         passes.append(p)
         if p.misses == 0 and p.hits > 0:
             return passes
-        recent = passes[-(settled_after or 0) - 1 :]
-        if settled_after and len(recent) > settled_after and len({x.cache_used for x in recent}) == 1:
+        recent = passes[-settled_after - 1 :]
+        if len(recent) > settled_after and len({x.cache_used for x in recent}) == 1:
             return passes
         time.sleep(idle_s)
-    trace = "; ".join(f"pass {i}: {p}" for i, p in enumerate(passes, 1))
-    raise AssertionError(f"read cache {name} not warm after {max_passes} passes: {trace}")
+    raise AssertionError(f"read cache {name} not settled after {max_passes} passes: {trace(passes)}")
+
+
+def trace(passes: list[WarmPass]) -> str:
+    return "; ".join(f"pass {i}: {p}" for i, p in enumerate(passes, 1))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _cache import read_cache_status, warm_read_cache
+from _cache import read_cache_status, trace, warm_read_cache
 
 from skycache.errors import Busy
 from skycache.runner import CommandError, Runner, SystemRunner
@@ -70,6 +70,12 @@ def read_sha(dev: str, nbytes: int, seek_mib: int = 0) -> str:
         dst.unlink(missing_ok=True)
 
 
+def checked_read(dev: str, want: str) -> None:
+    """One pass over the 8 MiB region, failing the test on wrong data."""
+    if read_sha(dev, 8 * MiB) != want:
+        pytest.fail(f"{dev}: wrong data")
+
+
 def test_dmcache_writeback_flush_with_cleaner(runner: Runner, loops: dict[str, str]) -> None:
     origin_sectors = dm.device_sectors(runner, loops["origin"])
     spec = dmcache.CacheTable(loops["meta"], loops["data"], loops["origin"], origin_sectors, mode="writeback")
@@ -78,8 +84,9 @@ def test_dmcache_writeback_flush_with_cleaner(runner: Runner, loops: dict[str, s
     dev = dmcache.create(runner, name, spec)
     # smq promotes by hotness, so first writes go to the origin: make the region cached first.
     write_random(runner, dev, 8 * MiB)
-    passes = warm_read_cache(runner, name, lambda: read_sha(dev, 8 * MiB), settled_after=3)
-    assert passes[-1].cache_used >= 24, passes  # most of the region's 32 blocks of 256 KiB
+    passes = warm_read_cache(runner, name, lambda: read_sha(dev, 8 * MiB))
+    # Some of the region's 32 blocks of 256 KiB are cached: their rewrite below makes dirty blocks.
+    assert passes[-1].hits > 0, trace(passes)
     # smq also writes dirty blocks back by itself once the cache is idle: stop background
     # migrations so the rewrite below stays dirty until the flush (which reloads the table).
     dmcache.set_migration_threshold(runner, name, 0)
@@ -129,22 +136,25 @@ def test_read_cache_stays_warm_across_rebuild(runner: Runner, loops: dict[str, s
     spec = dmcache.CacheTable(loops["meta"], loops["data"], loops["origin"], origin_sectors)
     name = "skycache-ctest-cache"
     dev = dmcache.create(runner, name, spec)
-    warm_read_cache(runner, name, lambda: read_sha(dev, 8 * MiB) == want or pytest.fail("wrong data"))
+    passes = warm_read_cache(runner, name, lambda: checked_read(dev, want))
+    last = passes[-1]
+    # Most of the region (32 blocks of 256 KiB, 128 bios of 64 KiB) is served by the cache, so that
+    # "the rebuilt cache still holds it" is a claim about many blocks.
+    assert last.hit_ratio >= 0.5, trace(passes)
     warm = read_cache_status(runner, name)
     dmcache.remove(runner, name)
-    assert warm.cache_used >= 32, warm  # the whole region: 32 blocks of 256 KiB
     # Rebuild over the same metadata/data devices: the contents survived (clean shutdown) ...
     dev = dmcache.create(runner, name, spec)
     reopened = read_cache_status(runner, name)
     assert reopened.cache_used >= warm.cache_used - 1, (warm, reopened)
-    # ... and the first pass after the rebuild hits them: 64 KiB bios, 4 per 256 KiB cache block,
-    # 128 in all. (The count may be off by one block: udev's probe of a new device reads its first
-    # and last blocks, and smq may promote such a block before or after the status above was read.)
+    # ... and the first pass after the rebuild hits what the last pass before it hit: 4 bios per
+    # cache block. (It may be off by one block: udev's probe of a new device reads its first and
+    # last blocks, and smq may promote such a block before or after the status above was read.)
     assert read_sha(dev, 8 * MiB) == want
     st = read_cache_status(runner, name)
     # (the hit and miss counters live in the metadata too: they go on from where they were)
     hits, misses = st.read_hits - reopened.read_hits, st.read_misses - reopened.read_misses
-    assert hits >= 124 and misses <= 4, (reopened, st)
+    assert hits >= last.hits - 4 and misses <= last.misses + 4, (trace(passes), reopened, st)
     dmcache.remove(runner, name)
 
 
@@ -158,18 +168,23 @@ def test_failing_cache_device_never_returns_wrong_data(runner: Runner, loops: di
     spec = dmcache.CacheTable(loops["meta"], flakey, loops["origin"], origin_sectors)
     name = "skycache-ctest-cache"
     dev = dmcache.create(runner, name, spec)
-    # Read until every block of the region is cached (smq migrates in idle time), so that the reads
-    # below really reach the failing device: a test over an empty cache would pass without testing.
-    warm_read_cache(runner, name, lambda: read_sha(dev, 8 * MiB) == want or pytest.fail("wrong data"))
+    # Read until the cache is settled (smq migrates in idle time), so that the reads below really
+    # reach the failing device: a test over an empty cache would pass without testing.
+    passes = warm_read_cache(runner, name, lambda: checked_read(dev, want))
+    assert passes[-1].hits > 0, trace(passes)
     # Now the cache data device fails every I/O (up 0 s, down 100 s).
     dm.reload(runner, "skycache-ctest-flakey", [dm.flakey(loops["data"], data_sectors, up_s=0, down_s=100)])
     dm.suspend(runner, "skycache-ctest-flakey")
     dm.resume(runner, "skycache-ctest-flakey")
+    before = read_cache_status(runner, name)
     outcomes = []
     for _ in range(2):
         try:
             outcomes.append(read_sha(dev, 8 * MiB) == want)
         except CommandError:
             outcomes.append(True)  # dd got an I/O error: failing loudly is acceptable
+    after = read_cache_status(runner, name)
     assert all(outcomes), outcomes
+    # The reads did map to cached blocks, that is to the failing device.
+    assert after.read_hits > before.read_hits, (before, after)
     dm.remove(runner, name, force=True)

@@ -127,10 +127,11 @@ def test_cache_reuse_second_vm_reads_from_warm_read_cache(runner: Runner, env: P
     dev = clone(runner, "ra", "--read-cache", "32M")
     _read_only_lun_refuses_a_writable_table(runner, base_iqn)
     rx0 = _session_rx(runner, base_iqn)
-    # The first VM reads its working set until a whole pass is served by the read cache (smq's
-    # promotions run in idle time: how many passes that takes depends on the machine, not the
-    # assertion below).
+    # The first VM reads its working set until the read cache is settled (smq's promotions run in
+    # idle time, and smq may leave some blocks out for good: how many passes that takes, and how
+    # much it caches, depend on the machine; the assertions below compare with what it cached).
     passes = warm_read_cache(runner, rc, lambda: read_sha(runner, dev, env, mib=8))
+    last = passes[-1]
     first_rx = _session_rx(runner, base_iqn) - rx0
     sk(runner, "disk", "delete", "ra")
     dev = clone(runner, "rb", "--read-cache", "32M")
@@ -146,10 +147,16 @@ def test_cache_reuse_second_vm_reads_from_warm_read_cache(runner: Runner, env: P
     )
     print(report)
     assert first_rx >= 8 * MiB, report
-    # The second VM's 8 MiB came from the read cache: (almost) nothing over iSCSI. (A few reads
-    # outside the working set, udev probing the new device's last blocks, may still miss.)
-    assert rx < MiB, report
-    assert hits > 0 and misses * 4096 < MiB, report
+    # Most of the working set was served by the read cache at the end of the first VM ...
+    assert last.hit_ratio >= 0.5, report
+    # ... and the second VM reads what the cache held without the network: it fetches over iSCSI at
+    # most what the first VM's last pass missed, and it hits what that pass hit. (The bios dm-cache
+    # counts are what the layers above split the 8 MiB into; a few reads outside the working set,
+    # udev probing the new device's last blocks, may still miss: 1 MiB of slack.)
+    bio = 8 * MiB // (last.hits + last.misses)
+    slack = MiB // bio
+    assert rx <= last.misses * bio + MiB, report
+    assert hits >= last.hits - slack and misses <= last.misses + slack, report
     sk(runner, "disk", "delete", "rb")
 
 
