@@ -62,11 +62,11 @@ def test_unsafe_scenario_is_refused_before_anything_runs(
         expected = "workloads[0].job_file hook.fio: line 3: exec_prerun: not allowed: it runs a command"
     scenario = tmp_path / "unsafe.toml"
     scenario.write_text(SCENARIO + body)
-    log = tmp_path / "commands.jsonl"
-    monkeypatch.setenv(COMMAND_LOG_ENV, str(log))
     disk_before = read_sha(runner, spare_disk, scratch_dir)
     vgs_before = runner.query(["vgs", "--noheadings", "-o", "vg_name"]).stdout.split()
     results = tmp_path / "results"
+    log = tmp_path / "commands.jsonl"  # what the refused run itself executed
+    monkeypatch.setenv(COMMAND_LOG_ENV, str(log))
     code, out, err = bench_run(str(scenario), "--where", "lab", "--out", str(results))
     monkeypatch.delenv(COMMAND_LOG_ENV)
     assert code == 2, out + err
