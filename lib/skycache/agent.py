@@ -13,6 +13,10 @@ iscsiadm); the few changes that have none are this program's operations:
 - ``lio-create``: an iSCSI export (backstore, target, TPG, portal, LUN, ACLs, CHAP), the spec as
   JSON on stdin (the CHAP secret travels there, never in argv); everything made is removed again
   when a step fails. ``lio-delete IQN [--backstore NAME]``, ``lio-remove-backstore NAME``.
+- ``iscsi-node-auth IQN ADDR:PORT [--iface NAME]``: CHAP settings (``authmethod = CHAP``, username,
+  password) written into open-iscsi's node record of that target and portal, the credentials as JSON
+  on stdin. ``iscsiadm -o update -n node.session.auth.password -v SECRET`` would put the secret on a
+  command line, which any local user reads in ``ps`` while it runs; this keeps it out of every argv.
 - ``lio-list --prefix P`` (read-only): the exports under an IQN prefix and the ``skycache-*``
   backstores, as JSON. ``lio-save PATH --prefix P`` and ``lio-restore PATH --prefix P``: the owned
   part of the LIO configuration (rtslib's dump), to bring exports back after a reboot.
@@ -29,8 +33,10 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +110,163 @@ def flush_device(device: str, sys_root: Path = Path("/sys"), dev_root: Path = Pa
     finally:
         if before == "write through":
             attr.write_text("write through\n")
+
+
+# -- open-iscsi node records --------------------------------------------------------------------------
+#
+# What iscsiadm itself does (open-iscsi 2.1.8, usr/idbm.c, as Debian 12 builds it with ISCSI_DB_ROOT
+# /etc/iscsi): a node record is a text file of "name = value" lines between "# BEGIN RECORD <version>"
+# and "# END RECORD", rewritten whole under the lock /run/lock/iscsi/lock.write (idbm_lock: link(2)
+# of lock to lock.write, retried every 10 ms). `-o new -p ADDR:PORT` without a TPGT writes the
+# "old style" file nodes/IQN/ADDR,PORT; discovery writes nodes/IQN/ADDR,PORT,TPGT/IFACE. idbm_rec_read
+# tries the old style first. Reading a record, each line is stripped, the name runs to the first
+# blank or '=', the value is the rest (so a value cannot keep leading/trailing blanks or hold a line
+# break), and setting node.session.auth.password also sets its (never written) _length.
+
+ISCSI_NODES = Path("/etc/iscsi/nodes")
+ISCSI_LOCK_DIR = Path("/run/lock/iscsi")
+IDBM_LOCK_TIMEOUT_S = 30.0  # iscsiadm waits 3000 x 10 ms for the same lock
+AUTH_VALUE_MAX = 255  # AUTH_STR_MAX_LEN (256) with its NUL
+END_RECORD = "# END RECORD"
+_RECORD_NAME = re.compile(r"^\s*([^\s=#][^\s=]*)\s*=")
+_AUTH = "node.session.auth."
+
+
+def check_auth_value(what: str, value: object) -> str:
+    """A CHAP username or secret that open-iscsi's record reads back unchanged (never echoed)."""
+    if not isinstance(value, str) or not value:
+        raise AgentError(f"CHAP {what} must be a non-empty string")
+    if len(value) > AUTH_VALUE_MAX:
+        raise AgentError(f"CHAP {what} is longer than {AUTH_VALUE_MAX} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or value != value.strip():
+        raise AgentError(f"CHAP {what} has a control character or leading/trailing blanks")
+    return value
+
+
+def set_record_auth(text: str, username: str, password: str) -> str:
+    """The record with its CHAP lines set (in place, or before "# END RECORD"); other lines kept."""
+    values = {
+        f"{_AUTH}authmethod": "CHAP",
+        f"{_AUTH}username": username,
+        f"{_AUTH}password": password,
+    }
+    out: list[str] = []
+    done: set[str] = set()
+    for line in text.splitlines():
+        m = _RECORD_NAME.match(line)
+        name = m.group(1) if m else None
+        if name == f"{_AUTH}password_length":
+            continue  # a stale length read after the password would override the right one
+        if name in values:
+            if name not in done:
+                out.append(f"{name} = {values[name]}")
+                done.add(name)
+            continue  # a duplicate: the last one read would win
+        out.append(line)
+    missing = [f"{k} = {v}" for k, v in values.items() if k not in done]
+    end = next((i for i in range(len(out) - 1, -1, -1) if out[i].strip() == END_RECORD), len(out))
+    out[end:end] = missing
+    return "\n".join(out) + "\n"
+
+
+def _record_iface(text: str) -> str:
+    for line in text.splitlines():
+        m = _RECORD_NAME.match(line)
+        if m and m.group(1) == "iface.iscsi_ifacename":
+            return line.split("=", 1)[1].strip()
+    return "default"
+
+
+def node_record_files(nodes: Path, iqn: str, portal: str, iface: str) -> list[Path]:
+    """The record files iscsiadm reads for (iqn, portal, iface): old style, then new style."""
+    addr, sep, port = portal.rpartition(":")
+    if not sep or not addr or not port.isdigit() or "/" in addr:
+        raise AgentError(f"portal {portal!r} is not ADDR:PORT")
+    for what, name in (("target", iqn), ("iface", iface)):
+        if not name or "/" in name or name.startswith("."):
+            raise AgentError(f"{what} name {name!r} is not a node record name")
+    base = nodes / iqn
+    found: list[Path] = []
+    old = base / f"{addr},{port}"
+    if old.is_file() and not old.is_symlink() and _record_iface(old.read_text()) == iface:
+        found.append(old)
+    for d in sorted(base.glob(f"{glob_escape(addr)},{port},*")):
+        rec = d / iface
+        if d.is_dir() and rec.is_file() and not rec.is_symlink():
+            found.append(rec)
+    return found
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+@contextlib.contextmanager
+def idbm_lock(lock_dir: Path, timeout_s: float = IDBM_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """iscsiadm's own lock on its node database (idbm_lock), so no iscsiadm rewrites a record
+    between this read and write."""
+    lock_dir.mkdir(mode=0o770, parents=True, exist_ok=True)
+    lock, held = lock_dir / "lock", lock_dir / "lock.write"
+    os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o666))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.link(lock, held)
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise AgentError(f"iscsiadm's node database is locked ({held} for {timeout_s:g} s)") from None
+            time.sleep(0.01)
+    try:
+        yield
+    finally:
+        held.unlink(missing_ok=True)
+
+
+def _replace(path: Path, data: str, tmp_dir: Path) -> None:
+    """Write ``path`` whole (temp file, fsync, rename), 0600 from the first byte. The temp file lives in
+    ``tmp_dir`` (the target's directory, same filesystem) under a name without a comma, which
+    iscsiadm's directory walk skips (idbm_for_each_portal takes only "ADDR,PORT[,TPGT]" entries)."""
+    tmp = tmp_dir / f".skycache-auth-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def iscsi_node_auth(
+    iqn: str,
+    portal: str,
+    iface: str,
+    credentials: str,
+    *,
+    nodes: Path | None = None,
+    lock_dir: Path | None = None,
+) -> list[Path]:
+    """Set CHAP in every node record of (iqn, portal, iface); ``credentials`` is the JSON from stdin."""
+    try:
+        creds = json.loads(credentials)
+    except json.JSONDecodeError:
+        raise AgentError("the credentials on stdin are not JSON") from None  # never echo them
+    if not isinstance(creds, dict):
+        raise AgentError("the credentials on stdin are not a JSON object")
+    username = check_auth_value("username", creds.get("username"))
+    password = check_auth_value("secret", creds.get("password"))
+    root = nodes if nodes is not None else ISCSI_NODES
+    with idbm_lock(lock_dir if lock_dir is not None else ISCSI_LOCK_DIR):
+        records = node_record_files(root, iqn, portal, iface)
+        if not records:
+            raise AgentError(f"no node record of {iqn} at {portal} (iface {iface}) under {root}")
+        for rec in records:
+            _replace(rec, set_record_auth(rec.read_text(), username, password), root / iqn)
+    return records
 
 
 # -- LIO through rtslib-fb ---------------------------------------------------------------------------
@@ -276,6 +439,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("mode")
     p = sub.add_parser("flush-device")
     p.add_argument("device")
+    p = sub.add_parser("iscsi-node-auth")
+    p.add_argument("iqn")
+    p.add_argument("portal")
+    p.add_argument("--iface", default="default")
     sub.add_parser("lio-create")
     p = sub.add_parser("lio-delete")
     p.add_argument("iqn")
@@ -302,6 +469,9 @@ def main(argv: list[str], stdin: str, out: TextIO, err: TextIO) -> int:
             set_write_cache(args.device, args.mode)
         elif args.op == "flush-device":
             flush_device(args.device)
+        elif args.op == "iscsi-node-auth":
+            for rec in iscsi_node_auth(args.iqn, args.portal, args.iface, stdin):
+                out.write(f"CHAP set in {rec}\n")
         elif args.op == "lio-create":
             lio_create(json.loads(stdin))
         elif args.op == "lio-delete":

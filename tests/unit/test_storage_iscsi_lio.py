@@ -85,9 +85,7 @@ def test_attach_plan_makes_a_node_record_sets_chap_and_logs_in() -> None:
     node = "iscsiadm -m node -T iqn.t:x -p 127.0.0.1:3260"
     assert plan.commands() == [
         f"{node} -o new",
-        f"{node} -o update -n node.session.auth.authmethod -v CHAP",
-        f"{node} -o update -n node.session.auth.username -v skycache",
-        f"{node} -o update -n node.session.auth.password -v '********'",
+        "skycache-agent iscsi-node-auth iqn.t:x 127.0.0.1:3260",  # the secret on its stdin (issue 18)
         f"{node} --login",
     ]
     (action,) = iscsi.attach_actions([], "iqn.t:x", PORTAL, chap=None)
@@ -102,13 +100,20 @@ def test_attach_plan_makes_a_node_record_sets_chap_and_logs_in() -> None:
 
 
 def test_chap_password_is_masked_in_logs(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
+    # The agent (in this process) writes the node record: here under tmp_path, not /etc/iscsi.
+    monkeypatch.setattr(agent, "ISCSI_NODES", tmp_path / "nodes")
+    monkeypatch.setattr(agent, "ISCSI_LOCK_DIR", tmp_path / "lock")
+    record = tmp_path / "nodes" / "iqn.t:x" / "127.0.0.1,3260"
+    record.parent.mkdir(parents=True)
+    record.write_text("# BEGIN RECORD 2.1.8\nnode.name = iqn.t:x\n# END RECORD\n")
     r = Recorder(monkeypatch)
     with caplog.at_level(logging.DEBUG, logger="skycache.runner"):
         login_plan(("skycache", Secret("s3cr3t-value"))).apply(r.runner)
-    assert any("s3cr3t-value" in c for c in r.calls)  # the process gets it...
-    assert "s3cr3t-value" not in caplog.text and "********" in caplog.text  # ...the log does not
+    assert "node.session.auth.password = s3cr3t-value" in record.read_text()  # the record gets it...
+    assert not any("s3cr3t-value" in a for c in r.calls for a in c)  # ...no command line (issue 18)...
+    assert "s3cr3t-value" not in caplog.text and "iscsi-node-auth" in caplog.text  # ...nor the log
 
 
 def test_login_auth_failure_is_a_refusal_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from skycache.bench import fioopts
 from skycache.bench.scenario import Workload
+from skycache.errors import InvalidInput
 from skycache.units import parse_positive_size
 
 _RW_LINE = re.compile(r"^\s*(?:rw|readwrite)\s*=\s*(\S+)", re.MULTILINE)
@@ -68,8 +70,17 @@ def render(
     """The complete job file for ``workload`` on ``filename`` (a block device or file).
 
     ``log_dir`` None: no bw/iops/lat logs (untimed passes). The job's own ``options`` come last in
-    the job section so a scenario can override any default.
+    the job section so a scenario can override any default. The scenario's parts are checked against
+    the fio allow-list again here (:mod:`skycache.bench.fioopts`): what is rendered is what runs, and a
+    job file is read again at run time.
     """
+    where = f"workloads.{workload.name}"
+    wrong = fioopts.problem("ioengine", workload.ioengine)
+    if wrong is not None:
+        raise InvalidInput(f"{where}.ioengine: {wrong}")
+    fioopts.check_options(workload.options, f"{where}.options")
+    if job_file_text is not None:
+        fioopts.check_job_text(job_file_text, f"{where}.job_file")
     lines: list[str] = [f"; {line}" for line in header.splitlines()]
     lines += ["[global]", f"filename={filename}", f"ioengine={workload.ioengine}"]
     lines.append(f"direct={1 if workload.direct else 0}")

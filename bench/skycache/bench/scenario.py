@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from skycache.bench import remote
+from skycache.bench import fioopts, remote
 from skycache.errors import InvalidInput
 from skycache.units import parse_positive_size
 
@@ -412,8 +412,7 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
     ssh = _ssh_hosts(path, model)
     _check_names(path, model)
     for i, w in enumerate(model.workloads):
-        if w.job_file is not None and not (path.parent / w.job_file).is_file():
-            raise InvalidInput(f"{path}: workloads[{i}].job_file: file not found: {w.job_file}")
+        fioopts.check_workload(path, f"workloads[{i}]", w)  # the fio allow-list: ioengine, options, job_file
     names = {w.name for w in model.workloads}
     for i, pre in enumerate(model.phases.precondition):
         if pre not in names:

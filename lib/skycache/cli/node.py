@@ -59,13 +59,21 @@ def node_init(
     loop_dir: Annotated[
         Path | None, typer.Option("--loop-dir", help="Where the --loop file goes ($SKYCACHE_LOOP_DIR).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Take a --device even if it is in use or carries a signature.")
+    ] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
     """Create the node's cache VG (tagged skycache, skycache-node) that holds cache LVs."""
     size = parse_positive_size(loop, what="--loop size") if loop is not None else None
     view = View(SystemRunner())
     plan = node.plan_init(
-        view, cache_vg, devices=device or None, loop_size=size, directory=str(loop_dir) if loop_dir else None
+        view,
+        cache_vg,
+        devices=device or None,
+        loop_size=size,
+        directory=str(loop_dir) if loop_dir else None,
+        force=force,
     )
     if run_plan(plan, dry_run, view.runner):
         typer.echo(f"cache VG {cache_vg} created")

@@ -37,6 +37,9 @@ def repo_init(
         Path | None, typer.Option("--loop-dir", help="Where the --loop file goes ($SKYCACHE_LOOP_DIR).")
     ] = None,
     directory: Annotated[Path | None, typer.Option("--dir", help="Directory of a file repository.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Take a --device even if it is in use or carries a signature.")
+    ] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
     """Create a repository: a tagged VG (on devices or a loop file) or a marked directory."""
@@ -46,7 +49,12 @@ def repo_init(
             raise InvalidInput("--dir is for --backend file")
         size = parse_positive_size(loop, what="--loop size") if loop is not None else None
         plan = repos.plan_init_lvm(
-            view, name, devices=device or None, loop_size=size, directory=str(loop_dir) if loop_dir else None
+            view,
+            name,
+            devices=device or None,
+            loop_size=size,
+            directory=str(loop_dir) if loop_dir else None,
+            force=force,
         )
     elif backend == "file":
         if directory is None or device or loop:

@@ -14,6 +14,7 @@ from typing import Any
 from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import check_name
 from skycache.plan import Plan
+from skycache.storage import devices as devices_mod
 from skycache.storage import repository
 from skycache.storage.kernel import lvm
 from skycache.storage.view import View
@@ -46,6 +47,7 @@ def plan_init(
     devices: list[str] | None = None,
     loop_size: int | None = None,
     directory: str | PurePosixPath | None = None,
+    force: bool = False,
 ) -> Plan:
     """Plan ``node init``: a tagged VG on ``devices`` or on a loop device of ``loop_size`` bytes."""
     check_name(name, what="cache VG name")
@@ -55,9 +57,9 @@ def plan_init(
         raise Busy(f"volume group {name!r} already exists")
     plan = Plan(f"node init: cache VG {name}")
     if devices:
-        for dev in devices:
-            if not view.runner.exists(dev):
-                raise InvalidInput(f"device {dev!r} does not exist")
+        # A disk in use (filesystem, partition table, mount, holder, swap...) is refused by name;
+        # ``force`` takes it anyway and the plan's notes say so.
+        plan.notes += devices_mod.check_free(view, devices, force=force)
         plan.extend(lvm.vg_create_actions(view, name, devices, tags=[NODE_TAG], what="cache VG"))
     else:
         assert loop_size is not None

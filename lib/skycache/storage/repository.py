@@ -19,6 +19,7 @@ from skycache.errors import Busy, InvalidInput, NotFound, NotOwned
 from skycache.ownership import LVM_TAG, check_name
 from skycache.plan import Action, Command, Plan
 from skycache.runner import Runner
+from skycache.storage import devices as devices_mod
 from skycache.storage.kernel import lvm
 from skycache.storage.view import View
 
@@ -86,6 +87,7 @@ def plan_init_lvm(
     devices: list[str] | None = None,
     loop_size: int | None = None,
     directory: str | PurePosixPath | None = None,
+    force: bool = False,
 ) -> Plan:
     check_repo_name(name)
     runner = view.runner
@@ -97,9 +99,9 @@ def plan_init_lvm(
         raise Busy(f"repository {name!r} already exists (file backend)")
     plan = Plan(f"create LVM repository {name}")
     if devices:
-        for dev in devices:
-            if not runner.exists(dev):
-                raise InvalidInput(f"device {dev!r} does not exist")
+        # A disk in use (filesystem, partition table, mount, holder, swap...) is refused by name;
+        # ``force`` takes it anyway and the plan's notes say so.
+        plan.notes += devices_mod.check_free(view, devices, force=force)
         plan.extend(lvm.vg_create_actions(view, name, devices, tags=[REPO_TAG], what="repository VG"))
     else:
         assert loop_size is not None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from skycache.runner import Runner
-from skycache.storage.kernel import dm, iscsi, lio, loopdev, lvm
+from skycache.storage.kernel import blockdev, dm, iscsi, lio, loopdev, lvm
 
 
 class View:
@@ -21,6 +21,7 @@ class View:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        self._block_devices: dict[str, blockdev.BlockDevice] = {}
 
     # -- LVM ----------------------------------------------------------------------------------------
 
@@ -98,6 +99,15 @@ class View:
     @cached_property
     def initiator_name(self) -> str:
         return iscsi.initiator_name(self.runner)
+
+    # -- block devices the user names -----------------------------------------------------------------
+
+    def block_device(self, path: str) -> blockdev.BlockDevice:
+        """What is on ``path`` (lsblk, wipefs, holders), read once per path: the planners decide from
+        it whether the device is free to take (:mod:`skycache.storage.devices`)."""
+        if path not in self._block_devices:
+            self._block_devices[path] = blockdev.read(self.runner, path)
+        return self._block_devices[path]
 
     # -- loop devices -------------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """The open-iscsi initiator, through ``iscsiadm``: discovery, CHAP, login, device, logout, sessions.
 
+The CHAP secret never goes on a command line: ``skycache-agent iscsi-node-auth`` writes it into the
+node record from its stdin (:func:`chap_command`).
+
 Logins and logouts to one portal are serialised with a file lock (iscsid handles one portal's
 sessions in order anyway; two skycache processes racing produce exit 15 "session exists" or a
 node-record update lost under the other's login). Known-transient exit codes are retried with
@@ -9,6 +12,7 @@ backoff (os-brick's list): 6 database/lock, 8 transport timeout, 28 busy, 29 try
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +20,7 @@ from pathlib import PurePosixPath
 
 from skycache.errors import Busy, InvalidInput, NotFound, SkycacheError
 from skycache.plan import Action, Command, Wait
-from skycache.runner import CommandError, Retry, Runner, Secret
+from skycache.runner import AGENT, CommandError, Retry, Runner, Secret
 
 INITIATOR_FILE = PurePosixPath("/etc/iscsi/initiatorname.iscsi")
 BY_PATH = PurePosixPath("/dev/disk/by-path")
@@ -31,6 +35,8 @@ ERR_NO_OBJS_FOUND = 21
 ERR_LOGIN_AUTH_FAILED = 24
 ERR_BUSY = 28
 ERR_AGAIN = 29
+
+AUTH_VALUE_MAX = 255  # open-iscsi's AUTH_STR_MAX_LEN (256) with its NUL
 
 TRANSIENT = Retry(exit_codes=frozenset({ERR_IDBM, ERR_TRANS_TIMEOUT, ERR_BUSY, ERR_AGAIN}), attempts=5)
 
@@ -258,6 +264,30 @@ def logout_commands(iqn: str, portal: Portal | None = None, iface: str | None = 
     )
 
 
+def check_chap(username: str, secret: Secret) -> None:
+    """CHAP credentials open-iscsi's node record keeps as given (the secret itself never in the error):
+    one line each, at most 255 characters, no control character, no leading or trailing blank."""
+    for what, value in (("username", username), ("secret", secret.value)):
+        if not value or len(value) > AUTH_VALUE_MAX:
+            raise InvalidInput(f"CHAP {what} must have 1 to {AUTH_VALUE_MAX} characters")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or value != value.strip():
+            raise InvalidInput(f"CHAP {what} has a control character or leading/trailing blanks")
+
+
+def chap_command(iqn: str, portal: Portal, chap: tuple[str, Secret], iface: str | None = None) -> Command:
+    """Set CHAP in the node record of ``iqn`` at ``portal`` through ``skycache-agent iscsi-node-auth``.
+
+    Not ``iscsiadm -o update -n node.session.auth.password -v SECRET``: that puts the secret on a
+    command line, readable by every local user (``ps``, /proc/PID/cmdline) while iscsiadm runs. The
+    agent writes the record's auth lines itself, under iscsiadm's lock, from the JSON on its stdin;
+    the plan shows ``< (stdin)`` and the command log records the argv only.
+    """
+    check_chap(chap[0], chap[1])
+    credentials = Secret(json.dumps({"username": chap[0], "password": chap[1].value}))
+    argv = (AGENT, "iscsi-node-auth", iqn, str(portal), *(["--iface", iface] if iface else []))
+    return Command(argv, stdin=credentials, timeout_s=60)
+
+
 def attach_actions(
     records: Sequence[tuple[str, str]],
     iqn: str,
@@ -278,12 +308,7 @@ def attach_actions(
     if (str(portal), iqn) not in records:
         steps.append(Command((*node, "-o", "new"), retry=TRANSIENT))
     if chap is not None:
-        for name, value in (
-            ("node.session.auth.authmethod", "CHAP"),
-            ("node.session.auth.username", chap[0]),
-            ("node.session.auth.password", chap[1]),
-        ):
-            steps.append(Command((*node, "-o", "update", "-n", name, "-v", value), retry=TRANSIENT))
+        steps.append(chap_command(iqn, portal, chap, iface))
     link = str(by_path(portal, iqn))
     return [
         Action(
