@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from skycache.bench import fiojob, fioparse, remote, stacks, store, tidy
 from skycache.bench.scenario import Condition, Scenario, Workload
+from skycache import files
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.runner import CommandError, Runner, SystemRunner
 
@@ -215,7 +216,8 @@ class Orchestrator:
     def _job_text(self, w: Workload) -> str | None:
         if w.job_file is None:
             return None
-        return (self.scenario.path.parent / w.job_file).read_text()
+        # a user's file like the scenario itself: the one reader refuses FIFOs, devices, binary
+        return files.read_text(self.scenario.path.parent / w.job_file, what="fio job file")
 
     def _untimed(
         self, run: store.RunDir, rep: int, target: str, w: Workload, devices: list[str], what: str
