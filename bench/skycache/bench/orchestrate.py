@@ -502,6 +502,7 @@ def run_scenario(
             raise InvalidInput(f"hosts[{i}]: {entry!r}: {problem}")
     if options.where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         raise InvalidInput("--where lab: not inside the lab (run through `skycache lab run ... --`)")
+    files.check_output_dir(options.results, what="--out")  # before any stack is built
     out = Orchestrator(scenario, options, runner or SystemRunner(), reporter or NullReporter()).run()
     if on_done is not None:
         on_done(out)
