@@ -47,8 +47,27 @@ class AgentError(Exception):
 # -- files and sysfs ----------------------------------------------------------------------------------
 
 
+def private_dirs(directory: Path) -> None:
+    """Make the missing directories of ``directory`` 0700 whatever the caller's umask, and refuse
+    one that other users may write (they could swap the files written there: secrets, registry)."""
+    missing = []
+    d = directory
+    while not d.exists() and d.parent != d:
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # a concurrent writer made it first
+            d.mkdir(mode=0o700)
+            d.chmod(0o700)  # mkdir's mode is masked by the umask; chmod is not
+    if not directory.is_dir():
+        raise AgentError(f"{directory} is not a directory")
+    mode = directory.stat().st_mode & 0o7777
+    if mode & 0o022:
+        raise AgentError(f"directory {directory} is writable by others (mode {mode:04o}): chmod 0700 it")
+
+
 def write_file(path: Path, data: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
