@@ -160,7 +160,7 @@ def check_input_file(path: str | os.PathLike[str], *, what: str) -> Path:
     if _under_pseudo_fs(p):
         raise InvalidInput(f"{where} is under /proc or /sys (not a file skycache reads)")
     try:
-        info = os.stat(p)
+        info = p.stat()
     except OSError as exc:
         raise InvalidInput(f"{where} {_os_problem(exc)}") from None
     kind = _kind(info.st_mode)
@@ -185,7 +185,7 @@ def check_output_dir(path: str | os.PathLike[str], *, what: str) -> Path:
     probe = p.absolute()
     while True:
         try:
-            info = os.stat(probe)
+            info = probe.stat()
             break
         except (FileNotFoundError, NotADirectoryError):
             # NotADirectoryError: a part above is a file; walking up finds it and names it

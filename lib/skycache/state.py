@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from skycache.errors import InvalidInput
@@ -44,7 +44,7 @@ def check_dir(runner: Runner) -> None:
         return
     d = state_dir()
     try:
-        info = os.stat(d)
+        info = Path(d).stat()
     except (FileNotFoundError, NotADirectoryError):
         return  # made 0700 on first write (skycache-agent write-file)
     except OSError as exc:
@@ -53,9 +53,7 @@ def check_dir(runner: Runner) -> None:
         raise InvalidInput(f"state directory {d} is not a directory (set SKYCACHE_STATE_DIR to another path)")
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
-        raise InvalidInput(
-            f"state directory {d} is writable by others (mode {mode:04o}): chmod 0700 {d}"
-        )
+        raise InvalidInput(f"state directory {d} is writable by others (mode {mode:04o}): chmod 0700 {d}")
 
 
 def read_json(runner: Runner, path: str | PurePosixPath, default: Any = None) -> Any:

@@ -23,8 +23,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from skycache.bench import scenario as scenarios
 from skycache import files
+from skycache.bench import scenario as scenarios
 from skycache.errors import InvalidInput, SkycacheError
 
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
+from skycache import files
 from skycache.bench import fiojob, fioparse, remote, stacks, store, tidy
 from skycache.bench.scenario import Condition, Scenario, Workload
-from skycache import files
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.runner import CommandError, Runner, SystemRunner
 

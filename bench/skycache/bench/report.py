@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from skycache.bench import compare
 from skycache import files
+from skycache.bench import compare
 from skycache.errors import InvalidInput
 
 

@@ -33,8 +33,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from skycache.bench import remote
 from skycache import files
+from skycache.bench import remote
 from skycache.errors import InvalidInput
 from skycache.units import parse_positive_size
 
