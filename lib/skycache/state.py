@@ -81,8 +81,15 @@ def read_json(runner: Runner, path: str | PurePosixPath, default: Any = None) ->
 
 
 def write_command(path: str | PurePosixPath, content: str | Secret) -> Command:
-    """Write ``content`` to ``path`` on the runner's host: atomically, 0600, parents 0700."""
-    return Command((AGENT, "write-file", str(path), "--mode", "0600"), stdin=content)
+    """Write ``content`` to ``path`` on the runner's host: atomically, 0600, parents 0700.
+
+    In the state directory the agent also makes the directories 0700 whatever the umask and refuses
+    one that others may write (``--private-dir``), on a remote host as on this one.
+    """
+    argv: tuple[str, ...] = (AGENT, "write-file", str(path), "--mode", "0600")
+    if PurePosixPath(path).is_relative_to(state_dir()):
+        argv += ("--private-dir", str(state_dir()))
+    return Command(argv, stdin=content)
 
 
 def json_text(data: Any) -> str:

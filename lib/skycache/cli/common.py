@@ -150,7 +150,7 @@ def write_traceback(exc: BaseException, args: Sequence[str]) -> Path | None:
     for directory in _crash_dirs():
         try:
             if directory.name == "crashes":
-                agent.private_dirs(directory)  # 0700 whatever the umask; refused if others may write
+                agent.private_dirs(directory.parent, directory)  # 0700; refused if others may write
             fd, name = tempfile.mkstemp(prefix=f"skycache-crash-{stamp}-", suffix=".txt", dir=directory)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
