@@ -4,6 +4,7 @@ change on disk, and never blocks (a FIFO)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable
@@ -223,3 +224,31 @@ def test_the_good_swf_scenario_passes_the_same_check(
         shutil.copy(SCENARIOS / name, tmp_path)
     result = skycache(capsys, "sim", "check", tmp_path / "sim-swf-trace.toml")
     assert result.code == 0 and result.out.startswith("ok: swf-trace"), result
+
+
+@pytest.mark.parametrize("case", ["binary", "latin-1", "fifo", "embedded NUL", "/proc/self/mem", "device"])
+def test_a_bad_fio_job_file_is_refused_before_the_run_directory_exists(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakes import FakeRunner
+
+    from skycache.bench import orchestrate, scenario
+
+    job = tmp_path / "job.fio"
+    job.write_text("[mine]\nrw=randread\nbs=4k\n")
+    text = (SCENARIOS / "quickstart.toml").read_text()
+    sc = scenario.load(SCENARIOS / "quickstart.toml")
+    custom = sc.model.workloads[0].model_copy(update={"rw": None, "job_file": "job.fio"})
+    sc = dataclasses.replace(
+        sc, path=tmp_path / "s.toml", model=sc.model.model_copy(update={"workloads": [custom]})
+    )
+    (tmp_path / "s.toml").write_text(text)
+    job.unlink()
+    problem = BAD_FILES[case](job)
+    results = tmp_path / "results"
+    orch = orchestrate.Orchestrator(sc, orchestrate.RunOptions(results=results, where="host"), FakeRunner(),
+                                    orchestrate.NullReporter())  # fmt: skip
+    with deadline(10), pytest.raises(InvalidInput) as err:
+        orch.run()
+    assert f"{job}: fio job file" in str(err.value) and problem in str(err.value)
+    assert not results.exists()

@@ -366,12 +366,14 @@ class Orchestrator:
 
     def run(self) -> RunOutcome:
         s = self.scenario
+        # job files read before the run directory exists: a bad one (binary, a FIFO) changes nothing
+        job_texts = {w.name: self._job_text(w) or "" for w in s.model.workloads if w.job_file is not None}
         run = store.RunDir.create(self.opts.results, s.name, self.opts.run_id)
         outcome = RunOutcome(run)
         shutil.copyfile(s.path, run.path / "scenario.toml")
         for w in s.model.workloads:
             if w.job_file is not None:
-                run.write_new(run.path / "jobfiles" / Path(w.job_file).name, self._job_text(w) or "")
+                run.write_new(run.path / "jobfiles" / Path(w.job_file).name, job_texts[w.name])
         manifest: dict[str, Any] = {
             "scenario": s.name,
             "description": s.model.description,
