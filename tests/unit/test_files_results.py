@@ -211,3 +211,24 @@ def test_a_good_manifest_still_reads(run_dir: Path) -> None:
     manifest = store.read_manifest(run_dir)
     assert manifest["environment"] == {"where": "test"}
     assert json.loads((run_dir / store.MANIFEST).read_text())["scenario"] == "synthetic"
+
+
+@pytest.mark.parametrize("case", list(OUTS))
+def test_nat_bench_refuses_a_bad_out_before_anything_runs(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    case: str,
+    monkeypatch: pytest.MonkeyPatch,
+    read_only: Callable[[Path], Path],
+) -> None:
+    from skycache.bench import natbench
+    from skycache.runner import SystemRunner
+
+    monkeypatch.setattr(natbench, "run", _never)
+    monkeypatch.setattr(SystemRunner, "stream", _never)
+    out, problem = OUTS[case](tmp_path, read_only)
+    before = snapshot(tmp_path)
+    for where in ("lab", "host"):
+        result = skycache(capsys, "net", "nat-bench", "--where", where, "--out", out)
+        assert_one_error(result, f"--out {out}", problem, code=2)
+    assert touched(before, [tmp_path]) == []
