@@ -129,3 +129,21 @@ def test_state_writes_ask_the_agent_to_keep_the_directory_private(state_path: Pa
     assert list(inside.argv)[-2:] == ["--private-dir", str(state_path)]
     outside = state.write_command(PurePosixPath("/srv/repo/.skycache-repo"), "{}")
     assert "--private-dir" not in outside.argv
+
+
+@pytest.mark.parametrize("content", [b"{", b"[1]", bytes(range(256)), b'{"accel": 1}', b"[" * 100_000])
+def test_damaged_lab_records_are_forgotten_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes
+) -> None:
+    from skycache.lab import accel, kernel
+
+    monkeypatch.setenv("SKYCACHE_CACHE_DIR", str(tmp_path))
+    record = Path(accel._record_path())
+    record.parent.mkdir(parents=True)
+    record.write_bytes(content)
+    some = kernel.LabKernel("6.1.0-1-amd64", "p", "v", tmp_path)
+    assert accel.remembered(some) is None
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    (kernels / kernel._RECORD).write_bytes(content)
+    assert kernel.load(kernels) is None
