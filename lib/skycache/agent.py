@@ -53,8 +53,33 @@ class AgentError(Exception):
 # -- files and sysfs ----------------------------------------------------------------------------------
 
 
-def write_file(path: Path, data: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def private_dirs(root: Path, directory: Path) -> None:
+    """Make ``directory`` and the missing directories between ``root`` and it 0700 whatever the
+    caller's umask, and refuse any of them (``root`` included) that other users may write: they
+    could plant or swap the files written there (CHAP secrets, the registry of repositories)."""
+    if directory != root and not directory.is_relative_to(root):
+        raise AgentError(f"{directory} is not under the private directory {root}")
+    chain = [root, *reversed([d for d in directory.parents if d.is_relative_to(root) and d != root])]
+    chain += [directory] if directory != root else []
+    root.parent.mkdir(parents=True, exist_ok=True)  # above the state directory: the system's own
+    for d in chain:
+        if not d.exists():
+            with contextlib.suppress(FileExistsError):  # a concurrent writer made it first
+                d.mkdir(mode=0o700)
+                d.chmod(0o700)  # mkdir's mode is masked by the umask; chmod is not
+        if not d.is_dir():
+            raise AgentError(f"{d} is not a directory")
+        mode = d.stat().st_mode & 0o7777
+        if mode & 0o022:
+            raise AgentError(f"directory {d} is writable by others (mode {mode:04o}): chmod 0700 it")
+
+
+def write_file(path: Path, data: str, mode: int, private_root: Path | None = None) -> None:
+    """``private_root``: the state directory, when ``path`` is in it (see :func:`private_dirs`)."""
+    if private_root is not None:
+        private_dirs(private_root, path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -397,7 +422,8 @@ def owned_config(dump: dict[str, Any], prefix: str) -> dict[str, Any]:
 def lio_save(path: Path, prefix: str) -> None:
     with _rtslib() as rts:
         config = owned_config(rts.RTSRoot().dump(), prefix)
-    write_file(path, json.dumps({"version": 2, "lio": config}, indent=2, sort_keys=True) + "\n", 0o600)
+    text = json.dumps({"version": 2, "lio": config}, indent=2, sort_keys=True) + "\n"
+    write_file(path, text, 0o600, private_root=path.parent)  # the state directory: kept private
 
 
 def lio_restore(path: Path, prefix: str) -> list[str]:
@@ -434,6 +460,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("write-file")
     p.add_argument("path", type=Path)
     p.add_argument("--mode", default="0600")
+    p.add_argument("--private-dir", type=Path, help="PATH is in this directory: keep it private")
     p = sub.add_parser("set-write-cache")
     p.add_argument("device")
     p.add_argument("mode")
@@ -464,7 +491,7 @@ def main(argv: list[str], stdin: str, out: TextIO, err: TextIO) -> int:
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     try:
         if args.op == "write-file":
-            write_file(args.path, stdin, int(args.mode, 8))
+            write_file(args.path, stdin, int(args.mode, 8), args.private_dir)
         elif args.op == "set-write-cache":
             set_write_cache(args.device, args.mode)
         elif args.op == "flush-device":

@@ -1,7 +1,8 @@
 """The error hierarchy every skycache module raises.
 
-The CLI turns any :class:`SkycacheError` into one line on stderr and a non-zero exit status; anything
-else is a bug and keeps its traceback.
+The CLI turns any :class:`SkycacheError` into one line on stderr and its exit status; anything else
+is a bug: one line too, exit 70, with the traceback written to a file (``skycache.cli.common.run_app``,
+docs/errors.md).
 """
 
 from __future__ import annotations

@@ -163,7 +163,8 @@ def test_export_plan_keeps_the_secret_out_of_argv_and_stores_it_private() -> Non
     assert plan.commands() == [
         "dmsetup create skycache-exp-r.img --table '0 2048 linear /dev/r/img 0'",
         "skycache-agent lio-create",
-        f"skycache-agent write-file {state.secrets_dir()}/iqn.2026-11.org.skycache_r.img.chap --mode 0600",
+        f"skycache-agent write-file {state.secrets_dir()}/iqn.2026-11.org.skycache_r.img.chap --mode 0600 "
+        f"--private-dir {state.state_dir()}",
         f"skycache-agent lio-save {state.state_dir()}/lio.json --prefix iqn.2026-11.org.skycache",
     ]
     assert chap.password not in "\n".join(plan.describe())

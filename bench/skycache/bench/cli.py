@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from skycache import files
 from skycache.bench import scenario as scenarios
 from skycache.errors import InvalidInput, SkycacheError
 
@@ -177,6 +178,7 @@ def run_cmd(
     from skycache.bench import orchestrate, report
 
     sc = scenarios.load(scenario)
+    files.check_output_dir(out, what="--out")  # before a lab boots or a stack is built
     place = where or sc.model.where
     if place not in ("lab", "host", "hosts"):
         raise InvalidInput(f"--where {place!r}: use lab, host or hosts")

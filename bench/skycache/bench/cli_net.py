@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from skycache import files
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.runner import SystemRunner
 
@@ -49,6 +50,7 @@ def nat_bench(
 
     opts = nb.NatBenchOptions(repetitions, bulk_seconds, conn_seconds, max_conns, out, where)
     opts.validate()
+    files.check_output_dir(out, what="--out")  # before a lab boots or a namespace is made
     runner = SystemRunner()
     if where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         cwd = Path.cwd().resolve()

@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
+from skycache import files
 from skycache.bench import fiojob, fioparse, remote, stacks, store, tidy
 from skycache.bench.scenario import Condition, Scenario, Workload
 from skycache.errors import InvalidInput, SkycacheError
@@ -215,7 +216,8 @@ class Orchestrator:
     def _job_text(self, w: Workload) -> str | None:
         if w.job_file is None:
             return None
-        return (self.scenario.path.parent / w.job_file).read_text()
+        # a user's file like the scenario itself: the one reader refuses FIFOs, devices, binary
+        return files.read_text(self.scenario.path.parent / w.job_file, what="fio job file")
 
     def _untimed(
         self, run: store.RunDir, rep: int, target: str, w: Workload, devices: list[str], what: str
@@ -364,12 +366,14 @@ class Orchestrator:
 
     def run(self) -> RunOutcome:
         s = self.scenario
+        # job files read before the run directory exists: a bad one (binary, a FIFO) changes nothing
+        job_texts = {w.name: self._job_text(w) or "" for w in s.model.workloads if w.job_file is not None}
         run = store.RunDir.create(self.opts.results, s.name, self.opts.run_id)
         outcome = RunOutcome(run)
         shutil.copyfile(s.path, run.path / "scenario.toml")
         for w in s.model.workloads:
             if w.job_file is not None:
-                run.write_new(run.path / "jobfiles" / Path(w.job_file).name, self._job_text(w) or "")
+                run.write_new(run.path / "jobfiles" / Path(w.job_file).name, job_texts[w.name])
         manifest: dict[str, Any] = {
             "scenario": s.name,
             "description": s.model.description,
@@ -500,6 +504,7 @@ def run_scenario(
             raise InvalidInput(f"hosts[{i}]: {entry!r}: {problem}")
     if options.where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         raise InvalidInput("--where lab: not inside the lab (run through `skycache lab run ... --`)")
+    files.check_output_dir(options.results, what="--out")  # before any stack is built
     out = Orchestrator(scenario, options, runner or SystemRunner(), reporter or NullReporter()).run()
     if on_done is not None:
         on_done(out)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from skycache import files
 from skycache.bench import compare
 from skycache.errors import InvalidInput
 
@@ -139,6 +140,10 @@ def finish(run_dir: Path, baseline: str | None = None) -> tuple[list[compare.Com
     """Comparisons, plots and report.md for a finished run directory (also re-run by `bench plots`)."""
     from skycache.bench import plots, store, tidy  # plots pulls in matplotlib: only when drawing
 
+    # plots/ and report.md are written at the end: a read-only run directory is refused before drawing
+    files.check_output_dir(run_dir, what="run directory")
+    if (run_dir / "plots").exists():
+        files.check_output_dir(run_dir / "plots", what="plots directory")
     run = store.RunDir(run_dir)
     manifest = run.manifest()
     if baseline is None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from skycache import files
 from skycache.bench import fioopts, remote
 from skycache.errors import InvalidInput
 from skycache.units import parse_positive_size
@@ -378,14 +378,7 @@ def _check_combination(path: Path, cond: Condition) -> None:
 def load(path: str | Path, *, profiles: Sequence[str] | None = None) -> Scenario:
     """Read, validate and expand a scenario file; raises InvalidInput (one line) on any problem."""
     p = Path(path)
-    if not p.is_file():
-        raise InvalidInput(f"{p}: scenario file not found")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"{p}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{p}: not a text file") from None
+    raw = files.load_toml(p, what="scenario file")  # one line for a directory, FIFO, binary, ...
     return from_dict(raw, p, profiles=profiles)
 
 

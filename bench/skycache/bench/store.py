@@ -23,14 +23,21 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from skycache import files
 from skycache.errors import InvalidInput, SkycacheError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST = "manifest.json"
 RECORDS = "conditions.jsonl"
 TIDY = "tidy.parquet"
 FORMAT_VERSION = 1
+# A manifest or a record file of a very long run is some MiB; more is not a file skycache wrote.
+MAX_RESULT_BYTES = 256 * 2**20
+MANIFEST_OBJECTS = ("environment", "shaping", "stacks", "host_environment")
 _TARGET_SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
@@ -108,20 +115,60 @@ class RunDir:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def records(self) -> Iterator[dict[str, Any]]:
+        """The records of conditions.jsonl; a line that is not a JSON object is one error naming the
+        file and the line."""
         p = self.path / RECORDS
-        if not p.is_file():
+        if not _present(p):
             return
-        for line in p.read_text().splitlines():
+        text = files.read_text(p, what="run records", max_bytes=MAX_RESULT_BYTES)
+        for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                yield json.loads(line)
+                yield _json_object(line, f"{files.shown(p)}: line {n}")
+
+
+def _present(path: Path) -> bool:
+    """Whether something is at ``path`` (a dangling link counts: reading it then says what is wrong)."""
+    return path.exists() or path.is_symlink()
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise InvalidInput(f"{where} is not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{where} is a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest.json ({} when the run has none); corrupt, binary or list-shaped content is
+    one error naming the file."""
     p = run_dir / MANIFEST
-    if not p.is_file():
+    if not _present(p):
         return {}
-    data: dict[str, Any] = json.loads(p.read_text())
+    text = files.read_text(p, what="run manifest", max_bytes=MAX_RESULT_BYTES)
+    data = _json_object(text, f"{files.shown(p)}: run manifest")
+    for key in MANIFEST_OBJECTS:  # report, plots and compare read fields of these
+        if key in data and not isinstance(data[key], dict):
+            raise InvalidInput(f"{files.shown(p)}: run manifest: {key} is not a JSON object")
     return data
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A tidy table (tidy.parquet); a truncated or foreign file is one error naming it."""
+    import pandas as pd  # seconds to import: only readers of tables pay
+    import pyarrow as pa
+
+    files.check_input_file(path, what="tidy table")
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        # pyarrow's message names the path again and may span lines; its first sentence says enough
+        why = " ".join(str(exc).replace(str(path), "").split()).strip(" :'") or type(exc).__name__
+        raise InvalidInput(f"{files.shown(path)}: tidy table cannot be read ({why})") from None
 
 
 def find_runs(path: Path) -> list[Path]:

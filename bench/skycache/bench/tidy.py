@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from skycache.bench import fioparse
-from skycache.bench.store import TIDY, RunDir, find_runs
+from skycache.bench.store import TIDY, RunDir, find_runs, read_table
 from skycache.errors import InvalidInput
 
 METRICS = (
@@ -126,7 +126,7 @@ def load(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
         if not files:
             raise InvalidInput(f"{p}: no run with a {TIDY} here")
         for run_dir, f in zip(runs, files, strict=True):
-            df = pd.read_parquet(f)
+            df = read_table(f)  # a truncated or foreign file: one line naming it
             df["run_dir"] = str(run_dir)
             if "run_id" not in df.columns:
                 df["run_id"] = run_dir.name

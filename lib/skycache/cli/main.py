@@ -95,7 +95,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 def main() -> None:
-    """Console entry point: one-line errors for SkycacheError, exit codes passed on."""
+    """Console entry point: every failure one line on stderr, exit codes as docs/errors.md lists them."""
     # SIGTERM/SIGHUP become SystemExit, so running commands (e.g. the lab's qemu, which leads its
     # own process group) are killed by the runner's cleanup instead of being orphaned.
     for sig in (signal.SIGTERM, signal.SIGHUP):

@@ -46,10 +46,15 @@ def remembered(kernel: LabKernel) -> AccelChoice | None:
     path = _record_path()
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None  # a damaged record is a forgotten one: the probe runs again and rewrites it
+    if not isinstance(data, dict) or not isinstance(data.get("accel"), str):
+        return None
     if data.get("machine") != machine_key() or data.get("kernel") != kernel.version:
         return None
-    return AccelChoice(data["accel"], data["reason"] + " (remembered)")
+    return AccelChoice(data["accel"], str(data.get("reason", "")) + " (remembered)")
 
 
 def remember(kernel: LabKernel, choice: AccelChoice) -> None:

@@ -64,7 +64,13 @@ def load(directory: Path | None = None) -> LabKernel | None:
     record = base / _RECORD
     if not record.is_file():
         return None
-    data = json.loads(record.read_text())
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None  # damaged: like an incomplete fetch, `skycache lab fetch` makes it again
+    keys = ("version", "package", "package_version", "root")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in keys):
+        return None
     kernel = LabKernel(
         version=data["version"],
         package=data["package"],

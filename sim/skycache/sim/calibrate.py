@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from skycache import files
 from skycache.errors import InvalidInput
 from skycache.sim.calibration import Calibration, Rate, RepositoryRates, bw_rate, duration_rate
 
@@ -42,11 +43,13 @@ def _load_run(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise InvalidInput(f"run {str(path)!r}: tidy.parquet is unreadable ({type(exc).__name__})") from None
     manifest: dict[str, Any] = {}
     mpath = path / "manifest.json"
-    if mpath.is_file():
+    if mpath.exists():  # a directory, binary or list-shaped manifest is one line, like corrupt JSON
         try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError:
+            manifest = json.loads(files.read_text(mpath, what="run manifest"))
+        except (json.JSONDecodeError, RecursionError):
             raise InvalidInput(f"run {str(path)!r}: manifest.json is not JSON") from None
+        if not isinstance(manifest, dict):
+            raise InvalidInput(f"run {str(path)!r}: manifest.json is not a JSON object")
     df = df.copy()
     if "repetition" not in df.columns and "rep" in df.columns:
         df["repetition"] = df["rep"]  # the bench driver's name for it

@@ -24,12 +24,12 @@ Every value carries a unit; a value may be a table with ``value`` plus provenanc
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skycache import files
 from skycache.errors import InvalidInput
 from skycache.sim.quantities import (
     format_bandwidth,
@@ -140,12 +140,7 @@ def parse_calibration(data: Mapping[str, Any], *, path: str = "") -> Calibration
 
 def load_calibration(path: str | Path) -> Calibration:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise InvalidInput(f"calibration file {str(p)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"calibration file {str(p)!r} is not valid TOML: {exc}") from None
+    data = files.load_toml(p, what="calibration file")  # one line for a directory, FIFO, binary, ...
     return parse_calibration(data, path=str(p))
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from skycache import files
 from skycache.errors import InvalidInput
 from skycache.sim.calibration import Calibration, load_calibration, render_calibration
 from skycache.sim.scenario import ScenarioFile, load_scenario
@@ -102,6 +103,7 @@ def run_cmd(
     from skycache.sim.model import simulate
     from skycache.sim.results import series_table, summarise, vm_table, write_run
 
+    files.check_output_dir(out or Path("results/sim"), what="--out")  # before the run, not after it
     sf = load_scenario(scenario)
     cal = _calibration(sf, calibration)
     chosen = sf.all_variants()
@@ -174,6 +176,7 @@ def sweep_cmd(
     from skycache.sim.scenario import parse_scenario_file
     from skycache.sim.sweep import run_sweep, write_sweep
 
+    files.check_output_dir(out or Path("results/sim"), what="--out")  # before the sweep, not after it
     sf = load_scenario(scenario)
     if param:
         grid: dict[str, list[Any]] = {}

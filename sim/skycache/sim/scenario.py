@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import itertools
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from skycache import files
 from skycache.errors import InvalidInput
 from skycache.sim.quantities import parse_bandwidth, parse_bytes, parse_duration, parse_frequency
 from skycache.sim.tables import Table, as_bool, as_float, as_int, as_str, unit
@@ -286,10 +286,5 @@ def parse_scenario_file(data: Mapping[str, Any], path: Path) -> ScenarioFile:
 
 def load_scenario(path: str | Path) -> ScenarioFile:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise InvalidInput(f"scenario file {str(p)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"scenario file {str(p)!r} is not valid TOML: {exc}") from None
+    data = files.load_toml(p, what="scenario file")  # one line for a directory, FIFO, binary, ...
     return parse_scenario_file(data, p)

@@ -20,9 +20,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from skycache import files
 from skycache.errors import InvalidInput
 
 FIELDS = 18
+# Logs of the Parallel Workloads Archive are tens of MiB; the bound keeps the parse within memory.
+MAX_TRACE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,6 @@ def parse_swf(text: str, *, name: str = "trace", limit: int = 0) -> SwfTrace:
 
 
 def load_swf(path: Path, *, limit: int = 0) -> SwfTrace:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InvalidInput(f"trace {str(path)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise InvalidInput(f"trace {str(path)!r} is not text: not SWF") from None
+    # Traces of large clusters run to hundreds of MiB; the reader refuses directories, FIFOs, binary.
+    text = files.read_text(path, what="SWF trace", max_bytes=MAX_TRACE_BYTES)
     return parse_swf(text, name=str(path), limit=limit)
