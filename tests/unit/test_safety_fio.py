@@ -115,16 +115,16 @@ def test_job_file_must_be_a_regular_file_inside_the_scenario_dir(tmp_path: Path)
     assert "must be a path inside" in refused(tmp_path, JOB.format(name="../x.fio"))
     assert "file not found: nothere.fio" in refused(tmp_path, JOB.format(name="nothere.fio"))
     os.mkfifo(tmp_path / "fifo.fio")  # refused at once: opened without blocking
-    assert "fifo.fio is not a regular file" in refused(tmp_path, JOB.format(name="fifo.fio"))
+    assert "fifo.fio: fio job file is a FIFO (named pipe), not a regular file" in refused(tmp_path, JOB.format(name="fifo.fio"))
     (tmp_path / "d.fio").mkdir()
-    assert "d.fio is not a regular file" in refused(tmp_path, JOB.format(name="d.fio"))
+    assert "d.fio: fio job file is a directory, not a regular file" in refused(tmp_path, JOB.format(name="d.fio"))
     (tmp_path / "real.fio").write_text("[j]\nrw=read\n")
     (tmp_path / "link.fio").symlink_to(tmp_path / "real.fio")
     assert "link.fio is a symbolic link" in refused(tmp_path, JOB.format(name="link.fio"))
     (tmp_path / "big.fio").write_text("; x\n" * 20000)
-    assert "big.fio is larger than 64 KiB" in refused(tmp_path, JOB.format(name="big.fio"))
+    assert "big.fio: fio job file is too large" in refused(tmp_path, JOB.format(name="big.fio"))
     (tmp_path / "l1.fio").write_bytes(b"[j]\nrw=read\n; caf\xe9\n")
-    assert "l1.fio is not UTF-8 text" in refused(tmp_path, JOB.format(name="l1.fio"))
+    assert "l1.fio: fio job file is not UTF-8 text" in refused(tmp_path, JOB.format(name="l1.fio"))
 
 
 def test_render_checks_again_what_runs() -> None:

@@ -17,14 +17,12 @@ Errors name the file, the key and the problem in one line; they never echo a job
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
+from skycache import files
 from skycache.errors import InvalidInput
 
 JOB_FILE_MAX_BYTES = 64 * 1024
@@ -329,35 +327,20 @@ def check_job_text(text: str, where: str) -> None:
 
 def read_job_file(scenario: Path, name: str, where: str) -> str:
     """The text of job file ``name`` (relative to the scenario's directory): a regular file (not a
-    symbolic link) of at most 64 KiB of UTF-8 text, checked line by line. Opened without blocking, so
-    a FIFO is refused, not waited on."""
+    symbolic link) of at most 64 KiB of UTF-8 text, checked line by line. Read through
+    :func:`skycache.files.read_text`, so a FIFO is refused, not waited on."""
     rel = PurePosixPath(name)
     if rel.is_absolute() or ".." in rel.parts or not name:
         raise InvalidInput(f"{where}: {name!r} must be a path inside the scenario's directory")
     path = scenario.parent / rel
+    if path.is_symlink():
+        raise InvalidInput(f"{where}: {name} is a symbolic link, not a regular file")
+    if not path.exists():
+        raise InvalidInput(f"{where}: file not found: {name}")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise InvalidInput(f"{where}: file not found: {name}") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise InvalidInput(f"{where}: {name} is a symbolic link, not a regular file") from None
-        raise InvalidInput(f"{where}: {name}: cannot be opened ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InvalidInput(f"{where}: {name} is not a regular file")
-        if st.st_size > JOB_FILE_MAX_BYTES:
-            raise InvalidInput(f"{where}: {name} is larger than {JOB_FILE_MAX_BYTES // 1024} KiB")
-        data = os.read(fd, JOB_FILE_MAX_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > JOB_FILE_MAX_BYTES:
-        raise InvalidInput(f"{where}: {name} is larger than {JOB_FILE_MAX_BYTES // 1024} KiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{where}: {name} is not UTF-8 text") from None
+        text = files.read_text(path, what="fio job file", max_bytes=JOB_FILE_MAX_BYTES)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
     check_job_text(text, f"{where} {name}")
     return text
 
