@@ -24,7 +24,7 @@ from skycache.runner import Runner, SshTarget, SystemRunner
 
 DEFAULT_PORT = 8765  # fio's default server port
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -99,7 +99,7 @@ def _ipv6(name: str) -> None:
 def _hostname(name: str) -> None:
     if not name:
         raise ValueError("empty host name")
-    if len(name) > 253 or not all(_LABEL.match(part) for part in name.split(".")):
+    if len(name) > 253 or not all(_LABEL.fullmatch(part) for part in name.split(".")):
         raise ValueError(f"{name!r} is not a host name or IP address (name, name:port or ip:port)")
 
 

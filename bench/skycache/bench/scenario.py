@@ -151,7 +151,7 @@ class Stack(_Strict):
         return ", ".join(parts)
 
 
-_SSH_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 
 
 class SshOptions(_Strict):
@@ -168,7 +168,7 @@ class SshOptions(_Strict):
     @field_validator("user", mode="before")
     @classmethod
     def _user(cls, v: Any) -> Any:
-        if v is not None and not (isinstance(v, str) and _SSH_USER.match(v)):
+        if v is not None and not (isinstance(v, str) and _SSH_USER.fullmatch(v)):
             raise ValueError(f"{v!r} is not a user name (letters, digits, '_', '.', '-'; at most 32)")
         return v
 
