@@ -25,6 +25,7 @@ Example (see ``scenarios/quickstart.toml`` for a complete one)::
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from skycache.bench import remote
 from skycache.errors import InvalidInput
+from skycache.numbers import SEED_MAX
 from skycache.units import parse_positive_size
 
 Where = Literal["lab", "host", "hosts"]
@@ -50,6 +52,12 @@ KNOWN_FACTORS = ("stack", "workload", "cache_state", *FIO_FACTORS)
 # Shaping profile names known without importing the network layer (it may be absent on a host).
 DEFAULT_PROFILES = ("none", "gbe-2009", "10gbe")
 
+# Bounds of fio's own options (fio rejects larger iodepth/numjobs values or thrashes with them).
+FIO_LIMITS = {"iodepth": 4096, "numjobs": 256}
+DEFAULT_MAX_RUNS = 1000
+# Even with --yes: conditions are expanded in memory when the file is loaded.
+HARD_MAX_RUNS = 1_000_000
+
 _NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 
 
@@ -62,7 +70,8 @@ def _size(value: str | int, what: str) -> str | int:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # allow_inf_nan=False: TOML has nan and inf, and NaN passes every ge/le bound pydantic checks.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class Workload(_Strict):
@@ -218,7 +227,10 @@ class ScenarioModel(_Strict):
     repetitions: int = Field(3, ge=1, le=1000)
     shaping: str = "none"
     image_size: str | int = "256M"
-    seed: int = 1
+    seed: int = Field(1, ge=0, le=SEED_MAX)
+    # fio runs (conditions x repetitions) accepted without --yes: a typo in a factor list can ask
+    # for days of benchmarking; a scenario that means it says so here.
+    max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1, le=HARD_MAX_RUNS)
     baseline: str | None = None  # default --baseline of compare/report, e.g. "stack=lvm-iscsi"
     stacks: list[Stack] = Field(min_length=1)
     workloads: list[Workload] = Field(min_length=1)
@@ -356,8 +368,10 @@ def _check_level(path: Path, key: str, v: FactorValue, stacks: list[str], worklo
             parse_positive_size(v, what="bs")
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
-    if key in ("iodepth", "numjobs") and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-        raise InvalidInput(f"{where}: {v!r} must be a positive integer")
+    if key in ("iodepth", "numjobs"):
+        top = FIO_LIMITS[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+            raise InvalidInput(f"{where}: {v!r} must be a positive integer, at most {top}")
 
 
 def _excluded(combo: Mapping[str, FactorValue], excludes: Sequence[Mapping[str, list[FactorValue]]]) -> bool:
@@ -440,6 +454,12 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
                     raise InvalidInput(f"{path}: exclude[{i}].{key}: {v!r} is not a level of factor {key}")
             norm[key] = values
         excludes.append(norm)
+    combinations = math.prod(len(v) for v in levels.values())
+    if combinations * model.repetitions > HARD_MAX_RUNS:
+        raise InvalidInput(
+            f"{path}: factors: {combinations:,} combinations x {model.repetitions} repetitions is above "
+            f"the bound of {HARD_MAX_RUNS:,} fio runs a scenario may have"
+        )
     stacks = {s.name: s for s in model.stacks}
     workloads = {w.name: w for w in model.workloads}
     conditions: list[Condition] = []
@@ -461,6 +481,16 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
     if not conditions:
         raise InvalidInput(f"{path}: exclude: the excludes remove every condition")
     return Scenario(path, model, tuple(conditions), tuple(keys), ssh)
+
+
+def check_runs(sc: Scenario, *, yes: bool) -> None:
+    """Refuse a scenario of more fio runs than its ``max_runs`` (default 1000) unless ``yes``."""
+    if sc.runs > sc.model.max_runs and not yes:
+        raise InvalidInput(
+            f"{sc.path}: {sc.runs:,} fio runs ({len(sc.conditions):,} conditions x "
+            f"{sc.model.repetitions} repetitions) is above max_runs = {sc.model.max_runs:,}: "
+            "pass --yes or set max_runs in the scenario"
+        )
 
 
 def _ssh_hosts(path: Path, m: ScenarioModel) -> remote.SshHosts:
