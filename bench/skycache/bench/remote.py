@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from skycache.errors import InvalidInput
+from skycache.numbers import parse_port
 from skycache.runner import Runner, SshTarget, SystemRunner
 
 DEFAULT_PORT = 8765  # fio's default server port
@@ -84,9 +86,10 @@ def parse_host(entry: str) -> Host:
 
 
 def _port(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise ValueError(f"port {raw!r} is not a number from 1 to 65535")
-    return int(raw)
+    try:  # "²".isdigit() is True and int() of 5,000 digits raises: the one grammar decides
+        return parse_port(raw, what="port")
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _ipv6(name: str) -> None:
