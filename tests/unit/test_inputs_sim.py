@@ -154,7 +154,9 @@ def test_hard_bound_even_with_yes(tmp_path: Path) -> None:
         load_scenario(p, yes=True)
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["skycache", "sim", *args])
     with pytest.raises(SystemExit) as exc:
         cli_main.main()

@@ -92,7 +92,7 @@ class Workload(_Strict):
     job_file: str | None = None
     options: dict[str, str | int] = Field(default_factory=dict)
 
-    @field_validator("bs", "size")
+    @field_validator("bs", "size", mode="before")
     @classmethod
     def _sizes(cls, v: str | int, info: Any) -> str | int:
         return _size(v, info.field_name)
@@ -124,7 +124,7 @@ class Stack(_Strict):
     write_engine: Literal["writecache", "dmcache"] | None = None
     repo_delay_ms: float = Field(0.0, ge=0, le=10000)
 
-    @field_validator("read_cache", "write_cache")
+    @field_validator("read_cache", "write_cache", mode="before")
     @classmethod
     def _sizes(cls, v: str | int | None, info: Any) -> str | int | None:
         return None if v is None else _size(v, info.field_name)
@@ -238,7 +238,7 @@ class ScenarioModel(_Strict):
     exclude: list[dict[str, FactorValue | list[FactorValue]]] = Field(default_factory=list)
     phases: Phases = Field(default_factory=Phases)
 
-    @field_validator("image_size")
+    @field_validator("image_size", mode="before")
     @classmethod
     def _image_size(cls, v: str | int) -> str | int:
         return _size(v, "image_size")
@@ -315,6 +315,11 @@ def _first_error(path: Path, exc: ValidationError) -> InvalidInput:
         msg = msg[len("Value error, ") :]
     elif err["type"] == "missing":
         msg = "required key is missing"
+    got = err.get("input")
+    if isinstance(got, int | float | str) and not isinstance(got, bool) and err["type"] != "extra_forbidden":
+        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:40] + "..."
+        if shown not in msg:  # name the bad value: pydantic's own messages do not
+            msg = f"{shown}: {msg}"
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return InvalidInput(f"{path}: {_loc(loc)}: {msg}{tail}")
