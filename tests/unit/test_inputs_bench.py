@@ -90,7 +90,7 @@ def test_max_runs_default_and_raised(tmp_path: Path) -> None:
     sc = scenario.load(write(tmp_path, body(tail=factors(30, 20))), profiles=PROFILES)  # 1,200 runs
     assert sc.runs == 1200
     with pytest.raises(
-        InvalidInput, match="1,200 fio runs .* above max_runs = 1,000: pass --yes or set max_runs"
+        InvalidInput, match=r"1,200 fio runs .* above max_runs = 1,000: pass --yes or set max_runs"
     ):
         scenario.check_runs(sc, yes=False)
     scenario.check_runs(sc, yes=True)
