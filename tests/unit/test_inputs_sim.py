@@ -208,3 +208,22 @@ def test_sim_sweep_param_grid_counted_before_expansion(
         "-p", f"cluster.slots_per_node={values}",
     )  # fmt: skip
     assert code == 2 and "--param grid has 1,000,000 runs" in err, err
+
+
+def test_calibrate_ignores_infinite_and_nan_measurements(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from skycache.sim.calibrate import derive
+    from skycache.sim.calibration import load_calibration
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(
+        {
+            "bw_bytes": [float("inf"), float("nan"), 50e6, 52e6],
+            "direction": ["read", "read", "read", "write"],
+            "lat_mean_ns": [1e6, 1e6, 1e6, 1e6],
+        }
+    ).to_parquet(run / "tidy.parquet")
+    cal = derive([run], base=load_calibration(CAL))
+    assert cal.backend("lvm").read_bw.value == pytest.approx(50e6)
