@@ -227,3 +227,18 @@ def test_calibrate_ignores_infinite_and_nan_measurements(tmp_path: Path) -> None
     ).to_parquet(run / "tidy.parquet")
     cal = derive([run], base=load_calibration(CAL))
     assert cal.backend("lvm").read_bw.value == pytest.approx(50e6)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["bench", "--vms", "9" * 5000], "is out of range [1, 10000000] (the model's VM bound)"),
+        (["bench", "--vms", "nan"], "--vms 'nan' is not a whole number"),
+        (["bench", "--vms", "5", "--nodes", "0"], "--nodes '0' is out of range"),
+    ],
+)
+def test_sim_bench_counts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and needle in err, err

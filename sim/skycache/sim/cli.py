@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from skycache.errors import InvalidInput
-from skycache.numbers import parse_seed
+from skycache.numbers import parse_int, parse_seed
 from skycache.sim.calibration import Calibration, load_calibration, render_calibration
 from skycache.sim.scenario import ScenarioFile, load_scenario
 from skycache.sim.tables import Table, as_int
@@ -258,9 +258,9 @@ def calibrate_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    vms: Annotated[int, typer.Option("--vms", min=1, help="VM starts to simulate.")] = 1_000_000,
-    nodes: Annotated[
-        int | None, typer.Option("--nodes", min=1, help="Worker nodes (default: scenario's).")
+    vms_text: Annotated[str, typer.Option("--vms", help="VM starts to simulate.")] = "1000000",
+    nodes_text: Annotated[
+        str | None, typer.Option("--nodes", help="Worker nodes (default: scenario's).")
     ] = None,
     scenario: Annotated[
         Path | None, typer.Option("--scenario", help="Scenario (default: sim-scale).")
@@ -272,8 +272,13 @@ def bench_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Time a large run: wall time, events per second, peak memory."""
+    from skycache.sim import budget
     from skycache.sim.bench import DEFAULT_SCENARIO, run_bench
 
+    vms = parse_int(vms_text, what="--vms", minimum=1, maximum=budget.MAX_VMS, bound="the model's VM bound")
+    nodes = None
+    if nodes_text is not None:
+        nodes = parse_int(nodes_text, what="--nodes", minimum=1, maximum=budget.MAX_NODES, bound="node bound")
     sf = load_scenario(scenario or DEFAULT_SCENARIO)
     cal = _calibration(sf, calibration)
     r = run_bench(sf, cal, vms=vms, nodes=nodes, trace_memory=trace_memory)
