@@ -19,13 +19,13 @@ DEFAULT_IQN_PREFIX = "iqn.2026-11.org.skycache"
 
 # Names users give (repositories, images, VM ids): LVM and dm accept more, but this set is safe
 # everywhere a name ends up (LV names, dm names, IQN parts, file names, iptables chain names).
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
 
 
 def iqn_prefix() -> str:
     """The IQN prefix of owned targets and initiators (``$SKYCACHE_IQN_PREFIX`` overrides it)."""
     prefix = os.environ.get("SKYCACHE_IQN_PREFIX", DEFAULT_IQN_PREFIX)
-    if not re.match(r"^iqn\.\d{4}-\d{2}\.[a-z0-9.-]+$", prefix):
+    if not re.fullmatch(r"iqn\.\d{4}-\d{2}\.[a-z0-9.-]+", prefix):
         raise InvalidInput(f"SKYCACHE_IQN_PREFIX {prefix!r} is not an IQN prefix (iqn.YYYY-MM.domain)")
     return prefix
 

@@ -31,7 +31,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *a
         (["shape", "--rate", "fast", "--delay", "1"], "rate 'fast'"),
         (["shape", "gbe-2009", "--rate", "1mbit"], "not both"),
         (["shape"], "give a PROFILE"),
-        (["shape", "gbe-2009", "--port", "0"], "port 0"),
+        (["shape", "gbe-2009", "--port", "0"], "--port '0'"),
         (["isolate", "tap0", "--allow-egress"], "--deny"),
         (["isolate", "tap0", "--allow-egress", "--deny", "300.1.1.0/24"], "'300.1.1.0/24'"),
         (["isolate", "bad/name", "--deny", "198.18.3.0/24"], "'bad/name'"),

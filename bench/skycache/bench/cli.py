@@ -141,6 +141,10 @@ def _comparisons_json(comps: list[comparing.Comparison]) -> list[dict[str, objec
     ]
 
 
+YesOpt = Annotated[
+    bool, typer.Option("--yes", help="Accept a scenario of more fio runs than its max_runs (default 1000).")
+]
+
 # -- bench -------------------------------------------------------------------------------------------
 
 
@@ -167,6 +171,7 @@ def run_cmd(
         str | None,
         typer.Option("--baseline", help="Baseline for the closing table (default: the scenario's)."),
     ] = None,
+    yes: YesOpt = False,
 ) -> None:
     """Build each stack, run fio on it, tear it down; conditions interleaved; then plots and report.md.
 
@@ -178,6 +183,7 @@ def run_cmd(
     from skycache.bench import orchestrate, report
 
     sc = scenarios.load(scenario)
+    scenarios.check_runs(sc, yes=yes)
     files.check_output_dir(out, what="--out")  # before a lab boots or a stack is built
     place = where or sc.model.where
     if place not in ("lab", "host", "hosts"):
@@ -187,6 +193,7 @@ def run_cmd(
     if place == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         extra = [*(["--workdir", str(workdir)] if workdir else []), *(["--run-id", run_id] if run_id else [])]
         extra += ["--baseline", baseline] if baseline else []
+        extra += ["--yes"] if yes else []
         raise typer.Exit(_run_in_lab(scenario, out, extra))
     command = "skycache bench run " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [str(scenario)])
     opts = orchestrate.RunOptions(results=out, where=place, workdir=workdir, run_id=run_id, command=command)
@@ -446,12 +453,14 @@ def suite_show(
 @suite_app.command("validate")
 def suite_validate(
     paths: Annotated[list[Path], typer.Argument(help="Scenario files or directories.")],
+    yes: YesOpt = False,
 ) -> None:
     """Validate scenario files; one line per file; exits non-zero if any is invalid."""
     bad = 0
     for f in _scenario_files(paths):
         try:
             sc = scenarios.load(f)
+            scenarios.check_runs(sc, yes=yes)
             typer.echo(f"{f}: ok ({len(sc.conditions)} conditions, {sc.runs} fio runs)")
         except InvalidInput as exc:
             typer.echo(f"skycache: error: {exc}", err=True)

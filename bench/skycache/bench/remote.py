@@ -20,11 +20,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from skycache.errors import InvalidInput
+from skycache.numbers import parse_port
 from skycache.runner import Runner, SshTarget, SystemRunner
 
 DEFAULT_PORT = 8765  # fio's default server port
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -84,9 +86,10 @@ def parse_host(entry: str) -> Host:
 
 
 def _port(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise ValueError(f"port {raw!r} is not a number from 1 to 65535")
-    return int(raw)
+    try:  # "²".isdigit() is True and int() of 5,000 digits raises: the one grammar decides
+        return parse_port(raw, what="port")
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _ipv6(name: str) -> None:
@@ -99,7 +102,7 @@ def _ipv6(name: str) -> None:
 def _hostname(name: str) -> None:
     if not name:
         raise ValueError("empty host name")
-    if len(name) > 253 or not all(_LABEL.match(part) for part in name.split(".")):
+    if len(name) > 253 or not all(_LABEL.fullmatch(part) for part in name.split(".")):
         raise ValueError(f"{name!r} is not a host name or IP address (name, name:port or ip:port)")
 
 

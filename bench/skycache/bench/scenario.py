@@ -25,6 +25,7 @@ Example (see ``scenarios/quickstart.toml`` for a complete one)::
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from skycache import files
 from skycache.bench import fioopts, remote
 from skycache.errors import InvalidInput
+from skycache.numbers import SEED_MAX
 from skycache.units import parse_positive_size
 
 Where = Literal["lab", "host", "hosts"]
@@ -50,6 +52,12 @@ KNOWN_FACTORS = ("stack", "workload", "cache_state", *FIO_FACTORS)
 # Shaping profile names known without importing the network layer (it may be absent on a host).
 DEFAULT_PROFILES = ("none", "gbe-2009", "10gbe")
 
+# Bounds of fio's own options (fio rejects larger iodepth/numjobs values or thrashes with them).
+FIO_LIMITS = {"iodepth": 4096, "numjobs": 256}
+DEFAULT_MAX_RUNS = 1000
+# Even with --yes: conditions are expanded in memory when the file is loaded.
+HARD_MAX_RUNS = 1_000_000
+
 _NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 
 
@@ -62,7 +70,8 @@ def _size(value: str | int, what: str) -> str | int:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # allow_inf_nan=False: TOML has nan and inf, and NaN passes every ge/le bound pydantic checks.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class Workload(_Strict):
@@ -83,7 +92,7 @@ class Workload(_Strict):
     job_file: str | None = None
     options: dict[str, str | int] = Field(default_factory=dict)
 
-    @field_validator("bs", "size")
+    @field_validator("bs", "size", mode="before")
     @classmethod
     def _sizes(cls, v: str | int, info: Any) -> str | int:
         return _size(v, info.field_name)
@@ -115,7 +124,7 @@ class Stack(_Strict):
     write_engine: Literal["writecache", "dmcache"] | None = None
     repo_delay_ms: float = Field(0.0, ge=0, le=10000)
 
-    @field_validator("read_cache", "write_cache")
+    @field_validator("read_cache", "write_cache", mode="before")
     @classmethod
     def _sizes(cls, v: str | int | None, info: Any) -> str | int | None:
         return None if v is None else _size(v, info.field_name)
@@ -151,7 +160,7 @@ class Stack(_Strict):
         return ", ".join(parts)
 
 
-_SSH_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 
 
 class SshOptions(_Strict):
@@ -168,7 +177,7 @@ class SshOptions(_Strict):
     @field_validator("user", mode="before")
     @classmethod
     def _user(cls, v: Any) -> Any:
-        if v is not None and not (isinstance(v, str) and _SSH_USER.match(v)):
+        if v is not None and not (isinstance(v, str) and _SSH_USER.fullmatch(v)):
             raise ValueError(f"{v!r} is not a user name (letters, digits, '_', '.', '-'; at most 32)")
         return v
 
@@ -218,7 +227,10 @@ class ScenarioModel(_Strict):
     repetitions: int = Field(3, ge=1, le=1000)
     shaping: str = "none"
     image_size: str | int = "256M"
-    seed: int = 1
+    seed: int = Field(1, ge=0, le=SEED_MAX)
+    # fio runs (conditions x repetitions) accepted without --yes: a typo in a factor list can ask
+    # for days of benchmarking; a scenario that means it says so here.
+    max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1, le=HARD_MAX_RUNS)
     baseline: str | None = None  # default --baseline of compare/report, e.g. "stack=lvm-iscsi"
     stacks: list[Stack] = Field(min_length=1)
     workloads: list[Workload] = Field(min_length=1)
@@ -226,7 +238,7 @@ class ScenarioModel(_Strict):
     exclude: list[dict[str, FactorValue | list[FactorValue]]] = Field(default_factory=list)
     phases: Phases = Field(default_factory=Phases)
 
-    @field_validator("image_size")
+    @field_validator("image_size", mode="before")
     @classmethod
     def _image_size(cls, v: str | int) -> str | int:
         return _size(v, "image_size")
@@ -303,6 +315,11 @@ def _first_error(path: Path, exc: ValidationError) -> InvalidInput:
         msg = msg[len("Value error, ") :]
     elif err["type"] == "missing":
         msg = "required key is missing"
+    got = err.get("input")
+    if isinstance(got, int | float | str) and not isinstance(got, bool) and err["type"] != "extra_forbidden":
+        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:40] + "..."
+        if shown not in msg:  # name the bad value: pydantic's own messages do not
+            msg = f"{shown}: {msg}"
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return InvalidInput(f"{path}: {_loc(loc)}: {msg}{tail}")
@@ -356,8 +373,10 @@ def _check_level(path: Path, key: str, v: FactorValue, stacks: list[str], worklo
             parse_positive_size(v, what="bs")
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
-    if key in ("iodepth", "numjobs") and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-        raise InvalidInput(f"{where}: {v!r} must be a positive integer")
+    if key in ("iodepth", "numjobs"):
+        top = FIO_LIMITS[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+            raise InvalidInput(f"{where}: {v!r} must be a positive integer, at most {top}")
 
 
 def _excluded(combo: Mapping[str, FactorValue], excludes: Sequence[Mapping[str, list[FactorValue]]]) -> bool:
@@ -432,6 +451,12 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
                     raise InvalidInput(f"{path}: exclude[{i}].{key}: {v!r} is not a level of factor {key}")
             norm[key] = values
         excludes.append(norm)
+    combinations = math.prod(len(v) for v in levels.values())
+    if combinations * model.repetitions > HARD_MAX_RUNS:
+        raise InvalidInput(
+            f"{path}: factors: {combinations:,} combinations x {model.repetitions} repetitions is above "
+            f"the bound of {HARD_MAX_RUNS:,} fio runs a scenario may have"
+        )
     stacks = {s.name: s for s in model.stacks}
     workloads = {w.name: w for w in model.workloads}
     conditions: list[Condition] = []
@@ -453,6 +478,16 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
     if not conditions:
         raise InvalidInput(f"{path}: exclude: the excludes remove every condition")
     return Scenario(path, model, tuple(conditions), tuple(keys), ssh)
+
+
+def check_runs(sc: Scenario, *, yes: bool) -> None:
+    """Refuse a scenario of more fio runs than its ``max_runs`` (default 1000) unless ``yes``."""
+    if sc.runs > sc.model.max_runs and not yes:
+        raise InvalidInput(
+            f"{sc.path}: {sc.runs:,} fio runs ({len(sc.conditions):,} conditions x "
+            f"{sc.model.repetitions} repetitions) is above max_runs = {sc.model.max_runs:,}: "
+            "pass --yes or set max_runs in the scenario"
+        )
 
 
 def _ssh_hosts(path: Path, m: ScenarioModel) -> remote.SshHosts:

@@ -13,6 +13,7 @@ import typer
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, run_plan
 from skycache.errors import InvalidInput
 from skycache.net import isolation, netns, shaping
+from skycache.numbers import parse_float, parse_port
 from skycache.runner import SystemRunner
 
 net_app = typer.Typer(
@@ -42,10 +43,12 @@ def shape(
     rate: Annotated[
         str | None, typer.Option("--rate", help="Custom rate per direction, e.g. 100mbit.")
     ] = None,
-    delay: Annotated[float | None, typer.Option("--delay", help="Custom one-way delay in ms.")] = None,
-    loss: Annotated[float, typer.Option("--loss", help="Custom random loss in percent.")] = 0.0,
+    delay_text: Annotated[str | None, typer.Option("--delay", help="Custom one-way delay in ms.")] = None,
+    loss_text: Annotated[str, typer.Option("--loss", help="Custom random loss in percent.")] = "0",
     dev: DevOpt = "lo",
-    port: Annotated[int, typer.Option("--port", help="TCP port of the iSCSI path (both directions).")] = 3260,
+    port_text: Annotated[
+        str, typer.Option("--port", help="TCP port of the iSCSI path (both directions).")
+    ] = "3260",
     ns: NetnsOpt = None,
     dry_run: DryRunOpt = False,
 ) -> None:
@@ -53,6 +56,10 @@ def shape(
 
     Example: skycache net shape gbe-2009   |   skycache net shape --rate 50mbit --delay 2
     """
+    # Read as text and parsed here: click's own int/float accept "nan", "inf" and fail on 5,000 digits.
+    port = parse_port(port_text, what="--port")
+    delay = parse_float(delay_text, what="--delay", maximum=10_000.0) if delay_text is not None else None
+    loss = parse_float(loss_text, what="--loss", maximum=99.999)
     if profile is not None and (rate is not None or delay is not None or loss):
         raise InvalidInput("give either a PROFILE or --rate/--delay/--loss, not both")
     if profile is None and rate is None and delay is None:

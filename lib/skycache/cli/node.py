@@ -10,6 +10,7 @@ import typer
 
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, print_table, run_plan
 from skycache.errors import InvalidInput
+from skycache.numbers import parse_duration
 from skycache.runner import SystemRunner
 from skycache.storage import image, node
 from skycache.storage.caches import cachestatus
@@ -162,10 +163,11 @@ def cache_drop(
 @cache_app.command("flush")
 def cache_flush(
     name: Annotated[str, typer.Argument(help="A skycache write-back cache device.")],
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 600,
+    timeout: Annotated[str, typer.Option("--timeout", help="Time to wait (600, 10min, 1h).")] = "600",
 ) -> None:
     """Write back every dirty block and wait until the cache is clean."""
-    cachestatus.flush(SystemRunner(), name, lambda n: _progress(f"{name}: {n} blocks to write back"), timeout)
+    seconds = parse_duration(timeout, what="--timeout", positive=True, maximum=7 * 86400.0)
+    cachestatus.flush(SystemRunner(), name, lambda n: _progress(f"{name}: {n} blocks to write back"), seconds)
     typer.echo(f"{name} is clean")
 
 

@@ -9,6 +9,7 @@ import typer
 
 from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, run_plan
 from skycache.errors import InvalidInput
+from skycache.numbers import parse_duration
 from skycache.runner import SystemRunner
 from skycache.storage import image, inventory, teardown
 from skycache.storage import repository as repos
@@ -268,12 +269,14 @@ def export_restore(dry_run: DryRunOpt = False) -> None:
 def attach(
     ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
     portal: Annotated[str, typer.Option("--portal", help="Target portal ADDR[:PORT].")],
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the disk.")] = 60,
+    timeout: Annotated[str, typer.Option("--timeout", help="Time to wait for the disk (60, 2min).")] = "60",
     dry_run: DryRunOpt = False,
 ) -> None:
     """Log in to an exported image; prints the block device as the last line."""
+    seconds = parse_duration(timeout, what="--timeout", positive=True, maximum=86400.0)
+    where = iscsi.parse_portal(portal)
     view = View(SystemRunner())
-    plan, device = image.plan_attach(view, ref, iscsi.parse_portal(portal), timeout_s=timeout)
+    plan, device = image.plan_attach(view, ref, where, timeout_s=seconds)
     if run_plan(plan, dry_run, view.runner):
         typer.echo(view.runner.resolve(device) or device)
 

@@ -54,7 +54,7 @@ def check_chain(name: str) -> str:
     if (
         not name.startswith(CHAIN_PREFIX)
         or len(name) > MAX_CHAIN_LEN
-        or not re.match(r"^[A-Za-z0-9_.-]+$", name)
+        or not re.fullmatch(r"[A-Za-z0-9_.-]+", name)
     ):
         raise InvalidInput(
             f"chain name {name!r} is invalid (SKYCACHE-..., at most {MAX_CHAIN_LEN} characters)"

@@ -24,16 +24,16 @@ from skycache.runner import Runner
 BENCH_NET = ipaddress.ip_network("198.18.0.0/15")
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
-_NS_RE = re.compile(r"^skycache-[a-z0-9][a-z0-9_.-]{0,30}$")
+_NS_RE = re.compile(r"skycache-[a-z0-9][a-z0-9_.-]{0,30}")
 # Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or whitespace.
-_DEV_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+_DEV_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 
 
 def check_ns(name: str) -> str:
     """Return ``name`` if it is a valid owned namespace name (``skycache-...``)."""
     if not name.startswith(NAME_PREFIX):
         raise NotOwned(f"network namespace {name!r} was not created by skycache (no {NAME_PREFIX!r} prefix)")
-    if not _NS_RE.match(name):
+    if not _NS_RE.fullmatch(name):
         raise InvalidInput(f"network namespace name {name!r} is invalid (skycache-[a-z0-9_.-], max 40)")
     return name
 
@@ -44,7 +44,7 @@ def check_optional_ns(name: str | None) -> str | None:
 
 
 def check_dev(name: str) -> str:
-    if not _DEV_RE.match(name):
+    if not _DEV_RE.fullmatch(name):
         raise InvalidInput(f"interface name {name!r} is invalid (1-15 characters of A-Za-z0-9_.-)")
     return name
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from skycache.errors import InvalidInput, NotOwned, SkycacheError
 from skycache.net.netns import check_dev, check_optional_ns, in_ns
+from skycache.numbers import parse_port
 from skycache.plan import Action, Command, Plan
 from skycache.runner import Runner
 
@@ -144,9 +145,7 @@ def profile(name: str) -> ShapingProfile:
 
 
 def check_port(port: int) -> int:
-    if not 1 <= port <= 65535:
-        raise InvalidInput(f"port {port} is not a TCP port (1-65535)")
-    return port
+    return parse_port(port)
 
 
 # -- pure builders ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ rows with ``transport == "local"`` are not repository rates.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ import pandas as pd
 from skycache import files
 from skycache.errors import InvalidInput
 from skycache.sim.calibration import Calibration, Rate, RepositoryRates, bw_rate, duration_rate
+from skycache.sim.quantities import MAX_BANDWIDTH
 
 _OFF = {"", "none", "off", "no", "false", "0", "nan", "uncached", "disabled"}
 _GROUP = ["run_id", "condition", "repetition"]
@@ -84,7 +86,8 @@ def _best(
     df: pd.DataFrame, value: str, *, largest: bool, aggregate: str
 ) -> tuple[float, dict[str, str]] | None:
     """Median over repetitions of the best (run, condition); per repetition jobs are summed or averaged."""
-    df = df[pd.to_numeric(df[value], errors="coerce").notna()]
+    numeric = pd.to_numeric(df[value], errors="coerce")
+    df = df[numeric.notna() & numeric.abs().lt(float("inf"))]  # NaN and +-inf are not measurements
     if df.empty:
         return None
     per_rep = df.groupby(_GROUP, dropna=False)[value].agg(aggregate).reset_index()
@@ -200,6 +203,11 @@ def derive(runs: Iterable[Path], base: Calibration | None = None) -> Calibration
     def pick(key: str, got: Any, fallback: Rate | None, kind: str) -> Rate:
         if got is not None:
             value, prov = got
+            # A rate the model would divide by: an inf or NaN in a run's table must not become one.
+            if not math.isfinite(value) or value <= 0 or value > MAX_BANDWIDTH:
+                raise InvalidInput(
+                    f"{key} = {value!r} from run {prov.get('run', '?')!r} is not a usable rate"
+                )
             return bw_rate(value, prov) if kind == "bw" else duration_rate(value, prov)
         if fallback is not None:
             return fallback

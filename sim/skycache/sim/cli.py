@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from datetime import UTC, datetime
@@ -14,8 +15,10 @@ import typer
 
 from skycache import files
 from skycache.errors import InvalidInput
+from skycache.numbers import parse_int, parse_seed
 from skycache.sim.calibration import Calibration, load_calibration, render_calibration
 from skycache.sim.scenario import ScenarioFile, load_scenario
+from skycache.sim.tables import Table, as_int
 
 app = typer.Typer(
     help="Simulate repository, network and NAT load for large clusters.",
@@ -23,6 +26,9 @@ app = typer.Typer(
 )
 
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario TOML (scenarios/sim-*.toml).")]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", help="Accept a sweep above sweep.max_points runs (default 1000).")
+]
 CalibrationOpt = Annotated[
     Path | None,
     typer.Option("--calibration", "-c", help="Calibration TOML (default: the scenario's calibration)."),
@@ -88,7 +94,9 @@ def _parse_value(text: str) -> Any:
 def run_cmd(
     scenario: ScenarioArg,
     calibration: CalibrationOpt = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="RNG seed (default: the scenario's).")] = None,
+    seed_text: Annotated[
+        str | None, typer.Option("--seed", help="RNG seed, 0 to 2**32-1 (default: the scenario's).")
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Output directory (default: results/sim/<name>-<time>)."),
@@ -98,13 +106,15 @@ def run_cmd(
     ] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG figures.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Simulate a scenario (every variant it defines) and write tidy tables, summary and plots."""
     from skycache.sim.model import simulate
     from skycache.sim.results import series_table, summarise, vm_table, write_run
 
+    seed = parse_seed(seed_text, what="--seed") if seed_text is not None else None
     files.check_output_dir(out or Path("results/sim"), what="--out")  # before the run, not after it
-    sf = load_scenario(scenario)
+    sf = load_scenario(scenario, yes=yes)
     cal = _calibration(sf, calibration)
     chosen = sf.all_variants()
     if variant:
@@ -139,16 +149,21 @@ def run_cmd(
 
 
 @app.command("check")
-def check_cmd(scenario: ScenarioArg, calibration: CalibrationOpt = None) -> None:
+def check_cmd(scenario: ScenarioArg, calibration: CalibrationOpt = None, yes: YesOpt = False) -> None:
     """Validate a scenario (all variants and sweep points), its trace and its calibration; run nothing."""
-    from skycache.sim.swf import load_swf
+    import numpy as np
 
-    sf = load_scenario(scenario)
+    from skycache.sim.swf import load_swf
+    from skycache.sim.workload import generate
+
+    sf = load_scenario(scenario, yes=yes)
     cal = _calibration(sf, calibration)
     for sc in sf.all_variants():
         cal.backend(sc.repository.backend)
         if sc.workload.trace is not None:
             load_swf(sc.workload.trace)
+            # The trace decides how many VMs start and how long the run lasts: check those bounds.
+            generate(sc, np.random.default_rng(sc.seed))
     typer.echo(
         f"ok: {sf.base.name}: {1 + len(sf.variants)} variant(s), {len(sf.sweep_points())} sweep point(s)"
     )
@@ -171,13 +186,18 @@ def sweep_cmd(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Local cluster worker processes.")] = 2,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON records.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Run a grid of parameters x variants x replications in parallel on Dask."""
+    from skycache.sim import budget
     from skycache.sim.scenario import parse_scenario_file
     from skycache.sim.sweep import run_sweep, write_sweep
 
     files.check_output_dir(out or Path("results/sim"), what="--out")  # before the sweep, not after it
-    sf = load_scenario(scenario)
+    # The file's own grid is checked on load, unless --param replaces it or -r changes the count.
+    sf = load_scenario(scenario, yes=yes or bool(param) or replications is not None)
+    limit = Table(sf.raw.get("sweep", {}), "sweep").get("max_points", as_int(1), budget.DEFAULT_MAX_POINTS)
+    reps = replications or sf.replications
     if param:
         grid: dict[str, list[Any]] = {}
         for item in param:
@@ -185,11 +205,15 @@ def sweep_cmd(
             if not sep or not values:
                 raise InvalidInput(f"--param {item!r} is not SECTION.KEY=V1,V2")
             grid[key.strip()] = [_parse_value(v) for v in values.split(",")]
+        # Counted before the points are expanded and validated (that is the slow part).
+        runs = math.prod(len(v) for v in grid.values()) * (1 + len(sf.variants)) * reps
+        budget.check_points(runs, limit, yes, "--param grid")
         raw = dict(sf.raw)
         raw["sweep"] = {**dict(raw.get("sweep", {})), "grid": grid}
-        sf = parse_scenario_file(raw, sf.path)
+        sf = parse_scenario_file(raw, sf.path, yes=True)
+    runs = len(sf.sweep_points()) * (1 + len(sf.variants)) * reps
+    budget.check_points(runs, limit, yes, f"{sf.path}: the sweep")
     cal = _calibration(sf, calibration)
-    reps = replications or sf.replications
     t0 = time.perf_counter()
     table = run_sweep(sf, cal, replications=reps, scheduler=scheduler, workers=workers)
     wall = time.perf_counter() - t0
@@ -237,9 +261,9 @@ def calibrate_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    vms: Annotated[int, typer.Option("--vms", min=1, help="VM starts to simulate.")] = 1_000_000,
-    nodes: Annotated[
-        int | None, typer.Option("--nodes", min=1, help="Worker nodes (default: scenario's).")
+    vms_text: Annotated[str, typer.Option("--vms", help="VM starts to simulate.")] = "1000000",
+    nodes_text: Annotated[
+        str | None, typer.Option("--nodes", help="Worker nodes (default: scenario's).")
     ] = None,
     scenario: Annotated[
         Path | None, typer.Option("--scenario", help="Scenario (default: sim-scale).")
@@ -251,8 +275,13 @@ def bench_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Time a large run: wall time, events per second, peak memory."""
+    from skycache.sim import budget
     from skycache.sim.bench import DEFAULT_SCENARIO, run_bench
 
+    vms = parse_int(vms_text, what="--vms", minimum=1, maximum=budget.MAX_VMS, bound="the model's VM bound")
+    nodes = None
+    if nodes_text is not None:
+        nodes = parse_int(nodes_text, what="--nodes", minimum=1, maximum=budget.MAX_NODES, bound="node bound")
     sf = load_scenario(scenario or DEFAULT_SCENARIO)
     cal = _calibration(sf, calibration)
     r = run_bench(sf, cal, vms=vms, nodes=nodes, trace_memory=trace_memory)

@@ -23,6 +23,12 @@ _BYTES: dict[str, float] = {
     "GiB": 2**30,
     "TiB": 2**40,
     "PiB": 2**50,
+    # The size grammar of the CLI and of bench files (skycache.units): single letters are binary.
+    "K": 2**10,
+    "M": 2**20,
+    "G": 2**30,
+    "T": 2**40,
+    "P": 2**50,
     "kB": 1e3,
     "KB": 1e3,
     "MB": 1e6,
@@ -46,6 +52,13 @@ _SECONDS: dict[str, float] = {
     "h": 3600.0,
     "d": 86400.0,
 }
+# The largest values the model takes: beyond them a number is a typo, and its float arithmetic
+# (rates times seconds, bytes over rates) would overflow or lose every digit that matters.
+MAX_BYTES = float(2**63)  # 8 EiB: off_t
+MAX_SECONDS = 100 * 365 * 86400.0  # a century of simulated time
+MAX_BANDWIDTH = 1e15  # 1 PB/s, 1000 times a 1 Tbit/s link
+MAX_FREQUENCY = 1e9  # a billion events per second
+
 # Per-time denominators accepted after "/".
 _PER: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0}
 # Bit-rate shorthands people write for links.
@@ -67,12 +80,19 @@ def _split(text: object, what: str) -> tuple[float, str, str | None]:
     return value, unit, per
 
 
+def _bounded(value: float, text: object, what: str, maximum: float, name: str) -> float:
+    if not math.isfinite(value) or value > maximum:
+        raise InvalidInput(f"{what} = {text!r} is above the largest {name} the model takes ({maximum:g})")
+    return value
+
+
 def parse_bytes(text: object, *, what: str) -> float:
-    """Bytes in ``"300 MiB"``, ``"1.5 GB"``, ``"0 B"``; refuses plain numbers and negative values."""
+    """Bytes in ``"300 MiB"``, ``"1.5 GB"``, ``"1G"``, ``"0 B"``; refuses plain numbers, negative
+    values and more than :data:`MAX_BYTES`."""
     value, unit, per = _split(text, what)
     if per is not None or unit not in _BYTES:
-        raise InvalidInput(f"{what} = {text!r} is not a size (units: B, KiB, MiB, GiB, TiB, KB, MB, GB)")
-    return value * _BYTES[unit]
+        raise InvalidInput(f"{what} = {text!r} is not a size (units: B, KiB, MiB, GiB, TiB, KB, MB, GB, G)")
+    return _bounded(value * _BYTES[unit], text, what, MAX_BYTES, "size in bytes")
 
 
 def parse_duration(text: object, *, what: str) -> float:
@@ -80,17 +100,17 @@ def parse_duration(text: object, *, what: str) -> float:
     value, unit, per = _split(text, what)
     if per is not None or unit not in _SECONDS:
         raise InvalidInput(f"{what} = {text!r} is not a duration (units: ns, us, ms, s, min, h, d)")
-    return value * _SECONDS[unit]
+    return _bounded(value * _SECONDS[unit], text, what, MAX_SECONDS, "duration in seconds")
 
 
 def parse_bandwidth(text: object, *, what: str) -> float:
     """Bytes per second in ``"120 MiB/s"``, ``"1 Gbit/s"``, ``"10 Gbps"``."""
     value, unit, per = _split(text, what)
     if per is None and unit in _BPS:
-        return value * _BPS[unit]
+        return _bounded(value * _BPS[unit], text, what, MAX_BANDWIDTH, "bandwidth in B/s")
     if per is None or per not in _PER or unit not in _BYTES:
         raise InvalidInput(f'{what} = {text!r} is not a bandwidth (e.g. "120 MiB/s", "1 Gbit/s")')
-    return value * _BYTES[unit] / _PER[per]
+    return _bounded(value * _BYTES[unit] / _PER[per], text, what, MAX_BANDWIDTH, "bandwidth in B/s")
 
 
 def parse_frequency(text: object, *, what: str) -> float:
@@ -98,7 +118,7 @@ def parse_frequency(text: object, *, what: str) -> float:
     value, unit, per = _split(text, what)
     if unit or per not in _PER:
         raise InvalidInput(f'{what} = {text!r} is not a rate of events (e.g. "5 /s", "120 /h")')
-    return value / _PER[per]
+    return _bounded(value / _PER[per], text, what, MAX_FREQUENCY, "rate in events/s")
 
 
 def format_bandwidth(bps: float) -> str:

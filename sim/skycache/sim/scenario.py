@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 from skycache import files
 from skycache.errors import InvalidInput
+from skycache.numbers import SEED_MAX
+from skycache.sim import budget
 from skycache.sim.quantities import parse_bandwidth, parse_bytes, parse_duration, parse_frequency
 from skycache.sim.tables import Table, as_bool, as_float, as_int, as_str, unit
 
@@ -151,7 +154,7 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
     s = top.sub("scenario")
     name = s.require("name", as_str())
     description = s.get("description", as_str(), "")
-    seed = s.get("seed", as_int(0), 1)
+    seed = s.get("seed", as_int(0, SEED_MAX, "a 32-bit seed"), 1)
     duration = s.get("duration", unit(parse_duration), 0.0)
     sample = s.get("sample_interval", unit(parse_duration), 10.0)
     if sample <= 0:
@@ -162,8 +165,8 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
 
     c = top.sub("cluster")
     cluster = ClusterSpec(
-        nodes=c.require("nodes", as_int(1)),
-        slots_per_node=c.get("slots_per_node", as_int(1), 8),
+        nodes=c.require("nodes", as_int(1, budget.MAX_NODES, "the model's node bound")),
+        slots_per_node=c.get("slots_per_node", as_int(1, 100_000), 8),
         nic_bw=c.require("nic", unit(parse_bandwidth)),
         read_cache=c.get("read_cache", unit(parse_bytes), 0.0),
         write_cache=c.get("write_cache", as_bool, True),
@@ -178,12 +181,12 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
     repository = RepositorySpec(
         kind=r.get("kind", as_str("central", "distributed"), "central"),
         backend=r.get("backend", as_str(), "lvm"),
-        targets=r.get("targets", as_int(1), 1),
+        targets=r.get("targets", as_int(1, budget.MAX_NODES, "the model's node bound"), 1),
         link_bw=r.get("link", unit(parse_bandwidth), 0.0),
         read_bw=r.get("read_bw", unit(parse_bandwidth), None),
         write_bw=r.get("write_bw", unit(parse_bandwidth), None),
         latency=r.get("latency", unit(parse_duration), None),
-        replicas=r.get("replicas", as_int(1), 1),
+        replicas=r.get("replicas", as_int(1, budget.MAX_NODES, "the model's node bound"), 1),
     )
     r.done()
     if repository.kind == "central" and repository.link_bw <= 0:
@@ -196,8 +199,8 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
 
     i = top.sub("images")
     images = ImagesSpec(
-        count=i.get("count", as_int(1), 1),
-        zipf=i.get("zipf", as_float(0.0), 1.0),
+        count=i.get("count", as_int(1, budget.MAX_IMAGES, "the model's image bound"), 1),
+        zipf=i.get("zipf", as_float(0.0, 100.0), 1.0),
         working_set=i.require("working_set", unit(parse_bytes)),
     )
     i.done()
@@ -207,7 +210,7 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
     trace_text = w.get("trace", as_str(), "")
     workload = WorkloadSpec(
         arrivals=arrivals,
-        count=w.get("count", as_int(0), 0),
+        count=w.get("count", as_int(0, budget.MAX_VMS, "the model's VM bound"), 0),
         rate=w.get("rate", unit(parse_frequency), 0.0),
         window=w.get("window", unit(parse_duration), 0.0),
         trace=(base_dir / trace_text) if trace_text else None,
@@ -226,13 +229,13 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
     n = top.sub("nat")
     nat = NatSpec(
         mode=n.get("mode", as_str("none", "per-node", "central"), "none"),
-        gateways=n.get("gateways", as_int(1), 1),
-        cores=n.get("cores", as_float(0.0), 1.0),
+        gateways=n.get("gateways", as_int(1, budget.MAX_NODES, "the model's node bound"), 1),
+        cores=n.get("cores", as_float(0.0, 1e6), 1.0),
         egress_bw=n.get("egress", unit(parse_bandwidth), 0.0),
         packet_size=n.get("packet_size", unit(parse_bytes), 1200.0),
         conn_rate=n.get("conn_rate", unit(parse_frequency), 0.0),
         conn_lifetime=n.get("conn_lifetime", unit(parse_duration), 120.0),
-        conntrack_max=n.get("conntrack_max", as_int(1), 262144),
+        conntrack_max=n.get("conntrack_max", as_int(1, 2**32 - 1, "nf_conntrack_max is 32-bit"), 262144),
         gateway_link_bw=n.get("gateway_link", unit(parse_bandwidth), 1.25e9),
     )
     n.done()
@@ -242,7 +245,7 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
         raise InvalidInput("nat.packet_size must be positive")
     top.raw("variants")
     top.raw("sweep")
-    return Scenario(
+    sc = Scenario(
         name=name,
         description=description,
         variant=variant,
@@ -256,9 +259,12 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
         workload=workload,
         nat=nat,
     )
+    budget.check_scenario(sc)
+    return sc
 
 
-def parse_scenario_file(data: Mapping[str, Any], path: Path) -> ScenarioFile:
+def parse_scenario_file(data: Mapping[str, Any], path: Path, *, yes: bool = False) -> ScenarioFile:
+    """Validate a whole file; a sweep above ``sweep.max_points`` runs is refused unless ``yes``."""
     base = parse_scenario(_variant_data(data, "base"), base_dir=path.parent)
     variants_t = Table(data.get("variants", {}), "variants")
     variants: dict[str, Scenario] = {}
@@ -268,7 +274,8 @@ def parse_scenario_file(data: Mapping[str, Any], path: Path) -> ScenarioFile:
         Table(variants_t.raw(vname), f"variants.{vname}")  # must be a table
         variants[vname] = parse_scenario(_variant_data(data, vname), base_dir=path.parent, variant=vname)
     sw = Table(data.get("sweep", {}), "sweep")
-    replications = sw.get("replications", as_int(1), 1)
+    replications = sw.get("replications", as_int(1, budget.HARD_MAX_POINTS), 1)
+    max_points = sw.get("max_points", as_int(1, budget.HARD_MAX_POINTS), budget.DEFAULT_MAX_POINTS)
     grid_raw = sw.sub("grid")
     grid: dict[str, tuple[Any, ...]] = {}
     for key in grid_raw.names():
@@ -277,6 +284,9 @@ def parse_scenario_file(data: Mapping[str, Any], path: Path) -> ScenarioFile:
             raise InvalidInput(f"sweep.grid.{key} must be a non-empty list")
         grid[key] = tuple(values)
     sw.done()
+    # Counted before a single point is expanded: validating 10**6 points is itself the hang.
+    runs = math.prod(len(v) for v in grid.values()) * (1 + len(variants)) * replications
+    budget.check_points(runs, max_points, yes, f"{path}: the sweep" if grid else f"{path}")
     sf = ScenarioFile(path=path, raw=data, base=base, variants=variants, grid=grid, replications=replications)
     for point in sf.sweep_points():  # every grid point must be a valid scenario, before any run
         for vname in ("base", *variants):
@@ -284,7 +294,7 @@ def parse_scenario_file(data: Mapping[str, Any], path: Path) -> ScenarioFile:
     return sf
 
 
-def load_scenario(path: str | Path) -> ScenarioFile:
+def load_scenario(path: str | Path, *, yes: bool = False) -> ScenarioFile:
     p = Path(path)
     data = files.load_toml(p, what="scenario file")  # one line for a directory, FIFO, binary, ...
-    return parse_scenario_file(data, p)
+    return parse_scenario_file(data, p, yes=yes)

@@ -14,6 +14,7 @@ wrong number of fields or non-numeric fields is refused with the line number.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,13 @@ import numpy.typing as npt
 
 from skycache import files
 from skycache.errors import InvalidInput
+from skycache.sim.budget import MAX_VMS
 
 FIELDS = 18
 # Logs of the Parallel Workloads Archive are tens of MiB; the bound keeps the parse within memory.
 MAX_TRACE_BYTES = 512 * 2**20
+# Larger than any time (30 million years in seconds) or count a real trace has; int64-safe.
+MAX_FIELD = 1e15
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,15 @@ def parse_swf(text: str, *, name: str = "trace", limit: int = 0) -> SwfTrace:
             values = [float(f) for f in fields]
         except ValueError:
             raise InvalidInput(f"{name} line {lineno} has a non-numeric field: not SWF") from None
+        # float() reads "nan" and "inf" (and 1e999 as inf): no SWF field is either.
+        if not all(math.isfinite(v) and abs(v) <= MAX_FIELD for v in values):
+            raise InvalidInput(f"{name} line {lineno} has a field that is not a finite number below 1e15")
+        for col in (4, 7):  # allocated and requested processors: each one is a VM in the model
+            if values[col] > MAX_VMS:
+                raise InvalidInput(
+                    f"{name} line {lineno}: {fields[col]} processors, above the model's bound of "
+                    f"{MAX_VMS:,} VMs"
+                )
         submit = values[1]
         if submit < 0:
             raise InvalidInput(f"{name} line {lineno}: negative submit time {fields[1]}")

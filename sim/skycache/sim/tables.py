@@ -6,10 +6,12 @@ before it starts rather than silently fall back to a default.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from skycache.errors import InvalidInput
+from skycache.numbers import INT64_MAX, parse_int
 
 T = TypeVar("T")
 
@@ -60,13 +62,16 @@ class Table:
             raise InvalidInput(f"unknown key {unknown[0]!r}{where}")
 
 
-def as_int(minimum: int = 0) -> Callable[[Any, str], int]:
+def as_int(minimum: int = 0, maximum: int = INT64_MAX, bound: str = "") -> Callable[[Any, str], int]:
+    """A whole number in [minimum, maximum] (TOML integers are unbounded in Python: 10**30 would
+    reach numpy and fail there)."""
+
     def parse(value: Any, what: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidInput(f"{what} = {value!r} is not a whole number")
         if value < minimum:
             raise InvalidInput(f"{what} = {value!r} is below {minimum}")
-        return value
+        return parse_int(value, what=f"{what} =", minimum=minimum, maximum=maximum, bound=bound)
 
     return parse
 
@@ -75,6 +80,9 @@ def as_float(minimum: float = 0.0, maximum: float | None = None) -> Callable[[An
     def parse(value: Any, what: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInput(f"{what} = {value!r} is not a number")
+        # TOML has nan and inf: both compare False with every bound, so refuse them first.
+        if not math.isfinite(value):
+            raise InvalidInput(f"{what} = {value!r} is not a finite number")
         if value < minimum or (maximum is not None and value > maximum):
             bound = f"[{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
             raise InvalidInput(f"{what} = {value!r} is outside {bound}")

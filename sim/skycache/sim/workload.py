@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from skycache.sim import budget
 from skycache.sim.scenario import Scenario
 from skycache.sim.swf import load_swf
 
@@ -48,9 +49,13 @@ def generate(sc: Scenario, rng: np.random.Generator) -> Arrivals:
         trace = load_swf(w.trace, limit=w.count)
         # One VM per allocated processor of each job: a job of 4 processors starts 4 VMs at once.
         reps = trace.processors
+        # Checked before np.repeat allocates them: 10**6 jobs of 10**6 processors is 10**12 VMs.
+        budget.check_vms(int(reps.sum()), f"trace {str(w.trace)!r}")
         times = np.repeat(trace.submit, reps)
         rt = np.repeat(trace.runtime, reps)
         fallback = _runtimes(rng, sc, len(rt))
         runtimes = np.where(rt > 0, rt, fallback)
+        if len(times):
+            budget.check_samples(sc, budget.horizon(sc, float(times[-1]), len(times)))
     images = zipf_images(rng, sc.images.count, sc.images.zipf, len(times))
     return Arrivals(time=times.astype(np.float64), image=images, runtime=runtimes.astype(np.float64))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from skycache.errors import Busy, InvalidInput, NotFound, SkycacheError
+from skycache.numbers import portal_port
 from skycache.plan import Action, Command, Wait
 from skycache.runner import AGENT, CommandError, Retry, Runner, Secret
 
@@ -76,14 +77,7 @@ def parse_portal(text: str) -> Portal:
         addr, port_text = text, "3260"
     if not addr or not re.fullmatch(r"[A-Za-z0-9.-]+", addr):
         raise InvalidInput(f"portal {text!r} is not ADDR[:PORT]")
-    if (
-        not port_text.isascii()
-        or not port_text.isdigit()
-        or len(port_text) > 5
-        or not 0 < int(port_text) < 65536
-    ):
-        raise InvalidInput(f"portal {text!r} has an invalid port {port_text!r}")
-    return Portal(addr, int(port_text))
+    return Portal(addr, portal_port(text, port_text))
 
 
 # -- parsers -----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 
 from skycache import state
 from skycache.errors import Busy, InvalidInput, NotFound, SkycacheError
+from skycache.numbers import portal_port
 from skycache.ownership import NAME_PREFIX, iqn_prefix, is_owned_iqn
 from skycache.plan import Action, Command
 from skycache.runner import AGENT, Runner, Secret
@@ -73,12 +74,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         addr, port_text = text, "3260"
     if not addr or not all(c.isalnum() or c in ".-" for c in addr):
         raise InvalidInput(f"portal {text!r} is not ADDR[:PORT]")
-    if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
-        raise InvalidInput(f"portal {text!r} has an invalid port {port_text!r}")
-    port = int(port_text)
-    if not 0 < port < 65536:
-        raise InvalidInput(f"portal {text!r} has an invalid port {port}")
-    return addr, port
+    return addr, portal_port(text, port_text)
 
 
 # -- CHAP secrets ------------------------------------------------------------------------------------
