@@ -173,7 +173,7 @@ class World:
 
     def deep_nesting(self, name: str = "deep.toml", depth: int = 5000) -> Path:
         p = self.files / name
-        p.write_text("name = \"deep\"\nx = " + "[" * depth + "]" * depth + "\n")
+        p.write_text('name = "deep"\nx = ' + "[" * depth + "]" * depth + "\n")
         return p
 
     def embedded_nul(self, name: str = "nul.toml") -> Path:
@@ -363,7 +363,7 @@ def invoke(w: World, args: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_
                 hung = True
             except ChangeAttempted:
                 pass  # recorded in attempts
-            except BaseException as exc:  # noqa: BLE001 (anything past run_app is what we look for)
+            except BaseException as exc:  # anything that gets past run_app is what we look for
                 escaped = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 err.write("Traceback (escaped run_app)\n" + traceback.format_exc())
     finally:

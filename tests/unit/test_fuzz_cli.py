@@ -61,8 +61,13 @@ def _check(family: str, w: World, args: list[str]) -> None:
 def _report(family: str, body: Callable[[], None]) -> None:
     """Run a family's property and print its number of cases (``make fuzz`` shows the counts)."""
     COUNTS[family] = 0
-    body()
-    print(f"\nfuzz: {family}: {COUNTS[family]} cases ({PROFILE})")
+    passed = False
+    try:
+        body()
+        passed = True
+    finally:
+        verdict = "passed" if passed else "FAILED (the count includes the shrinking of the failure)"
+        print(f"\nfuzz: {family}: {COUNTS[family]} cases ({PROFILE}), {verdict}")
     if PROFILE == "long":
         assert COUNTS[family] >= LONG_EXAMPLES, f"{family}: only {COUNTS[family]} cases"
 
@@ -123,8 +128,19 @@ hostile_int_options = st.one_of(
 portal_hosts = st.sampled_from(["127.0.0.1", "localhost", "repo.example"])
 hostile_portals = st.one_of(
     st.tuples(portal_hosts, hostile_ports).map(lambda t: f"{t[0]}:{t[1]}"),
-    st.sampled_from(["", ":3260", "127.0.0.1\n", "127.0.0.1:3260\n", "127.0.0.1\x00:3260", "a b:3260",
-                     "127.0.0.1:3260:1", "-o:3260", "$(id):3260"]),  # fmt: skip
+    st.sampled_from(
+        [
+            "",
+            ":3260",
+            "127.0.0.1\n",
+            "127.0.0.1:3260\n",
+            "127.0.0.1\x00:3260",
+            "a b:3260",
+            "127.0.0.1:3260:1",
+            "-o:3260",
+            "$(id):3260",
+        ]
+    ),
 )
 
 hostile_floats = st.sampled_from(["nan", "inf", "-inf", "NaN", "1e400", "-1", "-0.5", "-1e-9"])
@@ -141,10 +157,20 @@ def _storage(args: Callable[[str], list[str]]) -> Callable[[World, str], list[st
     return lambda _w, v: args(v)
 
 
+# Verbs whose refusal can only come after a lookup of the system (``disk mv`` first needs the VM's
+# disk) are left out: their answer to a hostile value is rightly "not found" (exit 1).
 NAME_VERBS: dict[str, Callable[[World, str], list[str]]] = {
     "repo init": _storage(lambda n: ["repo", "init", n, "--loop", "1G", "--dry-run"]),
-    "repo init file": lambda w, n: ["repo", "init", n, "--backend", "file", "--dir", str(w.files / "r"),
-                                    "--dry-run"],  # fmt: skip
+    "repo init file": lambda w, n: [
+        "repo",
+        "init",
+        n,
+        "--backend",
+        "file",
+        "--dir",
+        str(w.files / "r"),
+        "--dry-run",
+    ],
     "repo delete": _storage(lambda n: ["repo", "delete", n, "--dry-run"]),
     "image create": _storage(lambda n: ["image", "create", f"r1/{n}", "--size", "1M", "--dry-run"]),
     "image create repo": _storage(lambda n: ["image", "create", f"{n}/img", "--size", "1M", "--dry-run"]),
@@ -163,10 +189,11 @@ NAME_VERBS: dict[str, Callable[[World, str], list[str]]] = {
     "disk delete": _storage(lambda n: ["disk", "delete", n, "--dry-run"]),
     "disk purge": _storage(lambda n: ["disk", "purge", n, "--dry-run"]),
     "disk save": _storage(lambda n: ["disk", "save", n, "r1/new", "--dry-run"]),
-    "disk mv": _storage(lambda n: ["disk", "mv", "vm1", "--to-node", n, "--dry-run"]),
     "cache drop": _storage(lambda n: ["cache", "drop", f"r1/{n}", "--dry-run"]),
     "net isolate": _storage(lambda n: ["net", "isolate", n, "--deny", "198.18.3.0/24", "--dry-run"]),
-    "net shape netns": _storage(lambda n: ["net", "shape", "gbe-2009", "--netns", n, "--dry-run"]),
+    "net shape netns": _storage(
+        lambda n: ["net", "shape", "gbe-2009", "--netns", f"skycache-{n}", "--dry-run"]
+    ),
     "net shape dev": _storage(lambda n: ["net", "shape", "gbe-2009", "--dev", n, "--dry-run"]),
     "net unshape": _storage(lambda n: ["net", "unshape", "--dev", n, "--dry-run"]),
     "net unisolate": _storage(lambda n: ["net", "unisolate", n, "--dry-run"]),
@@ -185,7 +212,17 @@ SIZE_VERBS: dict[str, Callable[[World, str], list[str]]] = {
         lambda s: ["disk", "clone", "vm1", "r1/base", "--portal", "127.0.0.1", "--read-cache", s, "--dry-run"]
     ),
     "disk clone --write-cache": _storage(
-        lambda s: ["disk", "clone", "vm1", "r1/base", "--portal", "127.0.0.1", "--write-cache", s, "--dry-run"]
+        lambda s: [
+            "disk",
+            "clone",
+            "vm1",
+            "r1/base",
+            "--portal",
+            "127.0.0.1",
+            "--write-cache",
+            s,
+            "--dry-run",
+        ]
     ),
     "disk ln --read-cache": _storage(
         lambda s: ["disk", "ln", "vm1", "r1/img", "--portal", "127.0.0.1", "--read-cache", s, "--dry-run"]
@@ -195,9 +232,10 @@ SIZE_VERBS: dict[str, Callable[[World, str], list[str]]] = {
 PORTAL_VERBS: dict[str, Callable[[World, str], list[str]]] = {
     "attach --portal": _storage(lambda p: ["attach", "r1/img", "--portal", p, "--dry-run"]),
     "export add --listen": _storage(lambda p: ["export", "add", "r1/img", "--listen", p, "--dry-run"]),
-    "disk clone --portal": _storage(lambda p: ["disk", "clone", "vm1", "r1/base", "--portal", p, "--dry-run"]),
+    "disk clone --portal": _storage(
+        lambda p: ["disk", "clone", "vm1", "r1/base", "--portal", p, "--dry-run"]
+    ),
     "disk ln --portal": _storage(lambda p: ["disk", "ln", "vm1", "r1/img", "--portal", p, "--dry-run"]),
-    "disk mv --portal": _storage(lambda p: ["disk", "mv", "vm1", "--to-node", "c2", "--portal", p, "--dry-run"]),
 }
 
 
@@ -207,7 +245,10 @@ def _sim_run_seed(w: World, seed: str) -> list[str]:
 
 
 NUMBER_VERBS: dict[str, tuple[st.SearchStrategy[str], Callable[[World, str], list[str]]]] = {
-    "net shape --port": (hostile_int_options, _storage(lambda v: ["net", "shape", "gbe-2009", "--port", v, "--dry-run"])),
+    "net shape --port": (
+        hostile_int_options,
+        _storage(lambda v: ["net", "shape", "gbe-2009", "--port", v, "--dry-run"]),
+    ),
     "net shape --delay": (hostile_floats, _storage(lambda v: ["net", "shape", "--delay", v, "--dry-run"])),
     "net shape --loss": (
         st.one_of(hostile_floats, st.sampled_from(["100.5", "101", "1e9"])),
@@ -218,7 +259,8 @@ NUMBER_VERBS: dict[str, tuple[st.SearchStrategy[str], Callable[[World, str], lis
         _storage(lambda v: ["net", "shape", "--rate", v, "--dry-run"]),
     ),
     "attach --timeout": (
-        hostile_floats, _storage(lambda v: ["attach", "r1/img", "--portal", "127.0.0.1", "--timeout", v, "--dry-run"])
+        hostile_floats,
+        _storage(lambda v: ["attach", "r1/img", "--portal", "127.0.0.1", "--timeout", v, "--dry-run"]),
     ),
     "export add --delay-ms": (
         st.one_of(hostile_int_options, hostile_floats),
@@ -234,8 +276,11 @@ NUMBER_VERBS: dict[str, tuple[st.SearchStrategy[str], Callable[[World, str], lis
 
 @pytest.mark.parametrize(
     ("family", "values", "verbs"),
-    [("names", hostile_names, NAME_VERBS), ("sizes", hostile_sizes, SIZE_VERBS),
-     ("portals", hostile_portals, PORTAL_VERBS)],  # fmt: skip
+    [
+        ("names", hostile_names, NAME_VERBS),
+        ("sizes", hostile_sizes, SIZE_VERBS),
+        ("portals", hostile_portals, PORTAL_VERBS),
+    ],
 )
 def test_fuzz_values(
     family: str, values: st.SearchStrategy[str], verbs: dict[str, Callable[[World, str], list[str]]]
@@ -265,9 +310,19 @@ def test_fuzz_numbers() -> None:
 # -- hostile paths -----------------------------------------------------------------------------------
 
 PATH_KINDS = (
-    "directory", "fifo", "proc-mem", "symlink-loop", "binary", "latin1", "under-a-file", "nul-in-name",
-    "deep-nesting", "embedded-nul", "dev-null", "missing",
-)  # fmt: skip
+    "directory",
+    "fifo",
+    "proc-mem",
+    "symlink-loop",
+    "binary",
+    "latin1",
+    "under-a-file",
+    "nul-in-name",
+    "deep-nesting",
+    "embedded-nul",
+    "dev-null",
+    "missing",
+)
 
 
 def _hostile_path(w: World, kind: str, name: str) -> str:
@@ -296,18 +351,42 @@ PATH_VERBS: dict[str, Callable[[World, str], list[str]]] = {
     "sim check calibration": lambda _w, p: ["sim", "check", str(SCENARIOS / "sim-boot-storm.toml"), "-c", p],
     "sim calibrate": lambda w, p: ["sim", "calibrate", p, "-o", str(w.sys / "cwd" / "cal.toml")],
     "sim calibrate --base": lambda w, p: [
-        "sim", "calibrate", str(Path(__file__).parent / "data" / "sim" / "fio-run"), "--base", p,
-        "-o", str(w.sys / "cwd" / "cal.toml"),
-    ],  # fmt: skip
+        "sim",
+        "calibrate",
+        str(Path(__file__).parent / "data" / "sim" / "fio-run"),
+        "--base",
+        p,
+        "-o",
+        str(w.sys / "cwd" / "cal.toml"),
+    ],
     "bench show": lambda _w, p: ["bench", "show", p],
     "bench plots": lambda _w, p: ["bench", "plots", p],
     "bench compare": lambda _w, p: ["bench", "compare", p],
     "image create --from": lambda _w, p: ["image", "create", "r1/new", "--from", p, "--dry-run"],
     "repo init --dir": lambda _w, p: ["repo", "init", "r2", "--backend", "file", "--dir", p, "--dry-run"],
-    "repo init --loop-dir": lambda _w, p: ["repo", "init", "r2", "--loop", "1G", "--loop-dir", p, "--dry-run"],
+    "repo init --loop-dir": lambda _w, p: [
+        "repo",
+        "init",
+        "r2",
+        "--loop",
+        "1G",
+        "--loop-dir",
+        p,
+        "--dry-run",
+    ],
 }
-# A directory is a fine --dir (file repository) or --loop-dir; every other kind must be refused there.
+# A directory is a fine --dir (file repository) or --loop-dir; any regular file is a raw image for --from.
 _DIR_OK = {"repo init --dir", "repo init --loop-dir"}
+_NOT_A_FILE = (
+    "directory",
+    "fifo",
+    "proc-mem",
+    "symlink-loop",
+    "under-a-file",
+    "nul-in-name",
+    "dev-null",
+    "missing",
+)
 _FILE_NAMES = st.text(alphabet=SAFE + "-_.", min_size=1, max_size=30).filter(lambda s: s not in (".", ".."))
 
 
@@ -322,6 +401,8 @@ def test_fuzz_paths() -> None:
     def prop(verb: str, kind: str, name: str, spelling: str) -> None:
         if verb in _DIR_OK and kind in ("directory", "missing"):
             kind = "fifo"
+        if verb == "image create --from" and kind not in _NOT_A_FILE:
+            kind = "symlink-loop"
         with world(repo=True) as w:
             # the same object spelt differently: a check on the text of the path must not miss it
             path = spelling + _hostile_path(w, kind, name + ".toml")
@@ -338,6 +419,7 @@ SIM_FILES = tuple(
 )
 CALIBRATION = "sim-calibration-example.toml"
 FREE_TEXT = {"description", "note"}  # any string (newlines included) is fine there, only the type matters
+UNREAD = {"calibration"}
 NUMBER_IN_TEXT = re.compile(r"^\s*-?\d+(?:\.\d+)?")
 
 
@@ -363,7 +445,6 @@ def _set(data: Any, path: tuple[Any, ...], value: Any) -> None:
 
 def _hostile_for(original: Any, key: Any) -> st.SearchStrategy[Any]:
     """Values that no validator may accept in place of ``original`` (a leaf named ``key``)."""
-    wrong_types = st.sampled_from([[1, 2], {"x": 1}, "not-a-number\n"])
     deep: Any = []
     for _ in range(60):
         deep = [deep]
@@ -382,14 +463,16 @@ def _hostile_for(original: Any, key: Any) -> st.SearchStrategy[Any]:
         if key in FREE_TEXT:
             return st.one_of(st.sampled_from([1, 1.5, [original], {"x": original}, True]), nested)
         options = [
-            st.just(original + "\n"),
             st.just(original + "\x00"),
             st.just(original + "\nexec_prerun=touch /tmp/skycache-pwned"),
             st.sampled_from([1.5, [original], {"x": original}, True]),
         ]
         if NUMBER_IN_TEXT.match(original):
+            # A quantity ("10 GiB", "2 ms"): trailing whitespace is harmless there, a bad number is not.
             number = st.sampled_from(["nan", "inf", "-inf", "NaN", "1e400", "-1", "-0.5"])
             options.append(number.map(lambda n: NUMBER_IN_TEXT.sub(n, original, count=1)))
+        else:
+            options.append(st.just(original + "\n"))  # a name or a keyword: matched whole
         return st.one_of(options)
     if isinstance(original, list):
         return st.one_of(st.sampled_from([float("nan"), "abc", {"x": 1}]), nested)
@@ -398,7 +481,8 @@ def _hostile_for(original: Any, key: Any) -> st.SearchStrategy[Any]:
 
 def _mutated(draw: st.DrawFn, data: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(data)
-    leaves = [p for p in _leaves(data) if p]
+    # scenario.calibration is not read when -c is given (sim check below); paths are fuzzed apart.
+    leaves = [p for p in _leaves(data) if p and p[-1] not in UNREAD]
     for _ in range(draw(st.integers(1, 2), label="mutations")):
         path = draw(st.sampled_from(leaves), label="leaf")
         original = _get(data, path)
