@@ -49,10 +49,11 @@ test-lab: setup
 # The long fuzz of the CLI (opt-in, not part of `make test`): FUZZ_EXAMPLES hostile cases per verb
 # family (tests/unit/test_fuzz_cli.py), then the number of cases each family ran. Hours, not minutes.
 FUZZ_EXAMPLES ?= 10000
+FUZZ_FAMILIES := fuzz_values or fuzz_numbers or fuzz_paths or fuzz_bench or fuzz_suite or fuzz_sim or fuzz_calibrations
 fuzz: venv
 	@mkdir -p build
 	SKYCACHE_FUZZ_PROFILE=long SKYCACHE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest \
-		tests/unit/test_fuzz_cli.py -k fuzz_ -p no:cacheprovider -q -s -rA 2>&1 | tee build/fuzz.log; \
+		tests/unit/test_fuzz_cli.py -k "$(FUZZ_FAMILIES)" -p no:cacheprovider -q -s -rA 2>&1 | tee build/fuzz.log; \
 		status=$${PIPESTATUS[0]}; echo "== cases per family"; grep '^fuzz: ' build/fuzz.log; exit $$status
 
 lint: venv
