@@ -11,6 +11,7 @@ import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _hostile import SCENARIOS, World, invoke, toml_document, world
@@ -23,7 +24,7 @@ CALIBRATION = SCENARIOS / "sim-calibration-example.toml"
 FIFTY_NINES = "9" * 50
 
 
-def _sim_copy(w: World, name: str, edit: Callable[[dict], None]) -> Path:
+def _sim_copy(w: World, name: str, edit: Callable[[dict[str, Any]], None]) -> Path:
     """A copy of a sim scenario (with the files it refers to) after ``edit`` of its data."""
     for f in ("sim-calibration-example.toml", "sim-sample.swf"):
         (w.files / f).write_bytes((SCENARIOS / f).read_bytes())
@@ -32,7 +33,7 @@ def _sim_copy(w: World, name: str, edit: Callable[[dict], None]) -> Path:
     return w.text(f"edited-{name}", toml_document(data))
 
 
-def _bench_copy(w: World, name: str, edit: Callable[[dict], None]) -> Path:
+def _bench_copy(w: World, name: str, edit: Callable[[dict[str, Any]], None]) -> Path:
     data = tomllib.loads((SCENARIOS / name).read_text())
     edit(data)
     return w.text(name, toml_document(data))
@@ -120,7 +121,7 @@ def test_files(kind: str, verb: str) -> None:
 
 # -- state and result directories -------------------------------------------------------------------
 
-STATE_KINDS: dict[str, Callable[[World], None]] = {
+STATE_KINDS: dict[str, Callable[[World], object]] = {
     "state-dir-is-a-file": lambda w: w.state.write_text("not a directory\n"),
     "registry-corrupt-json": lambda w: _registry(w, b'{"r1": '),
     "registry-json-list": lambda w: _registry(w, b'["r1"]\n'),
@@ -153,7 +154,7 @@ def test_state_directory(kind: str, args: list[str]) -> None:
     assert not bad, result.explain(bad)
 
 
-def _run_dir(w: World, edit: Callable[[Path], None]) -> Path:
+def _run_dir(w: World, edit: Callable[[Path], object]) -> Path:
     """A copy of a real bench run directory (tidy.parquet + manifest.json), then ``edit`` of it."""
     run = w.files / "run"
     run.mkdir()
@@ -163,7 +164,7 @@ def _run_dir(w: World, edit: Callable[[Path], None]) -> Path:
     return run
 
 
-RUN_KINDS: dict[str, tuple[Callable[[Path], None], str]] = {
+RUN_KINDS: dict[str, tuple[Callable[[Path], object], str]] = {
     "truncated-tidy-parquet": (
         lambda r: (r / "tidy.parquet").write_bytes((r / "tidy.parquet").read_bytes()[:100]),
         "tidy.parquet",
@@ -240,7 +241,7 @@ def _swf_with_processors(w: World, processors: int) -> None:
     (w.files / "sim-sample.swf").write_text("\n".join(text) + "\n")
 
 
-MODEL_CASES: dict[str, tuple[str, Callable[[dict], None], str]] = {
+MODEL_CASES: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
     "infinite-nic": ("sim-boot-storm.toml", lambda d: d["cluster"].update(nic="inf Gbit/s"), "inf"),
     "infinite-disk-rate": (
         "sim-boot-storm.toml",
@@ -319,8 +320,8 @@ def test_disks_at_risk(args: list[str], device: str) -> None:
 # -- scenario fio options --------------------------------------------------------------------------
 
 
-def _workload(key: str, value: object) -> Callable[[dict], None]:
-    def edit(d: dict) -> None:
+def _workload(key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def edit(d: dict[str, Any]) -> None:
         w = d["workloads"][0]
         if key == "job_file":
             w.pop("rw")
@@ -332,7 +333,7 @@ def _workload(key: str, value: object) -> Callable[[dict], None]:
     return edit
 
 
-FIO_CASES: dict[str, tuple[Callable[[dict], None], str]] = {
+FIO_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "exec_prerun": (_workload("exec_prerun", "touch /tmp/skycache-pwned"), "exec_prerun"),
     "filename-dev-vda": (_workload("filename", "/dev/vda"), "filename"),
     "newline-in-ioengine": (
