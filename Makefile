@@ -12,7 +12,7 @@ APT_PACKAGES := python3-venv lvm2 dmsetup open-iscsi fio thin-provisioning-tools
 	nftables conntrack iperf3 qemu-system-x86 qemu-utils kmod udev busybox-static e2fsprogs \
 	util-linux procps openssh-server openssh-client
 
-.PHONY: setup apt venv kernel test test-unit test-lab demo bench lint typecheck clean
+.PHONY: setup apt venv kernel test test-unit test-lab demo bench lint typecheck clean fuzz
 
 setup: apt venv kernel
 
@@ -45,6 +45,17 @@ test-unit: venv
 LAB ?= tests/lab
 test-lab: setup
 	$(PY) tools/test_tiers.py --tiers lab $(LAB)
+
+# The long fuzz of the CLI (opt-in, not part of `make test`): FUZZ_EXAMPLES hostile cases per verb
+# family (tests/unit/test_fuzz_cli.py), then the number of cases each family ran. About 60 ms a case:
+# some 10 minutes per family, 1.5 hours for the nine families at 10,000 each.
+FUZZ_EXAMPLES ?= 10000
+FUZZ_FAMILIES := fuzz_values or fuzz_numbers or fuzz_paths or fuzz_bench or fuzz_suite or fuzz_sim or fuzz_calibrations
+fuzz: venv
+	@mkdir -p build
+	SKYCACHE_FUZZ_PROFILE=long SKYCACHE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest \
+		tests/unit/test_fuzz_cli.py -k "$(FUZZ_FAMILIES)" -p no:cacheprovider -q -s -rA 2>&1 | tee build/fuzz.log; \
+		status=$${PIPESTATUS[0]}; echo "== cases per family"; grep '^fuzz: ' build/fuzz.log; exit $$status
 
 lint: venv
 	$(VENV)/bin/ruff check lib bench sim tests tools
