@@ -78,7 +78,7 @@ def test_base_is_valid(tmp_path: Path) -> None:
         ({"scenario": "seed = 1234567890123456789012345678"}, "out of range [0, 4294967295] (a 32-bit seed)"),
         ({"cluster": "nodes = 100000000000"}, "cluster.nodes = 100000000000 is out of range [1, 1000000]"),
         ({"workload": "count = 1000000000000"}, "the model's VM bound"),
-        ({"scenario": 'sample_interval = "1 ns"'}, "scenario.sample_interval = 1e-09 s gives about"),
+        ({"scenario": 'sample_interval = "1 ns"'}, "scenario.sample_interval = 1 ns gives about"),
         ({"scenario": 'duration = "1 h"\nsample_interval = "1 ms"'}, "above the bound of 1,000,000"),
     ],
 )

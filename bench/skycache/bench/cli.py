@@ -332,8 +332,10 @@ def show_cmd(
 ) -> None:
     """Mean IOPS and latency per condition with 95% intervals."""
     from skycache.bench import compare as comparing
-    from skycache.bench import tidy
+    from skycache.bench import store, tidy
 
+    if run.is_dir():
+        store.read_manifest(run)  # a run whose manifest is damaged is not shown as if it were whole
     s = comparing.summary(tidy.load(run))
     if as_json:
         typer.echo(s.to_json(orient="records", indent=2))

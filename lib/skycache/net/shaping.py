@@ -102,6 +102,10 @@ _RATE_UNITS = {
 }
 
 
+# netem's rate is 64-bit bytes/s; 10 Tbit/s is far above any NIC and keeps every figure exact.
+MAX_RATE_BPS = 10 * 10**12
+
+
 def parse_rate(text: str) -> int:
     """``100mbit``, ``1gbit``, ``2500000`` (bit/s) -> bits per second; decimal units like tc's."""
     raw = text.strip().lower()
@@ -118,6 +122,8 @@ def parse_rate(text: str) -> int:
     bps = int(value * _RATE_UNITS[unit])
     if bps < 8000:
         raise InvalidInput(f"rate {text!r} is below 8 kbit/s")
+    if bps > MAX_RATE_BPS:
+        raise InvalidInput(f"rate {text!r} is above {format_rate(MAX_RATE_BPS)} (faster than any link)")
     return bps
 
 

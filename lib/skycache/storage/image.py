@@ -232,6 +232,14 @@ class SourceInfo:
 def source_info(runner: Runner, source: str) -> SourceInfo:
     if not runner.exists(source) or runner.list_dir(source) is not None:
         raise InvalidInput(f"source file {source!r} does not exist")
+    # qemu-img would wait forever on a FIFO and read a device or /proc file: a regular file only
+    # (stat on the target, which is where the file is).
+    kind = runner.query(["stat", "-L", "-c", "%F", "--", source], check=False).stdout.strip()
+    if kind not in ("regular file", "regular empty file"):
+        raise InvalidInput(f"source file {source!r} is {kind or 'unreadable'}, not a regular file")
+    resolved = runner.resolve(source) or source
+    if resolved.startswith(("/proc/", "/sys/")):
+        raise InvalidInput(f"source file {source!r} is under /proc or /sys, not an image file")
     done = runner.query(["qemu-img", "info", "--output=json", source], check=False)
     try:
         info = json.loads(done.stdout)
@@ -464,6 +472,8 @@ def plan_export(
     listen: tuple[str, int] = lio.DEFAULT_LISTEN,
     delay_ms: int = 0,
 ) -> Plan:
+    for ini in initiators:  # before reading LVM or LIO: a bad name costs nothing
+        lio.check_initiator(ini)
     img = get_image(view, ref)
     spec = export_spec(
         view, img, initiators=initiators, read_only=read_only, chap=chap, listen=listen, delay_ms=delay_ms

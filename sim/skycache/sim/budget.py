@@ -68,7 +68,7 @@ def check_samples(sc: Scenario, span: float | None) -> None:
     if span is None:
         return
     ticks = span / sc.sample_interval
-    where = f"scenario.sample_interval = {sc.sample_interval:g} s"
+    where = f"scenario.sample_interval = {_duration(sc.sample_interval)}"
     if ticks > MAX_SAMPLES:
         raise InvalidInput(
             f"{where} gives about {ticks:.3g} samples over {span:.3g} s simulated, above the bound of "
@@ -101,3 +101,11 @@ def check_points(points: int, limit: int, yes: bool, what: str) -> None:
             f"{what} has {points:,} runs (grid points x variants x replications), above "
             f"sweep.max_points = {limit:,}: pass --yes or raise sweep.max_points in the file"
         )
+
+
+def _duration(seconds: float) -> str:
+    """A duration in the unit people write it in: 1e-09 -> '1 ns', 0.25 -> '250 ms', 10 -> '10 s'."""
+    for factor, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")):
+        if seconds >= factor:
+            return f"{seconds / factor:g} {name}"
+    return f"{seconds:g} s"

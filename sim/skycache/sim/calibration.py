@@ -89,8 +89,11 @@ def _rate(parse: Callable[..., float]) -> Callable[[Any, str], Rate]:
             text = t.require("value", lambda v, w: v)
             for key in _PROVENANCE_KEYS:
                 p = t.raw(key)
-                if p is not None:
-                    prov[key] = str(p)
+                if p is None:
+                    continue
+                if isinstance(p, bool) or not isinstance(p, str | int) or not str(p).isprintable():
+                    raise InvalidInput(f"{what}.{key} = {p!r} is not a line of text or a count")
+                prov[key] = str(p)
             t.done()
         else:
             text = value

@@ -20,7 +20,7 @@ from skycache.errors import InvalidInput
 from skycache.numbers import SEED_MAX
 from skycache.sim import budget
 from skycache.sim.quantities import parse_bandwidth, parse_bytes, parse_duration, parse_frequency
-from skycache.sim.tables import Table, as_bool, as_float, as_int, as_str, unit
+from skycache.sim.tables import Table, as_bool, as_float, as_int, as_name, as_str, unit
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "b
         if key not in _SECTIONS:
             raise InvalidInput(f"unknown section [{key}] (known: {', '.join(_SECTIONS)})")
     s = top.sub("scenario")
-    name = s.require("name", as_str())
+    name = s.require("name", as_name)
     description = s.get("description", as_str(), "")
     seed = s.get("seed", as_int(0, SEED_MAX, "a 32-bit seed"), 1)
     duration = s.get("duration", unit(parse_duration), 0.0)

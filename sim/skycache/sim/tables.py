@@ -7,6 +7,7 @@ before it starts rather than silently fall back to a default.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -95,11 +96,23 @@ def as_str(*choices: str) -> Callable[[Any, str], str]:
     def parse(value: Any, what: str) -> str:
         if not isinstance(value, str):
             raise InvalidInput(f"{what} = {value!r} is not a string")
+        if not value.isprintable():  # a NUL, newline or escape would reach file names and reports
+            raise InvalidInput(f"{what} = {value!r} has a control character")
         if choices and value not in choices:
             raise InvalidInput(f"{what} = {value!r} is not one of {', '.join(choices)}")
         return value
 
     return parse
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def as_name(value: Any, what: str) -> str:
+    """A scenario or variant name: it names result directories and files."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise InvalidInput(f"{what} = {value!r} is not a name (letters, digits, . _ -; at most 64)")
+    return value
 
 
 def as_bool(value: Any, what: str) -> bool:

@@ -69,6 +69,8 @@ def shim_of_iqn(iqn: str) -> str:
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``ADDR[:PORT]`` (port 3260 by default) for portals; refuses anything else by name."""
+    if not text.isprintable():  # a newline would end up in iscsiadm's node records and LIO's config
+        raise InvalidInput(f"portal {text!r} has a control character")
     addr, sep, port_text = text.rpartition(":")
     if not sep:
         addr, port_text = text, "3260"
@@ -210,9 +212,10 @@ def find_export(runner: Runner, iqn: str) -> Export | None:
 # -- actions -----------------------------------------------------------------------------------------
 
 
-def _check_initiator(iqn: str) -> str:
+def check_initiator(iqn: str) -> str:
+    """An initiator name for an ACL: an iSCSI name (iqn., eui., naa.) without blanks or control characters."""
     if not (iqn.startswith("iqn.") or iqn.startswith("eui.") or iqn.startswith("naa.")) or any(
-        c.isspace() for c in iqn
+        c.isspace() or not c.isprintable() for c in iqn
     ):
         raise InvalidInput(f"initiator {iqn!r} is not an iSCSI name (iqn.YYYY-MM.domain:...)")
     return iqn
@@ -241,7 +244,7 @@ def add_actions(
     secret when CHAP is on and none is given.
     """
     for ini in spec.initiators:
-        _check_initiator(ini)
+        check_initiator(ini)
     if not spec.initiators:
         raise InvalidInput("an export needs at least one initiator for its ACL")
     if lio_state.find(spec.iqn) is not None:
