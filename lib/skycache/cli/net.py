@@ -160,7 +160,7 @@ def unisolate(
     """Remove exactly the rules and chains `isolate` installed (nothing else is touched)."""
     if (target is None) == (not all_):
         raise InvalidInput("give a TARGET or --all (not both)")
-    key = isolation.key_for(target) if target else None
+    key = isolation.key_for(target) if target is not None else None  # '' is a bad name, not "all"
     worker_ns = _ns(ns)
     runner = SystemRunner()
     rules = isolation.read_rules(runner, worker_ns)

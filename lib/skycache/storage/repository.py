@@ -124,6 +124,9 @@ def plan_init_file(view: View, name: str, directory: str | PurePosixPath) -> Pla
     entries = runner.list_dir(d)
     if entries is None and runner.exists(d):
         raise InvalidInput(f"{str(directory)!r} is not a directory")
+    if entries is None and runner.query(["test", "-L", str(d)], check=False).returncode == 0:
+        # a symbolic link that leads nowhere (dangling, or a loop): mkdir -p would fail half-way
+        raise InvalidInput(f"{str(directory)!r} is a symbolic link that leads to no directory")
     if entries and any(e != MARKER for e in entries):
         raise InvalidInput(f"directory {str(directory)!r} is not empty")
     plan = Plan(f"create file repository {name}")

@@ -91,8 +91,9 @@ def _rate(parse: Callable[..., float]) -> Callable[[Any, str], Rate]:
                 p = t.raw(key)
                 if p is None:
                     continue
-                if isinstance(p, bool) or not isinstance(p, str | int) or not str(p).isprintable():
-                    raise InvalidInput(f"{what}.{key} = {p!r} is not a line of text or a count")
+                counted = key == "rows" and isinstance(p, int) and not isinstance(p, bool)
+                if not (counted or isinstance(p, str)) or not str(p).isprintable():
+                    raise InvalidInput(f"{what}.{key} = {p!r} is not a line of text")
                 prov[key] = str(p)
             t.done()
         else:

@@ -77,7 +77,7 @@ def parse_portal(text: str) -> Portal:
     addr, sep, port_text = text.rpartition(":")
     if not sep:
         addr, port_text = text, "3260"
-    if not addr or not re.fullmatch(r"[A-Za-z0-9.-]+", addr):
+    if not addr or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", addr):
         raise InvalidInput(f"portal {text!r} is not ADDR[:PORT]")
     return Portal(addr, portal_port(text, port_text))
 

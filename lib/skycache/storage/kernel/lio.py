@@ -19,6 +19,7 @@ part of the LIO configuration is saved after every change (``lio-save``) and res
 from __future__ import annotations
 
 import json
+import re
 import secrets as pysecrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +75,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     addr, sep, port_text = text.rpartition(":")
     if not sep:
         addr, port_text = text, "3260"
-    if not addr or not all(c.isalnum() or c in ".-" for c in addr):
+    if not addr or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", addr):
         raise InvalidInput(f"portal {text!r} is not ADDR[:PORT]")
     return addr, portal_port(text, port_text)
 
