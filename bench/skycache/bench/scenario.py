@@ -61,9 +61,13 @@ HARD_MAX_RUNS = 1_000_000
 _NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 
 
+# fio's direct I/O needs block sizes in whole sectors of the device (512 bytes at the least).
+SECTOR = 512
+
+
 def _size(value: str | int, what: str) -> str | int:
     try:
-        parse_positive_size(value, what=what)
+        parse_positive_size(value, what=what, multiple_of=SECTOR if what == "bs" else 1)
     except InvalidInput as exc:  # a ValueError lets pydantic report it with the key's location
         raise ValueError(str(exc)) from None
     return value
@@ -370,7 +374,9 @@ def _check_level(path: Path, key: str, v: FactorValue, stacks: list[str], worklo
         raise InvalidInput(f"{where}: {v!r} is not a fio rw mode ({', '.join(RW_MODES)})")
     if key == "bs":
         try:
-            parse_positive_size(v, what="bs")
+            if isinstance(v, bool):  # pydantic's lax mode has made true into 1 by now, when typed int
+                raise InvalidInput(f"bs {v!r} is not a size")
+            parse_positive_size(v, what="bs", multiple_of=SECTOR)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
     if key in ("iodepth", "numjobs"):

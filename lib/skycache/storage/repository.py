@@ -124,7 +124,15 @@ def plan_init_file(view: View, name: str, directory: str | PurePosixPath) -> Pla
     entries = runner.list_dir(d)
     if entries is None and runner.exists(d):
         raise InvalidInput(f"{str(directory)!r} is not a directory")
-    if entries is None and runner.query(["test", "-L", str(d)], check=False).returncode == 0:
+    if entries is None:
+        for parent in d.parents:  # mkdir -p would fail half-way under a file
+            if runner.exists(parent):
+                if runner.list_dir(parent) is None:
+                    raise InvalidInput(f"{str(directory)!r} is under {str(parent)!r}: not a directory")
+                break
+    if entries is None and runner.query(["stat", "-c", "%F", "--", str(d)], check=False).stdout.strip() == (
+        "symbolic link"
+    ):
         # a symbolic link that leads nowhere (dangling, or a loop): mkdir -p would fail half-way
         raise InvalidInput(f"{str(directory)!r} is a symbolic link that leads to no directory")
     if entries and any(e != MARKER for e in entries):
@@ -180,6 +188,7 @@ def list_repos(view: View) -> list[Repository]:
 
 
 def get_repo(view: View, name: str) -> Repository:
+    check_repo_name(name)  # a bad name is bad input (exit 2), not a repository that is not there
     for repo in list_repos(view):
         if repo.name == name:
             return repo

@@ -72,8 +72,8 @@ class Portal:
 
 def parse_portal(text: str) -> Portal:
     """``ADDR[:PORT]``; names the bad value when it is not one."""
-    if not text.isprintable():  # a newline would end up in iscsiadm's node records and LIO's config
-        raise InvalidInput(f"portal {text!r} has a control character")
+    if not text.isprintable() or any(c.isspace() for c in text):  # would reach node records, configfs
+        raise InvalidInput(f"portal {text!r} has a blank or a control character")
     addr, sep, port_text = text.rpartition(":")
     if not sep:
         addr, port_text = text, "3260"

@@ -70,8 +70,8 @@ def shim_of_iqn(iqn: str) -> str:
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``ADDR[:PORT]`` (port 3260 by default) for portals; refuses anything else by name."""
-    if not text.isprintable():  # a newline would end up in iscsiadm's node records and LIO's config
-        raise InvalidInput(f"portal {text!r} has a control character")
+    if not text.isprintable() or any(c.isspace() for c in text):  # would reach node records, configfs
+        raise InvalidInput(f"portal {text!r} has a blank or a control character")
     addr, sep, port_text = text.rpartition(":")
     if not sep:
         addr, port_text = text, "3260"
