@@ -80,7 +80,11 @@ def write_file(path: Path, data: str, mode: int, private_root: Path | None = Non
         private_dirs(private_root, path.parent)
     else:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _write_atomic(path, data, mode, path.with_name(f".{path.name}.tmp-{os.getpid()}"))
+
+
+def _write_atomic(path: Path, data: str, mode: int, tmp: Path) -> None:
+    """Write ``path`` whole: ``tmp`` (same filesystem) created with ``mode``, fsync, rename."""
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -252,18 +256,7 @@ def _replace(path: Path, data: str, tmp_dir: Path) -> None:
     """Write ``path`` whole (temp file, fsync, rename), 0600 from the first byte. The temp file lives in
     ``tmp_dir`` (the target's directory, same filesystem) under a name without a comma, which
     iscsiadm's directory walk skips (idbm_for_each_portal takes only "ADDR,PORT[,TPGT]" entries)."""
-    tmp = tmp_dir / f".skycache-auth-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _write_atomic(path, data, 0o600, tmp_dir / f".skycache-auth-{os.getpid()}")
 
 
 def iscsi_node_auth(

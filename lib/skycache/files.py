@@ -79,6 +79,14 @@ def _under_pseudo_fs(path: Path) -> bool:
     return any(real == root or real.startswith(root + "/") for root in PSEUDO_ROOTS)
 
 
+def _refuse_path(p: Path, where: str) -> None:
+    """What no file skycache reads may be, known from the path alone."""
+    if "\0" in os.fspath(p):
+        raise InvalidInput(f"{where} path contains a NUL byte")
+    if _under_pseudo_fs(p):
+        raise InvalidInput(f"{where} is under /proc or /sys (not a file skycache reads)")
+
+
 def read_bytes(path: str | os.PathLike[str], *, what: str, max_bytes: int = MAX_TEXT_BYTES) -> bytes:
     """The content of a regular file of at most ``max_bytes``; InvalidInput naming ``path`` otherwise.
 
@@ -87,10 +95,7 @@ def read_bytes(path: str | os.PathLike[str], *, what: str, max_bytes: int = MAX_
     """
     p = Path(path)
     where = f"{shown(p)}: {what}"
-    if "\0" in os.fspath(p):
-        raise InvalidInput(f"{where} path contains a NUL byte")
-    if _under_pseudo_fs(p):
-        raise InvalidInput(f"{where} is under /proc or /sys (not a file skycache reads)")
+    _refuse_path(p, where)
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
@@ -155,10 +160,7 @@ def check_input_file(path: str | os.PathLike[str], *, what: str) -> Path:
     refusals as :func:`read_bytes`, without reading it."""
     p = Path(path)
     where = f"{shown(p)}: {what}"
-    if "\0" in os.fspath(p):
-        raise InvalidInput(f"{where} path contains a NUL byte")
-    if _under_pseudo_fs(p):
-        raise InvalidInput(f"{where} is under /proc or /sys (not a file skycache reads)")
+    _refuse_path(p, where)
     try:
         info = p.stat()
     except OSError as exc:
