@@ -38,6 +38,7 @@ from skycache import files
 from skycache.bench import fioopts, remote
 from skycache.errors import InvalidInput
 from skycache.numbers import SEED_MAX
+from skycache.storage.vmdisk.clone import MIN_CACHE
 from skycache.units import parse_positive_size
 
 Where = Literal["lab", "host", "hosts"]
@@ -75,7 +76,7 @@ def _size(value: str | int, what: str) -> str | int:
 
 class _Strict(BaseModel):
     # allow_inf_nan=False: TOML has nan and inf, and NaN passes every ge/le bound pydantic checks.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Workload(_Strict):
@@ -131,7 +132,13 @@ class Stack(_Strict):
     @field_validator("read_cache", "write_cache", mode="before")
     @classmethod
     def _sizes(cls, v: str | int | None, info: Any) -> str | int | None:
-        return None if v is None else _size(v, info.field_name)
+        if v is None:
+            return None
+        _size(v, info.field_name)
+        # The library refuses smaller caches when it builds the stack: refuse them here, before any run.
+        if parse_positive_size(v, what=info.field_name) < MIN_CACHE:
+            raise ValueError(f"{info.field_name} {v!r} is too small (at least 8M)")
+        return v
 
     @model_validator(mode="after")
     def _combinations(self) -> Stack:
@@ -235,7 +242,8 @@ class ScenarioModel(_Strict):
     # fio runs (conditions x repetitions) accepted without --yes: a typo in a factor list can ask
     # for days of benchmarking; a scenario that means it says so here.
     max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1, le=HARD_MAX_RUNS)
-    baseline: str | None = None  # default --baseline of compare/report, e.g. "stack=lvm-iscsi"
+    # default --baseline of compare/report, e.g. "stack=lvm-iscsi": printable, single spaces at most
+    baseline: Annotated[str, Field(pattern=r"^[!-~]+(?: [!-~]+)*$", max_length=500)] | None = None
     stacks: list[Stack] = Field(min_length=1)
     workloads: list[Workload] = Field(min_length=1)
     factors: dict[str, list[FactorValue]] = Field(default_factory=dict)

@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _size(text: str | None, what: str) -> int:
-    return parse_positive_size(text, what=what) if text else 0
+    # None is "not given"; an empty string was given and is not a size (it must not mean "no cache").
+    return 0 if text is None else parse_positive_size(text, what=what)
 
 
 def _progress(text: str) -> None:

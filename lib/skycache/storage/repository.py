@@ -21,6 +21,7 @@ from skycache.plan import Action, Command, Plan
 from skycache.runner import Runner
 from skycache.storage import devices as devices_mod
 from skycache.storage.kernel import lvm
+from skycache.storage.kernel.directory import existing_entries
 from skycache.storage.view import View
 
 REPO_TAG = "skycache-repo"
@@ -119,22 +120,7 @@ def plan_init_file(view: View, name: str, directory: str | PurePosixPath) -> Pla
     if name in reg or view.vg(name) is not None:
         raise Busy(f"repository {name!r} already exists")
     d = PurePosixPath(directory)
-    if not d.is_absolute():
-        raise InvalidInput(f"repository directory {str(directory)!r} is not an absolute path")
-    entries = runner.list_dir(d)
-    if entries is None and runner.exists(d):
-        raise InvalidInput(f"{str(directory)!r} is not a directory")
-    if entries is None:
-        for parent in d.parents:  # mkdir -p would fail half-way under a file
-            if runner.exists(parent):
-                if runner.list_dir(parent) is None:
-                    raise InvalidInput(f"{str(directory)!r} is under {str(parent)!r}: not a directory")
-                break
-    if entries is None and runner.query(["stat", "-c", "%F", "--", str(d)], check=False).stdout.strip() == (
-        "symbolic link"
-    ):
-        # a symbolic link that leads nowhere (dangling, or a loop): mkdir -p would fail half-way
-        raise InvalidInput(f"{str(directory)!r} is a symbolic link that leads to no directory")
+    entries = existing_entries(runner, d, what="repository directory")
     if entries and any(e != MARKER for e in entries):
         raise InvalidInput(f"directory {str(directory)!r} is not empty")
     plan = Plan(f"create file repository {name}")

@@ -20,6 +20,7 @@ from skycache.ownership import LVM_TAG, check_name, require_tagged
 from skycache.plan import Action, Command
 from skycache.runner import Retry, Runner
 from skycache.storage.kernel import loopdev
+from skycache.storage.kernel.directory import existing_entries
 from skycache.units import format_size
 
 # lvremove/lvchange -an race with udev (blkid probing the new node): "Logical volume ... in use" or
@@ -564,13 +565,9 @@ def loop_vg_actions(
     if view.vg(name) is not None:
         raise Busy(f"volume group {name!r} already exists")
     where = PurePosixPath(directory)
-    if not where.is_absolute():
-        raise InvalidInput(f"loop directory {str(directory)!r} is not an absolute path")
     backing = loop_backing_file(where, name)
     actions: list[Action] = []
-    if runner.list_dir(where) is None:
-        if runner.exists(where):
-            raise InvalidInput(f"loop directory {str(where)!r} is not a directory")
+    if existing_entries(runner, where, what="loop directory") is None:
         actions.append(
             Action(f"create directory {where} (0700)", (Command(("mkdir", "-p", "-m", "0700", str(where))),))
         )
