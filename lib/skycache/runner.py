@@ -27,6 +27,7 @@ and for a remote target its name): where a slow verb spends its time, and what a
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -476,7 +477,14 @@ class SystemRunner:
             except (FileNotFoundError, NotADirectoryError):
                 return None
         done = self.query(["cat", "--", str(path)], check=False)
-        return done.stdout if done.returncode == 0 else None
+        if done.returncode == 0:
+            return done.stdout
+        if not self.exists(path):
+            return None
+        # There but unreadable (a directory in a file's place, no permission): the same OSError a
+        # local read raises, so callers name the path instead of taking it for missing.
+        reason = (done.stderr.strip().splitlines() or [f"cat exited {done.returncode}"])[-1]
+        raise OSError(errno.EIO, reason, str(path))
 
     def exists(self, path: str | PurePath) -> bool:
         if self.target.local:

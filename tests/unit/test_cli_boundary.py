@@ -28,7 +28,11 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
     ("args", "fragment", "verb"),
     [
         (["bench", "run", "--bogus", "x"], "No such option: --bogus", "skycache bench run"),
-        (["sim", "sweep", "x", "-r", "abc"], "Invalid value for '--replications'", "skycache sim sweep"),
+        (
+            ["net", "nat-bench", "--repetitions", "abc"],
+            "Invalid value for '--repetitions'",
+            "skycache net nat-bench",
+        ),
         (["sim", "run"], "Missing argument 'scenario'", "skycache sim run"),
         (["nosuch"], "No such command 'nosuch'", "skycache"),
         (["repo", "list", "--json", "--nope"], "No such option: --nope", "skycache repo list"),

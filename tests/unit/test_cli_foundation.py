@@ -53,3 +53,23 @@ def test_lab_run_bad_disk_size_names_it() -> None:
         pytest.skip("needs the lab kernel (make setup)")
     code, _, err = run("lab", "run", "--disk", "12Q", "--", "true")
     assert code == 2 and "'12Q'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--cpus", "99999999999999999999999"),
+        ("--cpus", "0"),
+        ("--cpus", "2.5"),
+        ("--timeout", "-1"),
+        ("--timeout", "0"),
+        ("--timeout", "nan"),
+        ("--timeout", "inf"),
+        ("--timeout", "1e300"),
+    ],
+)
+def test_lab_run_refuses_cpus_and_timeouts_out_of_bounds_before_booting(option: str, value: str) -> None:
+    # Refused before the kernel is looked up: the same one line with or without a fetched kernel.
+    code, _, err = run("lab", "run", option, value, "--", "true")
+    assert code == 2 and repr(value) in err and option in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

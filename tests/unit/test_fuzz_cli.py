@@ -483,8 +483,9 @@ def _mutated(draw: st.DrawFn, data: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     # scenario.calibration is not read when -c is given (sim check below); paths are fuzzed apart.
     leaves = [p for p in _leaves(data) if p and p[-1] not in UNREAD]
-    for _ in range(draw(st.integers(1, 2), label="mutations")):
-        path = draw(st.sampled_from(leaves), label="leaf")
+    # Distinct leaves: a second mutation of the same leaf would start from the first one's hostile
+    # value and could turn it back into a valid one (a note of 1, then "abc").
+    for path in draw(st.lists(st.sampled_from(leaves), min_size=1, max_size=2, unique=True), label="leaves"):
         original = _get(data, path)
         key = next((k for k in reversed(path) if isinstance(k, str)), "")
         _set(data, path, draw(_hostile_for(original, key), label=f"value at {'.'.join(map(str, path))}"))

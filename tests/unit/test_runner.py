@@ -192,3 +192,29 @@ def test_command_log_records_masked_argv_and_time(tmp_path: Path, monkeypatch: p
     assert [r["rc"] for r in records] == [0, 3]
     assert all(r["s"] >= 0 for r in records)
     assert "hunter2" not in log_file.read_text()
+
+
+@dataclass(frozen=True)
+class _HereAsRemoteTarget:
+    """A "remote" target whose transport runs the argv on this machine: the remote code paths
+    (cat, test -e) with real commands and real files."""
+
+    name: str = "here"
+    local: bool = False
+
+    def wrap(self, argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        return list(argv), {**os.environ, **env}
+
+    def has_program(self, program: str) -> bool | None:
+        return None
+
+
+def test_remote_read_text_tells_a_missing_file_from_an_unreadable_one(tmp_path: Path) -> None:
+    runner = SystemRunner(_HereAsRemoteTarget())
+    (tmp_path / "f").write_text("x\n")
+    (tmp_path / "d").mkdir()
+    assert runner.read_text(tmp_path / "f") == "x\n"
+    assert runner.read_text(tmp_path / "nothere") is None
+    # A directory in the file's place is not "missing" (a registry read as missing would be rewritten).
+    with pytest.raises(OSError, match="Is a directory"):
+        runner.read_text(tmp_path / "d")

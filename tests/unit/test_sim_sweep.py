@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
+from skycache.errors import InvalidInput
 from skycache.sim.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +77,20 @@ def test_sweep_param_option_replaces_grid(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "negative" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--workers", "\u0663"), ("--workers", "0"), ("--workers", "1" * 30), ("-r", "0"), ("-r", "1" * 5000)],
+)
+def test_sweep_refuses_workers_and_replications_out_of_bounds(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    # Refused by the one number grammar before anything is loaded or a worker started
+    # (click's int read "٣" as 3 and 10**29 workers as a number).
+    sc = tmp_path / "s.toml"
+    sc.write_text(SCENARIO.format(cal=ROOT / "scenarios" / "sim-calibration-example.toml"))
+    result = CliRunner().invoke(app, ["sweep", str(sc), option, value, "-o", str(tmp_path / "o")])
+    assert isinstance(result.exception, InvalidInput), result.output
+    assert ("--workers" if option == "--workers" else "--replications") in str(result.exception)
+    assert not (tmp_path / "o").exists()

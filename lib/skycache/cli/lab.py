@@ -11,8 +11,14 @@ import typer
 
 from skycache.lab import accel, kernel
 from skycache.lab.vm import LabSpec, boot
+from skycache.numbers import parse_duration, parse_int
 from skycache.runner import SystemRunner
 from skycache.units import parse_positive_size
+
+# More vCPUs than this only slows a TCG guest down (each is a host thread); a week is longer than any
+# suite the lab runs.
+MAX_CPUS = 64
+MAX_TIMEOUT_S = 7 * 86400.0
 
 lab_app = typer.Typer(help="The lab: a disposable VM with a real Linux kernel.", no_args_is_help=True)
 
@@ -28,7 +34,7 @@ def register(app: typer.Typer) -> None:
 def run_cmd(
     ctx: typer.Context,
     memory: Annotated[str, typer.Option(help="Guest memory (e.g. 2G).")] = "2G",
-    cpus: Annotated[int, typer.Option(help="Guest CPUs.")] = 2,
+    cpus: Annotated[str, typer.Option(help=f"Guest CPUs (1 to {MAX_CPUS}).")] = "2",
     accel_request: Annotated[
         str, typer.Option("--accel", help="auto (probe KVM once, else TCG), kvm or tcg.")
     ] = "auto",
@@ -43,7 +49,9 @@ def run_cmd(
         list[Path] | None,
         typer.Option(help="Host directory the guest may write (repeatable); default: the current directory."),
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Kill the lab after this many seconds.")] = 3600,
+    timeout: Annotated[
+        str, typer.Option(help="Kill the lab after this long (seconds, or e.g. 90min, 2h; at most 7 days).")
+    ] = "3600",
 ) -> None:
     """Boot the lab and run CMD (after '--') as root in it; exits with CMD's exit code.
 
@@ -54,6 +62,10 @@ def run_cmd(
         argv = argv[1:]
     if accel_request not in ("auto", "kvm", "tcg"):
         raise typer.BadParameter(f"{accel_request!r} is not auto, kvm or tcg", param_hint="--accel")
+    # Checked before the kernel is looked up or qemu started: qemu's own refusal of 10**20 CPUs is a
+    # page of text, and a timeout of inf or -1 would never (or at once) kill the lab.
+    vcpus = parse_int(cpus, what="--cpus", minimum=1, maximum=MAX_CPUS, bound="the lab's vCPU bound")
+    timeout_s = parse_duration(timeout, what="--timeout", maximum=MAX_TIMEOUT_S, positive=True)
     runner = SystemRunner()
     lab_kernel = kernel.require()
     choice = accel.choose(accel_request, runner, lab_kernel)  # type: ignore[arg-type]
@@ -61,11 +73,11 @@ def run_cmd(
     rwdirs = tuple(rwdir) if rwdir else ((cwd,) if cwd != Path("/") else ())
     spec = LabSpec(
         memory=memory,
-        cpus=cpus,
+        cpus=vcpus,
         accel=choice.accel,
         disk_sizes=tuple(parse_positive_size(d, what="--disk") for d in disk or ()),
         rwdirs=rwdirs,
-        timeout_s=timeout,
+        timeout_s=timeout_s,
         cwd=cwd,
     )
     typer.echo(f"lab: booting {lab_kernel.version} with {choice.accel} ({choice.reason})", err=True)

@@ -20,6 +20,10 @@ from skycache.sim.calibration import Calibration, load_calibration, render_calib
 from skycache.sim.scenario import ScenarioFile, load_scenario
 from skycache.sim.tables import Table, as_int
 
+# Local Dask worker processes: each is a Python process with the model loaded (~150 MiB); more than
+# this on one machine is a typo.
+MAX_WORKERS = 256
+
 app = typer.Typer(
     help="Simulate repository, network and NAT load for large clusters.",
     no_args_is_help=True,
@@ -178,12 +182,14 @@ def sweep_cmd(
         typer.Option("--param", "-p", help="SECTION.KEY=V1,V2,... (replaces the scenario's [sweep.grid])."),
     ] = None,
     replications: Annotated[
-        int | None, typer.Option("--replications", "-r", min=1, help="Seeds per point (default: scenario's).")
+        str | None, typer.Option("--replications", "-r", help="Seeds per point (default: scenario's).")
     ] = None,
     scheduler: Annotated[
         str | None, typer.Option("--scheduler", help="Address of an existing Dask scheduler.")
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Local cluster worker processes.")] = 2,
+    workers: Annotated[
+        str, typer.Option("--workers", help=f"Local cluster worker processes (1 to {MAX_WORKERS}).")
+    ] = "2",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON records.")] = False,
     yes: YesOpt = False,
@@ -193,11 +199,18 @@ def sweep_cmd(
     from skycache.sim.scenario import parse_scenario_file
     from skycache.sim.sweep import run_sweep, write_sweep
 
+    # Parsed by the one number grammar: click's int takes "٣" and 10**30 workers.
+    n_workers = parse_int(workers, what="--workers", minimum=1, maximum=MAX_WORKERS, bound="local processes")
+    reps_given = (
+        None
+        if replications is None
+        else parse_int(replications, what="--replications", minimum=1, maximum=budget.HARD_MAX_POINTS)
+    )
     files.check_output_dir(out or Path("results/sim"), what="--out")  # before the sweep, not after it
     # The file's own grid is checked on load, unless --param replaces it or -r changes the count.
-    sf = load_scenario(scenario, yes=yes or bool(param) or replications is not None)
+    sf = load_scenario(scenario, yes=yes or bool(param) or reps_given is not None)
     limit = Table(sf.raw.get("sweep", {}), "sweep").get("max_points", as_int(1), budget.DEFAULT_MAX_POINTS)
-    reps = replications or sf.replications
+    reps = reps_given or sf.replications
     if param:
         grid: dict[str, list[Any]] = {}
         for item in param:
@@ -215,7 +228,7 @@ def sweep_cmd(
     budget.check_points(runs, limit, yes, f"{sf.path}: the sweep")
     cal = _calibration(sf, calibration)
     t0 = time.perf_counter()
-    table = run_sweep(sf, cal, replications=reps, scheduler=scheduler, workers=workers)
+    table = run_sweep(sf, cal, replications=reps, scheduler=scheduler, workers=n_workers)
     wall = time.perf_counter() - t0
     out_dir = (
         out or Path("results/sim") / f"{sf.base.name}-sweep-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
