@@ -56,7 +56,8 @@ def log_welch(log_a: np.ndarray, log_b: np.ndarray, confidence: float = DEFAULT_
     nan = np.full(diff.shape, math.nan)
     if la.shape[-1] < 2 or lb.shape[-1] < 2:
         return LogWelch(diff, nan, nan.copy(), nan.copy())
-    flat = (la.var(axis=-1, ddof=1) + lb.var(axis=-1, ddof=1)) == 0.0
+    # max - min is exactly 0 for repeated values, where a variance can be a rounding error above it
+    flat = (np.ptp(la, axis=-1) == 0.0) & (np.ptp(lb, axis=-1) == 0.0)
     if flat.any():  # give scipy data it can work on, then blank those rows
         la, lb = la.copy(), lb.copy()
         la[flat] = np.arange(la.shape[-1], dtype=float)
