@@ -5,7 +5,7 @@ coefficient of variation from 5 % to 80 % at the sample sizes the bench uses (3,
 what docs/bench.md promises: the 95 % interval of the ratio covers the true ratio at least 93 % of
 the time, and an A/A comparison (no change) is called significant at most 5 % of the time. The
 allowance on false alarms is the Monte Carlo noise of the estimate (2.5 standard errors); the
-figures are printed (pytest -s) and quoted in docs/bench.md. Seeded; about two seconds.
+figures are printed (pytest -s) and quoted in docs/bench.md. Seeded; a few seconds.
 """
 
 from __future__ import annotations
