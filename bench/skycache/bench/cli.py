@@ -326,9 +326,9 @@ def show_cmd(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Mean IOPS and latency per condition with 95% intervals."""
+    """Geometric mean IOPS and latency per condition with 95% intervals and the CV of the repetitions."""
     from skycache.bench import compare as comparing
-    from skycache.bench import store, tidy
+    from skycache.bench import report, store, tidy
 
     if run.is_dir():
         store.read_manifest(run)  # a run whose manifest is damaged is not shown as if it were whole
@@ -337,7 +337,8 @@ def show_cmd(
         typer.echo(s.to_json(orient="records", indent=2))
         return
     t = Table(title=str(run))
-    for col in ("condition", "dir", "n", "IOPS [95% CI]", "mean lat us [95% CI]", "p99 us"):
+    columns = ("condition", "dir", "n", "IOPS geo mean [95% CI]", "IOPS CV", "mean lat us [95% CI]", "p99 us")
+    for col in columns:
         t.add_column(col)
     for r in s.itertuples():
         t.add_row(
@@ -345,6 +346,7 @@ def show_cmd(
             str(r.direction),
             str(r.n),
             f"{r.iops:.0f} [{r.iops_lo:.0f}, {r.iops_hi:.0f}]",
+            report.fmt_cv(r.iops_cv, bool(r.unstable)),
             f"{r.lat_mean_us:.0f} [{r.lat_lo_us:.0f}, {r.lat_hi_us:.0f}]",
             f"{r.lat_p99_us:.0f}",
         )

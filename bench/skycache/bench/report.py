@@ -34,8 +34,10 @@ def comparison_table(
     return "\n".join(lines)
 
 
-def _pct(x: Any) -> str:  # a pandas cell: float or NaN
-    return "-" if math.isnan(float(x)) else f"{float(x) * 100:.0f}%"
+def fmt_cv(x: Any, unstable: bool = False) -> str:
+    """A CV (a pandas cell: float or NaN) in percent, marked when it makes the condition unstable."""
+    text = "-" if math.isnan(float(x)) else f"{float(x) * 100:.0f}%"
+    return text + (" unstable" if unstable else "")
 
 
 def summary_table(summary: pd.DataFrame) -> str:
@@ -45,7 +47,7 @@ def summary_table(summary: pd.DataFrame) -> str:
         "|---|---|---:|---|---:|---|---:|",
     ]
     for r in summary.itertuples():
-        cv = _pct(r.iops_cv) + (" unstable" if r.unstable else "")
+        cv = fmt_cv(r.iops_cv, bool(r.unstable))
         lines.append(
             f"| {r.condition} | {r.direction} | {r.n} | {r.iops:.0f} [{r.iops_lo:.0f}, {r.iops_hi:.0f}] "
             f"| {cv} | {r.lat_mean_us:.0f} [{r.lat_lo_us:.0f}, {r.lat_hi_us:.0f}] | {r.lat_p99_us:.0f} |"
