@@ -31,7 +31,7 @@ def test_expand_testbed_2009(benchmark: BenchmarkFixture) -> None:
     assert len(sc.conditions) > 100
 
 
-def test_bootstrap_ratio(benchmark: BenchmarkFixture) -> None:
+def test_ratio_ci(benchmark: BenchmarkFixture) -> None:
     rng = np.random.default_rng(0)
     a, b = rng.normal(2000, 100, 5), rng.normal(1000, 50, 5)
     r = benchmark(stats.ratio_ci, a, b)

@@ -90,21 +90,26 @@ def comparison_table(comps: list[comparing.Comparison], metrics: tuple[str, ...]
     from skycache.bench import compare as comparing
 
     t = Table(title=title, show_lines=False)
+    right = ("geo mean", "baseline geo mean", "p (Holm)", "CV")
     for col in (
         "condition",
         "baseline",
         "dir",
         "metric",
-        "value",
-        "baseline value",
-        "ratio [95% CI]",
+        "geo mean",
+        "baseline geo mean",
+        "ratio [95% CI] (method)",
+        "p (Holm)",
+        "CV",
         "verdict",
     ):
-        t.add_column(col, justify="right" if col in ("value", "baseline value") else "left")
+        t.add_column(col, justify="right" if col in right else "left")
     for c in comps:
         if c.metric not in metrics:
             continue
         style = {"better": "green", "worse": "red"}.get(c.verdict, "dim")
+        if c.ratio.unstable:
+            style = "yellow"
         t.add_row(
             escape(c.condition),
             escape(c.baseline),
@@ -113,32 +118,22 @@ def comparison_table(comps: list[comparing.Comparison], metrics: tuple[str, ...]
             comparing.fmt_metric(c.metric, c.mean),
             comparing.fmt_metric(c.metric, c.base_mean),
             escape(c.ratio.fmt()),
-            f"[{style}]{c.verdict}[/]",
+            comparing.fmt_p(c.ratio.p_adj),
+            comparing.fmt_cvs(c.ratio),
+            f"[{style}]{escape(c.verdict)}[/]",
         )
     return t
 
 
-def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else x
+def _finite(x: object) -> object:
+    """JSON has no NaN or infinity: those become null."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def _comparisons_json(comps: list[comparing.Comparison]) -> list[dict[str, object]]:
-    return [
-        {
-            "run_id": c.run_id,
-            "condition": c.condition,
-            "baseline": c.baseline,
-            "direction": c.direction,
-            "metric": c.metric,
-            "mean": _finite(c.mean),
-            "baseline_mean": _finite(c.base_mean),
-            "ratio": _finite(c.ratio.ratio),
-            "ci_low": _finite(c.ratio.low),
-            "ci_high": _finite(c.ratio.high),
-            "verdict": c.verdict,
-        }
-        for c in comps
-    ]
+    from skycache.bench import compare as comparing
+
+    return [{k: _finite(v) for k, v in comparing.record(c).items()} for c in comps]
 
 
 YesOpt = Annotated[
@@ -270,7 +265,8 @@ def compare_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Ratios to a baseline with bootstrap 95% intervals; "not significant" when the interval holds 1."""
+    """Ratios of geometric means to a baseline: Welch t 95% intervals on log values, verdicts from
+    Holm-adjusted p per metric, "unstable (CV NN %)" when repetitions disagree beyond 50 %."""
     from skycache.bench import compare as comparing
     from skycache.bench import store, tidy
 
@@ -306,7 +302,7 @@ def compare_cmd(
             )
         raise typer.Exit(3)
     if fail_on_regression is not None and not as_json:
-        console.print(f"no regression beyond {fail_on_regression:g}% (significant at 95%)")
+        console.print(f"no regression beyond {fail_on_regression:g}% (Holm-adjusted p < 0.05)")
 
 
 @app.command("plots")
@@ -330,9 +326,9 @@ def show_cmd(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Mean IOPS and latency per condition with 95% intervals."""
+    """Geometric mean IOPS and latency per condition with 95% intervals and the CV of the repetitions."""
     from skycache.bench import compare as comparing
-    from skycache.bench import store, tidy
+    from skycache.bench import report, store, tidy
 
     if run.is_dir():
         store.read_manifest(run)  # a run whose manifest is damaged is not shown as if it were whole
@@ -341,7 +337,8 @@ def show_cmd(
         typer.echo(s.to_json(orient="records", indent=2))
         return
     t = Table(title=str(run))
-    for col in ("condition", "dir", "n", "IOPS [95% CI]", "mean lat us [95% CI]", "p99 us"):
+    columns = ("condition", "dir", "n", "IOPS geo mean [95% CI]", "IOPS CV", "mean lat us [95% CI]", "p99 us")
+    for col in columns:
         t.add_column(col)
     for r in s.itertuples():
         t.add_row(
@@ -349,6 +346,7 @@ def show_cmd(
             str(r.direction),
             str(r.n),
             f"{r.iops:.0f} [{r.iops_lo:.0f}, {r.iops_hi:.0f}]",
+            report.fmt_cv(r.iops_cv, bool(r.unstable)),
             f"{r.lat_mean_us:.0f} [{r.lat_lo_us:.0f}, {r.lat_hi_us:.0f}]",
             f"{r.lat_p99_us:.0f}",
         )

@@ -1,4 +1,9 @@
-"""Compare conditions (or runs) from tidy tables: ratios to a baseline with bootstrap intervals.
+"""Compare conditions (or runs) from tidy tables: ratios of geometric means to a baseline.
+
+Each ratio has a Welch t interval on log values (``skycache.bench.stats``); the verdicts of one call
+to ``compare`` are Holm-corrected per metric, so a table of many conditions does not turn noise into
+findings. A side whose repetitions vary by more than ``stats.UNSTABLE_CV`` is "unstable (CV NN %)"
+in place of a verdict.
 
 Baselines:
 - several runs and no ``--baseline``: the first run is the baseline of the others, condition by
@@ -9,20 +14,23 @@ Baselines:
 - ``--baseline LABEL``: one condition (by label or id) against every condition with the same workload;
 - one run and no baseline: per workload, the first condition of the scenario.
 
-A *regression* is a change for the worse by more than PCT percent whose interval excludes "no change".
+A *regression* is a change for the worse by more than PCT percent that is significant after the Holm
+correction. An unstable condition can still be a regression: the test accounts for its noise, and a
+gate that noise could silence would never fail on a loaded machine.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from skycache.bench import stats
 from skycache.bench.scenario import KNOWN_FACTORS
-from skycache.bench.stats import Ratio, mean_ci, ratio_ci
+from skycache.bench.stats import Ratio, ratio_ci
 from skycache.errors import InvalidInput
 
 # metric -> True when higher is better
@@ -38,7 +46,7 @@ class Comparison:
     baseline: str  # "<run_id>:<label>" when across runs, else the label
     direction: str
     metric: str
-    mean: float
+    mean: float  # geometric mean of the repetitions (the ratio is of these)
     base_mean: float
     ratio: Ratio
 
@@ -48,18 +56,20 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
+        if self.ratio.unstable:
+            return self.ratio.label
         if not self.ratio.significant:
             return "not significant"
         better = (self.ratio.ratio > 1.0) == self.higher_is_better
         return "better" if better else "worse"
 
     def regression(self, pct: float) -> bool:
-        """Worse than the baseline by more than ``pct`` percent, with significance."""
+        """Worse than the baseline by more than ``pct`` percent, significant after the Holm correction."""
         if not self.ratio.significant or math.isnan(self.ratio.ratio):
             return False
         if self.higher_is_better:
-            return self.ratio.high < 1.0 and self.ratio.ratio < 1.0 - pct / 100.0
-        return self.ratio.low > 1.0 and self.ratio.ratio > 1.0 + pct / 100.0
+            return self.ratio.ratio < 1.0 - pct / 100.0
+        return self.ratio.ratio > 1.0 + pct / 100.0
 
 
 def per_rep(df: pd.DataFrame) -> pd.DataFrame:
@@ -201,36 +211,55 @@ def compare(
                 b = _values(rep, base_run, base_label, direction, metric)
                 r = ratio_ci(a, b)
                 base_name = base_label if base_run == run else f"{base_run}:{base_label}"
-                out.append(Comparison(run, label, base_name, direction, metric, _mean(a), _mean(b), r))
+                out.append(Comparison(run, label, base_name, direction, metric, _geo(a), _geo(b), r))
+    return _holm_per_metric(out)
+
+
+def _holm_per_metric(comparisons: list[Comparison]) -> list[Comparison]:
+    """One Holm family per metric: every condition, direction and run of this comparison."""
+    out = list(comparisons)
+    for metric in dict.fromkeys(c.metric for c in comparisons):
+        idx = [i for i, c in enumerate(comparisons) if c.metric == metric]
+        adjusted = stats.adjust([comparisons[i].ratio for i in idx])
+        for i, r in zip(idx, adjusted, strict=True):
+            out[i] = replace(comparisons[i], ratio=r)
     return out
 
 
-def _mean(a: np.ndarray) -> float:
-    a = a[np.isfinite(a)]
-    return float(a.mean()) if a.size else math.nan
+def _geo(a: np.ndarray) -> float:
+    return stats.geo_mean_ci(a)[0]
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per run x condition x direction: mean IOPS and latency with 95% intervals, n repetitions."""
+    """Per run x condition x direction: geometric mean IOPS and latency with 95% t intervals on log
+    values, n repetitions, and the coefficient of variation of the repetitions (unstable above
+    ``stats.UNSTABLE_CV``)."""
     rep = per_rep(df)
     rows = []
     for (run, label, direction), g in rep.groupby(["run_id", "label", "direction"], sort=False):
-        iops, iops_lo, iops_hi = mean_ci(g["iops"].to_numpy(dtype=float))
-        lat, lat_lo, lat_hi = mean_ci(g["lat_mean_ns"].to_numpy(dtype=float) / 1000.0)
+        iops_values = g["iops"].to_numpy(dtype=float)
+        iops, iops_lo, iops_hi = stats.geo_mean_ci(iops_values)
+        lat, lat_lo, lat_hi = stats.geo_mean_ci(g["lat_mean_ns"].to_numpy(dtype=float) / 1000.0)
         p99 = float(np.nanmean(g["lat_p99_ns"].to_numpy(dtype=float))) / 1000.0 if len(g) else math.nan
+        kept, dropped = stats.clean(iops_values)
+        iops_cv = stats.cv(kept)
         rows.append(
             {
                 "run_id": run,
                 "condition": label,
                 "direction": direction,
-                "n": len(g),
+                "n": int(kept.size),
+                "dropped": dropped,
                 "iops": iops,
                 "iops_lo": iops_lo,
                 "iops_hi": iops_hi,
+                "iops_cv": iops_cv,
                 "lat_mean_us": lat,
                 "lat_lo_us": lat_lo,
                 "lat_hi_us": lat_hi,
+                "lat_cv": stats.cv(stats.clean(g["lat_mean_ns"].to_numpy(dtype=float))[0]),
                 "lat_p99_us": p99,
+                "unstable": bool(iops_cv > stats.UNSTABLE_CV),
             }
         )
     out = pd.DataFrame(rows)
@@ -245,25 +274,38 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def record(c: Comparison) -> dict[str, object]:
+    """Every field of a comparison, flat (to_frame and the CLI's --json share it)."""
+    r = c.ratio
+    return {
+        "run_id": c.run_id,
+        "condition": c.condition,
+        "baseline": c.baseline,
+        "direction": c.direction,
+        "metric": c.metric,
+        "mean": c.mean,
+        "baseline_mean": c.base_mean,
+        "ratio": r.ratio,
+        "ci_low": r.low,
+        "ci_high": r.high,
+        "confidence": r.confidence,
+        "n": r.n_a,
+        "baseline_n": r.n_b,
+        "dropped": r.dropped,
+        "p": r.p,
+        "p_adj": r.p_adj,
+        "family": r.family,
+        "cv": r.cv_a,
+        "baseline_cv": r.cv_b,
+        "unstable": r.unstable,
+        "label": r.label,
+        "method": r.method,
+        "verdict": c.verdict,
+    }
+
+
 def to_frame(comparisons: Sequence[Comparison]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "run_id": c.run_id,
-                "condition": c.condition,
-                "baseline": c.baseline,
-                "direction": c.direction,
-                "metric": c.metric,
-                "mean": c.mean,
-                "baseline_mean": c.base_mean,
-                "ratio": c.ratio.ratio,
-                "ci_low": c.ratio.low,
-                "ci_high": c.ratio.high,
-                "verdict": c.verdict,
-            }
-            for c in comparisons
-        ]
-    )
+    return pd.DataFrame([record(c) for c in comparisons])
 
 
 def regressions(comparisons: Sequence[Comparison], pct: float) -> list[Comparison]:
@@ -278,3 +320,14 @@ def fmt_metric(metric: str, value: float) -> str:
     if metric == "bw_bytes":
         return f"{value / 2**20:.1f} MiB/s"
     return f"{value:.0f}"
+
+
+def fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_cvs(r: Ratio) -> str:
+    """CV of the condition's repetitions / the baseline's, in percent."""
+    return "/".join("-" if math.isnan(c) else f"{c * 100:.0f}%" for c in (r.cv_a, r.cv_b))

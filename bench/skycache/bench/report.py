@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from skycache import files
-from skycache.bench import compare
+from skycache.bench import compare, stats
 from skycache.errors import InvalidInput
 
 
@@ -18,8 +19,9 @@ def comparison_table(
 ) -> str:
     """A Markdown table of ratios to the baseline, one row per condition x direction x metric."""
     lines = [
-        "| condition | baseline | dir | metric | value | baseline value | ratio [95% CI] | verdict |",
-        "|---|---|---|---|---:|---:|---|---|",
+        "| condition | baseline | dir | metric | geo mean | baseline geo mean | ratio [95% CI] (method) "
+        "| p (Holm) | CV | verdict |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---|",
     ]
     for c in comparisons:
         if c.metric not in metrics:
@@ -27,20 +29,28 @@ def comparison_table(
         value, base = compare.fmt_metric(c.metric, c.mean), compare.fmt_metric(c.metric, c.base_mean)
         lines.append(
             f"| {c.condition} | {c.baseline} | {c.direction} | {c.metric} | {value} | {base} "
-            f"| {c.ratio.fmt()} | {c.verdict} |"
+            f"| {c.ratio.fmt()} | {compare.fmt_p(c.ratio.p_adj)} | {compare.fmt_cvs(c.ratio)} | {c.verdict} |"
         )
     return "\n".join(lines)
 
 
+def fmt_cv(x: Any, unstable: bool = False) -> str:
+    """A CV (a pandas cell: float or NaN) in percent, marked when it makes the condition unstable."""
+    text = "-" if math.isnan(float(x)) else f"{float(x) * 100:.0f}%"
+    return text + (" unstable" if unstable else "")
+
+
 def summary_table(summary: pd.DataFrame) -> str:
     lines = [
-        "| condition | dir | n | IOPS [95% CI] | mean latency us [95% CI] | p99 us |",
-        "|---|---|---:|---|---|---:|",
+        "| condition | dir | n | IOPS geo mean [95% CI] | IOPS CV | mean latency us, geo mean [95% CI] "
+        "| p99 us |",
+        "|---|---|---:|---|---:|---|---:|",
     ]
     for r in summary.itertuples():
+        cv = fmt_cv(r.iops_cv, bool(r.unstable))
         lines.append(
             f"| {r.condition} | {r.direction} | {r.n} | {r.iops:.0f} [{r.iops_lo:.0f}, {r.iops_hi:.0f}] "
-            f"| {r.lat_mean_us:.0f} [{r.lat_lo_us:.0f}, {r.lat_hi_us:.0f}] | {r.lat_p99_us:.0f} |"
+            f"| {cv} | {r.lat_mean_us:.0f} [{r.lat_lo_us:.0f}, {r.lat_hi_us:.0f}] | {r.lat_p99_us:.0f} |"
         )
     return "\n".join(lines)
 
@@ -50,12 +60,17 @@ def _findings(comparisons: Sequence[compare.Comparison]) -> list[str]:
     for c in comparisons:
         if c.metric != "iops":
             continue
-        if c.ratio.significant:
+        if c.ratio.unstable:
+            out.append(
+                f"- {c.condition} ({c.direction}) vs {c.baseline}: {c.verdict}, no conclusion "
+                f"({c.ratio.fmt()})."
+            )
+        elif c.ratio.significant:
             word = "more" if c.ratio.ratio > 1 else "fewer"
             pct = abs(c.ratio.ratio - 1) * 100
             out.append(
                 f"- **{c.condition}** ({c.direction}): {pct:.0f}% {word} IOPS than {c.baseline} "
-                f"({c.ratio.fmt()})."
+                f"({c.ratio.fmt()}, Holm-adjusted p {compare.fmt_p(c.ratio.p_adj)})."
             )
         else:
             out.append(f"- {c.condition} ({c.direction}) vs {c.baseline}: not significant ({c.ratio.fmt()}).")
@@ -98,12 +113,15 @@ def render(
         "",
         "## Results",
         "",
-        "Mean of the repetitions with 95% bootstrap intervals:",
+        "Geometric mean of the repetitions with 95% t intervals on log values; CV is the coefficient of "
+        f"variation of the repetitions (unstable above {stats.UNSTABLE_CV * 100:.0f}%):",
         "",
         summary_table(summary),
         "",
-        f'Ratios to the baseline ({baseline or "default"}); "not significant" when the 95% interval '
-        "contains 1:",
+        f"Ratios of geometric means to the baseline ({baseline or 'default'}) with Welch t 95% intervals "
+        "on log values; the verdict uses the p-value Holm-adjusted over the comparisons of each metric "
+        f'("not significant" at p >= 0.05), and is "unstable" when either side\'s CV exceeds '
+        f"{stats.UNSTABLE_CV * 100:.0f}%:",
         "",
         comparison_table(comparisons),
         "",
