@@ -443,8 +443,9 @@ def _set(data: Any, path: tuple[Any, ...], value: Any) -> None:
     data[path[-1]] = value
 
 
-def _hostile_for(original: Any, key: Any) -> st.SearchStrategy[Any]:
-    """Values that no validator may accept in place of ``original`` (a leaf named ``key``)."""
+def _hostile_for(original: Any, key: Any, *, listable: bool = False) -> st.SearchStrategy[Any]:
+    """Values that no validator may accept in place of ``original`` (a leaf named ``key``);
+    ``listable``: a list of such values is valid there too (the factor values of an exclude)."""
     deep: Any = []
     for _ in range(60):
         deep = [deep]
@@ -465,7 +466,9 @@ def _hostile_for(original: Any, key: Any) -> st.SearchStrategy[Any]:
         options = [
             st.just(original + "\x00"),
             st.just(original + "\nexec_prerun=touch /tmp/skycache-pwned"),
-            st.sampled_from([1.5, [original], {"x": original}, True]),
+            st.sampled_from(
+                [1.5, {"x": original}, True] if listable else [1.5, [original], {"x": original}, True]
+            ),
         ]
         if NUMBER_IN_TEXT.match(original):
             # A quantity ("10 GiB", "2 ms"): trailing whitespace is harmless there, a bad number is not.
@@ -488,7 +491,14 @@ def _mutated(draw: st.DrawFn, data: dict[str, Any]) -> dict[str, Any]:
     for path in draw(st.lists(st.sampled_from(leaves), min_size=1, max_size=2, unique=True), label="leaves"):
         original = _get(data, path)
         key = next((k for k in reversed(path) if isinstance(k, str)), "")
-        _set(data, path, draw(_hostile_for(original, key), label=f"value at {'.'.join(map(str, path))}"))
+        _set(
+            data,
+            path,
+            draw(
+                _hostile_for(original, key, listable=path[0] == "exclude"),
+                label=f"value at {'.'.join(map(str, path))}",
+            ),
+        )
     return data
 
 

@@ -385,3 +385,9 @@ def test_netns_plans_read_which_namespaces_exist() -> None:
     assert fake.ran() == ["ip netns del skycache-b"]
     with pytest.raises(NotOwned):
         netns.delete(fake, "x")
+
+
+def test_an_isolation_name_with_dot_dot_is_refused() -> None:
+    with pytest.raises(InvalidInput, match=r"'n0\.\.n0' holds '\.\.'"):
+        isolation.check_key("n0..n0")
+    assert isolation.check_key("vm.1") == "vm.1"

@@ -72,6 +72,10 @@ def check_key(key: str) -> str:
     if not key or len(FWD_PREFIX + key) > iptables.MAX_CHAIN_LEN:
         raise InvalidInput(f"isolation name {key!r} is too long for a chain name (at most 15 characters)")
     iptables.check_chain(FWD_PREFIX + key)
+    if ".." in key:
+        # Legal in a chain and (inside) an interface name, but no name skycache gives holds it, and the
+        # same name becomes a path elsewhere (the VM's state notes), where ".." climbs out.
+        raise InvalidInput(f"isolation name {key!r} holds '..'")
     return key
 
 
