@@ -121,6 +121,7 @@ def comparison_table(comps: list[comparing.Comparison], metrics: tuple[str, ...]
 def _finite(x: float) -> float | None:
     return None if math.isnan(x) else x
 
+
 def _comparisons_json(comps: list[comparing.Comparison]) -> list[dict[str, object]]:
     return [
         {
@@ -319,7 +320,11 @@ def compare_cmd(
             "differences": [d.as_dict() for d in differences],
         }
         if gating:
-            out["detectable"] = {"method": gate.METHOD, "alpha": gate.ALPHA, "changes": [x.as_dict() for x in seen]}
+            out["detectable"] = {
+                "method": gate.METHOD,
+                "alpha": gate.ALPHA,
+                "changes": [x.as_dict() for x in seen],
+            }
         typer.echo(json.dumps(out, indent=2))
     else:
         for d in differences:

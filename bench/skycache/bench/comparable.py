@@ -60,7 +60,9 @@ def _with_servers(value: Fact, manifest: Mapping[str, Any], field: str) -> Fact:
     servers = manifest.get("host_environment")
     if not isinstance(servers, dict) or not servers:
         return value
-    per = {name: _known(env.get(field)) if isinstance(env, dict) else UNKNOWN for name, env in servers.items()}
+    per = {
+        name: _known(env.get(field)) if isinstance(env, dict) else UNKNOWN for name, env in servers.items()
+    }
     if any(v is UNKNOWN for v in per.values()):
         return UNKNOWN
     return {"client": value, "servers": dict(sorted(per.items()))}
@@ -140,10 +142,26 @@ class Difference:
         return {"key": self.key, "baseline": self.baseline, "run": self.run, "detail": self.detail}
 
 
-def differences(base_label: str, base: Mapping[str, Fact], label: str, other: Mapping[str, Fact]) -> list[Difference]:
+def _shared(a: Fact, b: Fact) -> tuple[Fact, Fact]:
+    """Stacks or workloads of the same name must agree; one that only one run has is not compared
+    (its conditions have no counterpart), so it is no difference."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        common = set(a) & set(b)
+        return {k: a[k] for k in common}, {k: b[k] for k in common}
+    return a, b
+
+
+def differences(
+    base_label: str, base: Mapping[str, Fact], label: str, other: Mapping[str, Fact]
+) -> list[Difference]:
     out = []
     for key in KEYS:
         a, b = base[key], other[key]
+        if key == "stacks":
+            a, b = _shared(a, b)
+        elif key == "workloads" and isinstance(a, dict) and isinstance(b, dict):
+            jobs_a, jobs_b = _shared(a.get("jobs"), b.get("jobs"))
+            a, b = {**a, "jobs": jobs_a}, {**b, "jobs": jobs_b}
         if a is UNKNOWN or b is UNKNOWN:
             which = [name for name, v in ((base_label, a), (label, b)) if v is UNKNOWN]
             detail = f"not recorded by {' and '.join(which)}"

@@ -108,7 +108,9 @@ def detectable(
         if c.metric not in comparing.GATED:
             continue
         base_label = c.baseline[len(prefix) :] if c.baseline.startswith(prefix) else c.baseline
-        sel = rep[(rep["run_id"] == base_run) & (rep["label"] == base_label) & (rep["direction"] == c.direction)]
+        sel = rep[
+            (rep["run_id"] == base_run) & (rep["label"] == base_label) & (rep["direction"] == c.direction)
+        ]
         values = sel[c.metric].to_numpy(dtype=float)
         values = values[np.isfinite(values) & (values > 0)]
         sd = float(np.std(np.log(values), ddof=1)) if values.size >= 2 else math.nan

@@ -64,7 +64,9 @@ def git_state(runner: Runner) -> tuple[str | None, bool | None]:
     if commit is None:
         return None, None
     try:
-        done = runner.query(["git", "status", "--porcelain", "--untracked-files=no"], check=False, timeout_s=20)
+        done = runner.query(
+            ["git", "status", "--porcelain", "--untracked-files=no"], check=False, timeout_s=20
+        )
     except SkycacheError:
         return commit, None
     return commit, bool(done.stdout.strip()) if done.returncode == 0 else None
@@ -143,7 +145,7 @@ def cpu_delta(before: dict[str, int] | None, after: dict[str, int] | None) -> di
     }
 
 
-def host_load(runner: Runner) -> dict[str, float] | None:
+def host_load(runner: Runner) -> dict[str, float | None] | None:
     """The host's load average now: from the booting side's file inside the lab (with its age),
     from /proc/loadavg elsewhere."""
     lab = _lab_share()
@@ -158,7 +160,8 @@ def host_load(runner: Runner) -> dict[str, float] | None:
         return {**load, "age_s": round(time.time() - t, 1) if isinstance(t, (int, float)) else None}
     if in_lab():
         return None  # the guest's own load average is not the host's
-    return hostinfo.parse_loadavg(runner.read_text("/proc/loadavg"))
+    here = hostinfo.parse_loadavg(runner.read_text("/proc/loadavg"))
+    return None if here is None else {**here, "age_s": 0.0}
 
 
 def noise(runner: Runner, before: dict[str, int] | None, wall_s: float) -> dict[str, Any]:

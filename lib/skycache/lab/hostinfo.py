@@ -11,8 +11,8 @@ must not stop a benchmark.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -94,14 +94,12 @@ class HostShare:
             return
         tmp = self.share / (HOST_LOAD + ".tmp")
         tmp.write_text(json.dumps({**load, "t": time.time()}))
-        os.replace(tmp, self.share / HOST_LOAD)  # the guest never reads half a line
+        tmp.replace(self.share / HOST_LOAD)  # the guest never reads half a line
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(OSError):  # the share is going away with the boot
                 self._write_load()
-            except OSError:
-                pass  # the share is going away with the boot
             self._stop.wait(LOAD_PERIOD_S)
 
     def __enter__(self) -> HostShare:
