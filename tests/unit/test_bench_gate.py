@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_fixtures import make_run, manifest
+from bench_fixtures import TINY_FILE_STACK_AND_JOBS, make_run, manifest
 from boundary import Outcome, assert_one_error, skycache
 from fakes import FakeRunner
 from scipy import stats as sps
 
-from skycache.bench import comparable, gate, provenance, store
+from skycache.bench import comparable, gate, orchestrate, provenance, scenario, store
 from skycache.lab import hostinfo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,3 +310,29 @@ def test_cpu_times_reads_the_aggregate_line_and_tolerates_a_missing_file() -> No
         "user": 10, "nice": 1, "system": 5, "idle": 100, "iowait": 2, "irq": 0, "softirq": 1, "steal": 7,
     }  # fmt: skip
     assert provenance.cpu_times(FakeRunner()) is None
+
+
+@pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed")
+def test_a_host_run_records_provenance_and_noise_per_repetition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SKYCACHE_IN_LAB", raising=False)
+    f = tmp_path / "s.toml"
+    f.write_text(
+        'name = "host-tiny"\nwhere = "host"\nrepetitions = 2\nimage_size = "8M"\n' + TINY_FILE_STACK_AND_JOBS
+    )
+    opts = orchestrate.RunOptions(results=tmp_path / "results", where="host", workdir=tmp_path / "work")
+    out = orchestrate.run_scenario(scenario.load(f), opts)
+    assert out.failed == 0, out.errors
+    m = out.run.manifest()
+    assert m["format"] == store.FORMAT_VERSION == 2
+    env = m["environment"]
+    assert env["host"]["kernel"] == os.uname().release and env["host"]["cpus"] == os.cpu_count()
+    assert env["accel"] == "none" and env["lab_kernel"] is None and isinstance(env["git_dirty"], bool)
+    assert m["workloads"]["randread"]["rw"] == "randread" and m["workloads"]["randread"]["iodepth"] == 1
+    records = list(out.run.records())
+    assert len(records) == 4
+    for rec in records:
+        noise = rec["noise"]
+        assert noise["host_load"]["load1"] >= 0 and noise["wall_s"] > 0
+        assert noise["cpu"]["cpu_busy_s"] >= 0 and 0 <= noise["cpu"]["steal_pct"] <= 100
