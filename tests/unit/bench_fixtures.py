@@ -43,6 +43,28 @@ def fio_json(iops: float, lat_ns: float) -> str:
     return json.dumps(doc)
 
 
+def manifest(
+    scenario: str, run_id: str, *, stacks: Sequence[str] = ("c",), **environment: object
+) -> dict[str, object]:
+    """A manifest with every fact bench compare checks (``environment`` overrides some)."""
+    return {
+        "scenario": scenario,
+        "run_id": run_id,
+        "environment": {
+            "where": "test",
+            "accel": "tcg",
+            "kernel": "6.1.0-56-amd64",
+            "lab_kernel": "6.1.0-56-amd64",
+            "fio_version": "fio-3.33",
+            **environment,
+        },
+        "stacks": {s: "lvm image, over iSCSI" for s in stacks},
+        "workloads": {"randrw": {"name": "randrw", "rw": "randrw", "bs": "4k", "iodepth": 1}},
+        "image_size": "32M",
+        "shaping": {"name": "none", "detail": "(no tc shaping)"},
+    }
+
+
 def make_run(
     root: Path,
     conditions: Mapping[str, Sequence[float]],
@@ -54,7 +76,9 @@ def make_run(
 ) -> Path:
     """A run with one condition per key; each value lists the IOPS of its repetitions."""
     run = store.RunDir.create(root, scenario, run_id)
-    run.write_manifest({"scenario": scenario, "run_id": run.run_id, "environment": {"where": "test"}})
+    run.write_manifest(
+        manifest(scenario, run.run_id, stacks=sorted({(stack_of or {}).get(c, c) for c in conditions}))
+    )
     for label, reps in conditions.items():
         stack = (stack_of or {}).get(label, label)
         for i, iops in enumerate(reps, 1):

@@ -209,7 +209,7 @@ def test_sim_refuses_a_bad_out_before_it_simulates(
 
 def test_a_good_manifest_still_reads(run_dir: Path) -> None:
     manifest = store.read_manifest(run_dir)
-    assert manifest["environment"] == {"where": "test"}
+    assert manifest["environment"]["where"] == "test"
     assert json.loads((run_dir / store.MANIFEST).read_text())["scenario"] == "synthetic"
 
 

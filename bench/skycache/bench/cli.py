@@ -263,12 +263,25 @@ def compare_cmd(
     metric: Annotated[
         list[str] | None, typer.Option("--metric", help="Metrics to show (repeatable).")
     ] = None,
+    allow_different: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-different",
+            help="Compare runs although these manifest facts differ (or are not recorded): "
+            "acceleration, kernel, fio, stacks, workloads, shaping (repeatable or comma-separated).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Ratios of geometric means to a baseline: Welch t 95% intervals on log values, verdicts from
-    Holm-adjusted p per metric, "unstable (CV NN %)" when repetitions disagree beyond 50 %."""
+    Holm-adjusted p per metric, "unstable (CV NN %)" when repetitions disagree beyond 50 %.
+
+    Runs are compared only when their manifests agree on acceleration, kernel, fio, stacks, workloads
+    and shaping (else exit 2, naming the difference). With --fail-on-regression (the gate) it also
+    fails when there is nothing to compare, and prints the smallest change it could have detected.
+    """
+    from skycache.bench import comparable, gate, store, tidy
     from skycache.bench import compare as comparing
-    from skycache.bench import store, tidy
 
     if fail_on_regression is not None and not 0 <= fail_on_regression < 1000:
         raise InvalidInput(
@@ -278,21 +291,50 @@ def compare_cmd(
     for m in metrics:
         if m not in comparing.METRICS:
             raise InvalidInput(f"--metric {m!r}: use one of {', '.join(comparing.METRICS)}")
-    df = tidy.load(runs)
-    run_ids = list(dict.fromkeys(df["run_id"]))
+    allowed = comparable.parse_allowed(allow_different or [])
+    comparable.check_distinct(runs)
+    df = comparable.identify_runs(tidy.load(runs))  # one run per directory, whatever its id
+    run_dirs = list(dict.fromkeys(df["run_dir"]))
+    manifests = {d: store.read_manifest(Path(d)) for d in run_dirs}  # format checked here
+    labels = comparable.run_labels(df)
+    differences = comparable.check([(labels[d], Path(d), manifests[d]) for d in run_dirs], allowed)
+    run_ids = [labels[d] for d in run_dirs]
     if baseline is None and len(run_ids) == 1:
-        baseline = store.read_manifest(Path(df["run_dir"].iloc[0])).get("baseline")
+        baseline = manifests[run_dirs[0]].get("baseline")
     comps = comparing.compare(df, baseline)
+    gating = fail_on_regression is not None
+    if gating:
+        gate.check_gated(comps)
     regressed = comparing.regressions(comps, fail_on_regression) if fail_on_regression is not None else []
+    base_run = run_ids[0]
+    seen = gate.detectable(df, comps, base_run, gate.ALPHA) if gating else []
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"comparisons": _comparisons_json(comps), "regressions": _comparisons_json(regressed)},
-                indent=2,
-            )
-        )
+        out: dict[str, object] = {
+            "comparisons": _comparisons_json(comps),
+            "regressions": _comparisons_json(regressed),
+            "runs": [{"run": labels[d], "run_dir": d} for d in run_dirs],
+            "differences": [d.as_dict() for d in differences],
+        }
+        if gating:
+            out["detectable"] = {
+                "method": gate.METHOD,
+                "alpha": gate.ALPHA,
+                "changes": [x.as_dict() for x in seen],
+            }
+        typer.echo(json.dumps(out, indent=2))
     else:
+        for d in differences:
+            console.print(f"note: allowed difference: {d.line()}", markup=False)
         console.print(comparison_table(comps, metrics, f"ratio to baseline ({baseline or run_ids[0]})"))
+    if gating and not as_json:
+        console.print(
+            f"gate: smallest worsening detectable with the baseline's noise ({gate.METHOD}, "
+            f"alpha {gate.ALPHA:g}, 50% power), flagged only beyond {fail_on_regression:g}% too:",
+            markup=False,
+            soft_wrap=True,
+        )
+        for x in seen:
+            console.print(f"  {x.fmt()}", markup=False, soft_wrap=True)
     if regressed:
         for c in regressed:
             err_console.print(

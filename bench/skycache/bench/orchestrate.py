@@ -18,12 +18,11 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
 from skycache import files
-from skycache.bench import fiojob, fioparse, remote, stacks, store, tidy
+from skycache.bench import comparable, fiojob, fioparse, provenance, remote, stacks, store, tidy
 from skycache.bench.scenario import Condition, Scenario, Workload
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.runner import CommandError, Runner, SystemRunner
@@ -73,41 +72,8 @@ class RunOutcome:
 # -- environment --------------------------------------------------------------------------------
 
 
-def _accel() -> str:
-    if os.environ.get("SKYCACHE_IN_LAB") != "1":
-        return "none"
-    try:
-        sources = Path("/sys/devices/system/clocksource/clocksource0/available_clocksource").read_text()
-    except OSError:
-        return "unknown"
-    # A KVM guest gets the paravirtual kvm-clock; under TCG there is none.
-    return "kvm" if "kvm-clock" in sources else "tcg"
-
-
 def environment(runner: Runner, where: str) -> dict[str, Any]:
-    def q(argv: list[str]) -> str:
-        try:
-            return runner.query(argv, check=False, timeout_s=20).stdout.strip()
-        except SkycacheError:
-            return ""
-
-    try:
-        sky = version("skycache")
-    except PackageNotFoundError:
-        sky = "unknown"
-    commit = q(["git", "rev-parse", "HEAD"]) or "unknown"
-    if commit != "unknown" and q(["git", "status", "--porcelain", "--untracked-files=no"]):
-        commit += "+dirty"
-    return {
-        "where": where,
-        "accel": _accel(),
-        "kernel": os.uname().release,
-        "hostname": os.uname().nodename,
-        "cpus": os.cpu_count(),
-        "fio_version": q(["fio", "--version"]) or "fio not found",
-        "skycache_version": sky,
-        "git_commit": commit,
-    }
+    return provenance.environment(runner, where)
 
 
 def shaping_info(name: str) -> dict[str, Any]:
@@ -336,6 +302,7 @@ class Orchestrator:
             if json_path.exists():
                 raise SkycacheError(f"{json_path} exists: results are never overwritten")
             self.reporter.step(f"rep {rep} {cond.label}: fio {sh.stem} ({w.runtime_s:g}s)")
+            cpu_before = provenance.cpu_times(self.sites[0].runner)
             try:
                 self._fio(jobs, json_path, _timeout(w))
             finally:
@@ -343,6 +310,7 @@ class Orchestrator:
                     for d in log_dirs:
                         remote.restore_log_names(d)
             lap("fio")
+            record["noise"] = provenance.noise(self.sites[0].runner, cpu_before, timings["fio"])
             record.update(status="ok", json=run.rel(json_path), job=run.rel(jobs[0]))
             if len(jobs) > 1:
                 record["jobs"] = [run.rel(j) for j in jobs]
@@ -381,6 +349,7 @@ class Orchestrator:
             "environment": environment(self.runner, self.opts.where),
             "shaping": shaping_info(s.model.shaping),
             "stacks": {st.name: st.describe() for st in s.model.stacks},
+            "workloads": comparable.workload_descriptions(s),
             "factors": list(s.factor_names),
             "varying_factors": list(s.conditions[0].varying),
             "conditions": [c.id for c in s.conditions],

@@ -31,7 +31,7 @@ def provenance(manifest: Mapping[str, Any]) -> str:
         f"{manifest.get('scenario', '?')} run {manifest.get('run_id', '?')}",
         f"{env.get('where', '?')}/{env.get('accel', '?')}",
         f"kernel {env.get('kernel', '?')}",
-        f"{env.get('fio_version', '?')}",
+        f"{env.get('fio_version') or '?'}",
         f"shaping {manifest.get('shaping', {}).get('name', 'none')}",
         f"skycache {env.get('skycache_version', '?')} ({str(env.get('git_commit', '?'))[:10]})",
     ]

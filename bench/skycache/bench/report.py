@@ -99,7 +99,7 @@ def render(
         "## Setup",
         "",
         f"- Where: {env.get('where', '?')} ({env.get('accel', '?')}), kernel {env.get('kernel', '?')}, "
-        f"{env.get('fio_version', '?')}, skycache {env.get('skycache_version', '?')} "
+        f"{env.get('fio_version') or '?'}, skycache {env.get('skycache_version', '?')} "
         f"(commit {str(env.get('git_commit', '?'))[:12]}).",
         f"- Shaping: {shaping.get('name', 'none')} {shaping.get('detail', '')}".rstrip() + ".",
         f"- {manifest.get('repetitions', '?')} repetitions per condition, conditions interleaved in a "

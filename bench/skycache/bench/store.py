@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 RECORDS = "conditions.jsonl"
 TIDY = "tidy.parquet"
-FORMAT_VERSION = 1
+# 2: provenance (environment.host, lab_kernel, git_dirty), workloads in the manifest, per-repetition
+# noise in the records. Format 1 runs stay readable; their missing facts are "unknown".
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 # A manifest or a record file of a very long run is some MiB; more is not a file skycache wrote.
 MAX_RESULT_BYTES = 256 * 2**20
 MANIFEST_OBJECTS = ("environment", "shaping", "stacks", "host_environment")
@@ -154,7 +157,16 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     for key in MANIFEST_OBJECTS:  # report, plots and compare read fields of these
         if key in data and not isinstance(data[key], dict):
             raise InvalidInput(f"{files.shown(p)}: run manifest: {key} is not a JSON object")
+    check_format(data.get("format", 1), f"{files.shown(p)}: run manifest")
     return data
+
+
+def check_format(fmt: object, where: str) -> None:
+    """Refuse a result format this skycache does not know (a newer skycache wrote it, or not
+    skycache at all): its fields might mean something else. A manifest without one is format 1."""
+    if isinstance(fmt, bool) or fmt not in READABLE_FORMATS:
+        known = ", ".join(str(f) for f in READABLE_FORMATS)
+        raise InvalidInput(f"{where}: format {fmt!r} is not one this skycache reads ({known})")
 
 
 def read_table(path: Path) -> pd.DataFrame:

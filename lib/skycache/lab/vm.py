@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from skycache.errors import InvalidInput, SkycacheError
+from skycache.lab import hostinfo
 from skycache.lab.kernel import LabKernel
 from skycache.runner import LineSink, MissingProgram, SystemRunner
 from skycache.units import parse_size
@@ -127,11 +128,13 @@ def boot(
                 f.truncate(size)  # sparse: costs nothing until the guest writes
             disks.append(path)
         guest_spec = share / "guest.json"
+        # What the guest cannot see of the host (its CPU, kernel, load), for the results' provenance.
+        facts = {**hostinfo.host_facts(runner), "accel": spec.accel, "lab_kernel": kernel.version}
         guest_spec.write_text(
             json.dumps(
                 {
                     "argv": list(argv),
-                    "env": dict(spec.env),
+                    "env": {**dict(spec.env), hostinfo.HOST_DIR_ENV: str(share)},
                     "cwd": str(spec.cwd),
                     "disks": len(disks),
                     "path_prepend": str(Path(sys.executable).parent),
@@ -139,4 +142,5 @@ def boot(
             )
         )
         cmd = vng_argv(kernel, spec, guest_spec_path=guest_spec, share_dir=share, disk_paths=disks)
-        return runner.stream(cmd, on_line=on_line, timeout_s=spec.timeout_s)
+        with hostinfo.HostShare(runner, share, facts):
+            return runner.stream(cmd, on_line=on_line, timeout_s=spec.timeout_s)

@@ -1,0 +1,85 @@
+"""The fio gate's error rates, measured by replaying the committed baseline's repetitions.
+
+Not a timing: pytest-benchmark runs the replay once (so it runs under ``--benchmark-only`` too) and
+the figures are printed (``-s``) and kept in the benchmark's ``extra_info`` (``--benchmark-json``).
+
+Each trial draws two runs of the baseline's size from its own repetitions, with replacement, whole
+repetitions at a time (a repetition's IOPS, bandwidth and latency stay together), and gates the second
+against the first exactly as ``bench compare A B --fail-on-regression 30`` does (compare, then
+regressions on the gated metrics). A/A: both runs from the baseline as it is; slowdown: the second
+run's throughput x 0.7 and latencies / 0.7. Resampling n values with replacement understates their
+spread by a factor sqrt((n-1)/n) and repeats values, so these rates are estimates of the real gate's,
+from the only noise measured on this machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pytest_benchmark.fixture import BenchmarkFixture
+from scipy import stats as sps
+
+import skycache.bench
+from skycache.bench import compare
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = ROOT / "results" / "regression" / "baseline"
+TRIALS = 400
+GATE_PCT = 30.0
+SLOWDOWN = 0.7
+SEED = 12
+_THROUGHPUT = ("iops", "bw_bytes")
+_LATENCY = ("lat_mean_ns", "lat_p99_ns")
+
+
+def _draw(
+    ok: pd.DataFrame, reps: list[np.ndarray], rng: np.random.Generator, run: str, factor: float
+) -> pd.DataFrame:
+    picked = rng.integers(0, len(reps), size=len(reps))
+    rows = np.concatenate([reps[k] for k in picked])
+    out = ok.iloc[rows].copy()
+    out["run_id"] = run
+    out["rep"] = np.repeat(np.arange(1, len(picked) + 1), [len(reps[k]) for k in picked])
+    out[list(_THROUGHPUT)] *= factor
+    out[list(_LATENCY)] /= factor
+    return out
+
+
+def replay(trials: int, factor: float, seed: int) -> tuple[int, int]:
+    """(trials the gate failed, trials) for a second run ``factor`` times the baseline's speed."""
+    df = skycache.bench.load(BASELINE)
+    ok = df[(df["status"] == "ok") & (df["direction"] != "")].reset_index(drop=True)
+    ok = ok[["run_id", "condition", "label", "stack", "workload", "rep", "direction", "status",
+             *_THROUGHPUT, *_LATENCY]]  # fmt: skip
+    reps = [np.flatnonzero(ok["rep"] == r) for r in sorted(set(ok["rep"]))]
+    rng = np.random.default_rng(seed)
+    failed = 0
+    for _ in range(trials):
+        pair = pd.concat(
+            [_draw(ok, reps, rng, "A", 1.0), _draw(ok, reps, rng, "B", factor)], ignore_index=True
+        )
+        comps = compare.compare(pair, metrics=compare.GATED)
+        failed += bool(compare.regressions(comps, GATE_PCT))
+    return failed, trials
+
+
+def _rate(hits: int, n: int) -> str:
+    ci = sps.binomtest(hits, n).proportion_ci(0.95, method="wilson")
+    return f"{100 * hits / n:.1f}% [{100 * ci.low:.1f}, {100 * ci.high:.1f}] (n={n} trials)"
+
+
+def test_gate_false_alarms_and_detection_on_the_baseline(benchmark: BenchmarkFixture) -> None:
+    def both() -> tuple[tuple[int, int], tuple[int, int]]:
+        return replay(TRIALS, 1.0, SEED), replay(TRIALS, SLOWDOWN, SEED + 1)
+
+    (aa, n_aa), (hit, n_hit) = benchmark.pedantic(both, rounds=1, iterations=1)
+    benchmark.extra_info.update(aa_false_alarms=aa / n_aa, detection_30pct=hit / n_hit, trials=TRIALS)
+    print(
+        f"\ngate replay of {BASELINE.relative_to(ROOT)} (--fail-on-regression {GATE_PCT:g}):"
+        f"\n  A/A false alarms: {_rate(aa, n_aa)}"
+        f"\n  30% slowdown detected: {_rate(hit, n_hit)}"
+    )
+    # the gate must tell a slowdown from no change at all, whatever its rates
+    assert hit > aa
