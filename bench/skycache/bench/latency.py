@@ -18,13 +18,17 @@ for json+) falls back to the mean of the per-repetition percentile columns, and 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from skycache.bench import compare
+
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
+PCT_NAMES = {"p50": "p50", "p95": "p95", "p99": "p99", "p99_9": "p99.9"}
 KINDS = ("clat", "lat")  # completion latency, total latency
 FROM_HISTOGRAMS = "merged histograms"
 FROM_REP_MEANS = "mean of per-repetition percentiles (no histograms)"
@@ -155,3 +159,44 @@ def per_repetition(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     out = pd.DataFrame(_rows(d, [*_group_keys(d), "rep"]))
     return out.rename(columns={"label": "condition"})
+
+
+def mean_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """compare.summary (means with intervals) without numpy's "mean of empty slice" warnings: a run
+    recorded without total-latency percentiles has only NaN there, which is not worth a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return compare.summary(df)
+
+
+def _us(ns: float) -> str:
+    return "-" if math.isnan(ns) else f"{ns / 1000.0:.0f}"
+
+
+def markdown_table(pooled: pd.DataFrame) -> str:
+    """The percentiles of :func:`summary` as a Markdown table (microseconds)."""
+    shown = ("p50", "p99", "p99_9")
+    heads = " | ".join(f"{kind} {PCT_NAMES[name]}" for kind in KINDS for name in shown)
+    lines = [f"| condition | dir | n | I/Os | {heads} | from |", "|---|---|---:|---:|" + "---:|" * 6 + "---|"]
+    for r in pooled.to_dict(orient="records"):
+        cells = [_us(float(r[pct_column(kind, name)])) for kind in KINDS for name in shown]
+        ios = max(int(r["clat_ios"]), int(r["lat_ios"]))
+        lines.append(
+            f"| {r['condition']} | {r['direction']} | {r['n']} | {ios or '-'} | {' | '.join(cells)} | "
+            f"{r['clat_from'] or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def condition_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """What `bench show` prints: :func:`mean_summary` (IOPS and mean latency with intervals) joined
+    with :func:`summary` (percentiles of all repetitions' I/Os), one row per run x condition x
+    direction."""
+    # compare.summary's lat_p99_us is the mean of per-repetition p99s: the pooled columns replace it
+    means = mean_summary(df).drop(columns=["lat_p99_us"], errors="ignore")
+    pooled = summary(df)
+    if means.empty or pooled.empty:
+        return means
+    keys = [k for k in ("run_dir", "run_id", "condition", "direction") if k in means.columns and k in pooled]
+    extra = [c for c in pooled.columns if c not in means.columns or c in keys]
+    return means.merge(pooled[extra], on=keys, how="left")

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from skycache import files
-from skycache.bench import compare
+from skycache.bench import compare, latency
 from skycache.errors import InvalidInput
 
 
@@ -74,7 +74,7 @@ def render(
     env = manifest.get("environment", {})
     shaping = manifest.get("shaping", {})
     failed = df[df["status"] != "ok"] if "status" in df.columns else df.iloc[0:0]
-    summary = compare.summary(df)
+    summary = latency.mean_summary(df)
     n_ok = int((df["status"] == "ok").sum()) if "status" in df.columns else len(df)
     parts = [
         f"# {manifest.get('scenario', '?')}: results of run {manifest.get('run_id', '?')}",
@@ -101,6 +101,12 @@ def render(
         "Mean of the repetitions with 95% bootstrap intervals:",
         "",
         summary_table(summary),
+        "",
+        "Latency percentiles (us) of all the repetitions' I/Os together, from fio's latency histograms "
+        "merged (clat = completion latency, lat = total latency; `from` says when a run has no "
+        "histograms):",
+        "",
+        latency.markdown_table(latency.summary(df)),
         "",
         f'Ratios to the baseline ({baseline or "default"}); "not significant" when the 95% interval '
         "contains 1:",
