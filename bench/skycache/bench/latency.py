@@ -162,8 +162,11 @@ def per_repetition(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def mean_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """compare.summary (means with intervals) without numpy's "mean of empty slice" warnings: a run
-    recorded without total-latency percentiles has only NaN there, which is not worth a warning."""
+    """compare.summary (means with intervals) for any fio table: one recorded without total-latency
+    percentiles (no ``lat_p99_ns``, or only NaN there) is summarised without numpy's "mean of empty
+    slice" warnings, which are not news for such a run."""
+    if "lat_p99_ns" not in df.columns and "iops" in df.columns:
+        df = df.assign(lat_p99_ns=math.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return compare.summary(df)

@@ -16,9 +16,9 @@ are visible in every analysis.
 ``tidy.csv`` beside ``tidy.parquet`` holds the same rows without the histogram columns.
 
 Tables written before the clat/lat split named completion-latency percentiles ``lat_p50_ns`` ...
-``lat_p99_9_ns``; :func:`load` renames them to ``clat_*`` and gives such tables NaN ``lat_p*``
-(fio was not asked for total-latency percentiles), unless the run's job files asked fio for
-``lat_percentiles``, in which case they were total latency and stay ``lat_*``.
+``lat_p99_9_ns``; :func:`load` renames them to ``clat_*`` (such tables have no ``lat_p*``: fio was not
+asked for total-latency percentiles), unless the run's job files asked fio for ``lat_percentiles``,
+in which case they were total latency and stay ``lat_*``.
 """
 
 from __future__ import annotations
@@ -134,19 +134,14 @@ def write_table(run_dir: Path, df: pd.DataFrame) -> Path:
 
 def upgrade_columns(df: pd.DataFrame, run_dir: Path | None = None) -> pd.DataFrame:
     """A fio table written before the clat/lat split, with today's column names (see the module
-    docstring); any other table unchanged."""
+    docstring); any other table unchanged. Percentiles the old table never recorded stay absent
+    (not NaN columns), so that comparisons skip them rather than print empty rows."""
     old = [c for c in _OLD_PERCENTILES if c in df.columns]
     if "iops" not in df.columns or not old or any(c in df.columns for c in _OLD_PERCENTILES.values()):
         return df
-    out = df.copy()
     if run_dir is not None and _asked_lat_percentiles(run_dir):
-        for new in _OLD_PERCENTILES.values():
-            out[new] = math.nan
-        return out
-    out = out.rename(columns={c: _OLD_PERCENTILES[c] for c in old})
-    for c in old:
-        out[c] = math.nan
-    return out
+        return df
+    return df.rename(columns={c: _OLD_PERCENTILES[c] for c in old})
 
 
 def _asked_lat_percentiles(run_dir: Path) -> bool:
