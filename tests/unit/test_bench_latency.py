@@ -339,3 +339,8 @@ def test_bench_run_json_on_the_host(tmp_path: Path) -> None:
     assert (run / "tidy.csv").is_file()
     s = latency.summary(skycache.bench.load(run))
     assert set(s["clat_from"]) == set(s["lat_from"]) == {latency.FROM_HISTOGRAMS}
+
+
+def test_the_report_p99_is_the_merged_one(tmp_path: Path) -> None:
+    df = skycache.bench.load(make_jsonplus_run(tmp_path))
+    assert latency.mean_summary(df).iloc[0]["lat_p99_us"] == latency.summary(df).iloc[0]["lat_p99_ns"] / 1000

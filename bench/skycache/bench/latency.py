@@ -162,14 +162,25 @@ def per_repetition(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def mean_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """compare.summary (means with intervals) for any fio table: one recorded without total-latency
-    percentiles (no ``lat_p99_ns``, or only NaN there) is summarised without numpy's "mean of empty
-    slice" warnings, which are not news for such a run."""
+    """compare.summary (means with intervals) with its ``lat_p99_us`` replaced by the p99 of all the
+    repetitions' I/Os (merged histograms; total latency, or completion latency for runs recorded
+    without total-latency percentiles). A table without ``lat_p99_ns`` is summarised without numpy's
+    "mean of empty slice" warnings, which are not news for such a run."""
     if "lat_p99_ns" not in df.columns and "iops" in df.columns:
         df = df.assign(lat_p99_ns=math.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return compare.summary(df)
+        means = compare.summary(df)
+    pooled = summary(df)
+    if means.empty or pooled.empty:
+        return means
+    col = pct_column("lat", "p99")
+    if not np.isfinite(pooled[col].to_numpy(dtype=float)).any():
+        col = pct_column("clat", "p99")
+    keys = ["run_id", "condition", "direction"]
+    p99 = pooled.drop_duplicates(keys).set_index(keys)[col] / 1000.0
+    means["lat_p99_us"] = [p99.get(tuple(k), math.nan) for k in means[keys].itertuples(index=False)]
+    return means
 
 
 def _us(ns: float) -> str:
