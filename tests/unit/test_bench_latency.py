@@ -344,3 +344,24 @@ def test_bench_run_json_on_the_host(tmp_path: Path) -> None:
 def test_the_report_p99_is_the_merged_one(tmp_path: Path) -> None:
     df = skycache.bench.load(make_jsonplus_run(tmp_path))
     assert latency.mean_summary(df).iloc[0]["lat_p99_us"] == latency.summary(df).iloc[0]["lat_p99_ns"] / 1000
+
+
+def test_report_tags_cache_samples_with_their_repetition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make_run's samples carry no "rep" (like any record that only has it at the top): the report
+    takes it from the record, so two repetitions are two lines."""
+    from skycache.bench import report
+
+    run = make_run(tmp_path, {"a": [1000, 1100]})
+    seen: list[list[dict[str, object]]] = []
+    real = plots.plot_run
+
+    def spy(df, manifest, out_dir, samples=()):  # type: ignore[no-untyped-def]
+        seen.append(list(samples))
+        return real(df, manifest, out_dir, samples)
+
+    monkeypatch.setattr(plots, "plot_run", spy)
+    report.finish(run)
+    assert sorted(s["rep"] for s in seen[0]) == [1, 2]  # type: ignore[type-var]
+    assert len(plots.timeline_lines(seen[0])) == 2
