@@ -116,3 +116,29 @@ def make_run(
         )  # fmt: skip
     tidy.write(run, tidy.build(run))
     return run.path
+
+
+JSONPLUS = DATA / "jsonplus"
+
+
+def make_jsonplus_run(root: Path, *, run_id: str = "jsonplus") -> Path:
+    """A run directory around the recorded json+ output of jsonplus/run (three repetitions of one
+    condition, fio 3.33 on the host, with bins and logs): what `bench run` writes since json+."""
+    import shutil
+
+    run = store.RunDir.create(root, "recorded", run_id)
+    run.write_manifest({"scenario": "recorded", "run_id": run.run_id, "environment": {"where": "host"}})
+    shutil.copytree(JSONPLUS / "run" / "fio", run.path / "fio")
+    label = "file-local/randread/cold"
+    for rep in (1, 2, 3):
+        json_path = run.path / f"fio/rep-{rep}/file-local/4k/randread-4-1.json"
+        run.append_record(
+            {"scenario": "recorded", "run_id": run.run_id, "condition": "stack=file-local", "label": label,
+             "rep": rep, "phase": "measure", "status": "ok", "json": run.rel(json_path),
+             "factors": {"stack": "file-local", "workload": "randread", "cache_state": "cold"},
+             "stack_attrs": {"backend": "file"},
+             "cache": [{"t": 10.0 * rep + dt, "label": label, "role": "read", "rep": rep, "hits": h,
+                        "misses": 1, "dirty": 0} for dt, h in ((0.0, 0), (2.0, 50 * rep))]}
+        )  # fmt: skip
+    tidy.write(run, tidy.build(run))
+    return run.path

@@ -28,9 +28,12 @@ def test_parse_two_jobs_units() -> None:
     assert st.bw_kib == pytest.approx(st.bw_bytes / 1024)
     assert st.bw_bytes == pytest.approx(st.iops * 4096, rel=0.02)
     # latencies are ns: a page-cache read is microseconds, i.e. thousands of ns
-    assert 1_000 < st.lat_mean_ns < 10_000_000
-    assert st.percentiles_ns["p50"] <= st.percentiles_ns["p99"] <= st.percentiles_ns["p99_9"]
-    assert st.percentile_source == "clat_ns"
+    assert 1_000 < st.lat.mean_ns < 10_000_000
+    pct = st.clat.percentiles_ns
+    assert pct["p50"] <= pct["p99"] <= pct["p99_9"]
+    # plain json and fio's defaults: completion-latency percentiles only, no histograms
+    assert all(math.isnan(v) for v in st.lat.percentiles_ns.values())
+    assert st.clat.bins == () and st.lat.bins == ()
 
 
 def test_parse_mixed_read_write() -> None:
@@ -82,7 +85,8 @@ def test_missing_fields_become_nan() -> None:
         '{"fio version": "x", "jobs": [{"jobname": "j", "read": {"iops": 5, "total_ios": 10}}]}'
     )
     st = r.jobs[0].directions["read"]
-    assert st.iops == 5 and math.isnan(st.lat_mean_ns) and math.isnan(st.percentiles_ns["p99"])
+    assert st.iops == 5 and math.isnan(st.lat.mean_ns) and math.isnan(st.clat.percentiles_ns["p99"])
+    assert st.clat.bins == ()
 
 
 def test_render_job_file(tmp_path: Path) -> None:
@@ -130,5 +134,5 @@ def test_bs_labels() -> None:
 
 def test_fio_argv_client_mode(tmp_path: Path) -> None:
     argv = fiojob.fio_argv(tmp_path / "j.fio", tmp_path / "o.json", clients=("h1", "h2"))
-    assert argv[:3] == ["fio", "--output-format=json", f"--output={tmp_path}/o.json"]
+    assert argv[:3] == ["fio", "--output-format=json+", f"--output={tmp_path}/o.json"]
     assert "--client=h1" in argv and "--client=h2" in argv and argv[-1].endswith("j.fio")

@@ -113,7 +113,7 @@ def test_client_argv_pairs_each_host_with_its_job_file(tmp_path: Path) -> None:
         (remote.parse_host("[::1]:9"), tmp_path / "b.fio"),
     ]
     assert remote.client_argv(pairs, tmp_path / "o.json") == [
-        "fio", "--output-format=json", f"--output={tmp_path / 'o.json'}",
+        "fio", "--output-format=json+", f"--output={tmp_path / 'o.json'}",
         "--client=node1,8765", str(tmp_path / "a.fio"),
         "--client=ip6:::1,9", str(tmp_path / "b.fio"),
     ]  # fmt: skip
@@ -145,7 +145,7 @@ def test_the_orchestrator_runs_one_local_fio_client_through_the_runner(tmp_path:
     with pytest.raises(CommandError, match="Connection refused"):
         orch._fio(jobs, tmp_path / "o.json", 60)
     assert rec.argvs == [
-        ["fio", "--output-format=json", f"--output={tmp_path / 'o.json'}",
+        ["fio", "--output-format=json+", f"--output={tmp_path / 'o.json'}",
          "--client=127.0.0.1,8799", str(jobs[0]), "--client=node2,8765", str(jobs[1])]
     ]  # fmt: skip
 

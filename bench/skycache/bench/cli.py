@@ -28,6 +28,8 @@ from skycache.bench import scenario as scenarios
 from skycache.errors import InvalidInput, SkycacheError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     # compare imports pandas, which takes seconds to load (a minute in the TCG lab) and every
     # `skycache` invocation registers these verbs: the verbs import it when they run.
     from skycache.bench import compare as comparing
@@ -136,6 +138,8 @@ def _comparisons_json(comps: list[comparing.Comparison]) -> list[dict[str, objec
     return [{k: _finite(v) for k, v in comparing.record(c).items()} for c in comps]
 
 
+RUN_SUMMARY = "summary.json"  # bench run's closing summary, in the run directory
+
 YesOpt = Annotated[
     bool, typer.Option("--yes", help="Accept a scenario of more fio runs than its max_runs (default 1000).")
 ]
@@ -167,6 +171,10 @@ def run_cmd(
         typer.Option("--baseline", help="Baseline for the closing table (default: the scenario's)."),
     ] = None,
     yes: YesOpt = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the closing summary as JSON (also kept as summary.json)."),
+    ] = False,
 ) -> None:
     """Build each stack, run fio on it, tear it down; conditions interleaved; then plots and report.md.
 
@@ -186,10 +194,20 @@ def run_cmd(
     if place == "hosts" and not sc.model.hosts:
         raise InvalidInput(f"--where hosts: {scenario} lists no fio server hosts (hosts = [...])")
     if place == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
+        from skycache.bench import store
+
+        # With --json the run id is chosen here, so that the summary the lab wrote can be found
+        if as_json and run_id is None:
+            run_id = store.new_run_id()
         extra = [*(["--workdir", str(workdir)] if workdir else []), *(["--run-id", run_id] if run_id else [])]
         extra += ["--baseline", baseline] if baseline else []
         extra += ["--yes"] if yes else []
-        raise typer.Exit(_run_in_lab(scenario, out, extra))
+        extra += ["--json"] if as_json else []
+        code = _run_in_lab(scenario, out, extra, quiet=as_json)
+        summary = out / sc.name / str(run_id) / RUN_SUMMARY
+        if as_json and summary.is_file():
+            typer.echo(summary.read_text().rstrip())
+        raise typer.Exit(code)
     command = "skycache bench run " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [str(scenario)])
     opts = orchestrate.RunOptions(results=out, where=place, workdir=workdir, run_id=run_id, command=command)
     err_console.print(
@@ -206,14 +224,30 @@ def run_cmd(
         err_console.print(f"plot: {p}")
     err_console.print(f"report: {report_path}")
     base = baseline or sc.model.baseline or "default"
-    title = f"{sc.name} run {outcome.run.run_id}: ratio to baseline ({base})"
-    console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
-    console.print(f"run directory: {run_dir}  ({outcome.ok} ok, {outcome.failed} failed)")
+    closing = {
+        "run_dir": str(run_dir),
+        "run_id": outcome.run.run_id,
+        "scenario": sc.name,
+        "ok": outcome.ok,
+        "failed": outcome.failed,
+        "errors": list(outcome.errors),
+        "baseline": base,
+        "plots": [str(p) for p in pngs],
+        "report": str(report_path),
+        "comparisons": _comparisons_json(comps),
+    }
+    outcome.run.write_new(run_dir / RUN_SUMMARY, json.dumps(closing, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(closing, indent=2))
+    else:
+        title = f"{sc.name} run {outcome.run.run_id}: ratio to baseline ({base})"
+        console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
+        console.print(f"run directory: {run_dir}  ({outcome.ok} ok, {outcome.failed} failed)")
     if outcome.ok == 0:
         raise SkycacheError(f"no condition of {sc.name} succeeded (see {run_dir}/conditions.jsonl)")
 
 
-def _run_in_lab(scenario: Path, out: Path, extra: list[str]) -> int:
+def _run_in_lab(scenario: Path, out: Path, extra: list[str], *, quiet: bool = False) -> int:
     """Boot the lab (like `skycache lab run --memory 3G --disk 8G --disk 2G --`) and run this same
     command inside it; the results land in OUT, which must be under the current directory (the only
     directory the guest may write)."""
@@ -239,7 +273,9 @@ def _run_in_lab(scenario: Path, out: Path, extra: list[str]) -> int:
     argv = [sys.executable, "-m", "skycache.cli.main", "bench", "run", str(scenario), "--out", str(out)]
     argv += ["--where", "lab", *extra]
     err_console.print(f"bench: booting the lab ({lab_kernel.version}, {choice.accel}) to run {scenario}")
-    return boot(runner, lab_kernel, spec, argv, on_line=lambda line: print(line, flush=True))
+    # --json: stdout is the JSON alone, so the lab's lines go to stderr
+    stream = sys.stderr if quiet else sys.stdout
+    return boot(runner, lab_kernel, spec, argv, on_line=lambda line: print(line, file=stream, flush=True))
 
 
 @app.command("compare")
@@ -351,6 +387,7 @@ def compare_cmd(
 def plots_cmd(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline for report.md.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """(Re)draw a run's plots and report.md from its tidy table; prints the PNG paths."""
     from skycache.bench import report, store
@@ -358,9 +395,33 @@ def plots_cmd(
     if not (run / store.TIDY).is_file():
         raise InvalidInput(f"{run}: not a run directory (no {store.TIDY})")
     _, pngs, report_path = report.finish(run, baseline)
+    if as_json:
+        typer.echo(json.dumps({"plots": [str(p) for p in pngs], "report": str(report_path)}, indent=2))
+        return
     for p in pngs:
         typer.echo(str(p))
     typer.echo(str(report_path))
+
+
+SHOWN_PERCENTILES = (("clat", "p50"), ("clat", "p99"), ("clat", "p99_9"), ("lat", "p99"), ("lat", "p99_9"))
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows as JSON objects: NaN as null, numpy numbers as JSON numbers."""
+    rows: list[dict[str, object]] = json.loads(df.to_json(orient="records"))
+    return rows
+
+
+def _us(ns: float) -> str:
+    return "-" if math.isnan(ns) else f"{ns / 1000.0:.0f}"
+
+
+def _ci(value: float, lo: float, hi: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if math.isnan(lo):
+        return f"{value:.0f}"
+    return f"{value:.0f} [{lo:.0f}, {hi:.0f}]"
 
 
 @app.command("show")
@@ -368,31 +429,38 @@ def show_cmd(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Geometric mean IOPS and latency per condition with 95% intervals and the CV of the repetitions."""
-    from skycache.bench import compare as comparing
-    from skycache.bench import report, store, tidy
+    """Per condition: geometric mean IOPS and latency with 95% intervals, the CV of the repetitions,
+    and latency percentiles of all the repetitions' I/Os (fio's histograms merged; clat = completion,
+    lat = total latency)."""
+    from skycache.bench import latency, report, store, tidy
 
     if run.is_dir():
         store.read_manifest(run)  # a run whose manifest is damaged is not shown as if it were whole
-    s = comparing.summary(tidy.load(run))
+    s = latency.condition_summary(tidy.load(run))
     if as_json:
-        typer.echo(s.to_json(orient="records", indent=2))
+        typer.echo(json.dumps(_records(s), indent=2))
         return
     t = Table(title=str(run))
-    columns = ("condition", "dir", "n", "IOPS geo mean [95% CI]", "IOPS CV", "mean lat us [95% CI]", "p99 us")
-    for col in columns:
-        t.add_column(col)
-    for r in s.itertuples():
+    cols = ["condition", "dir", "n", "IOPS geo mean [95% CI]", "IOPS CV", "mean lat us [95% CI]"]
+    cols += ["clat p50 us", "clat p99 us", "clat p99.9 us", "lat p99 us", "lat p99.9 us"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("condition", "dir") else "right")
+    methods: set[str] = set()
+    for r in s.to_dict(orient="records"):
+        methods |= {str(r.get(f"{kind}_from") or "") for kind in latency.KINDS}
+        pct = [_us(float(r.get(latency.pct_column(k, n), math.nan))) for k, n in SHOWN_PERCENTILES]
         t.add_row(
-            str(r.condition),
-            str(r.direction),
-            str(r.n),
-            f"{r.iops:.0f} [{r.iops_lo:.0f}, {r.iops_hi:.0f}]",
-            report.fmt_cv(r.iops_cv, bool(r.unstable)),
-            f"{r.lat_mean_us:.0f} [{r.lat_lo_us:.0f}, {r.lat_hi_us:.0f}]",
-            f"{r.lat_p99_us:.0f}",
+            escape(str(r["condition"])),
+            str(r["direction"]),
+            str(r["n"]),
+            _ci(r["iops"], r["iops_lo"], r["iops_hi"]),
+            report.fmt_cv(float(r.get("iops_cv", math.nan)), bool(r.get("unstable", False))),
+            _ci(r["lat_mean_us"], r["lat_lo_us"], r["lat_hi_us"]),
+            *pct,
         )
     console.print(t)
+    methods.discard("")
+    console.print(f"percentiles: {', '.join(sorted(methods)) or 'none recorded'}", markup=False)
 
 
 # -- suite -------------------------------------------------------------------------------------------

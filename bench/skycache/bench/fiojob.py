@@ -18,6 +18,10 @@ from skycache.units import parse_positive_size
 
 _RW_LINE = re.compile(r"^\s*(?:rw|readwrite)\s*=\s*(\S+)", re.MULTILINE)
 
+# Completion (clat) and total (lat = submission + completion) percentiles and histograms, both: fio
+# 3.33 (Debian 12, the lab's and the host's) reports them side by side under clat_ns and lat_ns.
+LATENCY_OPTIONS = ("clat_percentiles=1", "lat_percentiles=1")
+
 
 @dataclass(frozen=True)
 class JobShape:
@@ -88,6 +92,7 @@ def render(
     # Each repetition must see fresh random offsets: a repeated sequence would hit the same cache blocks.
     lines.append("randrepeat=0")
     lines.append("group_reporting=1")
+    lines += LATENCY_OPTIONS
     if log_dir is not None:
         sh = shape(workload, job_file_text)
         prefix = str(log_dir / sh.log_prefix)
@@ -124,8 +129,9 @@ def _size(value: str | int) -> str:
 
 
 def fio_argv(job_path: Path, json_path: Path, *, clients: tuple[str, ...] = ()) -> list[str]:
-    """fio's command line: JSON to a file (stdout may carry progress or error text)."""
-    argv = ["fio", "--output-format=json", f"--output={json_path}"]
+    """fio's command line: JSON (with latency histograms) to a file (stdout may carry progress or
+    error text)."""
+    argv = ["fio", f"--output-format={fioopts.OUTPUT_FORMAT}", f"--output={json_path}"]
     for host in clients:
         argv.append(f"--client={host}")
     argv.append(str(job_path))

@@ -26,6 +26,10 @@ from skycache import files
 from skycache.errors import InvalidInput
 
 JOB_FILE_MAX_BYTES = 64 * 1024
+# What skycache asks fio to write (not a scenario option): json+ is fio's JSON plus each latency
+# histogram ("bins": bucket value in ns -> count), from which percentiles across repetitions are
+# computed by merging (skycache.bench.latency), never by averaging per-repetition percentiles.
+OUTPUT_FORMAT = "json+"
 VALUE_MAX_CHARS = 256
 
 IOENGINES = ("libaio", "io_uring", "psync", "sync", "pvsync", "pvsync2", "posixaio", "null")

@@ -8,8 +8,14 @@ are several servers; it parses into the same types, the server kept on each :cla
 The parser finds the JSON document inside the text, keeps the rest as notes, and turns
 fio's own error codes into :class:`FioError`.
 
-Units (fio 3.x): ``bw`` is KiB/s, ``bw_bytes`` bytes/s, latencies are ns (``clat_ns``, ``lat_ns``);
-percentile keys are strings such as ``"99.900000"``.
+Units (fio 3.x): ``bw`` is KiB/s, ``bw_bytes`` bytes/s, latencies are ns; percentile keys are strings
+such as ``"99.900000"``. fio has two latencies per direction, kept apart here: ``clat_ns``, the
+completion latency (submission to completion), and ``lat_ns``, the total latency (``slat`` + ``clat``:
+from the moment fio issued the I/O). Percentiles are on ``clat_ns`` by default and on both with
+``clat_percentiles=1`` and ``lat_percentiles=1`` (what skycache's job files ask). fio's ``json+`` output
+adds each one's histogram as ``bins`` (bucket value in ns -> count), which skycache merges across
+repetitions (:mod:`skycache.bench.latency`). Client mode's "All clients" aggregate carries neither
+percentiles nor bins (fio 3.33): the per-server entries do.
 """
 
 from __future__ import annotations
@@ -36,19 +42,27 @@ class FioError(SkycacheError):
 
 
 @dataclass(frozen=True)
+class Latency:
+    """One of fio's latencies (``clat_ns`` or ``lat_ns``) of one direction."""
+
+    mean_ns: float
+    stddev_ns: float
+    min_ns: float
+    max_ns: float
+    percentiles_ns: Mapping[str, float]  # p50, p95, p99, p99_9 (NaN when fio did not report them)
+    # json+ only: (bucket value ns, count) sorted by value; empty when fio wrote no histogram
+    bins: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class DirectionStats:
     iops: float
     bw_bytes: float  # bytes/s
     io_bytes: int
     runtime_ms: int
     total_ios: int
-    lat_mean_ns: float
-    lat_stddev_ns: float
-    lat_min_ns: float
-    lat_max_ns: float
-    clat_mean_ns: float
-    percentiles_ns: Mapping[str, float]  # p50, p95, p99, p99_9 (NaN when fio did not report them)
-    percentile_source: str  # "lat_ns" or "clat_ns"
+    clat: Latency  # completion latency
+    lat: Latency  # total latency (submission + completion)
 
     @property
     def bw_kib(self) -> float:
@@ -136,28 +150,44 @@ def _num(d: Mapping[str, Any], key: str, default: float = math.nan) -> float:
         return default
 
 
+def _bins(raw: object) -> tuple[tuple[int, int], ...]:
+    """json+ ``bins``: {"<ns>": count}; entries that are not whole non-negative numbers are skipped."""
+    if not isinstance(raw, dict):
+        return ()
+    out = []
+    for key, count in raw.items():
+        try:
+            value, n = int(key), int(count)
+        except (TypeError, ValueError):
+            continue
+        if value >= 0 and n > 0:
+            out.append((value, n))
+    return tuple(sorted(out))
+
+
+def _latency(raw: object) -> Latency:
+    d = raw if isinstance(raw, dict) else {}
+    pct = d.get("percentile")
+    pct = pct if isinstance(pct, dict) else {}
+    return Latency(
+        mean_ns=_num(d, "mean"),
+        stddev_ns=_num(d, "stddev"),
+        min_ns=_num(d, "min"),
+        max_ns=_num(d, "max"),
+        percentiles_ns={name: _num(pct, key) for name, key in PERCENTILES.items()},
+        bins=_bins(d.get("bins")),
+    )
+
+
 def _direction(d: Mapping[str, Any]) -> DirectionStats:
-    lat = d.get("lat_ns") or {}
-    clat = d.get("clat_ns") or {}
-    # With lat_percentiles=1 fio puts percentiles on lat_ns; by default they are on clat_ns.
-    if isinstance(lat.get("percentile"), dict):
-        pct, source = lat["percentile"], "lat_ns"
-    else:
-        pct, source = clat.get("percentile") or {}, "clat_ns"
-    percentiles = {name: _num(pct, key) for name, key in PERCENTILES.items()}
     return DirectionStats(
         iops=_num(d, "iops", 0.0),
         bw_bytes=_num(d, "bw_bytes", _num(d, "bw", 0.0) * 1024.0),
         io_bytes=int(_num(d, "io_bytes", 0.0)),
         runtime_ms=int(_num(d, "runtime", 0.0)),
         total_ios=int(_num(d, "total_ios", 0.0)),
-        lat_mean_ns=_num(lat, "mean"),
-        lat_stddev_ns=_num(lat, "stddev"),
-        lat_min_ns=_num(lat, "min"),
-        lat_max_ns=_num(lat, "max"),
-        clat_mean_ns=_num(clat, "mean"),
-        percentiles_ns=percentiles,
-        percentile_source=source,
+        clat=_latency(d.get("clat_ns")),
+        lat=_latency(d.get("lat_ns")),
     )
 
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skycache.bench import tidy
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.net import measure, nat, netns
 from skycache.net.netns import Link, Route, Topology
@@ -424,7 +425,7 @@ def run(
     df.insert(1, "scenario", SCENARIO)
     df.insert(2, "where", env["where"])
     df["accel"] = env["accel"]
-    df.to_parquet(run_dir / "tidy.parquet", index=False)
+    tidy.write_table(run_dir, df)  # tidy.parquet and tidy.csv
     summary = summarize(df)
     manifest.update(status="ok", ended=_iso(time.time()), summary=summary_json(summary))
     _write_manifest(run_dir, manifest)

@@ -1,9 +1,14 @@
 """Plots of a run (matplotlib, PNG), each carrying the run's provenance in the figure itself.
 
-- ``iops.png``: IOPS per condition and direction with 95% bootstrap intervals;
-- ``latency.png``: mean and p99 latency per condition;
-- ``latency-percentiles.png``: p50/p95/p99/p99.9 curves per condition;
-- ``cache.png``: read-cache hits and write-back dirty blocks sampled over the run (when caches ran).
+Bars are on linear axes and every repetition is drawn as a point over its bar, so a reader sees the
+spread (and an outlier) that an interval summarises.
+
+- ``iops.png``: IOPS per condition and direction: bar = mean of the repetitions with its 95% interval;
+- ``latency.png``: mean total latency per condition (bar = mean with 95% interval) and p99 (bar = p99
+  of all repetitions' I/Os from the merged fio histograms; points = each repetition's own p99);
+- ``latency-percentiles.png``: p50/p95/p99/p99.9 of all repetitions per condition (merged histograms);
+- ``cache.png``: read-cache hits and write-back dirty blocks over each repetition, one line per
+  repetition (never joined across repetitions), time from the repetition's first sample.
 """
 
 from __future__ import annotations
@@ -20,9 +25,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from skycache.bench import compare
+from skycache.bench import compare, latency
 
-PCT_COLUMNS = (("p50", "lat_p50_ns"), ("p95", "lat_p95_ns"), ("p99", "lat_p99_ns"), ("p99.9", "lat_p99_9_ns"))
+PCT_LABELS = latency.PCT_NAMES
+KIND_NAMES = {"clat": "completion latency", "lat": "total latency"}
+
+
+def preferred_kind(lat_summary: pd.DataFrame) -> str:
+    """Total latency when the run has its percentiles (what the application waits), else completion
+    latency (runs recorded before skycache asked fio for both)."""
+    col = latency.pct_column("lat", "p99")
+    if col in lat_summary.columns and np.isfinite(lat_summary[col].to_numpy(dtype=float)).any():
+        return "lat"
+    return "clat"
 
 
 def provenance(manifest: Mapping[str, Any]) -> str:
@@ -47,73 +62,152 @@ def _finish(fig: Any, manifest: Mapping[str, Any], out: Path) -> Path:
     return out
 
 
-def _bars(ax: Any, summary: pd.DataFrame, value: str, lo: str, hi: str, xlabel: str) -> None:
-    labels = [f"{r.condition} [{r.direction}]" for r in summary.itertuples()]
-    y = np.arange(len(labels))
+def _labels(summary: pd.DataFrame) -> list[str]:
+    return [f"{r.condition} [{r.direction}]" for r in summary.itertuples()]
+
+
+def _bars(
+    ax: Any,
+    summary: pd.DataFrame,
+    value: str,
+    points: pd.DataFrame,
+    point_value: str,
+    xlabel: str,
+    *,
+    lo: str | None = None,
+    hi: str | None = None,
+    scale: float = 1.0,
+) -> None:
+    """Horizontal bars on a linear axis (optional interval), each repetition a black point on its bar."""
+    y = np.arange(len(summary))
     vals = summary[value].to_numpy(dtype=float)
-    err_lo = np.nan_to_num(vals - summary[lo].to_numpy(dtype=float), nan=0.0)
-    err_hi = np.nan_to_num(summary[hi].to_numpy(dtype=float) - vals, nan=0.0)
+    xerr = None
+    if lo is not None and hi is not None:
+        err_lo = np.nan_to_num(vals - summary[lo].to_numpy(dtype=float), nan=0.0)
+        err_hi = np.nan_to_num(summary[hi].to_numpy(dtype=float) - vals, nan=0.0)
+        xerr = [np.maximum(err_lo, 0.0), np.maximum(err_hi, 0.0)]
     colors = ["tab:blue" if d == "read" else "tab:orange" for d in summary["direction"]]
-    ax.barh(y, vals, xerr=[err_lo, err_hi], color=colors, capsize=3)
-    ax.set_yticks(y, labels, fontsize=8)
+    ax.barh(y, np.nan_to_num(vals, nan=0.0), xerr=xerr, color=colors, alpha=0.75, capsize=3)
+    label = "repetition"
+    for i, r in enumerate(summary.itertuples()):
+        sel = points[(points["condition"] == r.condition) & (points["direction"] == r.direction)]
+        xs = sel[point_value].to_numpy(dtype=float) / scale
+        xs = xs[np.isfinite(xs)]
+        if xs.size:
+            ax.plot(xs, np.full(xs.size, i), "o", color="black", markersize=3.5, label=label)
+            label = "_nolegend_"
+    ax.set_yticks(y, _labels(summary), fontsize=8)
     ax.invert_yaxis()
+    ax.set_xlim(left=0)
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
+    if label == "_nolegend_":
+        ax.legend(fontsize=7, loc="lower right")
+
+
+def _rep_points(df: pd.DataFrame) -> pd.DataFrame:
+    """compare.per_rep with the column names of the summaries (condition = the label)."""
+    rep = compare.per_rep(df)
+    return rep.drop(columns=["condition"]).rename(columns={"label": "condition"})
 
 
 def iops(df: pd.DataFrame, manifest: Mapping[str, Any], out: Path) -> Path:
-    s = compare.summary(df)
+    return _finish(iops_figure(df), manifest, out)
+
+
+def iops_figure(df: pd.DataFrame) -> Any:
+    s = latency.mean_summary(df)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(s) + 1.6))
-    _bars(ax, s, "iops", "iops_lo", "iops_hi", "IOPS (mean of repetitions, 95% bootstrap CI)")
+    _bars(ax, s, "iops", _rep_points(df), "iops", "IOPS\nbar = mean of repetitions with 95% CI",
+          lo="iops_lo", hi="iops_hi")  # fmt: skip
     ax.set_title("IOPS per condition")
-    return _finish(fig, manifest, out)
+    return fig
 
 
-def latency(df: pd.DataFrame, manifest: Mapping[str, Any], out: Path) -> Path:
-    s = compare.summary(df)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(s) + 1.6))
-    _bars(ax, s, "lat_mean_us", "lat_lo_us", "lat_hi_us", "latency (us): bar = mean with 95% CI, dot = p99")
-    y = np.arange(len(s))
-    ax.plot(s["lat_p99_us"].to_numpy(dtype=float), y, "k.", label="p99")
-    ax.set_xscale("log")
-    ax.legend(fontsize=8)
-    ax.set_title("Latency per condition")
-    return _finish(fig, manifest, out)
+def latency_bars(df: pd.DataFrame, manifest: Mapping[str, Any], out: Path) -> Path:
+    return _finish(latency_figure(df), manifest, out)
+
+
+def latency_figure(df: pd.DataFrame) -> Any:
+    s = latency.mean_summary(df)
+    pooled = latency.summary(df)
+    kind = preferred_kind(pooled)
+    p99 = latency.pct_column(kind, "p99")
+    merged = s.merge(pooled[["condition", "direction", p99, f"{kind}_from"]], on=["condition", "direction"],
+                     how="left")  # fmt: skip
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(s) + 1.8), sharey=True)
+    _bars(ax1, s, "lat_mean_us", _rep_points(df), "lat_mean_ns",
+          "mean total latency (us)\nbar = mean of repetitions with 95% CI", lo="lat_lo_us",
+          hi="lat_hi_us", scale=1000.0)  # fmt: skip
+    merged["p99_us"] = merged[p99] / 1000.0
+    how = "all repetitions' I/Os (merged histograms)"
+    if (merged[f"{kind}_from"] == latency.FROM_REP_MEANS).any():
+        how = "mean of repetitions (run without histograms)"
+    _bars(ax2, merged, "p99_us", latency.per_repetition(df), p99,
+          f"{KIND_NAMES[kind]} p99 (us)\nbar = {how}", scale=1000.0)  # fmt: skip
+    ax1.set_title("Mean latency per condition")
+    ax2.set_title("p99 latency per condition")
+    return fig
 
 
 def latency_percentiles(df: pd.DataFrame, manifest: Mapping[str, Any], out: Path) -> Path:
-    d = df[(df["status"] == "ok") & (df["direction"] != "")]
-    if "phase" in d.columns:
-        d = d[d["phase"] == "measure"]
+    pooled = latency.summary(df)
+    kind = preferred_kind(pooled)
     fig, ax = plt.subplots(figsize=(8, 5))
-    x = np.arange(len(PCT_COLUMNS))
-    for (label, direction), g in d.groupby(["label", "direction"], sort=False):
-        ys = [float(np.nanmean(g[col].to_numpy(dtype=float))) / 1000.0 for _, col in PCT_COLUMNS]
-        ax.plot(x, ys, marker="o", label=f"{label} [{direction}]")
-    ax.set_xticks(x, [name for name, _ in PCT_COLUMNS])
-    ax.set_yscale("log")
-    ax.set_ylabel("completion latency (us, mean over repetitions)")
+    x = np.arange(len(PCT_LABELS))
+    for r in pooled.itertuples():
+        ys = [getattr(r, latency.pct_column(kind, name)) / 1000.0 for name in PCT_LABELS]
+        ax.plot(x, ys, marker="o", label=f"{r.condition} [{r.direction}]")
+    ax.set_xticks(x, list(PCT_LABELS.values()))
+    ax.set_yscale("log")  # a line per condition over four percentiles spanning decades, not bars
+    methods = set(pooled[f"{kind}_from"]) if len(pooled) else set()
+    merged = methods == {latency.FROM_HISTOGRAMS}
+    how = "all repetitions, merged histograms" if merged else "mean of repetitions"
+    ax.set_ylabel(f"{KIND_NAMES[kind]} (us, log scale; {how})")
     ax.set_title("Latency percentiles")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     return _finish(fig, manifest, out)
 
 
+def timeline_lines(samples: Sequence[Mapping[str, Any]]) -> list[tuple[str, pd.DataFrame]]:
+    """The lines of cache.png: one per condition x cache x repetition (x host), each with ``t_rep``,
+    seconds since that repetition's first sample; samples of different repetitions never share one."""
+    s = pd.DataFrame(list(samples))
+    for col in ("rep", "host"):
+        if col not in s.columns:
+            s[col] = ""
+    s["rep"] = s["rep"].fillna("").astype(str)
+    s["host"] = s["host"].fillna("").astype(str)
+    lines = []
+    for (label, role, _rep, host), g in s.groupby(["label", "role", "rep", "host"], sort=False):
+        g = g.sort_values("t", kind="stable")
+        g = g.assign(t_rep=g["t"] - g["t"].iloc[0])
+        where = f" {host}" if host else ""
+        lines.append((f"{label} ({role} cache{where})", g))
+    return lines
+
+
 def cache_timeline(
     samples: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any], out: Path
 ) -> Path | None:
-    """Samples: {"t": seconds since run start, "label", "role" (read|write), "hits", "misses", "dirty"}."""
+    """Samples: {"t": seconds since run start, "label", "role" (read|write), "rep", "hits", "misses",
+    "dirty"} (and "host" in a hosts run)."""
     if not samples:
         return None
-    s = pd.DataFrame(list(samples))
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    for (label, role), g in s.groupby(["label", "role"], sort=False):
-        ax1.plot(g["t"], g["hits"], marker=".", linestyle="-", label=f"{label} ({role} cache)")
-        ax2.plot(g["t"], g["dirty"], marker=".", linestyle="-", label=f"{label} ({role} cache)")
+    colors: dict[str, Any] = {}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for name, g in timeline_lines(samples):
+        first = name not in colors
+        color = colors.setdefault(name, cycle[len(colors) % len(cycle)])
+        legend = name if first else "_nolegend_"  # one legend entry per condition, all its repetitions
+        ax1.plot(g["t_rep"], g["hits"], marker=".", color=color, alpha=0.8, label=legend)
+        ax2.plot(g["t_rep"], g["dirty"], marker=".", color=color, alpha=0.8, label=legend)
     ax1.set_ylabel("cache hits (cumulative)")
     ax2.set_ylabel("dirty / unwritten blocks")
-    ax2.set_xlabel("seconds since the start of the run")
-    ax1.set_title("Caches over the run")
+    ax2.set_xlabel("seconds since the repetition's first sample (one line per repetition)")
+    ax1.set_title("Caches over each repetition")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=7)
@@ -125,7 +219,7 @@ def plot_run(
 ) -> list[Path]:
     out = [
         iops(df, manifest, out_dir / "iops.png"),
-        latency(df, manifest, out_dir / "latency.png"),
+        latency_bars(df, manifest, out_dir / "latency.png"),
         latency_percentiles(df, manifest, out_dir / "latency-percentiles.png"),
     ]
     timeline = cache_timeline(samples, manifest, out_dir / "cache.png")

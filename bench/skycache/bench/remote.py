@@ -4,7 +4,7 @@ Each listed host runs ``fio --server`` (started by its owner or config managemen
 starts daemons on remote machines). skycache builds the stack on every host through a runner for that
 host (the local runner for localhost, ssh otherwise: :class:`SshSettings` say how), then runs fio
 once, locally, as the client of all of them:
-``fio --output-format=json --output=OUT --client=H1 JOB1 --client=H2 JOB2``. Each host gets its own
+``fio --output-format=json+ --output=OUT --client=H1 JOB1 --client=H2 JOB2``. Each host gets its own
 job file because the device path fio opens is the one built on that host.
 
 fio writes the bw/iops/lat logs of a client run on the client, at the path the job file names, with
@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from skycache.bench import fioopts
 from skycache.errors import InvalidInput
 from skycache.numbers import parse_port
 from skycache.runner import Runner, SshTarget, SystemRunner
@@ -170,7 +171,7 @@ def reached(runner: Runner) -> str:
 
 def client_argv(pairs: Sequence[tuple[Host, Path]], json_path: Path) -> list[str]:
     """fio as the client of every host, each with its own job file (one fio process for all)."""
-    argv = ["fio", "--output-format=json", f"--output={json_path}"]
+    argv = ["fio", f"--output-format={fioopts.OUTPUT_FORMAT}", f"--output={json_path}"]
     for host, job in pairs:
         argv += [f"--client={host.fio_address}", str(job)]
     return argv

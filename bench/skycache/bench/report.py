@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from skycache import files
-from skycache.bench import compare, stats
+from skycache.bench import compare, latency, stats
 from skycache.errors import InvalidInput
 
 
@@ -89,7 +89,7 @@ def render(
     env = manifest.get("environment", {})
     shaping = manifest.get("shaping", {})
     failed = df[df["status"] != "ok"] if "status" in df.columns else df.iloc[0:0]
-    summary = compare.summary(df)
+    summary = latency.mean_summary(df)
     n_ok = int((df["status"] == "ok").sum()) if "status" in df.columns else len(df)
     parts = [
         f"# {manifest.get('scenario', '?')}: results of run {manifest.get('run_id', '?')}",
@@ -117,6 +117,12 @@ def render(
         f"variation of the repetitions (unstable above {stats.UNSTABLE_CV * 100:.0f}%):",
         "",
         summary_table(summary),
+        "",
+        "Latency percentiles (us) of all the repetitions' I/Os together, from fio's latency histograms "
+        "merged (clat = completion latency, lat = total latency; `from` says when a run has no "
+        "histograms):",
+        "",
+        latency.markdown_table(latency.summary(df)),
         "",
         f"Ratios of geometric means to the baseline ({baseline or 'default'}) with Welch t 95% intervals "
         "on log values; the verdict uses the p-value Holm-adjusted over the comparisons of each metric "
@@ -171,7 +177,8 @@ def finish(run_dir: Path, baseline: str | None = None) -> tuple[list[compare.Com
         comparisons = compare.compare(df, baseline)
     except InvalidInput:  # a run with no successes still gets a report saying so
         comparisons = []
-    samples = [s for rec in run.records() for s in rec.get("cache", [])]
+    # each sample tagged with its repetition: cache.png draws one line per repetition
+    samples = [{"rep": rec.get("rep"), **s} for rec in run.records() for s in rec.get("cache", [])]
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     pngs = plots.plot_run(df, manifest, run_dir / "plots", samples) if len(ok) else []
     text = render(manifest, df, comparisons, pngs, run_dir, baseline=baseline)

@@ -67,6 +67,7 @@ def log_welch(log_a: np.ndarray, log_b: np.ndarray, confidence: float = DEFAULT_
         warnings.simplefilter("ignore", RuntimeWarning)
         res = sps.ttest_ind(la, lb, axis=-1, equal_var=False)
         ci = res.confidence_interval(confidence)
+
     def blank(x: object) -> np.ndarray:
         return np.where(flat, math.nan, np.asarray(x, dtype=float))
 

@@ -3,42 +3,63 @@
 Columns: ``scenario, run_id, condition, label, rep, phase, status, error, job, hostname, host,
 direction`` (``host``: the fio server as ``name:port`` in a ``where = "hosts"`` run, ``All clients``
 for fio's aggregate over several servers, empty otherwise),
-the metrics ``iops, bw_bytes, bw_kib, io_bytes, runtime_ms, lat_mean_ns, lat_stddev_ns, lat_p50_ns,
-lat_p95_ns, lat_p99_ns, lat_p99_9_ns, clat_mean_ns, usr_cpu, sys_cpu``, the stack's attributes
-(``backend, transport, cow, read_cache, write_cache, write_engine, repo_delay_ms``) and every factor
-of the scenario as its own column. A failed condition is one row with ``status == "failed"``, the
-reason in ``error`` and NaN metrics, so failures are visible in every analysis.
+the metrics ``iops, bw_bytes, bw_kib, io_bytes, runtime_ms``, fio's two latencies named for what
+they are: ``clat_*`` the completion latency, ``lat_*`` the total latency (submission + completion),
+each as ``_mean_ns, _stddev_ns, _p50_ns, _p95_ns, _p99_ns, _p99_9_ns`` of that repetition, then
+``usr_cpu, sys_cpu``, the stack's attributes (``backend, transport, cow, read_cache, write_cache,
+write_engine, repo_delay_ms``) and every factor of the scenario as its own column. Each latency's fio
+histogram is kept as two list columns (``clat_hist_ns``/``clat_hist_count``, ``lat_hist_*``; empty
+when fio wrote none) for percentiles across repetitions (:mod:`skycache.bench.latency`). A failed
+condition is one row with ``status == "failed"``, the reason in ``error`` and NaN metrics, so failures
+are visible in every analysis.
+
+``tidy.csv`` beside ``tidy.parquet`` holds the same rows without the histogram columns.
+
+Tables written before the clat/lat split named completion-latency percentiles ``lat_p50_ns`` ...
+``lat_p99_9_ns``; :func:`load` renames them to ``clat_*`` (such tables have no ``lat_p*``: fio was not
+asked for total-latency percentiles), unless the run's job files asked fio for ``lat_percentiles``,
+in which case they were total latency and stay ``lat_*``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from skycache.bench import fioparse
+from skycache.bench import fioparse, latency
 from skycache.bench.store import TIDY, RunDir, find_runs, read_table
 from skycache.errors import InvalidInput
 
+TIDY_CSV = "tidy.csv"
+_LATENCY_STATS = ("mean", "stddev", *latency.PERCENTILES)
 METRICS = (
     "iops",
     "bw_bytes",
     "bw_kib",
     "io_bytes",
     "runtime_ms",
-    "lat_mean_ns",
-    "lat_stddev_ns",
-    "lat_p50_ns",
-    "lat_p95_ns",
-    "lat_p99_ns",
-    "lat_p99_9_ns",
-    "clat_mean_ns",
+    *(f"{kind}_{stat}_ns" for kind in latency.KINDS for stat in _LATENCY_STATS),
     "usr_cpu",
     "sys_cpu",
 )
+HISTOGRAMS = tuple(col for kind in latency.KINDS for col in latency.hist_columns(kind))
+# Before the clat/lat split these names held completion-latency percentiles (fio's default).
+_OLD_PERCENTILES = {f"lat_{name}_ns": f"clat_{name}_ns" for name in latency.PERCENTILES}
+_ASKS_LAT_PERCENTILES = re.compile(r"^\s*lat_percentiles\s*=\s*(?:1|true)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def _latency_values(kind: str, lat: fioparse.Latency) -> dict[str, Any]:
+    ns_col, count_col = latency.hist_columns(kind)
+    values: dict[str, Any] = {f"{kind}_mean_ns": lat.mean_ns, f"{kind}_stddev_ns": lat.stddev_ns}
+    values.update({latency.pct_column(kind, n): lat.percentiles_ns[n] for n in latency.PERCENTILES})
+    values[ns_col] = [v for v, _ in lat.bins]
+    values[count_col] = [c for _, c in lat.bins]
+    return values
 
 
 def rows_for(record: Mapping[str, Any], result: fioparse.FioResult | None) -> list[dict[str, Any]]:
@@ -51,6 +72,7 @@ def rows_for(record: Mapping[str, Any], result: fioparse.FioResult | None) -> li
     if result is None or record.get("status") != "ok":
         row = dict(base, job="", hostname="", host=", ".join(record.get("hosts", [])), direction="")
         row.update({m: math.nan for m in METRICS})
+        row.update({h: [] for h in HISTOGRAMS})
         return [row]
     rows = []
     for job in result.jobs:
@@ -62,13 +84,8 @@ def rows_for(record: Mapping[str, Any], result: fioparse.FioResult | None) -> li
                 bw_kib=st.bw_kib,
                 io_bytes=float(st.io_bytes),
                 runtime_ms=float(st.runtime_ms),
-                lat_mean_ns=st.lat_mean_ns,
-                lat_stddev_ns=st.lat_stddev_ns,
-                lat_p50_ns=st.percentiles_ns["p50"],
-                lat_p95_ns=st.percentiles_ns["p95"],
-                lat_p99_ns=st.percentiles_ns["p99"],
-                lat_p99_9_ns=st.percentiles_ns["p99_9"],
-                clat_mean_ns=st.clat_mean_ns,
+                **_latency_values("clat", st.clat),
+                **_latency_values("lat", st.lat),
                 usr_cpu=job.usr_cpu,
                 sys_cpu=job.sys_cpu,
             )
@@ -98,18 +115,54 @@ def build(run: RunDir) -> pd.DataFrame:
 
 
 def write(run: RunDir, df: pd.DataFrame) -> Path:
-    out = run.path / TIDY
-    tmp = run.path / (TIDY + ".tmp")
+    return write_table(run.path, df)
+
+
+def write_table(run_dir: Path, df: pd.DataFrame) -> Path:
+    """tidy.parquet and, beside it, tidy.csv (the same rows; list columns such as the latency
+    histograms stay in the Parquet table only). Each file appears whole or not at all."""
+    out = run_dir / TIDY
+    tmp = run_dir / (TIDY + ".tmp")
     df.to_parquet(tmp, index=False)
     tmp.replace(out)
+    flat = df.drop(columns=[c for c in df.columns if c in HISTOGRAMS])
+    csv_tmp = run_dir / (TIDY_CSV + ".tmp")
+    flat.to_csv(csv_tmp, index=False)
+    csv_tmp.replace(run_dir / TIDY_CSV)
     return out
+
+
+def upgrade_columns(df: pd.DataFrame, run_dir: Path | None = None) -> pd.DataFrame:
+    """A fio table written before the clat/lat split, with today's column names (see the module
+    docstring); any other table unchanged. Percentiles the old table never recorded stay absent
+    (not NaN columns), so that comparisons skip them rather than print empty rows."""
+    old = [c for c in _OLD_PERCENTILES if c in df.columns]
+    if "iops" not in df.columns or not old or any(c in df.columns for c in _OLD_PERCENTILES.values()):
+        return df
+    if run_dir is not None and _asked_lat_percentiles(run_dir):
+        return df
+    return df.rename(columns={c: _OLD_PERCENTILES[c] for c in old})
+
+
+def _asked_lat_percentiles(run_dir: Path) -> bool:
+    jobs = run_dir / "jobs"
+    if not jobs.is_dir():
+        return False
+    for job in jobs.rglob("*.fio"):
+        try:
+            if _ASKS_LAT_PERCENTILES.search(job.read_text(errors="replace")):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def load(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """One DataFrame from run directories, tidy.parquet files, or directories holding runs.
 
     Works for any run directory with a tidy.parquet (fio runs, nat-bench runs). Adds ``run_dir``
-    (and ``run_id``/``scenario`` from the path when a table lacks them).
+    (and ``run_id``/``scenario`` from the path when a table lacks them); old column names are mapped
+    to today's (:func:`upgrade_columns`).
     """
     paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
     frames = []
@@ -126,7 +179,7 @@ def load(path_or_paths: str | Path | Iterable[str | Path]) -> pd.DataFrame:
         if not files:
             raise InvalidInput(f"{p}: no run with a {TIDY} here")
         for run_dir, f in zip(runs, files, strict=True):
-            df = read_table(f)  # a truncated or foreign file: one line naming it
+            df = upgrade_columns(read_table(f), run_dir)  # a truncated or foreign file: one line
             df["run_dir"] = str(run_dir)
             if "run_id" not in df.columns:
                 df["run_id"] = run_dir.name
