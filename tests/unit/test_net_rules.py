@@ -391,3 +391,9 @@ def test_an_isolation_name_with_dot_dot_is_refused() -> None:
     with pytest.raises(InvalidInput, match=r"'n0\.\.n0' holds '\.\.'"):
         isolation.check_key("n0..n0")
     assert isolation.check_key("vm.1") == "vm.1"
+
+
+def test_an_interface_name_with_dot_dot_is_refused() -> None:
+    with pytest.raises(InvalidInput, match=r"interface name 'n0\.\.n0' holds '\.\.'"):
+        netns.check_dev("n0..n0")
+    assert netns.check_dev("eth0.100") == "eth0.100"

@@ -46,6 +46,10 @@ def check_optional_ns(name: str | None) -> str | None:
 def check_dev(name: str) -> str:
     if not _DEV_RE.fullmatch(name):
         raise InvalidInput(f"interface name {name!r} is invalid (1-15 characters of A-Za-z0-9_.-)")
+    if ".." in name:
+        # The kernel refuses "." and ".." (names under /sys/class/net); skycache refuses ".." anywhere
+        # in a name, as in every other name it takes, so a name never climbs a path it becomes part of.
+        raise InvalidInput(f"interface name {name!r} holds '..'")
     return name
 
 
