@@ -57,10 +57,15 @@ def merge(hists: Iterable[tuple[Sequence[int] | np.ndarray, Sequence[int] | np.n
 
 
 def _merge_arrays(values: list[np.ndarray], counts: list[np.ndarray]) -> Histogram:
-    v = np.concatenate(values)
-    c = np.concatenate(counts)
-    keys, inverse = np.unique(v, return_inverse=True)
-    return keys, np.bincount(inverse, weights=c, minlength=keys.size).astype(np.int64)
+    # Added up in a dict and sorted by Python, not with np.unique: numpy's SIMD sort of int64 crashed
+    # the interpreter (SIGSEGV) inside the TCG lab, where bench run draws its report. A few thousand
+    # buckets per repetition: the cost does not matter.
+    total: dict[int, int] = {}
+    for vs, cs in zip(values, counts, strict=True):
+        for v, c in zip(vs.tolist(), cs.tolist(), strict=True):
+            total[v] = total.get(v, 0) + c
+    keys = sorted(total)
+    return np.asarray(keys, dtype=np.int64), np.asarray([total[k] for k in keys], dtype=np.int64)
 
 
 def percentiles(hist: Histogram, pcts: Sequence[float]) -> np.ndarray:
