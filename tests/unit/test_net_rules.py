@@ -397,3 +397,8 @@ def test_an_interface_name_with_dot_dot_is_refused() -> None:
     with pytest.raises(InvalidInput, match=r"interface name 'n0\.\.n0' holds '\.\.'"):
         netns.check_dev("n0..n0")
     assert netns.check_dev("eth0.100") == "eth0.100"
+
+
+def test_a_namespace_name_with_dot_dot_is_refused() -> None:
+    with pytest.raises(InvalidInput, match=r"'skycache-n0\.\.n0' holds '\.\.'"):
+        netns.check_ns("skycache-n0..n0")

@@ -35,6 +35,9 @@ def check_ns(name: str) -> str:
         raise NotOwned(f"network namespace {name!r} was not created by skycache (no {NAME_PREFIX!r} prefix)")
     if not _NS_RE.fullmatch(name):
         raise InvalidInput(f"network namespace name {name!r} is invalid (skycache-[a-z0-9_.-], max 40)")
+    if ".." in name:
+        # A namespace is the file /run/netns/NAME: refused like every name holding "..".
+        raise InvalidInput(f"network namespace name {name!r} holds '..'")
     return name
 
 
