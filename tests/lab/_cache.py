@@ -56,13 +56,16 @@ def warm_read_cache(
     max_passes: int = 25,
     idle_s: float = 2.0,
     settled_after: int = 3,
+    require_settled: bool = True,
 ) -> list[WarmPass]:
     """Run ``read_pass`` until dm-cache ``name`` is settled; returns every pass.
 
     Settled: one pass had no read miss, or ``settled_after`` passes in a row after the last
     promotion left the number of cached blocks unchanged. Between passes the device stays idle for
     ``idle_s`` so that smq's queued promotions run. Fails (with the trace of every pass) when
-    ``max_passes`` are not enough to settle.
+    ``max_passes`` are not enough to settle, unless ``require_settled`` is false: then the passes are
+    returned as they are, for a caller that compares with what its last pass found (on a loaded TCG
+    machine smq may still be promoting a block or two per pass after 25 passes).
     """
     passes: list[WarmPass] = []
     for _ in range(max_passes):
@@ -82,6 +85,8 @@ def warm_read_cache(
         if len(recent) > settled_after and len({x.cache_used for x in recent}) == 1:
             return passes
         time.sleep(idle_s)
+    if not require_settled:
+        return passes
     raise AssertionError(f"read cache {name} not settled after {max_passes} passes: {trace(passes)}")
 
 

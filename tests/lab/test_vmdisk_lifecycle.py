@@ -130,7 +130,10 @@ def test_cache_reuse_second_vm_reads_from_warm_read_cache(runner: Runner, env: P
     # The first VM reads its working set until the read cache is settled (smq's promotions run in
     # idle time, and smq may leave some blocks out for good: how many passes that takes, and how
     # much it caches, depend on the machine; the assertions below compare with what it cached).
-    passes = warm_read_cache(runner, rc, lambda: read_sha(runner, dev, env, mib=8))
+    # Not required to settle: the assertions below hold for any later state of a cache that only
+    # gains blocks (32M of cache for 8 MiB read: nothing is evicted). CI once saw the hits still
+    # climbing at pass 25 under load (1856 hits, 192 misses).
+    passes = warm_read_cache(runner, rc, lambda: read_sha(runner, dev, env, mib=8), require_settled=False)
     last = passes[-1]
     first_rx = _session_rx(runner, base_iqn) - rx0
     sk(runner, "disk", "delete", "ra")
