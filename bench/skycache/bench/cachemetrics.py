@@ -168,7 +168,9 @@ def _by_key(samples: Sequence[Mapping[str, Any]], role: str) -> dict[str, Mappin
     return {str(s.get("host", "")): s for s in samples if s.get("role") == role}
 
 
-def _delta_sum(before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]], role: str, key: str) -> float:
+def _delta_sum(
+    before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]], role: str, key: str
+) -> float:
     b, a = _by_key(before, role), _by_key(after, role)
     pairs = [(b[h], a[h]) for h in a if h in b and key in a[h] and key in b[h]]
     if not pairs:
@@ -235,7 +237,7 @@ class Sampler:
         while not self._stop.wait(self.interval_s):
             try:
                 self.samples += self.take()
-            except Exception as exc:  # noqa: BLE001 (a thread's exception would otherwise be lost)
+            except Exception as exc:  # a thread's exception would otherwise be lost
                 self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 log.warning("cache sampler stopped: %s", self.error)
                 return
