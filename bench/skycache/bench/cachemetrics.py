@@ -108,7 +108,7 @@ def repo_devices(runner: Runner, transport: str, backend: str, device: str) -> l
     try:
         if transport == "iscsi":
             argv = ["lsblk", "--inverse", "--noheadings", "--raw", "-o", "MAJ:MIN,TRAN", device]
-            return parse_lsblk_iscsi(runner.query(argv).stdout)
+            return _readable(runner, parse_lsblk_iscsi(runner.query(argv).stdout), device)
         if backend == "file":
             out = runner.query(["stat", "-L", "-c", "%Hd:%Ld", device]).stdout.strip()
         else:
@@ -117,7 +117,18 @@ def repo_devices(runner: Runner, transport: str, backend: str, device: str) -> l
     except (SkycacheError, CommandError, OSError) as exc:
         log.warning("no repository counters for %s: %s", device, exc)
         return []
-    return [out] if _MAJMIN.match(out) else []
+    return _readable(runner, [out] if _MAJMIN.match(out) else [], device)
+
+
+def _readable(runner: Runner, devices: list[str], device: str) -> list[str]:
+    """``devices`` when their counters can be read (a file on tmpfs has no block device behind it):
+    checked once here, not warned about at every sample."""
+    try:
+        block_stats(runner, devices)
+    except (SkycacheError, CommandError, OSError) as exc:
+        log.warning("no repository counters for %s: %s", device, exc)
+        return []
+    return devices
 
 
 # -- samples ------------------------------------------------------------------------------------
