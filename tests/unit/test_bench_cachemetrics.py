@@ -55,16 +55,21 @@ def test_lsblk_inverse_keeps_each_iscsi_disk_once() -> None:
 
 def test_repo_devices_per_transport_and_argv() -> None:
     r = FakeRunner().reply("lsblk", "--inverse", stdout="254:5 \n8:0 iscsi\n")
+    r.reply("cat", stdout="0 0 8 0 0 0 0 0 0 0 0\n")
     assert cachemetrics.repo_devices(r, "iscsi", "lvm", "/dev/mapper/skycache-vm-bench1") == ["8:0"]
-    assert r.ran("query")[-1] == (
-        "lsblk --inverse --noheadings --raw -o MAJ:MIN,TRAN /dev/mapper/skycache-vm-bench1"
-    )
+    assert r.ran("query")[-2:] == [
+        "lsblk --inverse --noheadings --raw -o MAJ:MIN,TRAN /dev/mapper/skycache-vm-bench1",
+        "cat /sys/dev/block/8:0/stat",  # readable: checked once, here
+    ]
     r.reply("stat", stdout="254:1\n")
     assert cachemetrics.repo_devices(r, "local", "file", "/var/tmp/x.img") == ["254:1"]
     r.reply("lsblk", "--nodeps", stdout="254:2\n")
     assert cachemetrics.repo_devices(r, "local", "lvm", "/dev/bench/img") == ["254:2"]
     r.reply("stat", rc=1, stderr="no such file")
     assert cachemetrics.repo_devices(r, "local", "file", "/nope") == []  # NaN columns, not a guess
+    # a file on tmpfs: a device number with no block device (no stat file) is dropped at build
+    r.reply("stat", stdout="0:45\n").reply("cat", rc=1, stderr="No such file or directory")
+    assert cachemetrics.repo_devices(r, "local", "file", "/tmp/x.img") == []
 
 
 def test_a_sample_reads_each_cache_and_the_repository_counters() -> None:
