@@ -1,14 +1,16 @@
 """The bench driver in the lab (real kernel): a tiny scenario end to end over real stacks, with the
-fio logs where fio-plot reads them. (fio-plot itself is run on a run directory in the unit tier,
-test_bench_host_run.py: a fresh Python importing matplotlib costs a minute here. The "framework adds
-no measurable cost" figure is a measurement, in test_bench_figures.py.)"""
+fio logs where fio-plot reads them, and the cache metrics of issue 12 item 6 plausible (a warm read
+cache hits and spares the repository, the write-back cache's flush is timed and counted). (fio-plot
+itself is run on a run directory in the unit tier, test_bench_host_run.py: a fresh Python importing
+matplotlib costs a minute here. The "framework adds no measurable cost" figure is a measurement, in
+test_bench_figures.py.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import skycache.bench
-from skycache.bench import orchestrate, report, scenario
+from skycache.bench import orchestrate, report, scenario, store
 from skycache.runner import Runner
 
 TINY = """
@@ -43,9 +45,14 @@ rw = "randwrite"
 size = "8M"
 iodepth = 4
 runtime_s = 2
+[factors]
+cache_state = ["cold", "warm"]
 [[exclude]]
 stack = "lvm-iscsi-wcache"
 workload = "randread"
+[[exclude]]
+stack = ["lvm-iscsi", "lvm-iscsi-wcache"]
+cache_state = "warm"
 [[exclude]]
 stack = "lvm-iscsi-rcache"
 workload = "randwrite"
@@ -76,15 +83,44 @@ def test_tiny_scenario_end_to_end(runner: Runner, scratch_dir: Path, tmp_path: P
     assert out.run.manifest()["environment"]["accel"] in ("tcg", "kvm")
     comps, pngs, report_md = report.finish(out.run.path)
     assert report_md.is_file() and len(pngs) >= 3
-    assert any(c.condition == "lvm-iscsi-wcache/randwrite" for c in comps)
-    # the read cache recorded its counters over the run
+    assert any(c.condition == "lvm-iscsi-wcache/randwrite/cold" for c in comps)
+    # the read cache recorded its counters over the run, also while fio ran
     samples = [s for r in out.run.records() for s in r.get("cache", [])]
     assert any(s["role"] == "read" for s in samples) and any(s["role"] == "write" for s in samples)
+    assert any(s["when"] == "during" and s["role"] == "read" for s in samples)
+    _cache_metrics_are_plausible(df)
     # nothing of the run is left behind
     _clean(runner)
     assert "skycache-bench" not in runner.query(["vgs", "--noheadings", "-o", "vg_name"]).stdout
     # fio-plot's layout: per condition a block-size directory with fio's JSON and its logs
-    data = out.run.path / "fio" / "rep-1" / "lvm-iscsi_randread" / "4k"
+    data = out.run.path / "fio" / "rep-1" / store.target_name("lvm-iscsi/randread/cold") / "4k"
     assert list(data.glob("*.json")), sorted(p.name for p in data.iterdir())
     for kind in ("iops", "lat", "clat", "bw"):
         assert list(data.glob(f"*_{kind}.1.log")), (kind, sorted(p.name for p in data.iterdir()))
+
+
+def _cache_metrics_are_plausible(df: object) -> None:
+    """Per repetition (the first row of each): a warm read cache hits more than half the time and
+    reads less from the repository than the cold one; the uncached stack reads from the repository
+    and has no cache columns; the write-back cache's flush was timed and wrote to the repository."""
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    ok = df[df["status"] == "ok"].drop_duplicates(["label", "rep"]).set_index("label")
+
+    def col(label: str, name: str) -> list[float]:
+        return [float(v) for v in ok.loc[[label], name]]
+
+    warm, cold = "lvm-iscsi-rcache/randread/warm", "lvm-iscsi-rcache/randread/cold"
+    assert min(col(warm, "rc_hit_ratio")) > 0.5, ok.loc[[warm, cold], ["rc_hit_ratio", "repo_read_bytes"]]
+    assert max(col(warm, "repo_read_bytes")) < min(col(cold, "repo_read_bytes")), ok.loc[
+        [warm, cold], ["rc_hit_ratio", "rc_promotions", "repo_read_bytes"]
+    ]
+    assert all(v >= 0 for v in col(cold, "rc_promotions"))
+    plain = "lvm-iscsi/randread/cold"
+    assert min(col(plain, "repo_read_bytes")) > 0 and all(pd.isna(col(plain, "rc_hit_ratio")))
+    wc = "lvm-iscsi-wcache/randwrite/cold"
+    flush = ok.loc[[wc], ["wb_dirty_end", "wb_flush_s", "wb_flush_dirty_bytes", "wb_flushed_bytes"]]
+    assert (flush["wb_flush_s"] > 0).all() and (flush["wb_dirty_end"] >= 0).all(), flush
+    # the flush wrote what was dirty to the repository (the block counter vs dirty blocks x 4 KiB)
+    assert (flush["wb_flushed_bytes"] >= 0.9 * flush["wb_flush_dirty_bytes"]).all(), flush

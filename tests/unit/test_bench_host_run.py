@@ -45,6 +45,12 @@ def test_host_run_end_to_end(tmp_path: Path) -> None:
         assert list((run / f"fio/rep-{rep}/randread/4k").glob("randread-iodepth-1-numjobs-1_iops.1.log"))
     df = skycache.bench.load(run)
     assert set(df["workload"]) == {"randread", "randwrite"} and (df["iops"] > 0).all()
+    # the image file's block device is the "repository" of a local stack, when it has one (not tmpfs)
+    samples = [s for r in out.run.records() for s in r["cache"]]
+    if samples:
+        assert {"before", "measured"} <= {s["when"] for s in samples}
+        assert {s["role"] for s in samples} == {"repo"}
+        assert (df["repo_read_bytes"] >= 0).all() and df["rc_hit_ratio"].isna().all()
     # the image is removed after the run
     assert not list((tmp_path / "work").glob("skycache-*"))
 

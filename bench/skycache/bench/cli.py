@@ -297,7 +297,12 @@ def compare_cmd(
         ),
     ] = None,
     metric: Annotated[
-        list[str] | None, typer.Option("--metric", help="Metrics to show (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            help="Metrics to show and, with --fail-on-regression, to gate (repeatable); default: IOPS, "
+            "latency and the cache metrics a run has, gating iops, bw_bytes, lat_mean_ns, repo_read_bytes.",
+        ),
     ] = None,
     allow_different: Annotated[
         list[str] | None,
@@ -323,10 +328,13 @@ def compare_cmd(
         raise InvalidInput(
             f"--fail-on-regression {fail_on_regression:g}: use a percentage between 0 and 1000"
         )
-    metrics = tuple(metric or ("iops", "lat_mean_ns", "lat_p99_ns"))
+    metrics = tuple(metric or ("iops", "lat_mean_ns", "lat_p99_ns", *comparing.CACHE_METRICS))
     for m in metrics:
         if m not in comparing.METRICS:
             raise InvalidInput(f"--metric {m!r}: use one of {', '.join(comparing.METRICS)}")
+    gated = tuple(metric) if metric else comparing.GATED
+    if fail_on_regression is not None:
+        gate.check_metrics(gated)
     allowed = comparable.parse_allowed(allow_different or [])
     comparable.check_distinct(runs)
     df = comparable.identify_runs(tidy.load(runs))  # one run per directory, whatever its id
@@ -340,10 +348,12 @@ def compare_cmd(
     comps = comparing.compare(df, baseline)
     gating = fail_on_regression is not None
     if gating:
-        gate.check_gated(comps)
-    regressed = comparing.regressions(comps, fail_on_regression) if fail_on_regression is not None else []
+        gate.check_gated(comps, gated)
+    regressed = (
+        comparing.regressions(comps, fail_on_regression, gated) if fail_on_regression is not None else []
+    )
     base_run = run_ids[0]
-    seen = gate.detectable(df, comps, base_run, gate.ALPHA) if gating else []
+    seen = gate.detectable(df, comps, base_run, gate.ALPHA, gated) if gating else []
     if as_json:
         out: dict[str, object] = {
             "comparisons": _comparisons_json(comps),

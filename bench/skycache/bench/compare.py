@@ -14,6 +14,16 @@ Baselines:
 - ``--baseline LABEL``: one condition (by label or id) against every condition with the same workload;
 - one run and no baseline: per workload, the first condition of the scenario.
 
+Cache metrics (docs/bench.md, "Cache metrics") are compared with the same method, condition by
+condition, once per repetition rather than per direction (under ``read`` for the read cache and the
+repository's reads, ``write`` for the write-back cache, else the first direction measured), and only
+where both sides have the cache. Counts that can be exactly zero (a fully warm cache reads nothing from
+the repository) get a floor added before the logarithm (``FLOORS``: one 4 KiB page, one block), so
+that zero is a value and not a dropped repetition; the ratio is then of (value + floor). The hit
+ratio gets none: a repetition with no hit at all is dropped and counted, as a zero IOPS would be.
+Promotions, dirty blocks and flushed bytes have no "better" side: their verdict is "higher" or
+"lower", and the gate cannot use them.
+
 A *regression* is a change for the worse by more than PCT percent that is significant after the Holm
 correction. An unstable condition can still be a regression: the test accounts for its noise, and a
 gate that noise could silence would never fail on a loaded machine.
@@ -33,9 +43,34 @@ from skycache.bench.scenario import KNOWN_FACTORS
 from skycache.bench.stats import Ratio, ratio_ci
 from skycache.errors import InvalidInput
 
-# metric -> True when higher is better
-METRICS: dict[str, bool] = {"iops": True, "bw_bytes": True, "lat_mean_ns": False, "lat_p99_ns": False}
-GATED = ("iops", "bw_bytes", "lat_mean_ns")
+# metric -> True when higher is better, False when lower is, None when neither (not gated)
+METRICS: dict[str, bool | None] = {
+    "iops": True,
+    "bw_bytes": True,
+    "lat_mean_ns": False,
+    "lat_p99_ns": False,
+    "rc_hit_ratio": True,
+    "rc_promotions": None,
+    "wb_dirty_end": None,
+    "wb_flush_s": False,
+    "wb_flushed_bytes": None,
+    "repo_read_bytes": False,  # a read cache that stops caching reads more from the repository
+}
+# The gate's default metrics (those a run has): repository reads too, so that a cache that stops
+# caching fails the gate even when the IOPS of a fast repository hide it.
+GATED = ("iops", "bw_bytes", "lat_mean_ns", "repo_read_bytes")
+CACHE_METRICS = (
+    "rc_hit_ratio",
+    "rc_promotions",
+    "wb_dirty_end",
+    "wb_flush_s",
+    "wb_flushed_bytes",
+    "repo_read_bytes",
+)
+# compared once per repetition, under this direction when it was measured
+_CACHE_DIRECTION = {m: "write" if m.startswith("wb_") else "read" for m in CACHE_METRICS}
+FLOORS: dict[str, float] = {"rc_promotions": 1.0, "wb_dirty_end": 1.0, "wb_flushed_bytes": 4096.0,
+                            "repo_read_bytes": 4096.0}  # fmt: skip
 _SUMMED = ("iops", "bw_bytes")  # per repetition: jobs add up; latencies average
 
 
@@ -51,7 +86,7 @@ class Comparison:
     ratio: Ratio
 
     @property
-    def higher_is_better(self) -> bool:
+    def higher_is_better(self) -> bool | None:
         return METRICS[self.metric]
 
     @property
@@ -60,12 +95,14 @@ class Comparison:
             return self.ratio.label
         if not self.ratio.significant:
             return "not significant"
+        if self.higher_is_better is None:
+            return self.ratio.verdict  # higher / lower: neither is better
         better = (self.ratio.ratio > 1.0) == self.higher_is_better
         return "better" if better else "worse"
 
     def regression(self, pct: float) -> bool:
         """Worse than the baseline by more than ``pct`` percent, significant after the Holm correction."""
-        if not self.ratio.significant or math.isnan(self.ratio.ratio):
+        if not self.ratio.significant or math.isnan(self.ratio.ratio) or self.higher_is_better is None:
             return False
         if self.higher_is_better:
             return self.ratio.ratio < 1.0 - pct / 100.0
@@ -205,13 +242,24 @@ def compare(
     for run, label, base_run, base_label in pairs:
         directions = set(rep[(rep["run_id"] == run) & (rep["label"] == label)]["direction"])
         base_dirs = set(rep[(rep["run_id"] == base_run) & (rep["label"] == base_label)]["direction"])
-        for direction in [d for d in ("read", "write", "trim") if d in directions & base_dirs]:
+        shared = [d for d in ("read", "write", "trim") if d in directions & base_dirs]
+        for direction in shared:
             for metric in wanted:
+                if metric in _CACHE_DIRECTION:
+                    natural = _CACHE_DIRECTION[metric]
+                    if direction != (natural if natural in shared else shared[0]):
+                        continue
                 a = _values(rep, run, label, direction, metric)
                 b = _values(rep, base_run, base_label, direction, metric)
-                r = ratio_ci(a, b)
+                if metric in CACHE_METRICS and not (np.isfinite(a).any() and np.isfinite(b).any()):
+                    continue  # a side without that cache: nothing to compare
+                floor = FLOORS.get(metric, 0.0)
+                r = ratio_ci(a + floor, b + floor)
                 base_name = base_label if base_run == run else f"{base_run}:{base_label}"
-                out.append(Comparison(run, label, base_name, direction, metric, _geo(a), _geo(b), r))
+                out.append(
+                    Comparison(run, label, base_name, direction, metric, _geo(a + floor) - floor,
+                               _geo(b + floor) - floor, r)
+                )  # fmt: skip
     return _holm_per_metric(out)
 
 
@@ -308,8 +356,15 @@ def to_frame(comparisons: Sequence[Comparison]) -> pd.DataFrame:
     return pd.DataFrame([record(c) for c in comparisons])
 
 
-def regressions(comparisons: Sequence[Comparison], pct: float) -> list[Comparison]:
-    return [c for c in comparisons if c.metric in GATED and c.regression(pct)]
+def gateable(metric: str) -> bool:
+    """A metric with a worse side (not promotions, dirty blocks, flushed bytes)."""
+    return METRICS.get(metric) is not None
+
+
+def regressions(
+    comparisons: Sequence[Comparison], pct: float, metrics: Sequence[str] = GATED
+) -> list[Comparison]:
+    return [c for c in comparisons if c.metric in metrics and c.regression(pct)]
 
 
 def fmt_metric(metric: str, value: float) -> str:
@@ -319,6 +374,12 @@ def fmt_metric(metric: str, value: float) -> str:
         return f"{value / 1000.0:.1f} us"
     if metric == "bw_bytes":
         return f"{value / 2**20:.1f} MiB/s"
+    if metric.endswith("_bytes"):
+        return f"{value / 2**20:.1f} MiB"
+    if metric == "rc_hit_ratio":
+        return f"{value * 100:.1f}%"
+    if metric.endswith("_s"):
+        return f"{value:.2f} s"
     return f"{value:.0f}"
 
 

@@ -15,6 +15,10 @@ states the smallest change it could have detected (:func:`detectable`), from the
 
 The gate also needs the change to exceed its percentage threshold, so what it can flag is the larger
 of the two.
+
+The gated metrics are ``compare.GATED`` (IOPS, bandwidth, mean latency and the bytes read from the
+repository, those a run has), or the ``--metric`` ones; a metric with no worse side (promotions,
+dirty blocks, flushed bytes) cannot be gated.
 """
 
 from __future__ import annotations
@@ -98,20 +102,24 @@ def _worse(metric: str, log_change: float) -> float:
 
 
 def detectable(
-    df: pd.DataFrame, comps: Sequence[comparing.Comparison], base_run: str, alpha: float
+    df: pd.DataFrame,
+    comps: Sequence[comparing.Comparison],
+    base_run: str,
+    alpha: float,
+    metrics: Sequence[str] = comparing.GATED,
 ) -> list[Detectable]:
     """For each gated comparison against ``base_run``: the smallest worsening it could detect."""
     rep = comparing.per_rep(df)
     out = []
     prefix = f"{base_run}:"
     for c in comps:
-        if c.metric not in comparing.GATED:
+        if c.metric not in metrics:
             continue
         base_label = c.baseline[len(prefix) :] if c.baseline.startswith(prefix) else c.baseline
         sel = rep[
             (rep["run_id"] == base_run) & (rep["label"] == base_label) & (rep["direction"] == c.direction)
         ]
-        values = sel[c.metric].to_numpy(dtype=float)
+        values = sel[c.metric].to_numpy(dtype=float) + comparing.FLOORS.get(c.metric, 0.0)
         values = values[np.isfinite(values) & (values > 0)]
         sd = float(np.std(np.log(values), ddof=1)) if values.size >= 2 else math.nan
         n_a = c.ratio.n_a
@@ -125,14 +133,24 @@ def detectable(
     return out
 
 
-def check_gated(comps: Sequence[comparing.Comparison]) -> None:
+def check_metrics(metrics: Sequence[str]) -> None:
+    """Refuse (one line) a gate asked for a metric that has no worse side."""
+    for m in metrics:
+        if not comparing.gateable(m):
+            raise InvalidInput(
+                f"--metric {m!r} has no better or worse side (higher or lower is not a regression); "
+                f"the gate can use: {', '.join(k for k in comparing.METRICS if comparing.gateable(k))}"
+            )
+
+
+def check_gated(comps: Sequence[comparing.Comparison], metrics: Sequence[str] = comparing.GATED) -> None:
     """Fail (one line) when the gate has nothing it could flag: no comparison of a gated metric, or
     none with an interval (one repetition on a side can never be significant)."""
-    gated = [c for c in comps if c.metric in comparing.GATED]
+    gated = [c for c in comps if c.metric in metrics]
     if not gated:
         raise InvalidInput(
             "gate: no pair of conditions to compare (no condition of the runs has a counterpart with "
-            f"{'/'.join(comparing.GATED)} measured); a gate that compares nothing cannot pass"
+            f"{'/'.join(metrics)} measured); a gate that compares nothing cannot pass"
         )
     if all(math.isnan(c.ratio.low) for c in gated):
         n = min(min(c.ratio.n_a, c.ratio.n_b) for c in gated)

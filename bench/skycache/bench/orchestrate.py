@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from skycache import files
-from skycache.bench import comparable, fiojob, fioparse, provenance, remote, stacks, store, tidy
+from skycache.bench import cachemetrics, comparable, fiojob, fioparse, provenance, remote, stacks, store, tidy
 from skycache.bench.scenario import Condition, Scenario, Workload
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.runner import CommandError, Runner, SystemRunner
@@ -245,13 +245,20 @@ class Orchestrator:
             timings[name] = round(now - mark[0], 2)
             mark[0] = now
 
-        def sample(when: str) -> None:
+        def take(when: str) -> list[dict[str, Any]]:
+            taken = []
             for site, built in zip(self.sites, builts, strict=False):
                 for smp in stacks.cache_sample(site.runner, built):
                     smp.update(t=smp.pop("t_wall") - self.t0, when=when, label=cond.label, rep=rep)
                     if site.host is not None:
                         smp["host"] = site.host.label
-                    samples.append(smp)
+                    taken.append(smp)
+            return taken
+
+        def sample(when: str) -> list[dict[str, Any]]:
+            taken = take(when)
+            samples.extend(taken)
+            return taken
 
         try:
             self.reporter.step(f"rep {rep} {cond.label}: building {stack.name}")
@@ -302,10 +309,15 @@ class Orchestrator:
             if json_path.exists():
                 raise SkycacheError(f"{json_path} exists: results are never overwritten")
             self.reporter.step(f"rep {rep} {cond.label}: fio {sh.stem} ({w.runtime_s:g}s)")
+            before = sample("before")
             cpu_before = provenance.cpu_times(self.sites[0].runner)
+            sampler = cachemetrics.Sampler(lambda: take("during")).start()
             try:
                 self._fio(jobs, json_path, _timeout(w))
             finally:
+                samples.extend(sampler.stop())
+                if sampler.error:
+                    record["cache_sampler_error"] = sampler.error
                 if self.client_mode:
                     for d in log_dirs:
                         remote.restore_log_names(d)
@@ -314,7 +326,7 @@ class Orchestrator:
             record.update(status="ok", json=run.rel(json_path), job=run.rel(jobs[0]))
             if len(jobs) > 1:
                 record["jobs"] = [run.rel(j) for j in jobs]
-            sample("measured")
+            record["cache_metrics"] = cachemetrics.measured(before, sample("measured"))
         except (SkycacheError, OSError) as exc:
             record["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log.warning("condition %s rep %d failed: %s", cond.id, rep, exc)
@@ -324,6 +336,9 @@ class Orchestrator:
                 mark[0] = time.monotonic()
                 errors = [e for b in builts for e in b.teardown()]
                 lap("teardown")
+                flushes = [b.flush for b in builts if b.flush]
+                if flushes:
+                    record.setdefault("cache_metrics", {}).update(cachemetrics.merge_flushes(flushes))
                 if errors:
                     record["teardown_errors"] = errors
                     if record["status"] == "ok":

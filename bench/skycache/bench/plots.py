@@ -7,8 +7,10 @@ spread (and an outlier) that an interval summarises.
 - ``latency.png``: mean total latency per condition (bar = mean with 95% interval) and p99 (bar = p99
   of all repetitions' I/Os from the merged fio histograms; points = each repetition's own p99);
 - ``latency-percentiles.png``: p50/p95/p99/p99.9 of all repetitions per condition (merged histograms);
-- ``cache.png``: read-cache hits and write-back dirty blocks over each repetition, one line per
-  repetition (never joined across repetitions), time from the repetition's first sample.
+- ``cache.png``: read-cache hits and write-back dirty blocks over each repetition (and, when recorded,
+  the bytes read from the repository since the repetition's first sample), one line per repetition
+  (never joined across repetitions), time from the repetition's first sample; the samples taken
+  while fio ran (``when = "during"``) are the points between "before" and "measured".
 """
 
 from __future__ import annotations
@@ -184,7 +186,8 @@ def timeline_lines(samples: Sequence[Mapping[str, Any]]) -> list[tuple[str, pd.D
         g = g.sort_values("t", kind="stable")
         g = g.assign(t_rep=g["t"] - g["t"].iloc[0])
         where = f" {host}" if host else ""
-        lines.append((f"{label} ({role} cache{where})", g))
+        what = "repository" if role == "repo" else f"{role} cache"
+        lines.append((f"{label} ({what}{where})", g))
     return lines
 
 
@@ -195,22 +198,41 @@ def cache_timeline(
     "dirty"} (and "host" in a hosts run)."""
     if not samples:
         return None
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    lines = timeline_lines(samples)
+    repo = [(name, g) for name, g in lines if (g["role"] == "repo").all() and "read_bytes" in g.columns]
+    caches = [(name, g) for name, g in lines if (g["role"] != "repo").all()]
+    if not caches and not repo:
+        return None
+    fig, axes = plt.subplots(2 + bool(repo), 1, figsize=(9, 6 + 2.5 * bool(repo)), sharex=True)
+    ax1, ax2 = axes[0], axes[1]
     colors: dict[str, Any] = {}
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for name, g in timeline_lines(samples):
+
+    def style(name: str) -> tuple[Any, str]:
         first = name not in colors
         color = colors.setdefault(name, cycle[len(colors) % len(cycle)])
-        legend = name if first else "_nolegend_"  # one legend entry per condition, all its repetitions
+        return color, name if first else "_nolegend_"  # one legend entry per condition, all repetitions
+
+    for name, g in caches:
+        color, legend = style(name)
         ax1.plot(g["t_rep"], g["hits"], marker=".", color=color, alpha=0.8, label=legend)
         ax2.plot(g["t_rep"], g["dirty"], marker=".", color=color, alpha=0.8, label=legend)
     ax1.set_ylabel("cache hits (cumulative)")
     ax2.set_ylabel("dirty / unwritten blocks")
-    ax2.set_xlabel("seconds since the repetition's first sample (one line per repetition)")
+    if repo:
+        ax3 = axes[2]
+        for name, g in repo:
+            color, legend = style(name)
+            read = (g["read_bytes"] - g["read_bytes"].iloc[0]) / 2**20
+            ax3.plot(g["t_rep"], read, marker=".", color=color, alpha=0.8, label=legend)
+        ax3.set_ylabel("MiB read from the repository\n(since the first sample)")
+        ax3.legend(fontsize=7)
+    axes[-1].set_xlabel("seconds since the repetition's first sample (one line per repetition)")
     ax1.set_title("Caches over each repetition")
-    for ax in (ax1, ax2):
+    for ax in axes:
         ax.grid(alpha=0.3)
-    ax1.legend(fontsize=7)
+    if caches:
+        ax1.legend(fontsize=7)
     return _finish(fig, manifest, out)
 
 

@@ -55,6 +55,59 @@ def summary_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+_CACHE_HEADERS = {
+    "rc_hit_ratio": "read hit ratio",
+    "rc_promotions": "promotions",
+    "wb_dirty_end": "dirty blocks at end",
+    "wb_flush_s": "flush s",
+    "wb_flushed_bytes": "flushed MiB",
+    "repo_read_bytes": "repository read MiB",
+}
+
+
+def cache_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run x condition: n measured repetitions and, per cache metric, the mean, min and max over
+    them (one value per repetition: the tidy table repeats it on each job and direction row)."""
+    cols = [c for c in compare.CACHE_METRICS if c in df.columns]
+    need = {"status", "run_id", "label", "rep"}
+    if not cols or not need <= set(df.columns):
+        return pd.DataFrame()
+    d = df[df["status"] == "ok"]
+    if "phase" in d.columns:
+        d = d[d["phase"] == "measure"]
+    d = d.drop_duplicates(["run_id", "label", "rep"])
+    d = d[d[cols].notna().any(axis=1)]
+    if d.empty:
+        return pd.DataFrame()
+    g = d.groupby(["run_id", "label"], sort=False)[cols]
+    out = g.agg(["mean", "min", "max"])
+    out.columns = [f"{col[0]}_{col[1]}" for col in out.columns]
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+def _cache_cell(metric: str, mean: float, lo: float, hi: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    text = compare.fmt_metric(metric, mean)
+    if lo == hi:
+        return text
+    return f"{text} [{compare.fmt_metric(metric, lo)}, {compare.fmt_metric(metric, hi)}]"
+
+
+def cache_table(summary: pd.DataFrame) -> str:
+    """Markdown: one row per condition, the cache metrics' mean [min, max] over the repetitions."""
+    metrics = [m for m in _CACHE_HEADERS if f"{m}_mean" in summary.columns]
+    lines = [
+        "| condition | n | " + " | ".join(_CACHE_HEADERS[m] for m in metrics) + " |",
+        "|---|---:|" + "---:|" * len(metrics),
+    ]
+    for r in summary.to_dict("records"):
+        cells = [_cache_cell(m, r[f"{m}_mean"], r[f"{m}_min"], r[f"{m}_max"]) for m in metrics]
+        lines.append(f"| {r['label']} | {r['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _findings(comparisons: Sequence[compare.Comparison]) -> list[str]:
     out = []
     for c in comparisons:
@@ -75,6 +128,34 @@ def _findings(comparisons: Sequence[compare.Comparison]) -> list[str]:
         else:
             out.append(f"- {c.condition} ({c.direction}) vs {c.baseline}: not significant ({c.ratio.fmt()}).")
     return out
+
+
+def _cache_section(df: pd.DataFrame, comparisons: Sequence[compare.Comparison]) -> list[str]:
+    summary = cache_summary(df)
+    if summary.empty:
+        return []
+    parts = [
+        "### Caches",
+        "",
+        'Per repetition, over its measured fio run (docs/bench.md, "Cache metrics"): read hit ratio '
+        "and promotions of the read cache (deltas of dmsetup status just before and after fio), the "
+        "write-back cache's unwritten blocks at the end, its flush at teardown (time, and bytes written "
+        "to the repository devices meanwhile), and bytes read from the repository devices (block "
+        "counters). Mean [min, max] of the repetitions:",
+        "",
+        cache_table(summary),
+        "",
+    ]
+    cache_comps = [c for c in comparisons if c.metric in compare.CACHE_METRICS]
+    if cache_comps:
+        parts += [
+            "Cache metrics compared like IOPS (Welch t on log values, Holm per metric; counts that can be "
+            "0 get a floor added first: docs/bench.md):",
+            "",
+            comparison_table(cache_comps, compare.CACHE_METRICS),
+            "",
+        ]
+    return parts
 
 
 def render(
@@ -131,6 +212,7 @@ def render(
         "",
         comparison_table(comparisons),
         "",
+        *_cache_section(df, comparisons),
         "### Findings",
         "",
         *(_findings(comparisons) or ["- (no comparisons)"]),

@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from skycache.bench import cachemetrics
 from skycache.bench.scenario import Stack
 from skycache.errors import SkycacheError
 from skycache.plan import Plan
 from skycache.runner import Runner
 from skycache.storage import image, node, repository
-from skycache.storage.caches import dmcache
+from skycache.storage.caches import cachestatus, dmcache
 from skycache.storage.view import View
 from skycache.storage.vmdisk import clone, delete, layers, volumes
 from skycache.units import parse_positive_size
@@ -68,13 +71,20 @@ class BuiltStack:
     runner: Runner | None = None
     vm_id: str = ""
     read_cache: tuple[str, str, str] | None = None  # (cache VG, repo, image): dropped after the VM disk
+    repo_devices: list[str] = field(default_factory=list)  # MAJ:MIN read from the repository (cachemetrics)
+    flush: dict[str, float] = field(default_factory=dict)  # the write-back flush's columns (teardown)
 
     def teardown(self) -> list[str]:
-        """Delete the VM disk (a persistent image's write-back cache is flushed first, a clone's COW
-        store discarded) and drop the image's read cache; returns the errors."""
+        """Flush the write-back cache, timed (:meth:`flush_write_cache`), delete the VM disk (a
+        clone's COW store is discarded) and drop the image's read cache; returns the errors."""
         if self.runner is None or not self.vm_id:
             return []
         errors = []
+        try:
+            self.flush_write_cache()
+        except (SkycacheError, OSError) as exc:  # still torn down: a clone's cache is discarded anyway
+            errors.append(f"flushing the write-back cache of {self.vm_id}: {exc}")
+            log.warning("flush of %s failed: %s", self.vm_id, exc)
         try:
             _apply(self.runner, delete.plan_delete(View(self.runner), self.vm_id, sync=False))
             if self.read_cache is not None:
@@ -84,6 +94,29 @@ class BuiltStack:
             log.warning("teardown of %s failed: %s", self.vm_id, exc)
         self.vm_id = ""
         return errors
+
+    def flush_write_cache(self) -> None:
+        """Write the write-back cache back, timed, before the VM disk goes: what synchronising the VM
+        costs (design.md, section 2). ``disk delete`` of a persistent image flushes anyway (it then
+        finds the cache clean); a clone's cache would be discarded, so the flush here is the one
+        step added to its teardown, and its writes go to the COW store that is then deleted."""
+        r = self.runner
+        for role, name in self.caches:
+            if role != "write" or r is None:
+                continue
+            table = cachestatus.table_line(r, name)
+            dirty_bytes = cachestatus.status(r, name).unwritten * cachestatus.block_bytes(table)
+            before = cachemetrics.block_stats(r, self.repo_devices)
+            start = time.monotonic()
+            cachestatus.flush(r, name, timeout_s=3600)
+            elapsed = time.monotonic() - start
+            after = cachemetrics.block_stats(r, self.repo_devices)
+            written = sum(a.write_sectors - b.write_sectors for a, b in zip(after, before, strict=True))
+            self.flush = {
+                "wb_flush_s": round(elapsed, 3),
+                "wb_flushed_bytes": float(written * cachemetrics.STAT_SECTOR) if after else math.nan,
+                "wb_flush_dirty_bytes": float(dirty_bytes),
+            }
 
 
 @dataclass
@@ -287,7 +320,9 @@ def build(ws: Workspace, stack: Stack) -> BuiltStack:
     view = View(r)
     img = image.get_image(view, ref)
     if stack.transport == "local":
-        return BuiltStack(stack, img.path, [f"{stack.backend} image {ref} ({img.path}), local"])
+        built = BuiltStack(stack, img.path, [f"{stack.backend} image {ref} ({img.path}), local"])
+        built.repo_devices = cachemetrics.repo_devices(r, stack.transport, stack.backend, img.path)
+        return built
     ws.vm_counter += 1
     vm_id = f"bench{ws.vm_counter}"
     rc = parse_positive_size(stack.read_cache) if stack.read_cache else 0
@@ -331,27 +366,11 @@ def build(ws: Workspace, stack: Stack) -> BuiltStack:
         _apply(r, plan)
     except SkycacheError as exc:
         raise StackError(f"building {stack.name}: {exc}") from exc
+    built.repo_devices = cachemetrics.repo_devices(r, stack.transport, stack.backend, device)
     return built
 
 
 def cache_sample(runner: Runner, built: BuiltStack) -> list[dict[str, Any]]:
-    """The caches' counters now: hits, misses and unwritten (dirty) blocks per cache."""
-    import time
-
-    from skycache.runner import CommandError
-    from skycache.storage.caches import cachestatus
-
-    out: list[dict[str, Any]] = []
-    for role, name in built.caches:
-        try:
-            st = cachestatus.status(runner, name)
-        except (SkycacheError, CommandError):
-            continue
-        if isinstance(st, cachestatus.CacheStatus):
-            hits, misses = st.read_hits + st.write_hits, st.read_misses + st.write_misses
-        else:
-            hits, misses = st.total_blocks - st.free_blocks, 0
-        out.append(
-            {"t_wall": time.time(), "role": role, "hits": hits, "misses": misses, "dirty": st.unwritten}
-        )
-    return out
+    """The stack's counters now: each cache's (hits, misses, dirty blocks, ...) and the repository
+    devices' read and write bytes (role ``repo``); see :mod:`skycache.bench.cachemetrics`."""
+    return cachemetrics.take(runner, built.caches, built.repo_devices)

@@ -6,7 +6,10 @@ for fio's aggregate over several servers, empty otherwise),
 the metrics ``iops, bw_bytes, bw_kib, io_bytes, runtime_ms``, fio's two latencies named for what
 they are: ``clat_*`` the completion latency, ``lat_*`` the total latency (submission + completion),
 each as ``_mean_ns, _stddev_ns, _p50_ns, _p95_ns, _p99_ns, _p99_9_ns`` of that repetition, then
-``usr_cpu, sys_cpu``, the stack's attributes (``backend, transport, cow, read_cache, write_cache,
+``usr_cpu, sys_cpu``, the repetition's cache metrics (:data:`cachemetrics.COLUMNS`: ``rc_hit_ratio,
+rc_promotions, wb_dirty_end, wb_flush_s, wb_flushed_bytes, wb_flush_dirty_bytes, repo_read_bytes``,
+NaN where the stack has no such cache; one value per repetition, repeated on its job and direction
+rows), the stack's attributes (``backend, transport, cow, read_cache, write_cache,
 write_engine, repo_delay_ms``) and every factor of the scenario as its own column. Each latency's fio
 histogram is kept as two list columns (``clat_hist_ns``/``clat_hist_count``, ``lat_hist_*``; empty
 when fio wrote none) for percentiles across repetitions (:mod:`skycache.bench.latency`). A failed
@@ -31,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from skycache.bench import fioparse, latency
+from skycache.bench import cachemetrics, fioparse, latency
 from skycache.bench.store import TIDY, RunDir, find_runs, read_table
 from skycache.errors import InvalidInput
 
@@ -46,6 +49,7 @@ METRICS = (
     *(f"{kind}_{stat}_ns" for kind in latency.KINDS for stat in _LATENCY_STATS),
     "usr_cpu",
     "sys_cpu",
+    *cachemetrics.COLUMNS,
 )
 HISTOGRAMS = tuple(col for kind in latency.KINDS for col in latency.hist_columns(kind))
 # Before the clat/lat split these names held completion-latency percentiles (fio's default).
@@ -69,9 +73,12 @@ def rows_for(record: Mapping[str, Any], result: fioparse.FioResult | None) -> li
     base.update(record.get("stack_attrs", {}))
     base.update(record.get("factors", {}))
     base["start"] = record.get("start")
+    measured = record.get("cache_metrics") or {}
+    caches = {c: math.nan if measured.get(c) is None else float(measured[c]) for c in cachemetrics.COLUMNS}
     if result is None or record.get("status") != "ok":
         row = dict(base, job="", hostname="", host=", ".join(record.get("hosts", [])), direction="")
         row.update({m: math.nan for m in METRICS})
+        row.update(caches)  # a failed repetition may still have flushed its cache at teardown
         row.update({h: [] for h in HISTOGRAMS})
         return [row]
     rows = []
@@ -88,6 +95,7 @@ def rows_for(record: Mapping[str, Any], result: fioparse.FioResult | None) -> li
                 **_latency_values("lat", st.lat),
                 usr_cpu=job.usr_cpu,
                 sys_cpu=job.sys_cpu,
+                **caches,
             )
             rows.append(row)
     return rows

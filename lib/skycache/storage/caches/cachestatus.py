@@ -293,6 +293,18 @@ def origin_of(table_line: str) -> str:
     raise StatusParseError(f"not a dm-writecache or dm-cache table: {table_line!r}")
 
 
+def block_bytes(table_line: str) -> int:
+    """The cache block size in bytes of a dm-cache or dm-writecache table line: ``0 N cache META DATA
+    ORIGIN BLOCK_SECTORS ...`` (sectors) / ``0 N writecache s|p ORIGIN CACHE BLOCK_BYTES ...``
+    (bytes), as cache.rst and writecache.rst give the constructors."""
+    words = table_line.split()
+    if len(words) >= 7 and words[2] == "writecache":
+        return _int(words[6], table_line)
+    if len(words) >= 7 and words[2] == "cache":
+        return _int(words[6], table_line) * SECTOR
+    raise StatusParseError(f"not a dm-writecache or dm-cache table: {table_line!r}")
+
+
 @dataclass(frozen=True)
 class CacheClean:
     """A :class:`skycache.plan.Wait` probe: the write-back cache has written every block back.
