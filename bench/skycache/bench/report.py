@@ -178,7 +178,7 @@ def finish(run_dir: Path, baseline: str | None = None) -> tuple[list[compare.Com
     except InvalidInput:  # a run with no successes still gets a report saying so
         comparisons = []
     # each sample tagged with its repetition: cache.png draws one line per repetition
-    samples = [{"rep": rec.get("rep"), **s} for rec in run.records() for s in rec.get("cache", [])]
+    samples = [{"rep": rec.get("rep"), **s} for rec in run.latest_records() for s in rec.get("cache", [])]
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     pngs = plots.plot_run(df, manifest, run_dir / "plots", samples) if len(ok) else []
     text = render(manifest, df, comparisons, pngs, run_dir, baseline=baseline)
