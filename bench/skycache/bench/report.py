@@ -55,6 +55,45 @@ def summary_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def auto_line(manifest: Mapping[str, Any]) -> str:
+    """With repetitions = "auto": the rule's outcome and the conditions that did not get there
+    ("" for a run of fixed repetitions)."""
+    auto = manifest.get("auto_repetitions")
+    if not isinstance(auto, dict):
+        return ""
+    head = (
+        f"auto repetitions: {auto.get('rounds_run', '?')} rounds run ({auto.get('min_repetitions', '?')} "
+        f"to {auto.get('max_repetitions', '?')}), target: every IOPS ratio interval within "
+        f"{auto.get('target_ci_pct', '?')}% of the ratio"
+    )
+    missing = auto.get("not_reached")
+    if not isinstance(missing, dict) or "rounds_run" not in auto:
+        return head + "; not evaluated (the run stopped before its first check)"
+    if not missing:
+        return head + "; every condition got there"
+    parts = [f"{label} ({why})" for label, why in missing.items()]
+    return head + f"; {len(parts)} did not get there: " + ", ".join(parts)
+
+
+def _resumed_lines(manifest: Mapping[str, Any]) -> list[str]:
+    out = []
+    only = manifest.get("only")
+    if isinstance(only, dict):
+        kept = only.get("baselines_added") or []
+        out.append(
+            f"- Only: {' OR '.join(only.get('filters', []))}"
+            + (f" (baselines kept: {', '.join(map(str, kept))})" if kept else "")
+            + "."
+        )
+    for r in manifest.get("resumed", []) if isinstance(manifest.get("resumed"), list) else []:
+        if isinstance(r, dict):
+            out.append(
+                f"- {r.get('mode', 'resume')} at {r.get('at', '?')}: {r.get('skipped', 0)} repetitions "
+                f"skipped, {r.get('planned', '?')} planned."
+            )
+    return out
+
+
 def _findings(comparisons: Sequence[compare.Comparison]) -> list[str]:
     out = []
     for c in comparisons:
@@ -105,6 +144,8 @@ def render(
         f"- {manifest.get('repetitions', '?')} repetitions per condition, conditions interleaved in a "
         f"shuffled order per round (seed {manifest.get('seed', '?')}); {manifest.get('started', '?')} "
         f"to {manifest.get('ended', '?')}.",
+        *([f"- {line}."] if (line := auto_line(manifest)) else []),
+        *_resumed_lines(manifest),
         "- Stacks:",
     ]
     for name, desc in manifest.get("stacks", {}).items():
