@@ -103,19 +103,21 @@ def select(sc: Scenario, filters: Sequence[str], baseline: str | None) -> Select
     of each so that the run still has ratios. A filter that matches nothing is an error naming it."""
     if not filters:
         return Selection(sc.conditions)
-    chosen: set[Condition] = set()
+    # by id: a condition holds its workload's options dict, so it is not hashable
+    chosen: set[str] = set()
     for text in filters:
         flt = parse_filter(text, sc.factor_names)
-        hits = [c for c in sc.conditions if _matches(c, flt)]
+        hits = [c.id for c in sc.conditions if _matches(c, flt)]
         if not hits:
             raise InvalidInput(f"--only {text!r} matches no condition of {sc.name}")
         chosen.update(hits)
-    added = {b for c in chosen if (b := baseline_of(sc, c, baseline)) is not None} - chosen
+    bases = (baseline_of(sc, c, baseline) for c in sc.conditions if c.id in chosen)
+    added = {b.id for b in bases if b is not None} - chosen
     keep = chosen | added
     return Selection(
-        tuple(c for c in sc.conditions if c in keep),
+        tuple(c for c in sc.conditions if c.id in keep),
         tuple(filters),
-        tuple(c for c in sc.conditions if c in added),
+        tuple(c for c in sc.conditions if c.id in added),
     )
 
 
@@ -124,13 +126,13 @@ def select(sc: Scenario, filters: Sequence[str], baseline: str | None) -> Select
 
 def rounds(sc: Scenario, selected: Iterable[Condition]) -> list[list[Condition]]:
     """Every round up to the most the scenario may run (``repetitions``, or the cap of "auto")."""
-    keep = set(selected)
+    keep = {c.id for c in selected}
     rng = random.Random(sc.model.seed)  # noqa: S311 (reproducible order, not crypto)
     out = []
     for _ in range(sc.model.rounds):
         conds = list(sc.conditions)
         rng.shuffle(conds)
-        out.append([c for c in conds if c in keep])
+        out.append([c for c in conds if c.id in keep])
     return out
 
 
