@@ -212,7 +212,7 @@ def test_auto_repetitions_in_scenarios(tmp_path: Path) -> None:
             yes=False,
         )
     for bad, why in (
-        ('repetitions = "often"', "neither a whole number"),
+        ('repetitions = "often"', "neither an integer"),
         ("repetitions = 3\ntarget_ci_pct = 5", 'only used with repetitions = "auto"'),
         ('repetitions = "auto"\nmax_repetitions = 2', "max_repetitions"),
         ('repetitions = "auto"\nmin_repetitions = 5\nmax_repetitions = 4', "above max_repetitions"),

@@ -271,7 +271,7 @@ class ScenarioModel(_Strict):
         # pydantic's own message for a failed union names both branches and no value
         number = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_REPETITIONS
         if not (number or v == "auto"):
-            raise ValueError(f'{v!r} is neither a whole number from 1 to {MAX_REPETITIONS} nor "auto"')
+            raise ValueError(f'{v!r} is neither an integer from 1 to {MAX_REPETITIONS} nor "auto"')
         return v
 
     @model_validator(mode="after")
