@@ -7,6 +7,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,7 +25,9 @@ from rich.progress import (
 from rich.table import Table
 
 from skycache import files
+from skycache.bench import estimate
 from skycache.bench import scenario as scenarios
+from skycache.bench.progress import PlainReporter
 from skycache.errors import InvalidInput, SkycacheError
 
 if TYPE_CHECKING:
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     # compare imports pandas, which takes seconds to load (a minute in the TCG lab) and every
     # `skycache` invocation registers these verbs: the verbs import it when they run.
     from skycache.bench import compare as comparing
+    from skycache.bench import orchestrate
 
 app = typer.Typer(help="Run fio scenarios over real stacks, compare runs, draw plots.", no_args_is_help=True)
 suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
@@ -70,7 +74,8 @@ class RichReporter:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def begin(self, total: int) -> None:
+    def begin(self, total: int, *, at_most: bool = False) -> None:
+        # "auto" repetitions: the cap; the bar ends early when the rule stops the rounds
         self.progress.update(self.task, total=total)
 
     def step(self, text: str) -> None:
@@ -147,6 +152,53 @@ YesOpt = Annotated[
 # -- bench -------------------------------------------------------------------------------------------
 
 
+def _plain_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)  # a log line: no markup, no wrapping
+
+
+def _estimate_line(sc: scenarios.Scenario, prep: orchestrate.Prepared, out: Path) -> str:
+    root = prep.run.path.parent.parent if prep.run is not None else out
+    overhead = estimate.measured_overhead(root, sc.name, estimate.runtimes(prep.planned))
+    auto = sc.model.auto and prep.mode != "rerun-failed"
+    first = prep.first_rounds(sc.model.min_repetitions) if auto else []
+    return estimate.line(first or prep.planned, prep.planned, overhead)
+
+
+def _dry_run(sc: scenarios.Scenario, opts: orchestrate.RunOptions, as_json: bool) -> None:
+    """The plan ``bench run`` would run (with --only, --resume, --rerun-failed applied); nothing is
+    built or written."""
+    from skycache.bench import orchestrate
+    from skycache.runner import SystemRunner
+
+    prep = orchestrate.Orchestrator(sc, opts, SystemRunner(), orchestrate.NullReporter()).prepare()
+    est = _estimate_line(sc, prep, opts.results)
+    rule = sc.model.repetitions_text
+    if as_json:
+        doc = {
+            "mode": prep.mode,
+            "run_dir": str(prep.run.path) if prep.run is not None else None,
+            "repetitions": rule,
+            "skipped": prep.skipped,
+            "only": prep.selection.as_dict(),
+            "estimate": est,
+            "runs": [
+                {"rep": p.rep, "attempt": p.attempt, "condition": p.condition.id, "label": p.condition.label}
+                for p in prep.planned
+            ],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"dry run ({prep.mode}): {sc.name}, {rule}, {len(prep.planned)} fio runs")
+    for c in prep.selection.baselines_added:
+        typer.echo(f"  kept as a baseline: {c.label}")
+    for p in prep.planned:
+        again = f" (attempt {p.attempt})" if p.attempt > 1 else ""
+        typer.echo(f"  rep {p.rep} {p.condition.label}{again}")
+    if sc.model.auto and prep.mode != "rerun-failed":
+        typer.echo(f"  (rounds after {sc.model.min_repetitions} run only until the stopping rule holds)")
+    typer.echo(est)
+
+
 @app.command("run")
 def run_cmd(
     scenario: Annotated[Path, typer.Argument(help="Scenario file (scenarios/*.toml).")],
@@ -170,6 +222,25 @@ def run_cmd(
         str | None,
         typer.Option("--baseline", help="Baseline for the closing table (default: the scenario's)."),
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="Run only the conditions matching FACTOR=VALUE[,FACTOR=VALUE] (values may be globs; "
+            "several --only are OR'd); their baselines are kept.",
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue this partial run directory (same scenario, same schedule)."),
+    ] = None,
+    rerun_failed: Annotated[
+        Path | None,
+        typer.Option("--rerun-failed", help="Re-run, in this run directory, the repetitions that failed."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the runs that would run, in order; build nothing.")
+    ] = False,
     yes: YesOpt = False,
     as_json: Annotated[
         bool,
@@ -193,37 +264,78 @@ def run_cmd(
         raise InvalidInput(f"--where {place!r}: use lab, host or hosts")
     if place == "hosts" and not sc.model.hosts:
         raise InvalidInput(f"--where hosts: {scenario} lists no fio server hosts (hosts = [...])")
+    existing = resume or rerun_failed
+    if existing is not None and run_id is not None:
+        raise InvalidInput("--run-id with --resume/--rerun-failed: the run keeps its directory")
+    command = "skycache bench run " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [str(scenario)])
+    opts = orchestrate.RunOptions(
+        results=out,
+        where=place,
+        workdir=workdir,
+        run_id=run_id,
+        command=command,
+        only=tuple(only or ()),
+        baseline=baseline,
+        resume=resume,
+        rerun_failed=rerun_failed,
+    )
+    if dry_run:
+        _dry_run(sc, opts, as_json)
+        return
     if place == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         from skycache.bench import store
+        from skycache.runner import SystemRunner
 
+        # refused here, before a lab boots: a --resume of another scenario, an --only matching nothing
+        orchestrate.Orchestrator(sc, opts, SystemRunner(), orchestrate.NullReporter()).prepare()
         # With --json the run id is chosen here, so that the summary the lab wrote can be found
-        if as_json and run_id is None:
+        if as_json and run_id is None and existing is None:
             run_id = store.new_run_id()
         extra = [*(["--workdir", str(workdir)] if workdir else []), *(["--run-id", run_id] if run_id else [])]
         extra += ["--baseline", baseline] if baseline else []
+        extra += [a for f in only or () for a in ("--only", f)]
+        extra += ["--resume", str(resume)] if resume else []
+        extra += ["--rerun-failed", str(rerun_failed)] if rerun_failed else []
         extra += ["--yes"] if yes else []
         extra += ["--json"] if as_json else []
-        code = _run_in_lab(scenario, out, extra, quiet=as_json)
-        summary = out / sc.name / str(run_id) / RUN_SUMMARY
+        code = _run_in_lab(scenario, out, extra, quiet=as_json, also=existing)
+        summary = (existing or out / sc.name / str(run_id)) / RUN_SUMMARY
         if as_json and summary.is_file():
             typer.echo(summary.read_text().rstrip())
         raise typer.Exit(code)
-    command = "skycache bench run " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [str(scenario)])
-    opts = orchestrate.RunOptions(results=out, where=place, workdir=workdir, run_id=run_id, command=command)
     err_console.print(
-        f"bench: {sc.name}: {len(sc.conditions)} conditions x {sc.model.repetitions} repetitions "
-        f"= {sc.runs} fio runs, {place}"
+        f"bench: {sc.name}: {len(sc.conditions)} conditions x {sc.model.repetitions_text} "
+        f"= {sc.runs} fio runs{' at most' if sc.model.auto else ''}, {place}",
+        markup=False,
     )
-    with RichReporter() as reporter:
-        outcome = orchestrate.run_scenario(sc, opts, reporter=reporter)
+
+    def announce(prep: orchestrate.Prepared) -> None:
+        for c in prep.selection.baselines_added:
+            _plain_line(f"bench: --only: kept {c.label} as a baseline")
+        if prep.run is not None:
+            _plain_line(
+                f"bench: {prep.mode} {prep.run.path}: {prep.skipped} repetitions recorded ok are skipped, "
+                f"{len(prep.planned)} to run"
+            )
+        _plain_line("bench: " + _estimate_line(sc, prep, out))
+
+    if sys.stderr.isatty():
+        with RichReporter() as reporter:
+            outcome = orchestrate.run_scenario(sc, opts, reporter=reporter, on_plan=announce)
+    else:  # a log: a line per run with its ETA
+        outcome = orchestrate.run_scenario(sc, opts, reporter=PlainReporter(_plain_line), on_plan=announce)
     run_dir = outcome.run.path
     for e in outcome.errors[:10]:
         err_console.print(f"[red]failed[/] {escape(e)}")
+    started = time.monotonic()
+    _plain_line(f"bench: drawing plots and report.md of {run_dir}")
     comps, pngs, report_path = report.finish(run_dir, baseline)
+    _plain_line(f"bench: plots and report.md done in {estimate.fmt_duration(time.monotonic() - started)}")
     for p in pngs:
         err_console.print(f"plot: {p}")
     err_console.print(f"report: {report_path}")
     base = baseline or sc.model.baseline or "default"
+    manifest = outcome.run.manifest()
     closing = {
         "run_dir": str(run_dir),
         "run_id": outcome.run.run_id,
@@ -232,22 +344,34 @@ def run_cmd(
         "failed": outcome.failed,
         "errors": list(outcome.errors),
         "baseline": base,
+        "repetitions": manifest.get("repetitions"),
         "plots": [str(p) for p in pngs],
         "report": str(report_path),
         "comparisons": _comparisons_json(comps),
     }
-    outcome.run.write_new(run_dir / RUN_SUMMARY, json.dumps(closing, indent=2) + "\n")
+    for key in ("auto_repetitions", "only", "resumed"):
+        if key in manifest:
+            closing[key] = manifest[key]
+    # derived, like report.md: a resumed run's summary replaces the one before (whole or not at all)
+    tmp = run_dir / (RUN_SUMMARY + ".tmp")
+    tmp.write_text(json.dumps(closing, indent=2) + "\n")
+    tmp.replace(run_dir / RUN_SUMMARY)
     if as_json:
         typer.echo(json.dumps(closing, indent=2))
     else:
         title = f"{sc.name} run {outcome.run.run_id}: ratio to baseline ({base})"
         console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
+        auto_line = report.auto_line(manifest)
+        if auto_line:
+            console.print(auto_line, markup=False, soft_wrap=True)
         console.print(f"run directory: {run_dir}  ({outcome.ok} ok, {outcome.failed} failed)")
-    if outcome.ok == 0:
+    if outcome.ok == 0 and not manifest.get("ok"):
         raise SkycacheError(f"no condition of {sc.name} succeeded (see {run_dir}/conditions.jsonl)")
 
 
-def _run_in_lab(scenario: Path, out: Path, extra: list[str], *, quiet: bool = False) -> int:
+def _run_in_lab(
+    scenario: Path, out: Path, extra: list[str], *, quiet: bool = False, also: Path | None = None
+) -> int:
     """Boot the lab (like `skycache lab run --memory 3G --disk 8G --disk 2G --`) and run this same
     command inside it; the results land in OUT, which must be under the current directory (the only
     directory the guest may write)."""
@@ -259,6 +383,8 @@ def _run_in_lab(scenario: Path, out: Path, extra: list[str], *, quiet: bool = Fa
     cwd = Path.cwd()
     if not out.resolve().is_relative_to(cwd):
         raise InvalidInput(f"--out {out}: must be under the current directory to run in the lab")
+    if also is not None and not also.resolve().is_relative_to(cwd):
+        raise InvalidInput(f"{also}: the run directory must be under the current directory to run in the lab")
     runner = SystemRunner()
     lab_kernel = kernel.require()
     choice = accel.choose("auto", runner, lab_kernel)
@@ -469,6 +595,9 @@ def show_cmd(
             *pct,
         )
     console.print(t)
+    auto = report.auto_line(store.read_manifest(run)) if run.is_dir() else ""
+    if auto:
+        console.print(auto, markup=False, soft_wrap=True)
     methods.discard("")
     console.print(f"percentiles: {', '.join(sorted(methods)) or 'none recorded'}", markup=False)
 
@@ -546,6 +675,8 @@ def suite_show(
                     "name": sc.name,
                     "where": sc.model.where,
                     "repetitions": sc.model.repetitions,
+                    "max_repetitions": sc.model.rounds,
+                    "runs": sc.runs,
                     "stacks": {s.name: s.describe() for s in sc.model.stacks},
                     "conditions": [
                         {"id": c.id, "label": c.label, "factors": dict(c.factors)} for c in sc.conditions
@@ -556,7 +687,9 @@ def suite_show(
         )
         return
     console.print(f"[bold]{sc.name}[/]: {sc.model.description.strip()}")
-    console.print(f"where {sc.model.where}, shaping {sc.model.shaping}, {sc.model.repetitions} repetitions")
+    console.print(
+        f"where {sc.model.where}, shaping {sc.model.shaping}, {sc.model.repetitions_text}", markup=False
+    )
     for s in sc.model.stacks:
         console.print(f"  stack {s.name}: {s.describe()}")
     for c in sc.conditions:
@@ -567,23 +700,33 @@ def suite_show(
             else f"{w.rw} bs={w.bs} iodepth={w.iodepth} numjobs={w.numjobs}"
         )
         console.print(f"  condition {c.label}: {what}, {c.cache_state}")
-    console.print(f"{len(sc.conditions)} conditions x {sc.model.repetitions} = {sc.runs} fio runs")
+    most = " at most" if sc.model.auto else ""
+    console.print(f"{len(sc.conditions)} conditions x {sc.model.rounds} = {sc.runs} fio runs{most}")
 
 
 @suite_app.command("validate")
 def suite_validate(
     paths: Annotated[list[Path], typer.Argument(help="Scenario files or directories.")],
     yes: YesOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Validate scenario files; one line per file; exits non-zero if any is invalid."""
+    """Validate scenario files; one line per file; exits non-zero if any is invalid. With
+    repetitions = "auto" the fio runs (and the max_runs check) count max_repetitions."""
     bad = 0
+    rows: list[dict[str, object]] = []
     for f in _scenario_files(paths):
         try:
             sc = scenarios.load(f)
             scenarios.check_runs(sc, yes=yes)
-            typer.echo(f"{f}: ok ({len(sc.conditions)} conditions, {sc.runs} fio runs)")
+            rows.append({"file": str(f), "valid": True, "conditions": len(sc.conditions), "runs": sc.runs})
+            if not as_json:
+                most = " at most" if sc.model.auto else ""
+                typer.echo(f"{f}: ok ({len(sc.conditions)} conditions, {sc.runs} fio runs{most})")
         except InvalidInput as exc:
+            rows.append({"file": str(f), "valid": False, "error": str(exc)})
             typer.echo(f"skycache: error: {exc}", err=True)
             bad += 1
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
     if bad:
         raise typer.Exit(2)

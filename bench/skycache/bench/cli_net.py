@@ -7,6 +7,7 @@ with the group's app.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -38,6 +39,7 @@ def nat_bench(
     bulk_seconds: Annotated[float, typer.Option("--bulk-seconds", help="iperf3 duration per run.")] = 5.0,
     conn_seconds: Annotated[float, typer.Option("--conn-seconds", help="Short-flow loop duration.")] = 5.0,
     max_conns: Annotated[int, typer.Option("--max-conns", help="Upper bound of short connections.")] = 20_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Measure NAT (MASQUERADE + conntrack) against plain routing on the same namespace path.
 
@@ -57,10 +59,25 @@ def nat_bench(
         if not out.resolve().is_relative_to(cwd):
             raise InvalidInput(f"--out {out} must be under the current directory (the lab writes only there)")
         exe = shutil.which("skycache") or str(Path(sys.executable).with_name("skycache"))
-        code = runner.stream(nb.lab_argv(opts, exe), on_line=typer.echo, timeout_s=3600)
+        before = set((out / "nat-bench").glob("*"))
+        # --json: stdout is the JSON alone, the lab's lines go to stderr
+        echo = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
+        code = runner.stream(nb.lab_argv(opts, exe), on_line=echo, timeout_s=3600)
         if code != 0:
             raise SkycacheError(f"nat-bench in the lab failed (exit {code})")
+        if as_json:
+            new = sorted(set((out / "nat-bench").glob("*")) - before)
+            if not new:
+                raise SkycacheError(f"nat-bench in the lab wrote no run under {out / 'nat-bench'}")
+            manifest = json.loads((new[-1] / "manifest.json").read_text())
+            typer.echo(
+                json.dumps({"run_dir": str(new[-1]), "summary": manifest.get("summary", [])}, indent=2)
+            )
         return
     result = nb.run(runner, opts, progress=lambda line: typer.echo(line, err=True))
+    if as_json:
+        doc = {"run_dir": str(result.run_dir), "summary": nb.summary_json(result.summary)}
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return
     typer.echo(nb.format_table(result.summary, repetitions))
     typer.echo(f"results: {result.run_dir}")

@@ -7,13 +7,17 @@ biasing the ones that ran last. Each condition x repetition builds its stack fre
 cold; the page cache is dropped too), runs the precondition workloads and, for ``warm``, one untimed
 pass of the measured workload, then the measured fio run. A failure anywhere in that is recorded as a
 failed condition (with the reason) and the run goes on with the next one.
+
+What runs is planned first (:mod:`skycache.bench.plan`: rounds, ``--only``, what a resumed or re-run
+run directory still needs), so that a dry run shows that same plan. With ``repetitions = "auto"``
+the rule of :mod:`skycache.bench.autoreps` is checked after each round from ``min_repetitions`` on,
+and the rounds stop when it holds.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -22,7 +26,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from skycache import files
-from skycache.bench import cachemetrics, comparable, fiojob, fioparse, provenance, remote, stacks, store, tidy
+from skycache.bench import (
+    autoreps,
+    cachemetrics,
+    comparable,
+    fiojob,
+    fioparse,
+    plan,
+    provenance,
+    remote,
+    stacks,
+    store,
+    tidy,
+)
 from skycache.bench.scenario import Condition, Scenario, Workload
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.runner import CommandError, Runner, SystemRunner
@@ -31,14 +47,14 @@ log = logging.getLogger("skycache.bench.orchestrate")
 
 
 class Reporter(Protocol):
-    def begin(self, total: int) -> None: ...
+    def begin(self, total: int, *, at_most: bool = False) -> None: ...
     def step(self, text: str) -> None: ...
     def finished(self, text: str, ok: bool) -> None: ...
     def note(self, text: str) -> None: ...
 
 
 class NullReporter:
-    def begin(self, total: int) -> None:
+    def begin(self, total: int, *, at_most: bool = False) -> None:
         pass
 
     def step(self, text: str) -> None:
@@ -59,6 +75,30 @@ class RunOptions:
     run_id: str | None = None
     command: str = ""
     hosts: tuple[str, ...] = ()  # where = "hosts": the fio servers (default: the scenario's list)
+    only: tuple[str, ...] = ()  # --only FACTOR=GLOB[,...] filters (OR'd); the baselines are kept
+    baseline: str | None = None  # --baseline (default: the scenario's): what --only and "auto" pair with
+    resume: Path | None = None  # continue this run directory
+    rerun_failed: Path | None = (
+        None  # re-run, in this run directory, the repetitions whose last record failed
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The plan of a run before anything is built: what ``--dry-run`` prints and ``run`` runs."""
+
+    mode: plan.Mode
+    selection: plan.Selection
+    rounds: list[list[plan.Planned]]  # per round (index 0 = repetition 1), the runs to do
+    run: store.RunDir | None = None  # the existing run directory (resume, rerun-failed)
+    skipped: int = 0  # repetitions of the schedule already recorded (resume)
+
+    @property
+    def planned(self) -> list[plan.Planned]:
+        return [p for r in self.rounds for p in r]
+
+    def first_rounds(self, n: int) -> list[plan.Planned]:
+        return [p for r in self.rounds[:n] for p in r]
 
 
 @dataclass
@@ -171,13 +211,47 @@ class Orchestrator:
 
     def schedule(self) -> list[tuple[int, Condition]]:
         """(repetition, condition) in run order: rounds of all conditions, each round shuffled."""
-        rng = random.Random(self.scenario.model.seed)  # noqa: S311 (reproducible order, not crypto)
-        order: list[tuple[int, Condition]] = []
-        for rep in range(1, self.scenario.model.repetitions + 1):
-            conds = list(self.scenario.conditions)
-            rng.shuffle(conds)
-            order += [(rep, c) for c in conds]
-        return order
+        rounds = plan.rounds(self.scenario, self.scenario.conditions)
+        return [(rep, c) for rep, conds in enumerate(rounds, 1) for c in conds]
+
+    @property
+    def baseline(self) -> str | None:
+        return self.opts.baseline or self.scenario.model.baseline
+
+    def prepare(self) -> Prepared:
+        """The plan; for --resume and --rerun-failed the run directory is checked first (same
+        scenario, something left to do): a refusal changes nothing."""
+        s = self.scenario
+        if self.opts.resume is not None and self.opts.rerun_failed is not None:
+            raise InvalidInput("--resume and --rerun-failed: give one of them")
+        existing = self.opts.resume or self.opts.rerun_failed
+        if existing is None:
+            selection = plan.select(s, self.opts.only, self.baseline)
+            return Prepared("new", selection, plan.pending(s, selection.conditions, "new"))
+        mode: plan.Mode = "resume" if self.opts.resume is not None else "rerun-failed"
+        flag = f"--{mode}"
+        if self.opts.only:
+            raise InvalidInput(f"--only with {flag}: the run keeps the conditions it was started with")
+        run, manifest = _open_run(existing, s, flag)
+        ids = manifest.get("conditions")
+        chosen = [c for c in s.conditions if isinstance(ids, list) and c.id in ids] or list(s.conditions)
+        recorded = manifest.get("only")
+        only: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+        selection = plan.Selection(
+            tuple(chosen),
+            tuple(str(f) for f in only.get("filters", [])),
+            tuple(c for c in s.conditions if c.id in only.get("baselines_added", [])),
+        )
+        records = run.latest_records()
+        if mode == "resume" and manifest.get("status") == "complete":
+            raise InvalidInput(f"{flag} {existing}: the run is complete (nothing to resume)")
+        rounds = plan.pending(s, selection.conditions, mode, records, run)
+        todo = sum(len(r) for r in rounds)
+        if todo == 0:
+            what = "no failed repetition to re-run" if mode == "rerun-failed" else "nothing left to run"
+            raise InvalidInput(f"{flag} {existing}: {what}")
+        skipped = sum(1 for r in records if r.get("status") == "ok") if mode == "resume" else 0
+        return Prepared(mode, selection, rounds, run, skipped)
 
     def _job_text(self, w: Workload) -> str | None:
         if w.job_file is None:
@@ -347,12 +421,89 @@ class Orchestrator:
             record["end"] = time.time()
         return record
 
-    def run(self) -> RunOutcome:
+    def run(self, on_plan: Callable[[Prepared], None] | None = None) -> RunOutcome:
+        s = self.scenario
+        prep = self.prepare()  # a refused --resume/--only writes nothing
+        if prep.run is None:
+            run, manifest = self._new_run(prep)
+        else:
+            run, manifest = prep.run, prep.run.manifest()
+            manifest.setdefault("resumed", []).append(
+                {
+                    "at": _iso(self.t0),
+                    "mode": prep.mode,
+                    "command": self.opts.command,
+                    "skipped": prep.skipped,
+                    "planned": len(prep.planned),
+                }
+            )
+            manifest.update(status="running")
+            manifest.pop("error", None)
+        rule = autoreps.Rule.of(s.model) if s.model.auto else None
+        if rule is not None:
+            manifest["auto_repetitions"] = {**rule.describe(), **manifest.get("auto_repetitions", {})}
+        run.write_manifest(manifest)
+        outcome = RunOutcome(run)
+        if on_plan is not None:
+            on_plan(prep)
+        # "auto": the count is the cap; a re-run of failures runs exactly what it lists
+        self.reporter.begin(len(prep.planned), at_most=rule is not None and prep.mode != "rerun-failed")
+        shaped: list[Runner] = []
+        through = False  # the plan ran to its end (an interrupted run is partial, and can be resumed)
+        try:
+            for site in self.sites:
+                if site.runner not in shaped and self._shape(site.runner, s.model.shaping):
+                    shaped.append(site.runner)
+            for site in self.sites:
+                where = f" on {site.host.label}" if site.host else ""
+                self.reporter.note(f"preparing the repository and node storage{where}")
+                site.ws = stacks.Workspace.prepare(
+                    site.runner, list(s.model.stacks), s.model.image_size, self._workdir(site)
+                )
+                site.ws.fill(self.reporter.note)
+            for rep, todo in enumerate(prep.rounds, 1):
+                for p in todo:
+                    self._record(run, p, outcome)
+                if rule is not None and prep.mode != "rerun-failed" and rep >= rule.min_repetitions:
+                    status = self._auto_status(run, rule, prep.selection, rep, manifest)
+                    if status.done:
+                        self.reporter.note(
+                            f"auto repetitions: every ratio interval within {rule.target * 100:g}% "
+                            f"after {rep} rounds: stopping"
+                        )
+                        break
+            through = True
+        except (SkycacheError, OSError) as exc:
+            outcome.errors.append(f"run aborted: {exc}")
+            manifest["error"] = str(exc)
+        finally:
+            for site in self.sites:
+                if site.ws is not None:
+                    outcome.errors += [f"workspace teardown: {e}" for e in site.ws.teardown()]
+            for runner in shaped:
+                self._unshape(runner)
+            df = tidy.build(run)
+            if not df.empty:
+                tidy.write(run, df)
+            latest = run.latest_records()
+            ok = sum(1 for r in latest if r.get("status") == "ok")
+            if rule is not None:
+                rounds = max((int(r["rep"]) for r in latest if isinstance(r.get("rep"), int)), default=0)
+                self._auto_status(run, rule, prep.selection, rounds, manifest)
+            manifest.update(
+                ended=_iso(time.time()),
+                status="complete" if through and ok == len(latest) and "error" not in manifest else "partial",
+                ok=ok,
+                failed=len(latest) - ok,
+            )
+            run.write_manifest(manifest)
+        return outcome
+
+    def _new_run(self, prep: Prepared) -> tuple[store.RunDir, dict[str, Any]]:
         s = self.scenario
         # job files read before the run directory exists: a bad one (binary, a FIFO) changes nothing
         job_texts = {w.name: self._job_text(w) or "" for w in s.model.workloads if w.job_file is not None}
         run = store.RunDir.create(self.opts.results, s.name, self.opts.run_id)
-        outcome = RunOutcome(run)
         shutil.copyfile(s.path, run.path / "scenario.toml")
         for w in s.model.workloads:
             if w.job_file is not None:
@@ -367,8 +518,10 @@ class Orchestrator:
             "workloads": comparable.workload_descriptions(s),
             "factors": list(s.factor_names),
             "varying_factors": list(s.conditions[0].varying),
-            "conditions": [c.id for c in s.conditions],
-            "repetitions": s.model.repetitions,
+            "conditions": [c.id for c in prep.selection.conditions],
+            # "auto": the rounds run so far (updated after each round); the rule is auto_repetitions
+            "repetitions": s.model.repetitions if not s.model.auto else 0,
+            "repetitions_rule": "auto" if s.model.auto else "fixed",
             "seed": s.model.seed,
             "baseline": s.model.baseline,
             "image_size": str(s.model.image_size),
@@ -376,6 +529,8 @@ class Orchestrator:
             "started": _iso(self.t0),
             "status": "running",
         }
+        if prep.selection.filters:
+            manifest["only"] = prep.selection.as_dict()
         if self.client_mode:
             manifest["hosts"] = [site.host.label for site in self.sites if site.host]
             manifest["host_environment"] = {
@@ -383,50 +538,41 @@ class Orchestrator:
                 for site in self.sites
                 if site.host
             }
+        return run, manifest
+
+    def _record(self, run: store.RunDir, p: plan.Planned, outcome: RunOutcome) -> None:
+        cond, rep = p.condition, p.rep
+        record = self._one(run.for_attempt(p.attempt), rep, cond)
+        if p.attempt > 1:
+            record["attempt"] = p.attempt
+        run.append_record(record)
+        ok = record["status"] == "ok"
+        outcome.ok += ok
+        outcome.failed += not ok
+        if not ok:
+            outcome.errors.append(f"{cond.label} rep {rep}: {record['error']}")
+        self.reporter.finished(f"rep {rep} {cond.label}", ok)
+
+    def _auto_status(
+        self,
+        run: store.RunDir,
+        rule: autoreps.Rule,
+        selection: plan.Selection,
+        rounds: int,
+        manifest: dict[str, Any],
+    ) -> autoreps.Status:
+        """The rule on the records so far, written to the manifest (a killed run keeps the last)."""
+        df = tidy.build(run)
+        labels = [c.label for c in selection.conditions]
+        status = (
+            autoreps.evaluate(df, labels, self.baseline, rule.target, rounds)
+            if not df.empty
+            else autoreps.Status(rounds, not_reached={label: "no data" for label in labels})
+        )
+        manifest["auto_repetitions"] = {**rule.describe(), **status.as_dict()}
+        manifest["repetitions"] = rounds
         run.write_manifest(manifest)
-        order = self.schedule()
-        self.reporter.begin(len(order))
-        shaped: list[Runner] = []
-        try:
-            for site in self.sites:
-                if site.runner not in shaped and self._shape(site.runner, s.model.shaping):
-                    shaped.append(site.runner)
-            for site in self.sites:
-                where = f" on {site.host.label}" if site.host else ""
-                self.reporter.note(f"preparing the repository and node storage{where}")
-                site.ws = stacks.Workspace.prepare(
-                    site.runner, list(s.model.stacks), s.model.image_size, self._workdir(site)
-                )
-                site.ws.fill(self.reporter.note)
-            for rep, cond in order:
-                record = self._one(run, rep, cond)
-                run.append_record(record)
-                ok = record["status"] == "ok"
-                outcome.ok += ok
-                outcome.failed += not ok
-                if not ok:
-                    outcome.errors.append(f"{cond.label} rep {rep}: {record['error']}")
-                self.reporter.finished(f"rep {rep} {cond.label}", ok)
-        except (SkycacheError, OSError) as exc:
-            outcome.errors.append(f"run aborted: {exc}")
-            manifest["error"] = str(exc)
-        finally:
-            for site in self.sites:
-                if site.ws is not None:
-                    outcome.errors += [f"workspace teardown: {e}" for e in site.ws.teardown()]
-            for runner in shaped:
-                self._unshape(runner)
-            df = tidy.build(run)
-            if not df.empty:
-                tidy.write(run, df)
-            manifest.update(
-                ended=_iso(time.time()),
-                status="complete" if outcome.failed == 0 and "error" not in manifest else "partial",
-                ok=outcome.ok,
-                failed=outcome.failed,
-            )
-            run.write_manifest(manifest)
-        return outcome
+        return status
 
     def _workdir(self, site: Site) -> Path | None:
         """Several fio servers on this machine (a test, a demo) each get their own image directory."""
@@ -452,6 +598,25 @@ class Orchestrator:
             log.warning("removing shaping failed: %s", exc)
 
 
+def _open_run(path: Path, sc: Scenario, flag: str) -> tuple[store.RunDir, dict[str, Any]]:
+    """An existing run directory of this very scenario (its scenario.toml has the same content)."""
+    if not (path / store.MANIFEST).is_file() or not (path / "scenario.toml").is_file():
+        raise InvalidInput(f"{flag} {path}: not a run directory (no {store.MANIFEST} and scenario.toml)")
+    files.check_output_dir(path, what=f"{flag} run directory")
+    run = store.RunDir(path)
+    manifest = run.manifest()
+    if manifest.get("scenario") != sc.name:
+        raise InvalidInput(f"{flag} {path}: a run of scenario {manifest.get('scenario')!r}, not {sc.name!r}")
+    theirs = files.load_toml(path / "scenario.toml", what="run's scenario file")
+    ours = files.load_toml(sc.path, what="scenario file")
+    if theirs != ours:
+        keys = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise InvalidInput(
+            f"{flag} {path}: {sc.path} differs from the run's scenario.toml ({', '.join(keys)})"
+        )
+    return run, manifest
+
+
 def _host_environment(runner: Runner) -> dict[str, str]:
     """Kernel and fio version of a fio server's machine (through its runner: ssh or local)."""
 
@@ -475,6 +640,7 @@ def run_scenario(
     runner: Runner | None = None,
     reporter: Reporter | None = None,
     on_done: Callable[[RunOutcome], None] | None = None,
+    on_plan: Callable[[Prepared], None] | None = None,
 ) -> RunOutcome:
     if options.where not in ("lab", "host", "hosts"):
         raise InvalidInput(f"--where {options.where!r}: use lab, host or hosts")
@@ -489,7 +655,8 @@ def run_scenario(
     if options.where == "lab" and os.environ.get("SKYCACHE_IN_LAB") != "1":
         raise InvalidInput("--where lab: not inside the lab (run through `skycache lab run ... --`)")
     files.check_output_dir(options.results, what="--out")  # before any stack is built
-    out = Orchestrator(scenario, options, runner or SystemRunner(), reporter or NullReporter()).run()
+    orch = Orchestrator(scenario, options, runner or SystemRunner(), reporter or NullReporter())
+    out = orch.run(on_plan)
     if on_done is not None:
         on_done(out)
     return out

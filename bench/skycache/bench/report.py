@@ -108,6 +108,45 @@ def cache_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def auto_line(manifest: Mapping[str, Any]) -> str:
+    """With repetitions = "auto": the rule's outcome and the conditions that did not get there
+    ("" for a run of fixed repetitions)."""
+    auto = manifest.get("auto_repetitions")
+    if not isinstance(auto, dict):
+        return ""
+    head = (
+        f"auto repetitions: {auto.get('rounds_run', '?')} rounds run ({auto.get('min_repetitions', '?')} "
+        f"to {auto.get('max_repetitions', '?')}), target: every IOPS ratio interval within "
+        f"{auto.get('target_ci_pct', '?')}% of the ratio"
+    )
+    missing = auto.get("not_reached")
+    if not isinstance(missing, dict) or "rounds_run" not in auto:
+        return head + "; not evaluated (the run stopped before its first check)"
+    if not missing:
+        return head + "; every condition got there"
+    parts = [f"{label} ({why})" for label, why in missing.items()]
+    return head + f"; {len(parts)} did not get there: " + ", ".join(parts)
+
+
+def _resumed_lines(manifest: Mapping[str, Any]) -> list[str]:
+    out = []
+    only = manifest.get("only")
+    if isinstance(only, dict):
+        kept = only.get("baselines_added") or []
+        out.append(
+            f"- Only: {' OR '.join(only.get('filters', []))}"
+            + (f" (baselines kept: {', '.join(map(str, kept))})" if kept else "")
+            + "."
+        )
+    for r in manifest.get("resumed", []) if isinstance(manifest.get("resumed"), list) else []:
+        if isinstance(r, dict):
+            out.append(
+                f"- {r.get('mode', 'resume')} at {r.get('at', '?')}: {r.get('skipped', 0)} repetitions "
+                f"skipped, {r.get('planned', '?')} planned."
+            )
+    return out
+
+
 def _findings(comparisons: Sequence[compare.Comparison]) -> list[str]:
     out = []
     for c in comparisons:
@@ -186,6 +225,8 @@ def render(
         f"- {manifest.get('repetitions', '?')} repetitions per condition, conditions interleaved in a "
         f"shuffled order per round (seed {manifest.get('seed', '?')}); {manifest.get('started', '?')} "
         f"to {manifest.get('ended', '?')}.",
+        *([f"- {line}."] if (line := auto_line(manifest)) else []),
+        *_resumed_lines(manifest),
         "- Stacks:",
     ]
     for name, desc in manifest.get("stacks", {}).items():
@@ -260,7 +301,7 @@ def finish(run_dir: Path, baseline: str | None = None) -> tuple[list[compare.Com
     except InvalidInput:  # a run with no successes still gets a report saying so
         comparisons = []
     # each sample tagged with its repetition: cache.png draws one line per repetition
-    samples = [{"rep": rec.get("rep"), **s} for rec in run.records() for s in rec.get("cache", [])]
+    samples = [{"rep": rec.get("rep"), **s} for rec in run.latest_records() for s in rec.get("cache", [])]
     ok = df[df["status"] == "ok"] if "status" in df.columns else df
     pngs = plots.plot_run(df, manifest, run_dir / "plots", samples) if len(ok) else []
     text = render(manifest, df, comparisons, pngs, run_dir, baseline=baseline)

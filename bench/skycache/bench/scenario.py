@@ -56,6 +56,12 @@ DEFAULT_PROFILES = ("none", "gbe-2009", "10gbe")
 # Bounds of fio's own options (fio rejects larger iodepth/numjobs values or thrashes with them).
 FIO_LIMITS = {"iodepth": 4096, "numjobs": 256}
 DEFAULT_MAX_RUNS = 1000
+# repetitions = "auto": rounds from MIN_AUTO_REPETITIONS on until every ratio interval is narrow enough
+# (skycache.bench.autoreps); three values per side is the least that gives a t interval a usable width.
+MIN_AUTO_REPETITIONS = 3
+DEFAULT_MAX_AUTO_REPETITIONS = 10
+DEFAULT_TARGET_CI_PCT = 10.0
+MAX_REPETITIONS = 1000
 # Even with --yes: conditions are expanded in memory when the file is loaded.
 HARD_MAX_RUNS = 1_000_000
 
@@ -235,7 +241,11 @@ class ScenarioModel(_Strict):
     where: Where = "lab"
     hosts: list[str] = Field(default_factory=list)
     ssh: Ssh | None = None
-    repetitions: int = Field(3, ge=1, le=1000)
+    # a whole number, or "auto": repeat until the answer is clear (target_ci_pct, max_repetitions)
+    repetitions: int | Literal["auto"] = 3
+    target_ci_pct: float = Field(DEFAULT_TARGET_CI_PCT, gt=0, le=100)
+    min_repetitions: int = Field(MIN_AUTO_REPETITIONS, ge=MIN_AUTO_REPETITIONS, le=MAX_REPETITIONS)
+    max_repetitions: int = Field(DEFAULT_MAX_AUTO_REPETITIONS, ge=MIN_AUTO_REPETITIONS, le=MAX_REPETITIONS)
     shaping: str = "none"
     image_size: str | int = "256M"
     seed: int = Field(1, ge=0, le=SEED_MAX)
@@ -254,6 +264,46 @@ class ScenarioModel(_Strict):
     @classmethod
     def _image_size(cls, v: str | int) -> str | int:
         return _size(v, "image_size")
+
+    @field_validator("repetitions", mode="before")
+    @classmethod
+    def _repetitions(cls, v: Any) -> Any:
+        # pydantic's own message for a failed union names both branches and no value
+        number = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_REPETITIONS
+        if not (number or v == "auto"):
+            raise ValueError(f'{v!r} is neither an integer from 1 to {MAX_REPETITIONS} nor "auto"')
+        return v
+
+    @model_validator(mode="after")
+    def _auto_keys(self) -> ScenarioModel:
+        auto_keys = [
+            k for k in ("target_ci_pct", "min_repetitions", "max_repetitions") if k in self.model_fields_set
+        ]
+        if self.repetitions != "auto" and auto_keys:
+            raise ValueError(f'{auto_keys[0]} is only used with repetitions = "auto"')
+        if self.min_repetitions > self.max_repetitions:
+            raise ValueError(
+                f"min_repetitions {self.min_repetitions} is above max_repetitions {self.max_repetitions}"
+            )
+        return self
+
+    @property
+    def auto(self) -> bool:
+        return self.repetitions == "auto"
+
+    @property
+    def rounds(self) -> int:
+        """The most rounds a run can have: the fixed repetitions, or the cap of "auto"."""
+        return self.max_repetitions if self.repetitions == "auto" else self.repetitions
+
+    @property
+    def repetitions_text(self) -> str:
+        if self.repetitions == "auto":
+            return (
+                f"auto ({self.min_repetitions} to {self.max_repetitions} repetitions, "
+                f"until every IOPS ratio interval is within {self.target_ci_pct:g}%)"
+            )
+        return f"{self.repetitions} repetitions"
 
 
 @dataclass(frozen=True)
@@ -302,7 +352,8 @@ class Scenario:
 
     @property
     def runs(self) -> int:
-        return len(self.conditions) * self.model.repetitions
+        """fio runs at the most (with repetitions = "auto": at the cap)."""
+        return len(self.conditions) * self.model.rounds
 
 
 def _key(name: str) -> str:
@@ -466,9 +517,9 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
             norm[key] = values
         excludes.append(norm)
     combinations = math.prod(len(v) for v in levels.values())
-    if combinations * model.repetitions > HARD_MAX_RUNS:
+    if combinations * model.rounds > HARD_MAX_RUNS:
         raise InvalidInput(
-            f"{path}: factors: {combinations:,} combinations x {model.repetitions} repetitions is above "
+            f"{path}: factors: {combinations:,} combinations x {model.rounds} repetitions is above "
             f"the bound of {HARD_MAX_RUNS:,} fio runs a scenario may have"
         )
     stacks = {s.name: s for s in model.stacks}
@@ -499,7 +550,8 @@ def check_runs(sc: Scenario, *, yes: bool) -> None:
     if sc.runs > sc.model.max_runs and not yes:
         raise InvalidInput(
             f"{sc.path}: {sc.runs:,} fio runs ({len(sc.conditions):,} conditions x "
-            f"{sc.model.repetitions} repetitions) is above max_runs = {sc.model.max_runs:,}: "
+            f"{sc.model.rounds} {'max_repetitions' if sc.model.auto else 'repetitions'}) is above "
+            f"max_runs = {sc.model.max_runs:,}: "
             "pass --yes or set max_runs in the scenario"
         )
 

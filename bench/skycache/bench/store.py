@@ -11,6 +11,10 @@ Layout of a run directory::
     untimed/...                        precondition and warm-up passes (same layout, not measured)
     tidy.parquet                       the tidy table (skycache.bench.load)
 
+A repetition run again (``bench run --resume`` or ``--rerun-failed``) goes to ``rep-<r>.attempt-<a>``
+in place of ``rep-<r>`` (a = 2, 3, ...; fio-plot's layout below it), and its record names the
+attempt; readers use the latest record of each (condition, repetition).
+
 Nothing is ever overwritten: run ids are unique, and every file is created exclusively, so a second
 repetition can never replace the first.
 """
@@ -53,9 +57,25 @@ def new_run_id(now: float | None = None) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
 
 
+def rep_dir(rep: int, attempt: int = 1) -> str:
+    """The directory of one repetition's files under fio/, jobs/ and untimed/."""
+    return f"rep-{rep}" if attempt <= 1 else f"rep-{rep}.attempt-{attempt}"
+
+
+def latest(records: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last record of each (condition, repetition), in the order those were first recorded: a
+    re-run's record stands in for the failed one it replaces."""
+    out: dict[tuple[object, object], dict[str, Any]] = {}
+    for rec in records:
+        key = (rec.get("condition"), rec.get("rep"))
+        out[key] = rec
+    return list(out.values())
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    attempt: int = 1  # which attempt of a repetition the fio/jobs/untimed paths are for
 
     @classmethod
     def create(cls, results: Path, scenario: str, run_id: str | None = None) -> RunDir:
@@ -81,13 +101,21 @@ class RunDir:
     def run_id(self) -> str:
         return self.path.name
 
+    def for_attempt(self, attempt: int) -> RunDir:
+        return RunDir(self.path, attempt)
+
+    def attempt_used(self, rep: int, target: str, attempt: int) -> bool:
+        """Whether files of that attempt exist already (a run killed before it wrote the record)."""
+        name = rep_dir(rep, attempt)
+        return any((self.path / top / name / target).exists() for top in ("fio", "jobs", "untimed"))
+
     def fio_dir(self, rep: int, target: str, bs: str, *, untimed: bool = False) -> Path:
-        d = self.path / ("untimed" if untimed else "fio") / f"rep-{rep}" / target / bs
+        d = self.path / ("untimed" if untimed else "fio") / rep_dir(rep, self.attempt) / target / bs
         d.mkdir(parents=True, exist_ok=True)
         return d
 
     def job_path(self, rep: int, target: str, bs: str, stem: str, *, untimed: bool = False) -> Path:
-        d = self.path / ("untimed" if untimed else "jobs") / f"rep-{rep}" / target / bs
+        d = self.path / ("untimed" if untimed else "jobs") / rep_dir(rep, self.attempt) / target / bs
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{stem}.fio"
 
@@ -127,6 +155,9 @@ class RunDir:
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 yield _json_object(line, f"{files.shown(p)}: line {n}")
+
+    def latest_records(self) -> list[dict[str, Any]]:
+        return latest(self.records())
 
 
 def _present(path: Path) -> bool:

@@ -114,7 +114,7 @@ def frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 def build(run: RunDir) -> pd.DataFrame:
     """Rebuild the tidy table of a run from its records and raw fio JSON (the source of truth)."""
     rows: list[dict[str, Any]] = []
-    for rec in run.records():
+    for rec in run.latest_records():  # a repetition run again replaces its failed record
         result = None
         if rec.get("status") == "ok" and rec.get("json"):
             result = fioparse.parse((run.path / rec["json"]).read_text())
