@@ -427,7 +427,8 @@ def compare_cmd(
         typer.Option(
             "--metric",
             help="Metrics to show and, with --fail-on-regression, to gate (repeatable); default: IOPS, "
-            "latency and the cache metrics a run has, gating iops, bw_bytes, lat_mean_ns, repo_read_bytes.",
+            "latency and the cache metrics a run has, gating iops, bw_bytes, lat_mean_ns, "
+            "repo_read_per_byte.",
         ),
     ] = None,
     allow_different: Annotated[

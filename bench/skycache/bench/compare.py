@@ -54,11 +54,12 @@ METRICS: dict[str, bool | None] = {
     "wb_dirty_end": None,
     "wb_flush_s": False,
     "wb_flushed_bytes": None,
-    "repo_read_bytes": False,  # a read cache that stops caching reads more from the repository
+    "repo_read_bytes": None,  # grows with the speed of a time-based run: not better or worse
+    "repo_read_per_byte": False,  # a read cache that stops caching reads more from the repository
 }
 # The gate's default metrics (those a run has): repository reads too, so that a cache that stops
 # caching fails the gate even when the IOPS of a fast repository hide it.
-GATED = ("iops", "bw_bytes", "lat_mean_ns", "repo_read_bytes")
+GATED = ("iops", "bw_bytes", "lat_mean_ns", "repo_read_per_byte")
 CACHE_METRICS = (
     "rc_hit_ratio",
     "rc_promotions",
@@ -66,11 +67,12 @@ CACHE_METRICS = (
     "wb_flush_s",
     "wb_flushed_bytes",
     "repo_read_bytes",
+    "repo_read_per_byte",
 )
 # compared once per repetition, under this direction when it was measured
 _CACHE_DIRECTION = {m: "write" if m.startswith("wb_") else "read" for m in CACHE_METRICS}
 FLOORS: dict[str, float] = {"rc_promotions": 1.0, "wb_dirty_end": 1.0, "wb_flushed_bytes": 4096.0,
-                            "repo_read_bytes": 4096.0}  # fmt: skip
+                            "repo_read_bytes": 4096.0, "repo_read_per_byte": 0.001}  # fmt: skip
 _SUMMED = ("iops", "bw_bytes")  # per repetition: jobs add up; latencies average
 
 
@@ -378,6 +380,8 @@ def fmt_metric(metric: str, value: float) -> str:
         return f"{value / 2**20:.1f} MiB"
     if metric == "rc_hit_ratio":
         return f"{value * 100:.1f}%"
+    if metric == "repo_read_per_byte":
+        return f"{value:.3f} B/B"
     if metric.endswith("_s"):
         return f"{value:.2f} s"
     return f"{value:.0f}"

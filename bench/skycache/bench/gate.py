@@ -17,8 +17,8 @@ The gate also needs the change to exceed its percentage threshold, so what it ca
 of the two.
 
 The gated metrics are ``compare.GATED`` (IOPS, bandwidth, mean latency and the bytes read from the
-repository, those a run has), or the ``--metric`` ones; a metric with no worse side (promotions,
-dirty blocks, flushed bytes) cannot be gated.
+repository per byte the workload read, those a run has), or the ``--metric`` ones; a metric with no
+worse side (promotions, dirty blocks, flushed bytes, raw repository bytes) cannot be gated.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ _CACHE_HEADERS = {
     "wb_flush_s": "flush s",
     "wb_flushed_bytes": "flushed MiB",
     "repo_read_bytes": "repository read MiB",
+    "repo_read_per_byte": "repository read per byte read",
 }
 
 

@@ -7,7 +7,8 @@ the metrics ``iops, bw_bytes, bw_kib, io_bytes, runtime_ms``, fio's two latencie
 they are: ``clat_*`` the completion latency, ``lat_*`` the total latency (submission + completion),
 each as ``_mean_ns, _stddev_ns, _p50_ns, _p95_ns, _p99_ns, _p99_9_ns`` of that repetition, then
 ``usr_cpu, sys_cpu``, the repetition's cache metrics (:data:`cachemetrics.COLUMNS`: ``rc_hit_ratio,
-rc_promotions, wb_dirty_end, wb_flush_s, wb_flushed_bytes, wb_flush_dirty_bytes, repo_read_bytes``,
+rc_promotions, wb_dirty_end, wb_flush_s, wb_flushed_bytes, wb_flush_dirty_bytes, repo_read_bytes``, and
+``repo_read_per_byte``, repo_read_bytes per byte the workload read,
 NaN where the stack has no such cache; one value per repetition, repeated on its job and direction
 rows), the stack's attributes (``backend, transport, cow, read_cache, write_cache,
 write_engine, repo_delay_ms``) and every factor of the scenario as its own column. Each latency's fio
@@ -50,6 +51,7 @@ METRICS = (
     "usr_cpu",
     "sys_cpu",
     *cachemetrics.COLUMNS,
+    "repo_read_per_byte",
 )
 HISTOGRAMS = tuple(col for kind in latency.KINDS for col in latency.hist_columns(kind))
 # Before the clat/lat split these names held completion-latency percentiles (fio's default).
@@ -78,9 +80,10 @@ def rows_for(record: Mapping[str, Any], result: fioparse.FioResult | None) -> li
     if result is None or record.get("status") != "ok":
         row = dict(base, job="", hostname="", host=", ".join(record.get("hosts", [])), direction="")
         row.update({m: math.nan for m in METRICS})
-        row.update(caches)  # a failed repetition may still have flushed its cache at teardown
+        row.update(caches, repo_read_per_byte=math.nan)  # a failed repetition may still have flushed
         row.update({h: [] for h in HISTOGRAMS})
         return [row]
+    caches["repo_read_per_byte"] = _per_byte_read(caches["repo_read_bytes"], result)
     rows = []
     for job in result.jobs:
         for direction, st in job.directions.items():
@@ -99,6 +102,16 @@ def rows_for(record: Mapping[str, Any], result: fioparse.FioResult | None) -> li
             )
             rows.append(row)
     return rows
+
+
+def _per_byte_read(repo_read_bytes: float, result: fioparse.FioResult) -> float:
+    """Bytes read from the repository per byte the workload read. The raw byte count of a time-based
+    run grows with the machine's speed (a faster run reads more), so it cannot be compared across runs
+    or conditions; per byte read it says what the cache saved: about 0 for a warm cache, 1 or more
+    without one (a cache block or readahead larger than the request reads more than was asked)."""
+    jobs = [j for j in result.jobs if j.hostname == "All clients"] or list(result.jobs)
+    read = sum(float(st.io_bytes) for j in jobs for d, st in j.directions.items() if d == "read")
+    return repo_read_bytes / read if read > 0 and math.isfinite(repo_read_bytes) else math.nan
 
 
 def frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
