@@ -80,7 +80,7 @@ BENCH_BASELINE ?= results/regression/baseline
 BENCH_GATE_PCT ?= 30
 BENCH_ALLOW ?=
 GATE_FIXTURES := tests/unit/data/bench/gate
-GATE_FIXTURE_BASE := results/regression/baseline
+GATE_FIXTURE_BASE := $(GATE_FIXTURES)/base
 bench-ci: setup bench-gate-selftest
 	rm -rf .bench-ci/regression/ci
 	$(SKYCACHE) lab run --memory 3G --disk 8G -- $(SKYCACHE) bench run scenarios/regression.toml --out .bench-ci --run-id ci

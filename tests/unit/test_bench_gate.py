@@ -23,7 +23,7 @@ from skycache.bench import comparable, gate, orchestrate, provenance, scenario, 
 from skycache.lab import hostinfo
 
 ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "results" / "regression" / "baseline"
+BASELINE = ROOT / "tests" / "unit" / "data" / "bench" / "gate" / "base"
 FIXTURES = ROOT / "tests" / "unit" / "data" / "bench" / "gate"
 STEADY = [1000.0, 1010.0, 990.0, 1005.0]
 

@@ -307,7 +307,7 @@ def test_show_prints_the_merged_percentiles(tmp_path: Path) -> None:
 
 
 def test_show_of_an_old_run_says_how_its_percentiles_were_made() -> None:
-    r = sky("bench", "show", "results/regression/baseline")
+    r = sky("bench", "show", "tests/unit/data/bench/gate/base")
     assert r.returncode == 0 and not r.stderr, r.stderr
     assert latency.FROM_REP_MEANS in r.stdout
 
