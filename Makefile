@@ -62,9 +62,10 @@ lint: venv
 	$(VENV)/bin/mypy lib bench sim
 
 # The main job: the quickstart suite in the lab. Ends with the comparison table on the terminal; the
-# plots and report.md are in the run directory results/quickstart/<run-id>/ (printed last).
+# plots and report.md are in the run directory results/quickstart/<run-id>/ (printed last). bench run
+# boots the lab itself (3G, disks of 8G and 2G), runs the fio runs there and draws on the host.
 demo: setup
-	$(SKYCACHE) lab run --memory 3G --disk 8G --disk 2G -- $(SKYCACHE) bench run scenarios/quickstart.toml --out results
+	$(SKYCACHE) bench run scenarios/quickstart.toml --out results
 
 # Regression benchmarks: pytest-benchmark (with the gate's replayed error rates), then the fio gate.
 bench: setup
@@ -83,7 +84,7 @@ GATE_FIXTURES := tests/unit/data/bench/gate
 GATE_FIXTURE_BASE := $(GATE_FIXTURES)/base
 bench-ci: setup bench-gate-selftest
 	rm -rf .bench-ci/regression/ci
-	$(SKYCACHE) lab run --memory 3G --disk 8G -- $(SKYCACHE) bench run scenarios/regression.toml --out .bench-ci --run-id ci
+	$(SKYCACHE) bench run scenarios/regression.toml --out .bench-ci --run-id ci
 	@if [ -d $(BENCH_BASELINE) ]; then \
 		$(SKYCACHE) bench compare $(BENCH_BASELINE) .bench-ci/regression/ci --fail-on-regression $(BENCH_GATE_PCT) \
 			$(if $(BENCH_ALLOW),--allow-different $(BENCH_ALLOW)); \

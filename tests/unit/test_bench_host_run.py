@@ -51,6 +51,13 @@ def test_host_run_end_to_end(tmp_path: Path) -> None:
         assert {"before", "measured"} <= {s["when"] for s in samples}
         assert {s["role"] for s in samples} == {"repo"}
         assert (df["repo_read_bytes"] >= 0).all() and df["rc_hit_ratio"].isna().all()
+    # one untimed warm-up run of the first planned condition, before round 1: in the manifest and
+    # under untimed/rep-0/, never a record or a tidy row
+    first = next(out.run.records())["label"]
+    (warm,) = manifest["warmups"]
+    assert warm["condition"] == first and warm["status"] == "ok" and warm["s"] > 0
+    assert list((run / "untimed" / "rep-0").rglob("session-warmup-1-*.fio"))
+    assert sorted(set(df["rep"])) == [1, 2] and len(list(out.run.records())) == 4
     # the image is removed after the run
     assert not list((tmp_path / "work").glob("skycache-*"))
 

@@ -246,6 +246,7 @@ def test_dry_run_shows_the_plan_with_only_and_resume(tmp_path: Path) -> None:
     prep = _orch(sc, only=("stack=c",)).prepare()
     assert [(x["rep"], x["label"]) for x in doc["runs"]] == [(p.rep, p.condition.label) for p in prep.planned]
     assert doc["only"]["baselines_added"] and doc["estimate"].startswith("estimate: 12 runs")
+    assert doc["warmup"] == prep.planned[0].condition.label  # the run's untimed warm-up, shown too
     assert not (tmp_path / "o").exists()  # nothing written
     run = _fake_run(tmp_path, sc, [(1, sc.conditions[0].label, "ok")])
     r = _sky("bench", "run", str(sc.path), "--dry-run", "--resume", str(run))
@@ -283,6 +284,13 @@ def _fake_runs(
         return {**rec, "status": "ok", "json": run.rel(p)}
 
     monkeypatch.setattr(orchestrate.Orchestrator, "_one", one)
+
+    def warm_up(
+        self: orchestrate.Orchestrator, run: store.RunDir, cond: scenario.Condition, manifest: dict
+    ) -> None:
+        manifest.setdefault("warmups", []).append({"condition": cond.label, "status": "ok"})
+
+    monkeypatch.setattr(orchestrate.Orchestrator, "_warm_up", warm_up)
 
 
 AUTO = """
@@ -322,6 +330,9 @@ def test_auto_run_stops_when_two_rounds_in_a_row_are_narrow(
     assert auto["half_width_pct"]["a"] < 10
     assert auto["target_ci_pct"] == 10 and auto["max_repetitions"] == 6 and "rule" in auto
     assert m["status"] == "complete" and m["repetitions_rule"] == "auto"
+    # one warm-up, on the first planned run's condition, before round 1
+    first = json.loads((out.run.path / "conditions.jsonl").read_text().splitlines()[0])["label"]
+    assert m["warmups"] == [{"condition": first, "status": "ok"}]
 
 
 def test_auto_run_to_the_cap_names_the_condition_and_rerun_failed_adds_attempts(

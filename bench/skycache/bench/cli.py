@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -181,6 +182,7 @@ def _dry_run(sc: scenarios.Scenario, opts: orchestrate.RunOptions, as_json: bool
             "skipped": prep.skipped,
             "only": prep.selection.as_dict(),
             "estimate": est,
+            "warmup": prep.planned[0].condition.label if prep.planned else None,
             "runs": [
                 {"rep": p.rep, "attempt": p.attempt, "condition": p.condition.id, "label": p.condition.label}
                 for p in prep.planned
@@ -191,6 +193,8 @@ def _dry_run(sc: scenarios.Scenario, opts: orchestrate.RunOptions, as_json: bool
     typer.echo(f"dry run ({prep.mode}): {sc.name}, {rule}, {len(prep.planned)} fio runs")
     for c in prep.selection.baselines_added:
         typer.echo(f"  kept as a baseline: {c.label}")
+    if prep.planned:
+        typer.echo(f"  warm-up (untimed, not recorded) {prep.planned[0].condition.label}")
     for p in prep.planned:
         again = f" (attempt {p.attempt})" if p.attempt > 1 else ""
         typer.echo(f"  rep {p.rep} {p.condition.label}{again}")
@@ -246,15 +250,23 @@ def run_cmd(
         bool,
         typer.Option("--json", help="Print the closing summary as JSON (also kept as summary.json)."),
     ] = False,
+    no_report: Annotated[
+        bool,
+        typer.Option(
+            "--no-report",
+            help="Skip the plots and report.md (draw them later with `skycache bench plots RUN`).",
+        ),
+    ] = False,
 ) -> None:
     """Build each stack, run fio on it, tear it down; conditions interleaved; then plots and report.md.
 
     A scenario for the lab run from outside it boots the lab first (3G memory, scratch disks of 8G and
-    2G) and runs there; OUT must then be under the current directory.
+    2G) and runs there; OUT must then be under the current directory. The plots and report.md are then
+    drawn on the host once the lab is done (matplotlib under TCG takes minutes).
 
     Example: skycache bench run scenarios/quickstart.toml
     """
-    from skycache.bench import orchestrate, report
+    from skycache.bench import orchestrate
 
     sc = scenarios.load(scenario)
     scenarios.check_runs(sc, yes=yes)
@@ -288,8 +300,8 @@ def run_cmd(
 
         # refused here, before a lab boots: a --resume of another scenario, an --only matching nothing
         orchestrate.Orchestrator(sc, opts, SystemRunner(), orchestrate.NullReporter()).prepare()
-        # With --json the run id is chosen here, so that the summary the lab wrote can be found
-        if as_json and run_id is None and existing is None:
+        # The run id is chosen here, so that the run directory the lab wrote can be found
+        if run_id is None and existing is None:
             run_id = store.new_run_id()
         extra = [*(["--workdir", str(workdir)] if workdir else []), *(["--run-id", run_id] if run_id else [])]
         extra += ["--baseline", baseline] if baseline else []
@@ -298,10 +310,13 @@ def run_cmd(
         extra += ["--rerun-failed", str(rerun_failed)] if rerun_failed else []
         extra += ["--yes"] if yes else []
         extra += ["--json"] if as_json else []
-        code = _run_in_lab(scenario, out, extra, quiet=as_json, also=existing)
-        summary = (existing or out / sc.name / str(run_id)) / RUN_SUMMARY
-        if as_json and summary.is_file():
-            typer.echo(summary.read_text().rstrip())
+        # the lab runs the fio runs only; the plots and report are drawn here, at the host's speed
+        code = _run_in_lab(scenario, out, [*extra, "--no-report"], quiet=as_json, also=existing)
+        run_dir = existing or out / sc.name / str(run_id)
+        finished = _lab_outcome(run_dir)
+        if finished is None:  # the lab stopped before its closing summary: nothing to draw
+            raise typer.Exit(code)
+        _close(sc, finished, baseline, as_json=as_json, draw=not no_report)
         raise typer.Exit(code)
     err_console.print(
         f"bench: {sc.name}: {len(sc.conditions)} conditions x {sc.model.repetitions_text} "
@@ -324,29 +339,69 @@ def run_cmd(
             outcome = orchestrate.run_scenario(sc, opts, reporter=reporter, on_plan=announce)
     else:  # a log: a line per run with its ETA
         outcome = orchestrate.run_scenario(sc, opts, reporter=PlainReporter(_plain_line), on_plan=announce)
-    run_dir = outcome.run.path
+    finished = _Finished(
+        outcome.run.path, outcome.run.run_id, outcome.ok, outcome.failed, tuple(outcome.errors)
+    )
     for e in outcome.errors[:10]:
         err_console.print(f"[red]failed[/] {escape(e)}")
-    started = time.monotonic()
-    _plain_line(f"bench: drawing plots and report.md of {run_dir}")
-    comps, pngs, report_path = report.finish(run_dir, baseline)
-    _plain_line(f"bench: plots and report.md done in {estimate.fmt_duration(time.monotonic() - started)}")
-    for p in pngs:
-        err_console.print(f"plot: {p}")
-    err_console.print(f"report: {report_path}")
+    _close(sc, finished, baseline, as_json=as_json, draw=not no_report)
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """What the closing summary needs of a run whose fio runs are over."""
+
+    run_dir: Path
+    run_id: str
+    ok: int
+    failed: int
+    errors: tuple[str, ...]
+
+
+def _lab_outcome(run_dir: Path) -> _Finished | None:
+    """The outcome the lab left in RUN_DIR's summary.json, or None when it wrote none (it stopped
+    before its runs were over)."""
+    path = run_dir / RUN_SUMMARY
+    try:
+        doc = json.loads(files.read_text(path, what="run summary"))
+        return _Finished(
+            run_dir, str(doc["run_id"]), int(doc["ok"]), int(doc["failed"]), tuple(map(str, doc["errors"]))
+        )
+    except (InvalidInput, KeyError, TypeError, ValueError, json.JSONDecodeError):
+        return None
+
+
+def _close(
+    sc: scenarios.Scenario, finished: _Finished, baseline: str | None, *, as_json: bool, draw: bool
+) -> None:
+    """Plots and report.md (unless ``draw`` is off), summary.json, then the closing table or JSON."""
+    from skycache.bench import report, store
+
+    run_dir = finished.run_dir
+    comps: list[comparing.Comparison] = []
+    pngs: list[Path] = []
+    report_path: Path | None = None
+    if draw:
+        started = time.monotonic()
+        _plain_line(f"bench: drawing plots and report.md of {run_dir}")
+        comps, pngs, report_path = report.finish(run_dir, baseline)
+        _plain_line(f"bench: plots and report.md done in {estimate.fmt_duration(time.monotonic() - started)}")
+        for p in pngs:
+            err_console.print(f"plot: {p}")
+        err_console.print(f"report: {report_path}")
     base = baseline or sc.model.baseline or "default"
-    manifest = outcome.run.manifest()
+    manifest = store.RunDir(run_dir).manifest()
     closing = {
         "run_dir": str(run_dir),
-        "run_id": outcome.run.run_id,
+        "run_id": finished.run_id,
         "scenario": sc.name,
-        "ok": outcome.ok,
-        "failed": outcome.failed,
-        "errors": list(outcome.errors),
+        "ok": finished.ok,
+        "failed": finished.failed,
+        "errors": list(finished.errors),
         "baseline": base,
         "repetitions": manifest.get("repetitions"),
         "plots": [str(p) for p in pngs],
-        "report": str(report_path),
+        "report": str(report_path) if report_path is not None else None,
         "comparisons": _comparisons_json(comps),
     }
     for key in ("auto_repetitions", "only", "resumed"):
@@ -359,13 +414,16 @@ def run_cmd(
     if as_json:
         typer.echo(json.dumps(closing, indent=2))
     else:
-        title = f"{sc.name} run {outcome.run.run_id}: ratio to baseline ({base})"
-        console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
+        if draw:
+            title = f"{sc.name} run {finished.run_id}: ratio to baseline ({base})"
+            console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
+        else:
+            console.print(f"plots and report.md not drawn (--no-report): skycache bench plots {run_dir}")
         auto_line = report.auto_line(manifest)
         if auto_line:
             console.print(auto_line, markup=False, soft_wrap=True)
-        console.print(f"run directory: {run_dir}  ({outcome.ok} ok, {outcome.failed} failed)")
-    if outcome.ok == 0 and not manifest.get("ok"):
+        console.print(f"run directory: {run_dir}  ({finished.ok} ok, {finished.failed} failed)")
+    if finished.ok == 0 and not manifest.get("ok"):
         raise SkycacheError(f"no condition of {sc.name} succeeded (see {run_dir}/conditions.jsonl)")
 
 
