@@ -56,7 +56,10 @@ def test_host_run_end_to_end(tmp_path: Path) -> None:
     first = next(out.run.records())["label"]
     (warm,) = manifest["warmups"]
     assert warm["condition"] == first and warm["status"] == "ok" and warm["s"] > 0
-    assert list((run / "untimed" / "rep-0").rglob("session-warmup-1-*.fio"))
+    assert warm["dir"] == "untimed/session-warmup-1" and list(
+        (run / warm["dir"] / "fio" / "rep-0").rglob("*.json")
+    )
+    assert not (run / "fio" / "rep-0").exists()  # fio-plot sees the measured repetitions only
     assert sorted(set(df["rep"])) == [1, 2] and len(list(out.run.records())) == 4
     # the image is removed after the run
     assert not list((tmp_path / "work").glob("skycache-*"))

@@ -283,37 +283,27 @@ class Orchestrator:
         self._fio(jobs, json_path, _timeout(w))
 
     def _warm_up(self, run: store.RunDir, cond: Condition, manifest: dict[str, Any]) -> None:
-        """One untimed run of the first planned condition before the first measured one, recorded
-        in the manifest (``warmups``), never in the results. Why: in the lab the first fio run after
-        boot ran at 0.25-0.45 of that condition's later repetitions, three quickstart runs out of
-        three, while no other condition's first repetition was slow; the first condition of the
-        schedule is always the same one (the seed), so that was a bias, not noise."""
+        """One run of the first planned condition before the first measured one, exactly as measured
+        (build, samplers, fio, flush, teardown) but into ``untimed/session-warmup-N/`` and recorded
+        only in the manifest (``warmups``), never in the results. Why: in the lab the first measured
+        run after boot ran at 0.25-0.45 of that condition's later repetitions, three quickstart runs
+        out of three, while no other condition's first repetition was slow; the first condition of
+        the schedule is always the same one (the seed), so that was a bias, not noise. A warm-up of
+        fio alone (no samplers) did not remove it."""
         done = manifest.setdefault("warmups", [])
-        entry: dict[str, Any] = {"condition": cond.label, "at": _iso(time.time()), "status": "failed"}
+        name = f"session-warmup-{len(done) + 1}"
+        entry: dict[str, Any] = {"condition": cond.label, "at": _iso(time.time()), "dir": f"untimed/{name}"}
         done.append(entry)
         started = time.monotonic()
-        builts: list[stacks.BuiltStack] = []
         self.reporter.note(f"warm-up (untimed, not recorded): {cond.label}")
-        try:
-            for site in self.sites:
-                assert site.ws is not None
-                builts.append(stacks.build(site.ws, cond.stack))
-            stem = f"session-warmup-{len(done)}"
-            self._untimed(
-                run, 0, store.target_name(cond.label), cond.workload, [b.device for b in builts], stem
-            )
-            entry["status"] = "ok"
-        except (SkycacheError, OSError) as exc:  # a failed warm-up costs its condition nothing
-            entry["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            log.warning("warm-up on %s failed: %s", cond.label, exc)
-        finally:
-            errors = [e for b in builts for e in b.teardown()]
-            if errors:
-                entry["teardown_errors"] = errors
-            entry["s"] = round(time.monotonic() - started, 2)
-            run.write_manifest(manifest)
-        if errors:  # what the next run builds would collide with what this left
-            raise SkycacheError(f"warm-up teardown on {cond.label}: {errors[0]}")
+        record = self._one(store.RunDir(run.path / "untimed" / name), 0, cond)
+        entry.update(status=record["status"], s=round(time.monotonic() - started, 2))
+        if record.get("error"):  # a failed warm-up costs its condition nothing
+            entry["error"] = record["error"]
+            log.warning("warm-up on %s failed: %s", cond.label, record["error"])
+        run.write_manifest(manifest)
+        if record.get("teardown_errors"):  # what the next run builds would collide with what this left
+            raise SkycacheError(f"warm-up teardown on {cond.label}: {record['teardown_errors'][0]}")
 
     def _one(self, run: store.RunDir, rep: int, cond: Condition) -> dict[str, Any]:
         s = self.scenario
