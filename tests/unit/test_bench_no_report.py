@@ -86,3 +86,19 @@ def test_bench_plots_draws_an_undrawn_run_later(undrawn: tuple[Path, Path], tmp_
     r = _sky("bench", "plots", str(copy))
     assert r.returncode == 0, r.stderr
     assert (copy / "report.md").is_file() and (copy / "plots" / "iops.png").is_file()
+
+
+def test_the_guest_of_a_host_drawn_run_prints_one_line_and_leaves_the_summary(tmp_path: Path) -> None:
+    # what the lab's `bench run` does when the host booted it: no table, no JSON, no "not drawn" hint
+    sc = tmp_path / "tiny.toml"
+    sc.write_text(SCENARIO)
+    r = _sky("bench", "run", str(sc), "--out", str(tmp_path / "res"), "--workdir", str(tmp_path / "work"),
+             "--run-id", "g", "--no-report", "--host-draws", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (
+        r.stdout == ""
+        and r.stderr.rstrip().splitlines()[-1] == "bench: fio runs done (4 ok, 0 failed); the host draws"
+    )
+    run = tmp_path / "res" / "tiny" / "g"
+    finished = cli._lab_outcome(run)
+    assert finished is not None and finished.ok == 4 and not (run / "report.md").exists()

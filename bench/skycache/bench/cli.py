@@ -257,6 +257,9 @@ def run_cmd(
             help="Skip the plots and report.md (draw them later with `skycache bench plots RUN`).",
         ),
     ] = False,
+    host_draws: Annotated[
+        bool, typer.Option("--host-draws", hidden=True, help="Internal: the host that booted the lab draws.")
+    ] = False,
 ) -> None:
     """Build each stack, run fio on it, tear it down; conditions interleaved; then plots and report.md.
 
@@ -311,9 +314,12 @@ def run_cmd(
         extra += ["--yes"] if yes else []
         extra += ["--json"] if as_json else []
         # the lab runs the fio runs only; the plots and report are drawn here, at the host's speed
-        code = _run_in_lab(scenario, out, [*extra, "--no-report"], quiet=as_json, also=existing)
         run_dir = existing or out / sc.name / str(run_id)
-        finished = _lab_outcome(run_dir)
+        earlier = _mtime(run_dir / RUN_SUMMARY)  # a resumed run's summary from before is not this one's
+        code = _run_in_lab(
+            scenario, out, [*extra, "--no-report", "--host-draws"], quiet=as_json, also=existing
+        )
+        finished = _lab_outcome(run_dir) if _mtime(run_dir / RUN_SUMMARY) != earlier else None
         if finished is None:  # the lab stopped before its closing summary: nothing to draw
             raise typer.Exit(code)
         _close(sc, finished, baseline, as_json=as_json, draw=not no_report)
@@ -344,7 +350,18 @@ def run_cmd(
     )
     for e in outcome.errors[:10]:
         err_console.print(f"[red]failed[/] {escape(e)}")
+    if host_draws:  # the host prints the closing table (and any "no condition succeeded") once
+        _write_summary(_summary(sc, finished, baseline, [], [], None))
+        _plain_line(f"bench: fio runs done ({finished.ok} ok, {finished.failed} failed); the host draws")
+        return
     _close(sc, finished, baseline, as_json=as_json, draw=not no_report)
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -389,9 +406,40 @@ def _close(
         for p in pngs:
             err_console.print(f"plot: {p}")
         err_console.print(f"report: {report_path}")
+    closing = _summary(sc, finished, baseline, comps, pngs, report_path)
+    _write_summary(closing)
+    manifest = store.RunDir(run_dir).manifest()
+    if as_json:
+        typer.echo(json.dumps(closing, indent=2))
+    else:
+        if draw:
+            title = f"{sc.name} run {finished.run_id}: ratio to baseline ({closing['baseline']})"
+            console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
+        else:
+            console.print(f"plots and report.md not drawn (--no-report): skycache bench plots {run_dir}")
+        auto_line = report.auto_line(manifest)
+        if auto_line:
+            console.print(auto_line, markup=False, soft_wrap=True)
+        console.print(f"run directory: {run_dir}  ({finished.ok} ok, {finished.failed} failed)")
+    if finished.ok == 0 and not manifest.get("ok"):
+        raise SkycacheError(f"no condition of {sc.name} succeeded (see {run_dir}/conditions.jsonl)")
+
+
+def _summary(
+    sc: scenarios.Scenario,
+    finished: _Finished,
+    baseline: str | None,
+    comps: list[comparing.Comparison],
+    pngs: list[Path],
+    report_path: Path | None,
+) -> dict[str, object]:
+    """bench run's closing summary (summary.json, --json)."""
+    from skycache.bench import store
+
+    run_dir = finished.run_dir
     base = baseline or sc.model.baseline or "default"
     manifest = store.RunDir(run_dir).manifest()
-    closing = {
+    closing: dict[str, object] = {
         "run_dir": str(run_dir),
         "run_id": finished.run_id,
         "scenario": sc.name,
@@ -407,24 +455,15 @@ def _close(
     for key in ("auto_repetitions", "only", "resumed"):
         if key in manifest:
             closing[key] = manifest[key]
+    return closing
+
+
+def _write_summary(closing: dict[str, object]) -> None:
     # derived, like report.md: a resumed run's summary replaces the one before (whole or not at all)
+    run_dir = Path(str(closing["run_dir"]))
     tmp = run_dir / (RUN_SUMMARY + ".tmp")
     tmp.write_text(json.dumps(closing, indent=2) + "\n")
     tmp.replace(run_dir / RUN_SUMMARY)
-    if as_json:
-        typer.echo(json.dumps(closing, indent=2))
-    else:
-        if draw:
-            title = f"{sc.name} run {finished.run_id}: ratio to baseline ({base})"
-            console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
-        else:
-            console.print(f"plots and report.md not drawn (--no-report): skycache bench plots {run_dir}")
-        auto_line = report.auto_line(manifest)
-        if auto_line:
-            console.print(auto_line, markup=False, soft_wrap=True)
-        console.print(f"run directory: {run_dir}  ({finished.ok} ok, {finished.failed} failed)")
-    if finished.ok == 0 and not manifest.get("ok"):
-        raise SkycacheError(f"no condition of {sc.name} succeeded (see {run_dir}/conditions.jsonl)")
 
 
 def _run_in_lab(
