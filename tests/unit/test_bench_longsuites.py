@@ -169,6 +169,11 @@ def test_estimate_uses_the_newest_earlier_run_else_the_default(tmp_path: Path) -
     line = estimate.line(prep.planned, prep.planned, none)
     # 18 runs x (4 s + 10 s) = 252 s
     assert line == "estimate: 18 runs, about 4 min (default overhead 10 s/run)"
+    # the warm-up run costs its time (5 runs x 14 s = 70 s, plus one: 84 s), and is not one of the runs
+    five = prep.planned[:5]
+    assert estimate.line(five, five, none, five[0]) == (
+        "estimate: 5 runs and a warm-up run, about 84 s (default overhead 10 s/run)"
+    )
     _fake_run(tmp_path, sc, [(1, c.label, "ok") for c in sc.conditions])  # 12 s wall, 4 s fio
     measured = estimate.measured_overhead(tmp_path / "results", sc.name, rt)
     assert measured.source == "r1" and measured.mean_s == pytest.approx(8.0)
@@ -245,7 +250,9 @@ def test_dry_run_shows_the_plan_with_only_and_resume(tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     prep = _orch(sc, only=("stack=c",)).prepare()
     assert [(x["rep"], x["label"]) for x in doc["runs"]] == [(p.rep, p.condition.label) for p in prep.planned]
-    assert doc["only"]["baselines_added"] and doc["estimate"].startswith("estimate: 12 runs")
+    assert doc["only"]["baselines_added"] and doc["estimate"].startswith(
+        "estimate: 12 runs and a warm-up run"
+    )
     assert doc["warmup"] == prep.planned[0].condition.label  # the run's untimed warm-up, shown too
     assert not (tmp_path / "o").exists()  # nothing written
     run = _fake_run(tmp_path, sc, [(1, sc.conditions[0].label, "ok")])

@@ -162,7 +162,8 @@ def _estimate_line(sc: scenarios.Scenario, prep: orchestrate.Prepared, out: Path
     overhead = estimate.measured_overhead(root, sc.name, estimate.runtimes(prep.planned))
     auto = sc.model.auto and prep.mode != "rerun-failed"
     first = prep.first_rounds(sc.model.min_repetitions) if auto else []
-    return estimate.line(first or prep.planned, prep.planned, overhead)
+    warmup = prep.planned[0] if prep.planned else None  # orchestrate's warm-up runs this condition
+    return estimate.line(first or prep.planned, prep.planned, overhead, warmup)
 
 
 def _dry_run(sc: scenarios.Scenario, opts: orchestrate.RunOptions, as_json: bool) -> None:

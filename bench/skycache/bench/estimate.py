@@ -107,13 +107,18 @@ def fmt_about(s: float) -> str:
     return f"about {s / 3600:.1f} h"
 
 
-def line(first: Sequence[Planned], most: Sequence[Planned], overhead: Overhead) -> str:
+def line(
+    first: Sequence[Planned], most: Sequence[Planned], overhead: Overhead, warmup: Planned | None = None
+) -> str:
     """ "estimate: 24 runs, about 6 min (overhead from run X)"; with "auto" repetitions ``first`` is
-    the schedule to min_repetitions and ``most`` to the cap, else both are the schedule."""
-    lo, hi = seconds(first, overhead), seconds(most, overhead)
+    the schedule to min_repetitions and ``most`` to the cap, else both are the schedule. ``warmup``:
+    the untimed run before the first one, counted in the time, not in the runs."""
+    extra = seconds([warmup], overhead) if warmup is not None else 0.0
+    lo, hi = seconds(first, overhead) + extra, seconds(most, overhead) + extra
+    plus = " and a warm-up run" if warmup is not None else ""
     if len(first) == len(most):
-        return f"estimate: {len(most)} runs, {fmt_about(hi)} ({overhead.said})"
+        return f"estimate: {len(most)} runs{plus}, {fmt_about(hi)} ({overhead.said})"
     return (
-        f"estimate: {len(first)} to {len(most)} runs, {fmt_about(lo)} to "
+        f"estimate: {len(first)} to {len(most)} runs{plus}, {fmt_about(lo)} to "
         f"{fmt_about(hi).removeprefix('about ')} ({overhead.said})"
     )
