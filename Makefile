@@ -72,7 +72,7 @@ bench: setup
 	$(PY) -m pytest tests/benchmarks --benchmark-only -q -s
 	$(MAKE) bench-ci
 
-# The fio regression gate (.ci/run runs it after make test): first a check that the gate can fail
+# The fio regression gate (not yet in .ci/run: docs/bench.md says why): first a check that the gate can fail
 # (the committed regressed fixture must fail it, the A/A fixture pass), then the short regression
 # scenario in the lab (a few minutes), gated against the committed baseline run: exit 3 on a
 # significant regression beyond BENCH_GATE_PCT percent, 2 when the runs are not comparable (e.g. the
