@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -162,8 +162,7 @@ def _estimate_line(sc: scenarios.Scenario, prep: orchestrate.Prepared, out: Path
     overhead = estimate.measured_overhead(root, sc.name, estimate.runtimes(prep.planned))
     auto = sc.model.auto and prep.mode != "rerun-failed"
     first = prep.first_rounds(sc.model.min_repetitions) if auto else []
-    warmup = prep.planned[0] if prep.planned else None  # orchestrate's warm-up runs this condition
-    return estimate.line(first or prep.planned, prep.planned, overhead, warmup)
+    return estimate.line(first or prep.planned, prep.planned, overhead, prep.warmup)
 
 
 def _dry_run(sc: scenarios.Scenario, opts: orchestrate.RunOptions, as_json: bool) -> None:
@@ -183,7 +182,7 @@ def _dry_run(sc: scenarios.Scenario, opts: orchestrate.RunOptions, as_json: bool
             "skipped": prep.skipped,
             "only": prep.selection.as_dict(),
             "estimate": est,
-            "warmup": prep.planned[0].condition.label if prep.planned else None,
+            "warmup": prep.warmup.condition.label if prep.warmup else None,
             "runs": [
                 {"rep": p.rep, "attempt": p.attempt, "condition": p.condition.id, "label": p.condition.label}
                 for p in prep.planned
@@ -194,8 +193,8 @@ def _dry_run(sc: scenarios.Scenario, opts: orchestrate.RunOptions, as_json: bool
     typer.echo(f"dry run ({prep.mode}): {sc.name}, {rule}, {len(prep.planned)} fio runs")
     for c in prep.selection.baselines_added:
         typer.echo(f"  kept as a baseline: {c.label}")
-    if prep.planned:
-        typer.echo(f"  warm-up (untimed, not recorded) {prep.planned[0].condition.label}")
+    if prep.warmup is not None:
+        typer.echo(f"  warm-up (untimed, not recorded) {prep.warmup.condition.label}")
     for p in prep.planned:
         again = f" (attempt {p.attempt})" if p.attempt > 1 else ""
         typer.echo(f"  rep {p.rep} {p.condition.label}{again}")
@@ -352,7 +351,7 @@ def run_cmd(
     for e in outcome.errors[:10]:
         err_console.print(f"[red]failed[/] {escape(e)}")
     if host_draws:  # the host prints the closing table (and any "no condition succeeded") once
-        _write_summary(_summary(sc, finished, baseline, [], [], None))
+        _write_summary(_summary(sc, finished, outcome.run.manifest(), baseline, [], [], None))
         _plain_line(f"bench: fio runs done ({finished.ok} ok, {finished.failed} failed); the host draws")
         return
     _close(sc, finished, baseline, as_json=as_json, draw=not no_report)
@@ -407,9 +406,9 @@ def _close(
         for p in pngs:
             err_console.print(f"plot: {p}")
         err_console.print(f"report: {report_path}")
-    closing = _summary(sc, finished, baseline, comps, pngs, report_path)
-    _write_summary(closing)
     manifest = store.RunDir(run_dir).manifest()
+    closing = _summary(sc, finished, manifest, baseline, comps, pngs, report_path)
+    _write_summary(closing)
     if as_json:
         typer.echo(json.dumps(closing, indent=2))
     else:
@@ -429,19 +428,16 @@ def _close(
 def _summary(
     sc: scenarios.Scenario,
     finished: _Finished,
+    manifest: dict[str, Any],
     baseline: str | None,
     comps: list[comparing.Comparison],
     pngs: list[Path],
     report_path: Path | None,
 ) -> dict[str, object]:
     """bench run's closing summary (summary.json, --json)."""
-    from skycache.bench import store
-
-    run_dir = finished.run_dir
     base = baseline or sc.model.baseline or "default"
-    manifest = store.RunDir(run_dir).manifest()
     closing: dict[str, object] = {
-        "run_dir": str(run_dir),
+        "run_dir": str(finished.run_dir),
         "run_id": finished.run_id,
         "scenario": sc.name,
         "ok": finished.ok,

@@ -99,6 +99,12 @@ class Prepared:
     def planned(self) -> list[plan.Planned]:
         return [p for r in self.rounds for p in r]
 
+    @property
+    def warmup(self) -> plan.Planned | None:
+        """The run the untimed warm-up repeats before the first measured one (``_warm_up``)."""
+        planned = self.planned
+        return planned[0] if planned else None
+
     def first_rounds(self, n: int) -> list[plan.Planned]:
         return [p for r in self.rounds[:n] for p in r]
 
@@ -486,8 +492,8 @@ class Orchestrator:
                     site.runner, list(s.model.stacks), s.model.image_size, self._workdir(site)
                 )
                 site.ws.fill(self.reporter.note)
-            if prep.planned:
-                self._warm_up(run, prep.planned[0].condition, manifest)
+            if prep.warmup is not None:
+                self._warm_up(run, prep.warmup.condition, manifest)
             for rep, todo in enumerate(prep.rounds, 1):
                 for p in todo:
                     self._record(run, p, outcome)
