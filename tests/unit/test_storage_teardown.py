@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fakes import FakeRunner, fake_view
+from fakes import FakeRunner, Reply, fake_view
 
 from skycache.errors import Busy
 from skycache.storage import teardown
@@ -103,3 +103,28 @@ def test_half_made_leftovers_are_found_and_removed() -> None:
     commands = teardown.plan_teardown(v).commands()
     assert "dmsetup remove skycache-rc-x" in commands
     assert "skycache-agent lio-remove-backstore skycache-r1.other" in commands
+
+
+# -- an iscsiadm left running by a killed skycache finishes before the records are read ----------------
+
+
+def test_teardown_waits_for_a_running_iscsiadm_before_reading_the_records() -> None:
+    runner = FakeRunner().replies(
+        "pgrep", "-x", "iscsiadm", replies=["4242\n", "4242\n", Reply(returncode=1)]
+    )
+    iscsi.wait_for_iscsiadm(runner, timeout_s=10, poll_s=0)
+    assert [c.line for c in runner.calls] == ["pgrep -x iscsiadm"] * 3
+
+
+def test_teardown_refuses_to_race_an_iscsiadm_that_keeps_running() -> None:
+    runner = FakeRunner().reply("pgrep", "-x", "iscsiadm", stdout="4242\n4243\n")
+    with pytest.raises(Busy, match=r"iscsiadm \(pid 4242, 4243\) still running after 0 s"):
+        iscsi.wait_for_iscsiadm(runner, timeout_s=0, poll_s=0)
+
+
+def test_the_teardown_plan_is_read_after_iscsiadm_has_finished() -> None:
+    runner = FakeRunner().replies("pgrep", "-x", "iscsiadm", replies=["4242\n", Reply(returncode=1)])
+    teardown.plan_teardown(View(runner))
+    lines = [c.line for c in runner.calls]
+    first_read = next(i for i, line in enumerate(lines) if not line.startswith("pgrep"))
+    assert lines[:first_read] == ["pgrep -x iscsiadm"] * 2

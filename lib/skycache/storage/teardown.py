@@ -32,6 +32,8 @@ SHIM_PREFIX = "skycache-exp-"
 def plan_teardown(
     view: View, *, flush: bool = True, force: bool = False, flush_timeout_s: float = 600
 ) -> Plan:
+    # what a killed skycache's iscsiadm is still doing must be done before the records are read
+    iscsi.wait_for_iscsiadm(view.runner)
     inv = collect(view)
     plan = Plan("tear down everything skycache owns")
     _plan_dm(view, plan, inv, flush=flush, force=force, timeout_s=flush_timeout_s)

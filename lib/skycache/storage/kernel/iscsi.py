@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -178,6 +179,37 @@ def sessions(runner: Runner) -> list[Session]:
     if done.returncode != 0:
         raise CommandError(list(done.argv), done.returncode, done.stdout, done.stderr)
     return parse_sessions(done.stdout)
+
+
+# As long as iscsiadm's own login timeout (login_command) and a little more.
+ISCSIADM_SETTLE_S = 150.0
+
+
+def running_iscsiadm(runner: Runner) -> list[int]:
+    """PIDs of the iscsiadm processes running now (``pgrep -x``: exit 1 is "none")."""
+    done = runner.query(["pgrep", "-x", "iscsiadm"], check=False)
+    if done.returncode not in (0, 1):
+        raise CommandError(list(done.argv), done.returncode, done.stdout, done.stderr)
+    return [int(pid) for pid in done.stdout.split() if pid.isdigit()]
+
+
+def wait_for_iscsiadm(runner: Runner, *, timeout_s: float = ISCSIADM_SETTLE_S, poll_s: float = 0.2) -> None:
+    """Wait until no iscsiadm runs, so that what the system records is final.
+
+    A skycache killed during an attach leaves its iscsiadm child running (SIGKILL reaches only the
+    process it is sent to): the discovery goes on to write the node record, the login to make the
+    session, after a teardown that read the records before has finished. Measured in the lab: the
+    teardown of the kill-mid-attach test then left the node record behind. Refuses (Busy) when one
+    still runs after ``timeout_s``, rather than race it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while pids := running_iscsiadm(runner):
+        if time.monotonic() >= deadline:
+            raise Busy(
+                f"iscsiadm (pid {', '.join(map(str, pids))}) still running after {timeout_s:g} s; "
+                "a teardown now would race it: try again when it has finished"
+            )
+        time.sleep(poll_s)
 
 
 def list_ifaces(runner: Runner) -> list[str]:
