@@ -72,21 +72,25 @@ bench: setup
 	$(PY) -m pytest tests/benchmarks --benchmark-only -q -s
 	$(MAKE) bench-ci
 
-# The fio regression gate (not yet in .ci/run: docs/bench.md says why): first a check that the gate can fail
-# (the committed regressed fixture must fail it, the A/A fixture pass), then the short regression
-# scenario in the lab (a few minutes), gated against the committed baseline run: exit 3 on a
-# significant regression beyond BENCH_GATE_PCT percent, 2 when the runs are not comparable (e.g. the
-# lab kernel moved: refresh the baseline, or accept it with BENCH_ALLOW=kernel) or compare nothing.
+# The fio regression gate: first a check that the gate can fail (the
+# committed regressed fixture must fail it, the A/A fixture pass), then the short regression scenario
+# in the lab (a few minutes: lvm-iscsi and the reference lvm-local, interleaved), gated against the
+# committed baseline run on lvm-iscsi's speed relative to lvm-local in the same round, which a
+# machine's speed cancels: exit 3 on a significant regression beyond BENCH_GATE_PCT percent, 2 when the
+# runs are not comparable (e.g. the lab kernel moved: refresh the baseline, or accept it with
+# BENCH_ALLOW=kernel) or compare nothing.
 BENCH_BASELINE ?= results/regression/baseline
 BENCH_GATE_PCT ?= 30
+BENCH_REFERENCE ?= lvm-local
 BENCH_ALLOW ?=
-GATE_FIXTURES := tests/unit/data/bench/gate
+GATE_FIXTURES := tests/unit/data/bench/gate/relative
 GATE_FIXTURE_BASE := $(GATE_FIXTURES)/base
+GATE := --relative-to $(BENCH_REFERENCE) --fail-on-regression $(BENCH_GATE_PCT)
 bench-ci: setup bench-gate-selftest
 	rm -rf .bench-ci/regression/ci
 	$(SKYCACHE) bench run scenarios/regression.toml --out .bench-ci --run-id ci
 	@if [ -d $(BENCH_BASELINE) ]; then \
-		$(SKYCACHE) bench compare $(BENCH_BASELINE) .bench-ci/regression/ci --fail-on-regression $(BENCH_GATE_PCT) \
+		$(SKYCACHE) bench compare $(BENCH_BASELINE) .bench-ci/regression/ci $(GATE) \
 			$(if $(BENCH_ALLOW),--allow-different $(BENCH_ALLOW)); \
 	else \
 		mkdir -p $(dir $(BENCH_BASELINE)) && cp -r .bench-ci/regression/ci $(BENCH_BASELINE) && \
@@ -94,10 +98,10 @@ bench-ci: setup bench-gate-selftest
 	fi
 
 bench-gate-selftest: venv
-	@$(SKYCACHE) bench compare $(GATE_FIXTURE_BASE) $(GATE_FIXTURES)/regressed --fail-on-regression $(BENCH_GATE_PCT) \
-		>/dev/null 2>&1; status=$$?; if [ $$status -ne 3 ]; then \
+	@$(SKYCACHE) bench compare $(GATE_FIXTURE_BASE) $(GATE_FIXTURES)/regressed $(GATE) >/dev/null 2>&1; \
+		status=$$?; if [ $$status -ne 3 ]; then \
 		echo "bench: the gate did not fail on $(GATE_FIXTURES)/regressed (exit $$status, expected 3)"; exit 1; fi
-	@$(SKYCACHE) bench compare $(GATE_FIXTURE_BASE) $(GATE_FIXTURES)/aa --fail-on-regression $(BENCH_GATE_PCT) >/dev/null \
+	@$(SKYCACHE) bench compare $(GATE_FIXTURE_BASE) $(GATE_FIXTURES)/aa $(GATE) >/dev/null \
 		|| { echo "bench: the gate failed on the A/A pair $(GATE_FIXTURES)/aa"; exit 1; }
 	@echo "bench: gate self-test ok (fails on $(GATE_FIXTURES)/regressed, passes on $(GATE_FIXTURES)/aa)"
 

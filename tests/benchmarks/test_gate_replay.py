@@ -4,10 +4,12 @@ Not a timing: pytest-benchmark runs the replay once (so it runs under ``--benchm
 the figures are printed (``-s``) and kept in the benchmark's ``extra_info`` (``--benchmark-json``).
 
 Each trial draws two runs of the baseline's size from its own repetitions, with replacement, whole
-repetitions at a time (a repetition's IOPS, bandwidth and latency stay together), and gates the second
-against the first exactly as ``bench compare A B --fail-on-regression 30`` does (compare, then
-regressions on the gated metrics). A/A: both runs from the baseline as it is; slowdown: the second
-run's throughput x 0.7 and latencies / 0.7. Resampling n values with replacement understates their
+rounds at a time (a round's conditions, and a repetition's IOPS, bandwidth and latency, stay together:
+the reference stack's value in a round is the one measured beside the stack under test), and gates
+the second against the first exactly as ``bench compare A B --relative-to lvm-local
+--fail-on-regression 30`` (``make bench-ci``) does: compare, then regressions on the gated metrics.
+A/A: both runs from the baseline as it is; slowdown: the second run's stack under test (not the
+reference) with throughput x 0.7 and latencies / 0.7. Resampling n values with replacement understates their
 spread by a factor sqrt((n-1)/n) and repeats values, so these rates are estimates of the real gate's,
 from the only noise measured on this machine.
 """
@@ -30,6 +32,7 @@ TRIALS = 400
 GATE_PCT = 30.0
 SLOWDOWN = 0.7
 SEED = 12
+REFERENCE = "lvm-local"  # the Makefile's BENCH_REFERENCE
 _THROUGHPUT = ("iops", "bw_bytes")
 # lat_p99_ns only where the run recorded total-latency percentiles (the committed baseline predates
 # them: its p99 is completion latency, read back as clat_p99_ns, which the gate does not gate).
@@ -44,8 +47,9 @@ def _draw(
     out = ok.iloc[rows].copy()
     out["run_id"] = run
     out["rep"] = np.repeat(np.arange(1, len(picked) + 1), [len(reps[k]) for k in picked])
-    out[list(_THROUGHPUT)] *= factor
-    out[[c for c in _LATENCY_CANDIDATES if c in out.columns]] /= factor
+    slowed = out["stack"] != REFERENCE
+    out.loc[slowed, list(_THROUGHPUT)] *= factor
+    out.loc[slowed, [c for c in _LATENCY_CANDIDATES if c in out.columns]] /= factor
     return out
 
 
@@ -62,7 +66,7 @@ def replay(trials: int, factor: float, seed: int) -> tuple[int, int]:
         pair = pd.concat(
             [_draw(ok, reps, rng, "A", 1.0), _draw(ok, reps, rng, "B", factor)], ignore_index=True
         )
-        comps = compare.compare(pair, metrics=compare.GATED)
+        comps = compare.compare(pair, metrics=compare.GATED, relative_to=REFERENCE)
         failed += bool(compare.regressions(comps, GATE_PCT))
     return failed, trials
 
@@ -79,7 +83,8 @@ def test_gate_false_alarms_and_detection_on_the_baseline(benchmark: BenchmarkFix
     (aa, n_aa), (hit, n_hit) = benchmark.pedantic(both, rounds=1, iterations=1)
     benchmark.extra_info.update(aa_false_alarms=aa / n_aa, detection_30pct=hit / n_hit, trials=TRIALS)
     print(
-        f"\ngate replay of {BASELINE.relative_to(ROOT)} (--fail-on-regression {GATE_PCT:g}):"
+        f"\ngate replay of {BASELINE.relative_to(ROOT)} (--relative-to {REFERENCE} "
+        f"--fail-on-regression {GATE_PCT:g}):"
         f"\n  A/A false alarms: {_rate(aa, n_aa)}"
         f"\n  30% slowdown detected: {_rate(hit, n_hit)}"
     )

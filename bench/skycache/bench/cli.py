@@ -533,6 +533,16 @@ def compare_cmd(
             "acceleration, kernel, fio, stacks, workloads, shaping (repeatable or comma-separated).",
         ),
     ] = None,
+    relative_to: Annotated[
+        str | None,
+        typer.Option(
+            "--relative-to",
+            metavar="STACK",
+            help="Compare speeds relative to STACK: each condition's IOPS, bandwidth and latencies are "
+            "divided by those of its counterpart on STACK in the same round of the same run, so that "
+            "a machine's speed, which moves both, cancels (the CI gate: --relative-to lvm-local).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Ratios of geometric means to a baseline: Welch t 95% intervals on log values, verdicts from
@@ -566,7 +576,7 @@ def compare_cmd(
     run_ids = [labels[d] for d in run_dirs]
     if baseline is None and len(run_ids) == 1:
         baseline = manifests[run_dirs[0]].get("baseline")
-    comps = comparing.compare(df, baseline)
+    comps = comparing.compare(df, baseline, relative_to=relative_to)
     gating = fail_on_regression is not None
     if gating:
         gate.check_gated(comps, gated)
@@ -574,9 +584,10 @@ def compare_cmd(
         comparing.regressions(comps, fail_on_regression, gated) if fail_on_regression is not None else []
     )
     base_run = run_ids[0]
-    seen = gate.detectable(df, comps, base_run, gate.ALPHA, gated) if gating else []
+    seen = gate.detectable(df, comps, base_run, gate.ALPHA, gated, relative_to=relative_to) if gating else []
     if as_json:
         out: dict[str, object] = {
+            "relative_to": relative_to,
             "comparisons": _comparisons_json(comps),
             "regressions": _comparisons_json(regressed),
             "runs": [{"run": labels[d], "run_dir": d} for d in run_dirs],
@@ -592,7 +603,10 @@ def compare_cmd(
     else:
         for d in differences:
             console.print(f"note: allowed difference: {d.line()}", markup=False)
-        console.print(comparison_table(comps, metrics, f"ratio to baseline ({baseline or run_ids[0]})"))
+        title = f"ratio to baseline ({baseline or run_ids[0]})"
+        if relative_to is not None:
+            title += f", of speeds relative to {relative_to} in the same round"
+        console.print(comparison_table(comps, metrics, title))
     if gating and not as_json:
         console.print(
             f"gate: smallest worsening detectable with the baseline's noise ({gate.METHOD}, "
@@ -603,10 +617,11 @@ def compare_cmd(
         for x in seen:
             console.print(f"  {x.fmt()}", markup=False, soft_wrap=True)
     if regressed:
+        speed_of = f" relative to {relative_to}" if relative_to is not None else ""
         for c in regressed:
             err_console.print(
-                f"regression: {c.condition} [{c.direction}] {c.metric} {c.ratio.fmt()} vs {c.baseline} "
-                f"(threshold {fail_on_regression:g}%)",
+                f"regression: {c.condition} [{c.direction}] {c.metric}{speed_of} {c.ratio.fmt()} vs "
+                f"{c.baseline} (threshold {fail_on_regression:g}%)",
                 markup=False,
             )
         raise typer.Exit(3)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from skycache.bench import stats
+from skycache.bench import matching, relative, stats
 from skycache.bench.scenario import KNOWN_FACTORS
 from skycache.bench.stats import Ratio, ratio_ci
 from skycache.errors import InvalidInput
@@ -134,10 +134,6 @@ def _values(rep: pd.DataFrame, run: str, label: str, direction: str, metric: str
     return sel[metric].to_numpy(dtype=float)
 
 
-def _varying(rep: pd.DataFrame) -> list[str]:
-    return [c for c in KNOWN_FACTORS if c in rep.columns and rep[c].nunique(dropna=False) > 1]
-
-
 def _parse_assignments(baseline: str) -> dict[str, str] | None:
     if "=" not in baseline:
         return None
@@ -152,28 +148,23 @@ def _parse_assignments(baseline: str) -> dict[str, str] | None:
     return out
 
 
-def _conditions(rep: pd.DataFrame, run: str) -> pd.DataFrame:
-    cols = [c for c in ["label", *KNOWN_FACTORS] if c in rep.columns]
-    return rep[rep["run_id"] == run][cols].drop_duplicates("label")
-
-
 def _pairs(rep: pd.DataFrame, runs: Sequence[str], baseline: str | None) -> list[tuple[str, str, str, str]]:
     """(run, label, base_run, base_label) pairs to compare."""
     pairs: list[tuple[str, str, str, str]] = []
     if baseline is None and len(runs) > 1:
         base_run = runs[0]
-        base_labels = set(_conditions(rep, base_run)["label"])
+        base_labels = set(matching.conditions(rep, base_run)["label"])
         for run in runs[1:]:
-            for label in _conditions(rep, run)["label"]:
+            for label in matching.conditions(rep, run)["label"]:
                 if label in base_labels:
                     pairs.append((run, label, base_run, label))
         if not pairs:
             raise InvalidInput(f"runs share no condition with the baseline run {base_run}")
         return pairs
-    varying = _varying(rep)
+    varying = matching.varying(rep)
     assign = _parse_assignments(baseline) if baseline else None
     for run in runs:
-        conds = _conditions(rep, run)
+        conds = matching.conditions(rep, run)
         if assign is not None:
             for key, value in assign.items():
                 if key not in conds.columns:
@@ -183,7 +174,7 @@ def _pairs(rep: pd.DataFrame, runs: Sequence[str], baseline: str | None) -> list
             for _, row in conds.iterrows():
                 if all(str(row[k]) == v for k, v in assign.items()):
                     continue
-                match = _counterpart(conds, row, assign, varying)
+                match = matching.counterpart(conds, row, assign, varying)
                 if match is not None:
                     pairs.append((run, str(row["label"]), run, match))
             continue
@@ -212,28 +203,23 @@ def _pairs(rep: pd.DataFrame, runs: Sequence[str], baseline: str | None) -> list
     return pairs
 
 
-def _counterpart(
-    conds: pd.DataFrame, row: pd.Series, assign: dict[str, str], varying: list[str]
-) -> str | None:
-    for ignore in ((), ("cache_state",)):
-        sel = conds
-        for f in varying:
-            if f in assign:
-                sel = sel[sel[f].astype(str) == assign[f]]
-            elif f not in ignore:
-                sel = sel[sel[f] == row[f]]
-        if not sel.empty:
-            if "cache_state" in sel.columns and len(sel) > 1:
-                cold = sel[sel["cache_state"] == "cold"]
-                sel = cold if not cold.empty else sel
-            return str(sel.iloc[0]["label"])
-    return None
+def rep_table(df: pd.DataFrame, relative_to: str | None = None) -> pd.DataFrame:
+    """``per_rep``, with the speed metrics divided by a reference stack's in the same round when
+    ``relative_to`` names one (``skycache.bench.relative``)."""
+    rep = per_rep(df)
+    return relative.relative_to(rep, relative_to) if relative_to is not None and not rep.empty else rep
 
 
 def compare(
-    df: pd.DataFrame, baseline: str | None = None, *, metrics: Sequence[str] | None = None
+    df: pd.DataFrame,
+    baseline: str | None = None,
+    *,
+    metrics: Sequence[str] | None = None,
+    relative_to: str | None = None,
 ) -> list[Comparison]:
-    rep = per_rep(df)
+    """Every condition against its baseline (module docstring), Holm-corrected per metric; with
+    ``relative_to``, of speeds relative to that stack in the same round."""
+    rep = rep_table(df, relative_to)
     if rep.empty:
         raise InvalidInput("no successful measurements to compare")
     runs = list(dict.fromkeys(rep["run_id"]))

@@ -107,9 +107,12 @@ def detectable(
     base_run: str,
     alpha: float,
     metrics: Sequence[str] = comparing.GATED,
+    *,
+    relative_to: str | None = None,
 ) -> list[Detectable]:
-    """For each gated comparison against ``base_run``: the smallest worsening it could detect."""
-    rep = comparing.per_rep(df)
+    """For each gated comparison against ``base_run``: the smallest worsening it could detect (of the
+    speeds relative to ``relative_to`` when the comparison was)."""
+    rep = comparing.rep_table(df, relative_to)
     out = []
     prefix = f"{base_run}:"
     for c in comps:
