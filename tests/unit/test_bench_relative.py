@@ -121,3 +121,52 @@ def test_committed_relative_fixtures_fail_and_pass_the_ci_gate(capsys: pytest.Ca
     aa = gate(capsys, base, FIXTURES / "aa", "--relative-to", "lvm-local")
     assert aa.code == 0, aa
     assert "lvm-iscsi [read] iops: -30% (80% power: -39%; baseline n=5, sd of log values 0.25" in aa.out
+
+
+# -- the reference's own drift: beyond it the ratios are not trusted -----------------------------------
+# Measured with two CPU hogs beside the lab: lvm-local ran at 0.05x, lvm-iscsi at 0.20x, so the ratio
+# moved 4x "better" (docs/bench.md, "Regression gate in CI"). These rounds reproduce that shape.
+
+
+def test_a_reference_slowed_beyond_the_drift_limit_is_not_comparable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    base = _run(tmp_path / "a", ISCSI, LOCAL)
+    loaded = _run(tmp_path / "b", [v * 0.2 for v in ISCSI], [v * 0.05 for v in LOCAL])
+    result = gate(capsys, base, loaded, "--relative-to", "lvm-local")
+    line = assert_one_error(result, "not comparable: reference lvm-local ran at 0.05x", code=2)
+    assert "beyond --max-reference-drift 4" in line
+    # a looser limit, given on purpose, lets the same runs through (and the ratio then reads 4x better)
+    loose = gate(capsys, base, loaded, "--relative-to", "lvm-local", "--max-reference-drift", "25")
+    assert loose.code == 0, loose
+
+
+def test_a_reference_within_the_limit_is_compared_and_its_drift_printed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    base = _run(tmp_path / "a", ISCSI, LOCAL)
+    slow = _run(tmp_path / "b", [v * 0.5 for v in ISCSI], [v * 0.5 for v in LOCAL])
+    result = gate(capsys, base, slow, "--relative-to", "lvm-local")
+    assert result.code == 0, result
+    assert "note: reference lvm-local ran at 0.50x its speed in" in result.out
+    as_json = gate(capsys, base, slow, "--relative-to", "lvm-local", "--json")
+    (drift,) = json.loads(as_json.out)["reference_drift"]
+    assert drift["stack"] == "lvm-local" and drift["ratio"] == pytest.approx(0.5)
+    assert (drift["n"], drift["n_baseline"]) == (10, 10)  # read and write of 5 rounds
+
+
+@pytest.mark.parametrize("factor", ["1", "0.5", "nan", "-4"])
+def test_a_drift_limit_that_is_not_a_factor_above_one_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, factor: str
+) -> None:
+    base = _run(tmp_path / "a", ISCSI, LOCAL)
+    result = gate(capsys, base, base, "--relative-to", "lvm-local", "--max-reference-drift", factor)
+    assert_one_error(result, f"--max-reference-drift {factor}", code=2)
+
+
+def test_the_highest_host_load_of_a_run_is_read_from_its_records() -> None:
+    # the shape the sampler records (conditions.jsonl of a real loaded run)
+    noise = {"cpu": {"steal_pct": 0.0}, "host_load": {"age_s": 0.0, "load1": 4.57, "load5": 2.87}}
+    records = [{"noise": noise}, {"noise": {"host_load": {"load1": 1.2}}}, {"status": "failed"}]
+    assert relative.max_load1(records) == 4.57
+    assert relative.max_load1([{"noise": None}]) is None

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     # compare imports pandas, which takes seconds to load (a minute in the TCG lab) and every
     # `skycache` invocation registers these verbs: the verbs import it when they run.
     from skycache.bench import compare as comparing
-    from skycache.bench import orchestrate
+    from skycache.bench import orchestrate, relative
 
 app = typer.Typer(help="Run fio scenarios over real stacks, compare runs, draw plots.", no_args_is_help=True)
 suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
@@ -543,6 +543,16 @@ def compare_cmd(
             "a machine's speed, which moves both, cancels (the CI gate: --relative-to lvm-local).",
         ),
     ] = None,
+    max_reference_drift: Annotated[
+        float,
+        typer.Option(
+            "--max-reference-drift",
+            metavar="FACTOR",
+            help="With --relative-to: exit 2 (not comparable) when the reference stack's own IOPS moved "
+            "by more than FACTOR either way from the first run's; under heavy contention the ratios "
+            "stop cancelling the machine's speed.",
+        ),
+    ] = 4.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Ratios of geometric means to a baseline: Welch t 95% intervals on log values, verdicts from
@@ -555,6 +565,8 @@ def compare_cmd(
     from skycache.bench import comparable, gate, store, tidy
     from skycache.bench import compare as comparing
 
+    if not (math.isfinite(max_reference_drift) and max_reference_drift > 1):
+        raise InvalidInput(f"--max-reference-drift {max_reference_drift:g}: use a factor above 1")
     if fail_on_regression is not None and not 0 <= fail_on_regression < 1000:
         raise InvalidInput(
             f"--fail-on-regression {fail_on_regression:g}: use a percentage between 0 and 1000"
@@ -577,6 +589,7 @@ def compare_cmd(
     if baseline is None and len(run_ids) == 1:
         baseline = manifests[run_dirs[0]].get("baseline")
     comps = comparing.compare(df, baseline, relative_to=relative_to)
+    drifts = _reference_drift(df, relative_to, run_ids[0], run_dirs, labels) if relative_to else []
     gating = fail_on_regression is not None
     if gating:
         gate.check_gated(comps, gated)
@@ -592,6 +605,8 @@ def compare_cmd(
             "regressions": _comparisons_json(regressed),
             "runs": [{"run": labels[d], "run_dir": d} for d in run_dirs],
             "differences": [d.as_dict() for d in differences],
+            "reference_drift": [x.as_dict() for x in drifts],
+            "max_reference_drift": max_reference_drift if relative_to else None,
         }
         if gating:
             out["detectable"] = {
@@ -607,6 +622,14 @@ def compare_cmd(
         if relative_to is not None:
             title += f", of speeds relative to {relative_to} in the same round"
         console.print(comparison_table(comps, metrics, title))
+        for drift in drifts:
+            console.print(f"note: {drift.line()}", markup=False, soft_wrap=True)
+    too_far = [drift for drift in drifts if drift.beyond(max_reference_drift)]
+    if too_far:
+        raise InvalidInput(
+            f"not comparable: {too_far[0].line()}, beyond --max-reference-drift {max_reference_drift:g}; the "
+            f"machine was too disturbed for the ratios to cancel its speed (rerun on a quieter machine)"
+        )
     if gating and not as_json:
         console.print(
             f"gate: smallest worsening detectable with the baseline's noise ({gate.METHOD}, "
@@ -627,6 +650,17 @@ def compare_cmd(
         raise typer.Exit(3)
     if fail_on_regression is not None and not as_json:
         console.print(f"no regression beyond {fail_on_regression:g}% (Holm-adjusted p < 0.05)")
+
+
+def _reference_drift(
+    df: pd.DataFrame, stack: str, base_run: str, run_dirs: list[str], labels: dict[str, str]
+) -> list[relative.Drift]:
+    """How far each run's reference stack moved from the first run's, with each run's host load."""
+    from skycache.bench import compare as comparing
+    from skycache.bench import relative, store
+
+    loads = {labels[d]: relative.max_load1(store.RunDir(Path(d)).latest_records()) for d in run_dirs}
+    return relative.reference_drift(comparing.per_rep(df), stack, base_run, loads)
 
 
 @app.command("plots")

@@ -19,6 +19,11 @@ is 1.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -79,3 +84,81 @@ def _divided(run_rep: pd.DataFrame, label: str, ref: str) -> pd.DataFrame:
         with np.errstate(divide="ignore", invalid="ignore"):
             out[metric] = mine[metric].to_numpy(dtype=float) / reference
     return out
+
+
+# How far the reference stack's own speed may move from the baseline run's before the ratios are not
+# trusted. Measured (docs/bench.md, "Regression gate in CI"): with the reference at 0.73x of the
+# baseline (a fresh machine's drift) the ratio held (A/A 0.96x); with two CPU hogs beside the lab the
+# reference ran at 0.05x and lvm-iscsi's ratio moved 4.2x, because contention slows a CPU-bound local
+# read far more than an iSCSI read that waits on the target. 4x lies between those two points: a
+# judgement, not a measured edge.
+MAX_DRIFT = 4.0
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The reference stack's geometric mean IOPS in one run over that in the baseline run (``n``: its
+    successful values, one per condition, direction and repetition)."""
+
+    run: str
+    baseline_run: str
+    stack: str
+    ratio: float
+    n: int
+    n_baseline: int
+    max_load1: float | None  # the run's highest host load average over its fio runs, when recorded
+
+    def beyond(self, limit: float) -> bool:
+        return not math.isfinite(self.ratio) or max(self.ratio, 1 / self.ratio) > limit
+
+    def line(self) -> str:
+        load = f"; host load average up to {self.max_load1:.2f}" if self.max_load1 is not None else ""
+        return (
+            f"reference {self.stack} ran at {self.ratio:.2f}x its speed in {self.baseline_run} "
+            f"(geo mean IOPS of n={self.n}/{self.n_baseline} values{load})"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "run": self.run, "baseline_run": self.baseline_run, "stack": self.stack,
+            "ratio": self.ratio if math.isfinite(self.ratio) else None,
+            "n": self.n, "n_baseline": self.n_baseline, "max_load1": self.max_load1,
+        }  # fmt: skip
+
+
+def reference_drift(
+    rep: pd.DataFrame, stack: str, base_run: str, loads: Mapping[str, float | None] | None = None
+) -> list[Drift]:
+    """For every run but ``base_run``: its reference stack's IOPS against the baseline run's (``rep``
+    is the per-repetition table before division; ``loads`` maps a run to its highest load average)."""
+
+    def iops(run: str) -> np.ndarray:
+        sel = rep[(rep["run_id"] == run) & (rep["stack"].astype(str) == stack)]
+        values: np.ndarray = sel["iops"].to_numpy(dtype=float)
+        kept: np.ndarray = values[np.isfinite(values) & (values > 0)]
+        return kept
+
+    base = iops(base_run)
+    out = []
+    for run in dict.fromkeys(rep["run_id"]):
+        if run == base_run:
+            continue
+        mine = iops(str(run))
+        ratio = (
+            float(np.exp(np.log(mine).mean() - np.log(base).mean())) if mine.size and base.size else math.nan
+        )
+        load = (loads or {}).get(str(run))
+        out.append(Drift(str(run), base_run, stack, ratio, int(mine.size), int(base.size), load))
+    return out
+
+
+def max_load1(records: Iterable[Mapping[str, Any]]) -> float | None:
+    """The highest one-minute host load average the records of one run saw over their fio runs."""
+    loads = [
+        float(load["load1"])
+        for rec in records
+        if isinstance(noise := rec.get("noise"), Mapping)
+        and isinstance(load := noise.get("host_load"), Mapping)
+        and isinstance(load.get("load1"), int | float)
+    ]
+    return max(loads) if loads else None
