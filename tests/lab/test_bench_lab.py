@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import skycache.bench
-from skycache.bench import orchestrate, report, scenario, store
+from skycache.bench import compare, orchestrate, scenario, store
 from skycache.runner import Runner
 
 TINY = """
@@ -83,8 +83,9 @@ def test_tiny_scenario_end_to_end(runner: Runner, scratch_dir: Path, tmp_path: P
     df = skycache.bench.load(out.run.path)
     assert (df[df["status"] == "ok"]["iops"] > 0).all()
     assert out.run.manifest()["environment"]["accel"] in ("tcg", "kvm")
-    comps, pngs, report_md = report.finish(out.run.path)
-    assert report_md.is_file() and len(pngs) >= 3
+    # plots and report.md are drawn on the host in real use (matplotlib under TCG takes minutes);
+    # make bench-ci draws a real run's there
+    comps = compare.compare(df, sc.model.baseline)
     assert any(c.condition == "lvm-iscsi-wcache/randwrite/cold" for c in comps)
     # the read cache recorded its counters over the run, also while fio ran
     samples = [s for r in out.run.records() for s in r.get("cache", [])]
