@@ -9,7 +9,7 @@ so bench and sim files read the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,11 +37,30 @@ def location(loc: Sequence[int | str]) -> str:
     return out or "(top level)"
 
 
-def first_error(path: str | Path, exc: ValidationError) -> InvalidInput:
-    """The first problem of ``exc`` as one line starting with ``path``; the count of the others."""
-    err = exc.errors()[0]
+Location = list[int | str]
+# Where a problem really is, when the data validated was assembled from several places of the file
+# (a variant merged over the base): the location in the file, and a note for the end of the line.
+Relocate = Callable[[Location], tuple[Location, str]]
+
+
+def _clean(loc: Sequence[int | str]) -> Location:
     # pydantic adds the branches of unions and the names of function validators to the location
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+    return [p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+
+
+def first_error(
+    path: str | Path, exc: ValidationError, relocate: Relocate | None = None, *, unknown_first: bool = False
+) -> InvalidInput:
+    """The first problem of ``exc`` as one line starting with ``path``; the count of the others.
+
+    ``unknown_first``: report an unknown key before the other problems, as the likely cause of
+    them (a misspelt required key is also a missing one).
+    """
+    errors = exc.errors()
+    if unknown_first:
+        errors = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")  # stable: order kept
+    err = errors[0]
+    loc, note = relocate(_clean(err["loc"])) if relocate else (_clean(err["loc"]), "")
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -57,6 +76,6 @@ def first_error(path: str | Path, exc: ValidationError) -> InvalidInput:
         # perhaps shortened as the validator that raised it shortens long values.
         if shown not in msg and not (len(text) > 60 and text[:40] in msg):
             msg = f"{shown}: {msg}"
-    more = len(exc.errors()) - 1
+    more = len(errors) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return InvalidInput(f"{path}: {location(loc)}: {msg}{tail}")
+    return InvalidInput(f"{path}: {location(loc)}: {msg}{note}{tail}")
