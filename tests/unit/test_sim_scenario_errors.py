@@ -258,3 +258,28 @@ def test_a_problem_the_variant_causes_elsewhere_is_noted(
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"skycache: error: {path}: scenario.sample_interval: 1 s gives about "), err
     assert err.rstrip().endswith("(in variant small)"), err
+
+
+@pytest.mark.parametrize(
+    ("param", "line"),
+    [
+        ("images.count=٣", "sweep.grid.\"images.count\"[0]: '٣' is not a whole number"),  # int() reads 3
+        ("images.count=1_000", "sweep.grid.\"images.count\"[0]: '1_000' is not a whole number"),
+        ("images.zipf=nan", "sweep.grid.\"images.zipf\"[0]: 'nan' is not a number"),  # float() reads NaN
+        ("cluster.nic=1 Gb/s", "sweep.grid.\"cluster.nic\"[0]: '1 Gb/s' is not a bandwidth"),
+    ],
+)
+def test_sweep_params_are_read_by_the_same_grammar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], param: str, line: str
+) -> None:
+    p = tmp_path / "s.toml"
+    p.write_text(BASE)
+    out = tmp_path / "out"
+    argv = ["skycache", "sim", "sweep", str(p), "-c", str(CAL), "-p", param, "-o", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exc:
+        cli_main.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"skycache: error: {p}: {line}"), err
+    assert not out.exists()  # refused before the sweep
