@@ -160,6 +160,11 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ('name = "t"', 'name = "t"\ndescription = 5', "scenario.description: 5: Input should be a valid string"),
     (
+        'name = "t"',
+        'name = "t"\ndescription = "a\\u001bb"',
+        "scenario.description: 'a\\x1bb' has a control character",
+    ),
+    (
         'link = "1 Gbit/s"',
         'link = "0 B/s"',
         "repository: link is required (and positive) for a central repository",

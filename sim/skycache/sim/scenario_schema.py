@@ -110,7 +110,7 @@ Nodes = Annotated[int, _count(1, budget.MAX_NODES, "the model's node bound")]
 
 class ScenarioSection(StrictModel):
     name: Name
-    description: str = ""  # free text: printed, never a file name
+    description: Text = ""  # printed in reports: one line, no control characters
     seed: Annotated[int, _count(0, SEED_MAX, "a 32-bit seed")] = 1
     duration: Duration = 0.0  # 0 = until every VM has finished
     sample_interval: PositiveDuration = 10.0
