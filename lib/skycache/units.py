@@ -82,7 +82,7 @@ def read_quantity(text: object, *, what: str, kind: str, examples: str) -> Writt
         raise InvalidInput(f"{_named(what, text)} is not {kind} ({examples})")
     sign, number, unit, per = m.groups()
     if sign:
-        raise InvalidInput(f"{_named(what, text)} is negative")
+        raise InvalidInput(f"{_named(what, text)} is negative, not {kind}")
     whole, _, frac = number.partition(".")
     if len(whole.lstrip("0")) > _MAX_DIGITS:
         raise _too_big(what, text) if kind == "a size" else InvalidInput(f"{_named(what, text)} is too large")

@@ -122,7 +122,7 @@ def test_bad_scenario_refused_with_one_line(tmp_path: Path, old: str, new: str, 
 def test_bad_variant_and_sweep_point_refused_at_load(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"s\.toml: variants\.v\.cluster\.bogus: unknown key$"):
         load_scenario(write(tmp_path, SCENARIO + "\n[variants.v]\ncluster = { bogus = 1 }\n"))
-    point = re.escape("""s.toml: sweep.grid."cluster.nic"[1]: '-2 Gbit/s' is negative""")
+    point = re.escape("""s.toml: sweep.grid."cluster.nic"[1]: '-2 Gbit/s' is negative, not a bandwidth""")
     with pytest.raises(InvalidInput, match=point + "$"):
         load_scenario(
             write(tmp_path, SCENARIO + '\n[sweep.grid]\n"cluster.nic" = ["1 Gbit/s", "-2 Gbit/s"]\n')
@@ -203,7 +203,7 @@ def test_cli_refuses_bad_scenario_with_one_line(
         main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"skycache: error: {bad}: cluster.nic: '-1 Gbit/s' is negative"
+    assert err.strip() == f"skycache: error: {bad}: cluster.nic: '-1 Gbit/s' is negative, not a bandwidth"
     assert not (tmp_path / "o").exists()  # refused before the run
 
 

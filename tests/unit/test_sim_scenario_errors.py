@@ -94,7 +94,7 @@ CASES: list[tuple[str, str, str]] = [
         'nic = "1000"',
         'cluster.nic: \'1000\' is not a bandwidth (e.g. "120 MiB/s", "1 Gbit/s")',
     ),
-    ('nic = "1 Gbit/s"', 'nic = "-1 Gbit/s"', "cluster.nic: '-1 Gbit/s' is negative"),
+    ('nic = "1 Gbit/s"', 'nic = "-1 Gbit/s"', "cluster.nic: '-1 Gbit/s' is negative, not a bandwidth"),
     ('nic = "1 Gbit/s"', 'nic = "0 Gbit/s"', "cluster.nic: '0 Gbit/s': must be positive"),
     (
         'nic = "1 Gbit/s"',
@@ -179,7 +179,11 @@ CASES: list[tuple[str, str, str]] = [
         "cluster = 5",
         "variants.small.cluster: 5: Input should be a valid dictionary or instance of ClusterSection",
     ),
-    ('read_cache = "64M"', 'read_cache = "-64M"', "variants.small.cluster.read_cache: '-64M' is negative"),
+    (
+        'read_cache = "64M"',
+        'read_cache = "-64M"',
+        "variants.small.cluster.read_cache: '-64M' is negative, not a size",
+    ),
     ('read_cache = "64M"', 'read_cahce = "64M"', "variants.small.cluster.read_cahce: unknown key"),
     (
         'read_cache = "64M" }',
