@@ -26,13 +26,15 @@ SECTIONS = ("scenario", "cluster", "repository", "images", "workload", "nat")
 
 
 def _refusing(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``parse`` with its InvalidInput as the ValueError pydantic reports at the key's location."""
+    """``parse`` with its InvalidInput as the ValueError pydantic reports at the key's location.
+    The parsers are called with an empty ``what`` (pydantic gives the key), so their messages may
+    start with the space that came before it."""
 
     def check(value: Any) -> Any:
         try:
             return parse(value)
         except InvalidInput as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(str(exc).strip()) from None
 
     return check
 
@@ -65,7 +67,7 @@ def _count(minimum: int, maximum: int, bound: str = "") -> BeforeValidator:
             raise InvalidInput(f"{shown(value)} is not a whole number")
         return parse_int(value, what="", minimum=minimum, maximum=maximum, bound=bound)
 
-    return BeforeValidator(_refusing(lambda v: _strip(parse, v)))
+    return BeforeValidator(_refusing(parse))
 
 
 def _number(minimum: float, maximum: float) -> BeforeValidator:
@@ -76,15 +78,7 @@ def _number(minimum: float, maximum: float) -> BeforeValidator:
             raise InvalidInput(f"{shown(value)} is not a number")
         return parse_float(value, what="", minimum=minimum, maximum=maximum)
 
-    return BeforeValidator(_refusing(lambda v: _strip(parse, v)))
-
-
-def _strip(parse: Callable[[Any], Any], value: Any) -> Any:
-    """The number parsers put ``what`` first; here it is empty and the key comes from pydantic."""
-    try:
-        return parse(value)
-    except InvalidInput as exc:
-        raise InvalidInput(str(exc).strip()) from None
+    return BeforeValidator(_refusing(parse))
 
 
 def _text(value: Any) -> Any:
