@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from skycache import files
 from skycache.bench import fioopts, remote
@@ -40,6 +40,7 @@ from skycache.errors import InvalidInput
 from skycache.numbers import SEED_MAX
 from skycache.storage.vmdisk.clone import MIN_CACHE
 from skycache.units import parse_positive_size
+from skycache.validation import StrictModel, first_error, toml_key
 
 Where = Literal["lab", "host", "hosts"]
 CacheState = Literal["cold", "warm"]
@@ -80,9 +81,8 @@ def _size(value: str | int, what: str) -> str | int:
     return value
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: TOML has nan and inf, and NaN passes every ge/le bound pydantic checks.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+# Unknown keys refused, no coercion, NaN and infinities refused: the schema base sim files share.
+_Strict = StrictModel
 
 
 class Workload(_Strict):
@@ -356,38 +356,6 @@ class Scenario:
         return len(self.conditions) * self.model.rounds
 
 
-def _key(name: str) -> str:
-    """A table key as TOML needs it written: quoted when it has dots (``ssh.hosts."10.0.0.7"``)."""
-    return f'"{name}"' if "." in name or not name else name
-
-
-def _loc(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{_key(part)}" if out else _key(part))
-    return out or "(top level)"
-
-
-def _first_error(path: Path, exc: ValidationError) -> InvalidInput:
-    err = exc.errors()[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    got = err.get("input")
-    if isinstance(got, int | float | str) and not isinstance(got, bool) and err["type"] != "extra_forbidden":
-        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:40] + "..."
-        if shown not in msg:  # name the bad value: pydantic's own messages do not
-            msg = f"{shown}: {msg}"
-    more = len(exc.errors()) - 1
-    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return InvalidInput(f"{path}: {_loc(loc)}: {msg}{tail}")
-
-
 def _check_names(path: Path, m: ScenarioModel) -> None:
     for what, names in (("stacks", [s.name for s in m.stacks]), ("workloads", [w.name for w in m.workloads])):
         seen: set[str] = set()
@@ -470,7 +438,7 @@ def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | N
     try:
         model = ScenarioModel.model_validate(raw)
     except ValidationError as exc:
-        raise _first_error(path, exc) from None
+        raise first_error(path, exc) from None
     except InvalidInput as exc:  # raised inside a validator that pydantic did not wrap
         raise InvalidInput(f"{path}: {exc}") from None
     known_profiles = tuple(profiles) if profiles is not None else available_profiles()
@@ -568,12 +536,14 @@ def _ssh_hosts(path: Path, m: ScenarioModel) -> remote.SshHosts:
     for name in m.ssh.hosts:
         if name not in names:
             known = ", ".join(sorted(names))
-            raise InvalidInput(f"{path}: ssh.hosts.{_key(name)}: not a host name in hosts ({known})")
+            raise InvalidInput(f"{path}: ssh.hosts.{toml_key(name)}: not a host name in hosts ({known})")
         if names[name].is_local:
-            raise InvalidInput(f"{path}: ssh.hosts.{_key(name)}: this machine: its stacks are built here")
+            raise InvalidInput(f"{path}: ssh.hosts.{toml_key(name)}: this machine: its stacks are built here")
     default = m.ssh.model_dump(exclude_unset=True, exclude={"hosts"})
     per_host = {
-        name: _ssh_settings(path, f"ssh.hosts.{_key(name)}", {**default, **o.model_dump(exclude_unset=True)})
+        name: _ssh_settings(
+            path, f"ssh.hosts.{toml_key(name)}", {**default, **o.model_dump(exclude_unset=True)}
+        )
         for name, o in m.ssh.hosts.items()
     }
     return remote.SshHosts(_ssh_settings(path, "ssh", default), per_host)

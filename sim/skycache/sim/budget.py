@@ -68,7 +68,7 @@ def check_samples(sc: Scenario, span: float | None) -> None:
     if span is None:
         return
     ticks = span / sc.sample_interval
-    where = f"scenario.sample_interval = {_duration(sc.sample_interval)}"
+    where = f"scenario.sample_interval: {_duration(sc.sample_interval)}"
     if ticks > MAX_SAMPLES:
         raise InvalidInput(
             f"{where} gives about {ticks:.3g} samples over {span:.3g} s simulated, above the bound of "

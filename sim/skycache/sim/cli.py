@@ -15,7 +15,7 @@ import typer
 
 from skycache import files
 from skycache.errors import InvalidInput
-from skycache.numbers import parse_int, parse_seed
+from skycache.numbers import INT64_MAX, parse_float, parse_int, parse_seed
 from skycache.sim.calibration import Calibration, load_calibration, render_calibration
 from skycache.sim.scenario import ScenarioFile, load_scenario
 from skycache.sim.tables import Table, as_int
@@ -83,15 +83,20 @@ def _summary_line(s: dict[str, Any]) -> str:
 
 
 def _parse_value(text: str) -> Any:
+    """A ``--param`` value as the TOML value it stands for: a bool, an integer, a number, or text
+    (a quantity such as "1 Gbit/s"), which the scenario schema then checks. Read by the number
+    grammar: Python's int() and float() take "1_000", "٣" and "nan"."""
     low = text.strip().lower()
     if low in ("true", "false"):
         return low == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text.strip()
+    try:
+        return parse_int(text, what="--param", minimum=-INT64_MAX, maximum=INT64_MAX)
+    except InvalidInput:
+        pass
+    try:
+        return parse_float(text, what="--param", minimum=-math.inf)
+    except InvalidInput:
+        return text.strip()
 
 
 @app.command("run")

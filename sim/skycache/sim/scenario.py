@@ -2,7 +2,10 @@
 
 A scenario file may define ``[variants.NAME]`` tables (overrides deep-merged into the base, e.g. the
 same boot storm without read caches) and a ``[sweep]`` grid of dotted parameters with replications.
-Every variant and every sweep point is validated when the file is loaded, before anything runs.
+Every variant and every sweep point is validated when the file is loaded, before anything runs,
+against the pydantic schema of :mod:`skycache.sim.scenario_schema`; a problem is one line,
+``FILE: key.path: what is wrong`` (the same line as a bench file's), naming the bad value. The
+dataclasses below are what the model reads.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from skycache import files
 from skycache.errors import InvalidInput
-from skycache.numbers import SEED_MAX
 from skycache.sim import budget
-from skycache.sim.quantities import parse_bandwidth, parse_bytes, parse_duration, parse_frequency
-from skycache.sim.tables import Table, as_bool, as_float, as_int, as_name, as_str, unit
+from skycache.sim.scenario_schema import SECTIONS, ScenarioFileModel, ScenarioModel
+from skycache.validation import Location, Relocate, first_error, toml_key
 
 
 @dataclass(frozen=True)
@@ -113,13 +117,17 @@ class ScenarioFile:
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.grid.values())]
 
     def with_overrides(self, variant: str, overrides: Mapping[str, Any]) -> Scenario:
+        """The variant with ``overrides`` ({"SECTION.KEY": value}, a sweep point) set over it."""
         data = _variant_data(self.raw, variant)
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value)
-        return parse_scenario(data, base_dir=self.path.parent, variant=variant)
-
-
-_SECTIONS = ("scenario", "cluster", "repository", "images", "workload", "nat", "variants", "sweep")
+        return parse_scenario(
+            data,
+            base_dir=self.path.parent,
+            variant=variant,
+            path=self.path,
+            relocate=_in_point(self.raw, variant, self.grid, overrides),
+        )
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,11 +140,19 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def _check_dotted(dotted: str) -> tuple[str, str]:
     parts = dotted.split(".")
-    if len(parts) != 2 or parts[0] not in _SECTIONS[:6]:
-        raise InvalidInput(f"parameter {dotted!r} is not SECTION.KEY (sections: {', '.join(_SECTIONS[:6])})")
-    data.setdefault(parts[0], {})[parts[1]] = value
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        raise InvalidInput(f"{dotted!r} is not SECTION.KEY (sections: {', '.join(SECTIONS)})")
+    return parts[0], parts[1]
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    section, key = _check_dotted(dotted)
+    table = data.setdefault(section, {})
+    if not isinstance(table, dict):  # refused by the schema of the file; not replaced here
+        return
+    table[key] = value
 
 
 def _variant_data(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:
@@ -146,147 +162,164 @@ def _variant_data(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:
     return _deep_merge(base, raw["variants"][variant])
 
 
-def parse_scenario(data: Mapping[str, Any], *, base_dir: Path, variant: str = "base") -> Scenario:
-    top = Table(data, "")
-    for key in top.names():
-        if key not in _SECTIONS:
-            raise InvalidInput(f"unknown section [{key}] (known: {', '.join(_SECTIONS)})")
-    s = top.sub("scenario")
-    name = s.require("name", as_name)
-    description = s.get("description", as_str(), "")
-    seed = s.get("seed", as_int(0, SEED_MAX, "a 32-bit seed"), 1)
-    duration = s.get("duration", unit(parse_duration), 0.0)
-    sample = s.get("sample_interval", unit(parse_duration), 10.0)
-    if sample <= 0:
-        raise InvalidInput("scenario.sample_interval must be positive")
-    cal_text = s.get("calibration", as_str(), "")
-    calibration = (base_dir / cal_text) if cal_text else None
-    s.done()
+def _has(data: Any, loc: Location) -> bool:
+    for part in loc:
+        if not isinstance(data, Mapping) or part not in data:
+            return False
+        data = data[part]
+    return True
 
-    c = top.sub("cluster")
-    cluster = ClusterSpec(
-        nodes=c.require("nodes", as_int(1, budget.MAX_NODES, "the model's node bound")),
-        slots_per_node=c.get("slots_per_node", as_int(1, 100_000), 8),
-        nic_bw=c.require("nic", unit(parse_bandwidth)),
-        read_cache=c.get("read_cache", unit(parse_bytes), 0.0),
-        write_cache=c.get("write_cache", as_bool, True),
-        sync_fraction=c.get("sync_fraction", as_float(0.0, 1.0), 0.0),
-        placement=c.get("placement", as_str("random", "cache-aware"), "random"),
-    )
-    c.done()
-    if cluster.nic_bw <= 0:
-        raise InvalidInput("cluster.nic must be positive")
 
-    r = top.sub("repository")
-    repository = RepositorySpec(
-        kind=r.get("kind", as_str("central", "distributed"), "central"),
-        backend=r.get("backend", as_str(), "lvm"),
-        targets=r.get("targets", as_int(1, budget.MAX_NODES, "the model's node bound"), 1),
-        link_bw=r.get("link", unit(parse_bandwidth), 0.0),
-        read_bw=r.get("read_bw", unit(parse_bandwidth), None),
-        write_bw=r.get("write_bw", unit(parse_bandwidth), None),
-        latency=r.get("latency", unit(parse_duration), None),
-        replicas=r.get("replicas", as_int(1, budget.MAX_NODES, "the model's node bound"), 1),
-    )
-    r.done()
-    if repository.kind == "central" and repository.link_bw <= 0:
-        raise InvalidInput("repository.link is required (and positive) for a central repository")
-    if repository.kind == "distributed" and repository.replicas > cluster.nodes:
-        raise InvalidInput(f"repository.replicas = {repository.replicas} exceeds cluster.nodes")
-    for what, v in (("read_bw", repository.read_bw), ("write_bw", repository.write_bw)):
-        if v is not None and v <= 0:
-            raise InvalidInput(f"repository.{what} must be positive")
+def _in_variant(raw: Mapping[str, Any], variant: str) -> Relocate | None:
+    """A problem of a merged variant at the key the variant sets, or at the base's key, noted."""
+    if variant == "base":
+        return None
+    overrides = raw["variants"][variant]
 
-    i = top.sub("images")
-    images = ImagesSpec(
-        count=i.get("count", as_int(1, budget.MAX_IMAGES, "the model's image bound"), 1),
-        zipf=i.get("zipf", as_float(0.0, 100.0), 1.0),
-        working_set=i.require("working_set", unit(parse_bytes)),
-    )
-    i.done()
+    def relocate(loc: Location) -> tuple[Location, str]:
+        # a key the variant sets (or a key inside a table it sets): the problem is in the variant
+        for n in range(len(loc), 0, -1):
+            if _has(overrides, loc[:n]):
+                return ["variants", variant, *loc], ""
+        return loc, f" (in variant {variant})"
 
-    w = top.sub("workload")
-    arrivals = w.require("arrivals", as_str("poisson", "burst", "swf"))
-    trace_text = w.get("trace", as_str(), "")
-    workload = WorkloadSpec(
-        arrivals=arrivals,
-        count=w.get("count", as_int(0, budget.MAX_VMS, "the model's VM bound"), 0),
-        rate=w.get("rate", unit(parse_frequency), 0.0),
-        window=w.get("window", unit(parse_duration), 0.0),
-        trace=(base_dir / trace_text) if trace_text else None,
-        runtime=w.get("runtime", unit(parse_duration), 3600.0),
-        runtime_dist=w.get("runtime_dist", as_str("exponential", "fixed"), "exponential"),
-        write_bytes=w.get("write_bytes", unit(parse_bytes), 0.0),
-    )
-    w.done()
-    if arrivals == "poisson" and (workload.rate <= 0 or workload.count <= 0):
-        raise InvalidInput("workload.arrivals = 'poisson' needs a positive rate and count")
-    if arrivals == "burst" and workload.count <= 0:
-        raise InvalidInput("workload.arrivals = 'burst' needs a positive count")
-    if arrivals == "swf" and workload.trace is None:
-        raise InvalidInput("workload.arrivals = 'swf' needs workload.trace")
+    return relocate
 
-    n = top.sub("nat")
-    nat = NatSpec(
-        mode=n.get("mode", as_str("none", "per-node", "central"), "none"),
-        gateways=n.get("gateways", as_int(1, budget.MAX_NODES, "the model's node bound"), 1),
-        cores=n.get("cores", as_float(0.0, 1e6), 1.0),
-        egress_bw=n.get("egress", unit(parse_bandwidth), 0.0),
-        packet_size=n.get("packet_size", unit(parse_bytes), 1200.0),
-        conn_rate=n.get("conn_rate", unit(parse_frequency), 0.0),
-        conn_lifetime=n.get("conn_lifetime", unit(parse_duration), 120.0),
-        conntrack_max=n.get("conntrack_max", as_int(1, 2**32 - 1, "nf_conntrack_max is 32-bit"), 262144),
-        gateway_link_bw=n.get("gateway_link", unit(parse_bandwidth), 1.25e9),
-    )
-    n.done()
-    if nat.mode != "none" and nat.cores <= 0:
-        raise InvalidInput("nat.cores must be positive")
-    if nat.packet_size <= 0:
-        raise InvalidInput("nat.packet_size must be positive")
-    top.raw("variants")
-    top.raw("sweep")
-    sc = Scenario(
-        name=name,
-        description=description,
+
+def _in_point(
+    raw: Mapping[str, Any], variant: str, grid: Mapping[str, tuple[Any, ...]], point: Mapping[str, Any]
+) -> Relocate:
+    """A problem of a sweep point at its value in ``sweep.grid``, else where the variant puts it."""
+    in_variant = _in_variant(raw, variant)
+
+    def relocate(loc: Location) -> tuple[Location, str]:
+        dotted = ".".join(str(p) for p in loc[:2])
+        note = "" if variant == "base" else f" (in variant {variant})"
+        if dotted in point and dotted in grid and point[dotted] in grid[dotted]:
+            return ["sweep", "grid", dotted, grid[dotted].index(point[dotted])], note
+        if dotted in point:  # set by the caller (sim bench, --param): not a place in the file
+            return loc, f" (set to {point[dotted]!r}){note}"
+        return in_variant(loc) if in_variant else (loc, "")
+
+    return relocate
+
+
+def _validate(data: Mapping[str, Any], where: str, relocate: Relocate | None) -> ScenarioModel:
+    try:
+        return ScenarioModel.model_validate(data)
+    except ValidationError as exc:
+        raise first_error(where, exc, relocate, unknown_first=True) from None
+
+
+def _to_scenario(m: ScenarioModel, base_dir: Path, variant: str) -> Scenario:
+    """The dataclasses the model reads, from a validated scenario (keys keep their file names)."""
+    s, c, r, i, w, n = m.scenario, m.cluster, m.repository, m.images, m.workload, m.nat
+    return Scenario(
+        name=s.name,
+        description=s.description,
         variant=variant,
-        seed=seed,
-        duration=duration,
-        sample_interval=sample,
-        calibration=calibration,
-        cluster=cluster,
-        repository=repository,
-        images=images,
-        workload=workload,
-        nat=nat,
+        seed=s.seed,
+        duration=s.duration,
+        sample_interval=s.sample_interval,
+        calibration=(base_dir / s.calibration) if s.calibration else None,
+        cluster=ClusterSpec(
+            nodes=c.nodes,
+            slots_per_node=c.slots_per_node,
+            nic_bw=c.nic,
+            read_cache=c.read_cache,
+            write_cache=c.write_cache,
+            sync_fraction=c.sync_fraction,
+            placement=c.placement,
+        ),
+        repository=RepositorySpec(
+            kind=r.kind,
+            backend=r.backend,
+            targets=r.targets,
+            link_bw=r.link,
+            read_bw=r.read_bw,
+            write_bw=r.write_bw,
+            latency=r.latency,
+            replicas=r.replicas,
+        ),
+        images=ImagesSpec(count=i.count, zipf=i.zipf, working_set=i.working_set),
+        workload=WorkloadSpec(
+            arrivals=w.arrivals,
+            count=w.count,
+            rate=w.rate,
+            window=w.window,
+            trace=(base_dir / w.trace) if w.trace else None,
+            runtime=w.runtime,
+            runtime_dist=w.runtime_dist,
+            write_bytes=w.write_bytes,
+        ),
+        nat=NatSpec(
+            mode=n.mode,
+            gateways=n.gateways,
+            cores=n.cores,
+            egress_bw=n.egress,
+            packet_size=n.packet_size,
+            conn_rate=n.conn_rate,
+            conn_lifetime=n.conn_lifetime,
+            conntrack_max=n.conntrack_max,
+            gateway_link_bw=n.gateway_link,
+        ),
     )
-    budget.check_scenario(sc)
+
+
+def parse_scenario(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path,
+    variant: str = "base",
+    path: str | Path | None = None,
+    relocate: Relocate | None = None,
+) -> Scenario:
+    """One scenario (the six sections, no variants or sweep) as the model reads it; ``path`` names
+    the file in errors, ``relocate`` says where in it a problem of assembled ``data`` really is."""
+    where = files.shown(path) if path is not None else "scenario"
+    sc = _to_scenario(_validate(data, where, relocate), base_dir, variant)
+    note = "" if variant == "base" else f" (in variant {variant})"
+    if sc.repository.kind == "distributed" and sc.repository.replicas > sc.cluster.nodes:
+        raise InvalidInput(
+            f"{where}: repository.replicas: {sc.repository.replicas} copies of each image on "
+            f"{sc.cluster.nodes} nodes (cluster.nodes){note}"
+        )
+    try:  # what the run would allocate: refused before anything is
+        budget.check_scenario(sc)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc}{note}") from None
     return sc
 
 
 def parse_scenario_file(data: Mapping[str, Any], path: Path, *, yes: bool = False) -> ScenarioFile:
     """Validate a whole file; a sweep above ``sweep.max_points`` runs is refused unless ``yes``."""
-    base = parse_scenario(_variant_data(data, "base"), base_dir=path.parent)
-    variants_t = Table(data.get("variants", {}), "variants")
-    variants: dict[str, Scenario] = {}
-    for vname in variants_t.names():
-        if vname == "base":
-            raise InvalidInput("variants.base is reserved for the scenario itself")
-        Table(variants_t.raw(vname), f"variants.{vname}")  # must be a table
-        variants[vname] = parse_scenario(_variant_data(data, vname), base_dir=path.parent, variant=vname)
-    sw = Table(data.get("sweep", {}), "sweep")
-    replications = sw.get("replications", as_int(1, budget.HARD_MAX_POINTS), 1)
-    max_points = sw.get("max_points", as_int(1, budget.HARD_MAX_POINTS), budget.DEFAULT_MAX_POINTS)
-    grid_raw = sw.sub("grid")
+    where = files.shown(path)
+    try:
+        model = ScenarioFileModel.model_validate(data)
+    except ValidationError as exc:
+        raise first_error(where, exc, unknown_first=True) from None
+    base = parse_scenario(_variant_data(data, "base"), base_dir=path.parent, path=path)
+    variants = {
+        name: parse_scenario(
+            _variant_data(data, name),
+            base_dir=path.parent,
+            variant=name,
+            path=path,
+            relocate=_in_variant(data, name),
+        )
+        for name in model.variants
+    }
     grid: dict[str, tuple[Any, ...]] = {}
-    for key in grid_raw.names():
-        values = grid_raw.raw(key)
-        if not isinstance(values, list) or not values:
-            raise InvalidInput(f"sweep.grid.{key} must be a non-empty list")
+    for key, values in model.sweep.grid.items():
+        try:
+            _check_dotted(key)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: sweep.grid.{toml_key(key)}: {exc}") from None
         grid[key] = tuple(values)
-    sw.done()
+    replications = model.sweep.replications
     # Counted before a single point is expanded: validating 10**6 points is itself the hang.
     runs = math.prod(len(v) for v in grid.values()) * (1 + len(variants)) * replications
-    budget.check_points(runs, max_points, yes, f"{path}: the sweep" if grid else f"{path}")
+    budget.check_points(runs, model.sweep.max_points, yes, f"{where}: the sweep" if grid else where)
     sf = ScenarioFile(path=path, raw=data, base=base, variants=variants, grid=grid, replications=replications)
     for point in sf.sweep_points():  # every grid point must be a valid scenario, before any run
         for vname in ("base", *variants):
