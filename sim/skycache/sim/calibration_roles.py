@@ -102,19 +102,20 @@ _REPOSITORY = {
     "read_bw": Role(
         "streaming read bandwidth of the repository (a VM's working set is fetched as one flow)",
         f"fio rw=read with bs >= {STREAM_MIN_BS // 1024} KiB",
-        "a fio run with rw=read, bs=1M on a {backend} image over iSCSI without read cache",
+        "a fio run with rw=read, bs=1M on an image of backend {backend} over iSCSI without read cache",
         _stream("read"),
     ),
     "write_bw": Role(
         "streaming write bandwidth of the repository (write-through and synchronised COW data)",
         f"fio rw=write with bs >= {STREAM_MIN_BS // 1024} KiB",
-        "a fio run with rw=write, bs=1M on a {backend} image over iSCSI without write cache",
+        "a fio run with rw=write, bs=1M on an image of backend {backend} over iSCSI without write cache",
         _stream("write"),
     ),
     "latency": Role(
         "request latency of the repository (paid once before each fetch)",
         f"fio rw=read or randread, bs <= {LATENCY_MAX_BS // 1024} KiB, iodepth=1 (no queueing)",
-        "a fio run with rw=randread, bs=4k, iodepth=1 on a {backend} image over iSCSI without read cache",
+        "a fio run with rw=randread, bs=4k, iodepth=1 on an image of backend {backend} over iSCSI "
+        "without read cache",
         _read_latency,
     ),
 }
@@ -134,13 +135,13 @@ _OTHERS = {
     "nat.cpu_per_packet": Role(
         "NAT gateway CPU time per forwarded packet",
         "column cpu_ns_per_packet of a nat-bench run, condition nat",
-        "a nat-bench run (skycache bench nat)",
+        "a NAT run (skycache net nat-bench)",
         _column("cpu_ns_per_packet"),
     ),
     "nat.cpu_per_conn": Role(
         "NAT gateway CPU time per new connection",
         "column cpu_ns_per_conn of a nat-bench run, condition nat",
-        "a nat-bench run (skycache bench nat)",
+        "a NAT run (skycache net nat-bench)",
         _column("cpu_ns_per_conn"),
     ),
 }

@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from skycache.errors import InvalidInput
 from skycache.sim.calibration import FORMAT, Calibration, Rate, is_bandwidth, value_names
@@ -169,7 +176,7 @@ def _first_error(path: str, exc: ValidationError) -> InvalidInput:
 
 
 def _source(m: OriginModel | SourceModel) -> Source:
-    w = m.workload or WorkloadModel()
+    w = m.workload or WorkloadModel(iodepth=None, numjobs=None)
     bs = None if w.bs is None else str(w.bs)
     base = m if isinstance(m, SourceModel) else None
     return Source(
@@ -220,7 +227,9 @@ def validate(data: Mapping[str, Any], *, path: str = "") -> Calibration:
             raise InvalidInput(f'{where}: sources."{name}": names no value this calibration sets')
     for name in m.accept_role_mismatch:
         if name not in texts:
-            raise InvalidInput(f"{where}: accept_role_mismatch: {name!r} is not a value this calibration sets")
+            raise InvalidInput(
+                f"{where}: accept_role_mismatch: {name!r} is not a value this calibration sets"
+            )
     values: dict[str, Rate] = {}
     for name in value_names(sorted(m.repository)):
         if name in texts:
