@@ -267,3 +267,11 @@ def test_multi_host_runs_count_the_all_clients_sum_only(tmp_path: Path) -> None:
     ]
     pd.DataFrame(rows).to_parquet(run / "tidy.parquet")
     assert derive([run]).values["repository.lvm.read_bw"].value == pytest.approx(22e6, rel=1e-5)
+
+
+def test_accepting_a_misfit_by_name_prefers_the_measurement_to_the_base() -> None:
+    base = load_calibration(CAL)
+    cal = derive_report([QUICKSTART], base=base, accept=["repository.lvm.read_bw"]).calibration
+    assert cal.values["repository.lvm.read_bw"].source.kind == "run"
+    assert cal.accept_role_mismatch == ("repository.lvm.read_bw",)
+    assert cal.values["repository.lvm.latency"].source.kind == "base"  # not named: the base's fitting value

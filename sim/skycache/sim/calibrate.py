@@ -12,8 +12,9 @@ Two kinds of run are recognised by their columns:
 Every (run, condition) gives a candidate: the median over repetitions of the repetition's value (the
 sum over its jobs for a bandwidth, the mean for a latency), with a :class:`Source` naming the run,
 condition, column, statistic and fio workload. Per value, the best candidate whose workload fits the
-value's role is taken (largest bandwidth, smallest latency or CPU cost); else the ``--base`` value;
-else the best misfit, which the model refuses unless accepted (skycache.sim.calibration_roles). A
+value's role is taken (largest bandwidth, smallest latency or CPU cost); else the best misfit if
+``accept`` names the value; else the ``--base`` value; else the best misfit, which the model refuses
+unless the calibration accepts it (skycache.sim.calibration_roles). A
 value nothing provides is listed as missing, with what would provide it; it is not an error here.
 
 Columns are read defensively: a missing factor column means "not varied"; ``rep`` is accepted for
@@ -276,6 +277,9 @@ def derive_report(
         from_base = _from_base(base, name) if base is not None else None
         if fitting:
             values[name] = _checked(name, _best(name, fitting))
+        elif cands and name in accept:
+            # Asked for by name: the measurement, misfit and all, rather than the base's value.
+            values[name] = _checked(name, _best(name, cands))
         elif from_base is not None:
             values[name] = from_base
             if base is not None and name in base.accept_role_mismatch:
