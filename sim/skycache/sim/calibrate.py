@@ -239,8 +239,8 @@ def _from_base(base: Calibration, name: str) -> Rate | None:
 def _misfit_note(name: str, rate: Rate) -> str:
     verdict = judge(name, rate.source)
     return (
-        f"{name}: {verdict.why}, which does not fit the {role_of(name).title}; the model refuses it "
-        f"unless accept_role_mismatch lists it (for a fitting value: {how_to_measure(name)})"
+        f"{name}: {verdict.why}, not a {role_of(name).short}: the model refuses it unless "
+        f"accept_role_mismatch lists it (--accept-role-mismatch {name}); to measure it: {how_to_measure(name)}"
     )
 
 

@@ -153,8 +153,7 @@ def _toml(value: Any) -> str:
 
 def _comment(name: str, rate: Rate) -> str:
     verdict = judge(name, rate.source)
-    short = role_of(name).title.split(" (")[0]
-    return f"# {short}" + ("" if verdict.fits else f"; ROLE MISMATCH: {verdict.why}")
+    return f"# {role_of(name).short}" + ("" if verdict.fits else f"; ROLE MISMATCH: {verdict.why}")
 
 
 def render_calibration(cal: Calibration, *, header: str = "") -> str:

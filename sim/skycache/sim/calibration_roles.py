@@ -56,6 +56,11 @@ class Role:
     how: str  # what to run to get a fitting value ("{backend}" is filled in)
     fits: Callable[[Source], Verdict]
 
+    @property
+    def short(self) -> str:
+        """The title without its explanation in parentheses."""
+        return self.title.split(" (")[0]
+
 
 def _workload_text(src: Source) -> str:
     w = src.workload
