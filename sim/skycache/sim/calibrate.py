@@ -240,7 +240,8 @@ def _misfit_note(name: str, rate: Rate) -> str:
     verdict = judge(name, rate.source)
     return (
         f"{name}: {verdict.why}, not a {role_of(name).short}: the model refuses it unless "
-        f"accept_role_mismatch lists it (--accept-role-mismatch {name}); to measure it: {how_to_measure(name)}"
+        f"accept_role_mismatch lists it (--accept-role-mismatch {name}); "
+        f"to measure it: {how_to_measure(name)}"
     )
 
 
