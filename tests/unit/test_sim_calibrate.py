@@ -275,3 +275,31 @@ def test_accepting_a_misfit_by_name_prefers_the_measurement_to_the_base() -> Non
     assert cal.values["repository.lvm.read_bw"].source.kind == "run"
     assert cal.accept_role_mismatch == ("repository.lvm.read_bw",)
     assert cal.values["repository.lvm.latency"].source.kind == "base"  # not named: the base's fitting value
+
+
+def test_hostile_run_tables_still_give_a_loadable_file(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"condition": "a\nb\x07", "repetition": 1, "direction": "read", "bw_bytes": 5e6, "rw": "r\x07"}]
+    pd.DataFrame(rows).to_parquet(run / "tidy.parquet")
+    out = tmp_path / "cal.toml"
+    result = CliRunner().invoke(app, ["calibrate", str(run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    src = load_calibration(out).values["repository.lvm.read_bw"].source
+    assert src.condition == "a?b?" and src.workload.rw is None  # not printable: not recorded
+
+
+def test_fio_json_is_read_only_inside_the_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(QUICKSTART, run, ignore=shutil.ignore_patterns("plots", "untimed"))
+    lines = (run / "conditions.jsonl").read_text().splitlines()
+    outside = tmp_path / "elsewhere.json"
+    shutil.copy(run / json.loads(lines[0])["json"], outside)
+    records = [json.loads(line) for line in lines]
+    for rec in records:
+        if rec["condition"] == LVM_ISCSI_READ:
+            rec["json"] = "../elsewhere.json"
+    (run / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    cal = derive([run])
+    assert cal.values["repository.lvm.read_bw"].source.workload.as_dict() == {}
+    assert cal.values["repository.file.read_bw"].source.workload.rw == "randread"  # its own JSON

@@ -66,7 +66,7 @@ def _accel(manifest: dict[str, Any]) -> str:
     found = manifest.get("accel") or manifest.get("acceleration")
     if not found and isinstance(env, dict):
         found = env.get("accel")
-    return str(found) if isinstance(found, str) else ""
+    return _line(found) if isinstance(found, str) else ""
 
 
 def _load_run(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -121,6 +121,11 @@ def _mentions(df: pd.DataFrame, word: str) -> pd.Series[bool]:
     return text.str.lower().str.contains(word)
 
 
+def _line(text: str) -> str:
+    """Text from a run's table as one printable line, as the calibration file requires."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:1000]
+
+
 @dataclass(frozen=True)
 class _RunInfo:
     path: str
@@ -147,8 +152,8 @@ def _candidates(
         n = int(row["count"])
         src = Source(
             kind="run",
-            run=info.path,
-            condition=str(cond),
+            run=_line(info.path),
+            condition=_line(str(cond)),
             column=value,
             statistic=f"median of {n} repetition{'s' if n != 1 else ''}"
             + (f" (each {per_rep})" if per_rep else ""),

@@ -24,18 +24,23 @@ _MAX_JSON_BYTES = 64 * 2**20
 
 
 def _int(value: Any) -> int | None:
+    """A positive whole number from fio's text ("4"), or a table's int or float column (4.0)."""
     try:
-        number = int(str(value).strip())
+        number = float(str(value).strip())
     except ValueError:
         return None
-    return number if number > 0 else None
+    return int(number) if number.is_integer() and 0 < number < 2**31 else None
+
+
+def _text(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text if text and text.isprintable() and len(text) <= 100 else None
 
 
 def _workload(values: Mapping[str, Any]) -> Workload:
-    rw, bs = values.get("rw"), values.get("bs")
     return Workload(
-        rw=str(rw).strip() if rw is not None and str(rw).strip() else None,
-        bs=str(bs).strip() if bs is not None and str(bs).strip() else None,
+        rw=_text(values.get("rw")),
+        bs=_text(values.get("bs")),
         iodepth=_int(values["iodepth"]) if values.get("iodepth") is not None else None,
         numjobs=_int(values["numjobs"]) if values.get("numjobs") is not None else None,
     )
@@ -52,8 +57,13 @@ def _agreed(options: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _from_fio_json(path: Path) -> dict[str, Any]:
+def _from_fio_json(run: Path, name: str) -> dict[str, Any]:
+    path = run / name
     try:
+        # Only a regular file inside the run: a FIFO would block the read, and a record is not a
+        # licence to read files elsewhere.
+        if not path.resolve().is_relative_to(run.resolve()) or not path.is_file():
+            return {}
         if path.stat().st_size > _MAX_JSON_BYTES:
             return {}
         text = path.read_text(errors="replace")
@@ -85,7 +95,7 @@ def _from_records(run: Path) -> dict[str, Workload]:
         cond = str(rec.get("condition", ""))
         if cond in out:
             continue  # one repetition says what the condition ran: the job file is the same for all
-        found = _from_fio_json(run / rec["json"])
+        found = _from_fio_json(run, rec["json"])
         if found:
             out[cond] = _workload(found)
     return out
