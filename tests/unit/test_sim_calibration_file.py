@@ -150,3 +150,16 @@ def test_values_may_be_absent(tmp_path: Path) -> None:
     assert cal.backend("lvm").write_bw is None and cal.cache_hit_bw is None
     with pytest.raises(InvalidInput, match="no repository backend 'file' \\(has: lvm\\)"):
         cal.backend("file")
+
+
+def test_each_kind_describes_itself_in_one_line(tmp_path: Path) -> None:
+    example = load_calibration(CAL)
+    assert example.values["repository.lvm.read_bw"].describe() == (
+        "400 MiB/s (default: SAN sequential read, illustrative)"
+    )
+    run = load_calibration(write(tmp_path, SMALL)).values["repository.lvm.read_bw"]
+    assert run.describe() == (
+        "100 MiB/s (run results/bench/r1, condition stack=lvm-iscsi,workload=seq, bw_bytes, "
+        "median of 3 repetitions, rw=read bs=1M iodepth=16 numjobs=1)"
+    )
+    assert run.provenance["run"] == "results/bench/r1" and run.provenance["bs"] == "1M"

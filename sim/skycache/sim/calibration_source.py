@@ -60,7 +60,7 @@ class Source:
     def describe(self) -> str:
         """One line: where the value came from."""
         if self.kind == "default":
-            return f"default ({self.note})" if self.note else "default"
+            return f"default: {self.note}" if self.note else "default"
         if self.kind == "base":
             inner = self.origin.describe() if self.origin is not None else "origin not recorded"
             return f"--base {self.file}: {inner}"
