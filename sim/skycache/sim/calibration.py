@@ -158,7 +158,8 @@ def _comment(name: str, rate: Rate) -> str:
 
 def render_calibration(cal: Calibration, *, header: str = "") -> str:
     """The TOML text of ``cal`` (round-trips through :func:`parse_calibration`)."""
-    lines = [f"# {line}" for line in header.splitlines()]
+    # TOML comments take no control characters: a run directory's odd name must not break the file.
+    lines = ["# " + "".join(c if c.isprintable() else "?" for c in line) for line in header.splitlines()]
     if cal.missing:
         lines += ["# missing (the model asks for these only when a scenario uses them):"]
         lines += [f"#   {name}" for name in cal.missing]
