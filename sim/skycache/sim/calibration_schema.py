@@ -145,6 +145,7 @@ class CalibrationModel(_Strict):
         return v
 
 
+# _key, _loc and _first_error follow skycache.bench.scenario's, which sim may not import (design.md §3).
 def _key(name: str) -> str:
     return f'"{name}"' if "." in name or not name else name
 
