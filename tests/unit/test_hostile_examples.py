@@ -267,7 +267,7 @@ def test_values_the_model_cannot_take(case: str) -> None:
 def test_infinite_disk_rate_in_the_calibration() -> None:
     with world() as w:
         data = tomllib.loads(CALIBRATION.read_text())
-        data["repository"]["lvm"]["read_bw"]["value"] = "inf MiB/s"
+        data["repository"]["lvm"]["read_bw"] = "inf MiB/s"
         cal = w.text("calibration.toml", toml_document(data))
         result = invoke(w, ["sim", "check", str(BOOT_STORM), "-c", str(cal)])
     bad = result.problems(needle="inf")

@@ -263,17 +263,45 @@ def calibrate_cmd(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Calibration TOML to write.")],
     base: Annotated[
-        Path | None, typer.Option("--base", help="Calibration to take rates from that no run provides.")
+        Path | None, typer.Option("--base", help="Calibration to take values from that no run provides.")
     ] = None,
+    accept: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--accept-role-mismatch",
+            help="Let the model use this value although its source workload misfits its role (repeatable).",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print values, sources, missing values and notes as JSON.")
+    ] = False,
 ) -> None:
-    """Derive the model's rates from benchmark runs; each rate records its run and condition."""
-    from skycache.sim.calibrate import derive
+    """Derive the model's rates from benchmark runs; each value records its source; lists what is missing."""
+    from skycache.sim.calibrate import derive_report, missing_hint
 
-    cal = derive(runs, load_calibration(base) if base else None)
+    report = derive_report(runs, load_calibration(base) if base else None, accept or ())
+    cal = report.calibration
     header = "written by: skycache sim calibrate " + " ".join(str(r) for r in runs)
+    if base:
+        header += f" --base {base}"
     output.write_text(render_calibration(cal, header=header))
     load_calibration(output)  # what we wrote must load
+    if as_json:
+        doc = {
+            "output": str(output),
+            "values": {n: {"value": r.text, "source": r.source.as_dict()} for n, r in cal.values.items()},
+            "accept_role_mismatch": list(cal.accept_role_mismatch),
+            "role_mismatches": cal.mismatches(),
+            "missing": [{"name": n, "how": missing_hint(n)} for n in cal.missing],
+            "notes": report.notes,
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
     typer.echo(render_calibration(cal).rstrip())
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    for name in cal.missing:
+        typer.echo(f"missing: {missing_hint(name)}", err=True)
     typer.echo(f"wrote {output}")
 
 

@@ -39,6 +39,7 @@ import numpy.typing as npt
 import simpy
 
 from skycache.sim.calibration import Calibration
+from skycache.sim.calibration_use import model_rates, writes_reach_repository
 from skycache.sim.network import Link, Network
 from skycache.sim.scenario import Scenario
 from skycache.sim.workload import Arrivals, generate
@@ -106,12 +107,14 @@ class ClusterModel:
         self.rng = np.random.default_rng(self.seed)
         self.env = simpy.Environment()
         self.net = Network(self.env)
-        rates = cal.backend(sc.repository.backend)
-        self.read_bw = sc.repository.read_bw or rates.read_bw.value
-        self.write_bw = sc.repository.write_bw or rates.write_bw.value
-        self.latency = rates.latency.value if sc.repository.latency is None else sc.repository.latency
-        self.hit_bw = cal.cache_hit_bw.value
-        self.flush_bw = cal.flush_bw.value
+        # Only the values this scenario uses, each checked against its role (calibration_use).
+        self.rates = model_rates(sc, cal)
+        self.read_bw = self.rates.read_bw
+        self.write_bw = self.rates.write_bw
+        self.latency = self.rates.latency
+        self.hit_bw = self.rates.hit_bw
+        self.flush_bw = self.rates.flush_bw
+        self.writes_to_repo = writes_reach_repository(sc)
         self.arrivals = generate(sc, self.rng)
         n = len(self.arrivals)
         # Per-VM random numbers drawn up front (placement, replica choice, sync decision).
@@ -172,7 +175,9 @@ class ClusterModel:
         self.monitored: list[Link] = []
         if r.kind == "central":
             self.t_disk = [net.add_link(f"target{t}.disk", self.read_bw) for t in range(r.targets)]
-            self.t_wdisk = [net.add_link(f"target{t}.wdisk", self.write_bw) for t in range(r.targets)]
+            # Write disks only where writes reach the repository (else write_bw is not calibrated).
+            wdisks = r.targets if self.writes_to_repo else 0
+            self.t_wdisk = [net.add_link(f"target{t}.wdisk", self.write_bw) for t in range(wdisks)]
             self.t_out = [net.add_link(f"target{t}.tx", r.link_bw) for t in range(r.targets)]
             self.t_in = [net.add_link(f"target{t}.rx", r.link_bw) for t in range(r.targets)]
             self.monitored = [*self.t_out, *self.t_in, *self.t_disk]
@@ -188,7 +193,8 @@ class ClusterModel:
                     node = self.nodes[(img * 7919 + j * stride) % c.nodes]
                     if node.disk is None:
                         node.disk = net.add_link(f"node{node.idx}.disk", self.read_bw)
-                        node.wdisk = net.add_link(f"node{node.idx}.wdisk", self.write_bw)
+                        if self.writes_to_repo:
+                            node.wdisk = net.add_link(f"node{node.idx}.wdisk", self.write_bw)
                         holders[node.idx] = node
                     reps.append(node)
                 self.replicas.append(reps)
@@ -196,8 +202,8 @@ class ClusterModel:
             self.repo_out = [n.up for n in self.holders]
         # NAT cost per running VM (CPU-seconds per second) and conntrack entries per running VM.
         pps = nat.egress_bw / nat.packet_size
-        self.nat_cpu_per_vm = pps * self.cal.nat_cpu_per_packet.value + (
-            nat.conn_rate * self.cal.nat_cpu_per_conn.value
+        self.nat_cpu_per_vm = (
+            pps * self.rates.nat_cpu_per_packet + nat.conn_rate * self.rates.nat_cpu_per_conn
         )
         self.conntrack_per_vm = nat.conn_rate * nat.conn_lifetime
 
