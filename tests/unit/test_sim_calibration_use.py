@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from boundary import assert_one_error, skycache
 from typer.testing import CliRunner
 
 from skycache.errors import InvalidInput
@@ -199,3 +200,22 @@ def test_example_calibration_still_runs_every_scenario_shape(tmp_path: Path) -> 
     model = ClusterModel(sf.base, cal)
     assert model.flush_bw == pytest.approx(200 * 2**20) and model.hit_bw == pytest.approx(800 * 2**20)
     assert model.run().counters["repo_write_bytes"] > 0
+
+
+def test_sim_check_refuses_a_misfit_value_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "q.toml"
+    assert CliRunner().invoke(app, ["calibrate", str(QUICKSTART), "-o", str(out)]).exit_code == 0
+    sf_path = tmp_path / "s.toml"
+    sf_path.write_text(
+        '[scenario]\nname = "t"\nseed = 5\nsample_interval = "1 s"\n'
+        '[cluster]\nnodes = 2\nslots_per_node = 1\nnic = "10 Gbit/s"\nread_cache = "0 B"\n'
+        '[repository]\nkind = "central"\nlink = "10 Gbit/s"\n'
+        '[images]\ncount = 1\nworking_set = "100 MiB"\n'
+        '[workload]\narrivals = "burst"\ncount = 2\nruntime = "10 s"\nruntime_dist = "fixed"\n'
+        '[nat]\nmode = "none"\n'
+    )
+    checked = skycache(capsys, "sim", "check", sf_path, "-c", out)
+    assert_one_error(checked, "repository.lvm.read_bw = 12.5808 MiB/s", "does not fit its role", code=2)
+    assert skycache(capsys, "sim", "check", sf_path, "-c", CAL).code == 0

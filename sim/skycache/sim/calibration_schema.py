@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,6 +20,7 @@ from skycache.errors import InvalidInput
 from skycache.sim.calibration import FORMAT, Calibration, Rate, is_bandwidth, value_names
 from skycache.sim.calibration_source import Source, Workload
 from skycache.sim.quantities import parse_bandwidth, parse_duration
+from skycache.validation import Location, first_error
 
 # Backend names become the middle part of dotted names (repository.<backend>.read_bw): no dots.
 _BACKEND = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -145,35 +146,9 @@ class CalibrationModel(_Strict):
         return v
 
 
-# _key, _loc and _first_error follow skycache.bench.scenario's, which sim may not import (design.md §3).
-def _key(name: str) -> str:
-    return f'"{name}"' if "." in name or not name else name
-
-
-def _loc(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{_key(part)}" if out else _key(part))
-    return out or "(top level)"
-
-
-def _first_error(path: str, exc: ValidationError) -> InvalidInput:
-    err = exc.errors()[0]
-    # pydantic names union members and validators in the location ("str", "function-after[...]").
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int")))]
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    got = err.get("input")
-    if isinstance(got, int | float | str) and not isinstance(got, bool) and err["type"] != "extra_forbidden":
-        shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:40] + "..."
-        if shown not in msg:  # name the bad value: pydantic's own messages do not
-            msg = f"{shown}: {msg}"
-    return InvalidInput(f"{path or 'calibration'}: {_loc(loc)}: {msg}")
+def _without_union_members(loc: Location) -> tuple[Location, str]:
+    # a value that may be a string or a number: pydantic names the member it tried ("str", "int")
+    return [p for p in loc if p not in ("str", "int")], ""
 
 
 def _source(m: OriginModel | SourceModel) -> Source:
@@ -215,7 +190,7 @@ def validate(data: Mapping[str, Any], *, path: str = "") -> Calibration:
     try:
         m = CalibrationModel.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(path, exc) from None
+        raise first_error(path or "calibration", exc, _without_union_members) from None
     texts = _texts(m)
     for name in texts:
         if name not in m.sources:

@@ -159,16 +159,18 @@ def run_cmd(
 
 @app.command("check")
 def check_cmd(scenario: ScenarioArg, calibration: CalibrationOpt = None, yes: YesOpt = False) -> None:
-    """Validate a scenario (all variants and sweep points), its trace and its calibration; run nothing."""
+    """Validate a scenario (all variants and sweep points), its trace and its calibration (every value
+    a variant uses present and fit for its role); run nothing."""
     import numpy as np
 
+    from skycache.sim.calibration_use import model_rates
     from skycache.sim.swf import load_swf
     from skycache.sim.workload import generate
 
     sf = load_scenario(scenario, yes=yes)
     cal = _calibration(sf, calibration)
     for sc in sf.all_variants():
-        cal.backend(sc.repository.backend)
+        model_rates(sc, cal)  # every value this variant uses is there and fits its role
         if sc.workload.trace is not None:
             load_swf(sc.workload.trace)
             # The trace decides how many VMs start and how long the run lasts: check those bounds.
