@@ -1,31 +1,53 @@
-"""Flow-level network with max-min fair bandwidth sharing, updated incrementally.
+"""Flow-level network with exact max-min fair bandwidth sharing, updated incrementally.
 
 A transfer is a *flow*: a number of bytes crossing a path of links (a repository disk, a target's
 link, a node's NIC, ...), optionally with its own rate cap. At every instant the active flows get the
 max-min fair allocation: no flow's rate can grow without lowering the rate of a flow that already has
 a smaller or equal rate. Packets are not modelled.
 
-Algorithm (why it scales)
--------------------------
-* **Flow classes with virtual time.** Flows with the same path and cap always get the same max-min
-  rate, so they form one class. A class keeps a virtual clock V (bytes served to each of its flows
-  so far, advancing at the class's per-flow rate) and a heap of its flows keyed by virtual finish tag
-  V_join + size. A rate change settles V once for the whole class, however many flows it holds, and
-  a class has one entry in the global completion heap (its earliest tag). n flows sharing one
-  bottleneck path therefore cost O(log n) per arrival or departure, not O(n).
-* **Only the touched component is recomputed**: the links of the class that changed, the classes on
-  those links, their links, and so on. Other components keep their rates and scheduled completions.
-* **Progressive filling** (water-filling) over the component's classes with a lazy heap of links keyed
-  by fair share ``remaining capacity / unfrozen flows``. Freezing a class can only *raise* the fair
-  share of its other links, so a popped key that is stale is re-pushed with its current value (a lazy
-  increase-key). A cap is a class's private bottleneck. Cost O((C_c + L_c) log L_c) for C_c classes
-  and L_c links in the component.
-* **Batching**: changes at the same simulated instant (a boot storm starts hundreds of flows at t=0)
-  mark links dirty, and one zero-delay event recomputes every dirty component once.
-* **Lazy progress**: only classes whose rate or earliest flow changed get a new (version-stamped)
-  completion entry; stale entries are skipped and compacted in bulk. One SimPy timer is armed for the
-  earliest completion. Link byte counters are settled the same way, so interval-average utilisation
-  is exact.
+Algorithm
+---------
+The allocation is exact max-min; what makes it cheap is reducing the problem before solving it.
+
+1. **Private links are caps.** A link that carries exactly one flow limits only that flow, so it is
+   folded into the flow's cap. A flow's *class* is keyed by the links it shares with other flows and
+   that cap. In a star (N nodes, each behind its own NIC, pulling through one repository link) every
+   flow has the key ([repository], NIC rate): one class, whatever N. When a second flow joins a
+   link, or all but one leave it, the (at most two) flows concerned move between classes.
+2. **A class is a processor-sharing queue with a virtual clock.** Its flows always get the same
+   rate, so the class keeps a clock V (bytes served to each of its flows) and a heap of its flows
+   keyed by virtual finish tag (V at join + size). A rate change settles V once for the whole class.
+3. **A link that carries one class is a per-flow cap** of capacity / (flows in the class): in a
+   hierarchy (nodes behind rack uplinks behind the repository) each rack is one class whose cap is
+   min(NIC, uplink / flows in the rack). A class's *effective cap* folds all of these.
+4. **Water-filling over sorted caps.** Classes whose remaining shared links are the same set M form
+   a *pool*. When those links carry nothing else (a "simple" pool: the root link of a star or of a
+   hierarchy), max-min is water-filling against capacity min(M): classes whose effective cap is
+   below the level run at their cap, the rest share what is left equally. The pool keeps its classes
+   in two lazy heaps (capped: max-heap, sharing: min-heap) with the sums that give the level, so a
+   change moves only the classes whose side of the level changes. Sharing classes are *bound* to
+   the pool's own virtual clock by an offset, so a new level settles one clock, not one per class;
+   the pool has one completion entry (its earliest bound flow).
+5. **Progressive filling** (with a lazy heap of links keyed by fair share) solves whatever is left:
+   a connected component of shared links whose classes do not reduce to one simple pool (e.g. a
+   node receiving from two peers that also serve others). It is exact for any topology.
+6. **Batching and lazy progress.** Changes at one simulated instant are solved once, in a
+   zero-delay event. Completion entries are version-stamped and superseded ones are skipped; one
+   SimPy timer is armed for the earliest completion.
+
+Cost per arrival or departure, with n flows: O(path length + log n) for link bookkeeping and the class
+heap; a simple pool of C classes adds O(log C) per class that crosses the level (usually none or one);
+a component left to progressive filling costs O((C_c + L_c) log L_c) for its C_c classes and L_c
+shared links. So a star costs O(log n) per event, a hierarchy of racks O(log n + log racks) while the
+racks' NICs are private to one flow each, and the general case what progressive filling costs on the
+touched component only. Exactness: results equal a from-scratch progressive filling at every event
+to rounding (tested against such a reference, and against processor-sharing closed forms).
+
+Observation: *watched* links (the default of :meth:`Network.add_link`) keep their load, peak load and
+carried bytes exactly, updated at every change of their rate; they are never folded as private, so
+watch only the links you measure (a watched NIC under one flow costs one class per flow). Unwatched
+links give their instantaneous ``load`` on demand only. Iteration order is insertion order (dicts,
+never sets of objects hashed by address), so a run is bit-identical across processes.
 """
 
 from __future__ import annotations
@@ -34,100 +56,266 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import simpy
 
 # Relative tolerance for "this flow has finished": rounding in the virtual clocks leaves a few ulps.
 _EPS = 1e-9
+# Relative band around a pool's water level where a class may sit on either side: inside it the two
+# sides give the same rate to 1e-12, and it stops rounding from moving a class back and forth.
+_TIE = 1e-12
+
+_OUT, _SHARING, _CAPPED = 0, 1, 2
 
 
-@dataclass(eq=False)
 class Link:
     """A shared resource with a capacity in bytes per second (a NIC direction, a link, a disk)."""
 
-    name: str
-    capacity: float
-    classes: set[FlowClass] = field(default_factory=set)
-    load: float = 0.0  # sum of current flow rates, bytes/s
-    peak_load: float = 0.0
-    bytes_done: float = 0.0  # bytes carried up to t_mark
-    t_mark: float = 0.0
-    # scratch state for progressive filling
-    _rem: float = 0.0
-    _n: int = 0
-    _stamp: int = -1
+    __slots__ = (
+        "_load",
+        "_n",
+        "_rem",
+        "_stamp",
+        "bytes_done",
+        "capacity",
+        "classes",
+        "index",
+        "name",
+        "nflows",
+        "peak",
+        "pools",
+        "solo",
+        "t_mark",
+        "watched",
+    )
 
-    def __post_init__(self) -> None:
-        if not self.capacity > 0 or not math.isfinite(self.capacity):
-            raise ValueError(f"link {self.name}: capacity must be positive and finite")
+    def __init__(self, name: str, capacity: float, *, index: int = 0, watched: bool = True) -> None:
+        if not capacity > 0 or not math.isfinite(capacity):
+            raise ValueError(f"link {name}: capacity must be positive and finite")
+        self.name = name
+        self.capacity = float(capacity)
+        self.index = index
+        self.watched = watched
+        self.nflows = 0
+        self.solo: Flow | None = None  # the only flow on an unwatched link: a private link
+        self.classes: dict[FlowClass, None] = {}  # classes that share this link (insertion order)
+        self.pools: dict[Pool, None] = {}  # pools whose key contains this link
+        self._load = 0.0  # watched links: sum of current flow rates, bytes/s
+        self.peak = 0.0
+        self.bytes_done = 0.0  # watched links: bytes carried up to t_mark
+        self.t_mark = 0.0
+        self._rem = 0.0  # scratch state of progressive filling
+        self._n = 0
+        self._stamp = -1
+
+    def __repr__(self) -> str:
+        return f"Link({self.name!r}, {self.capacity:g})"
 
     @property
     def flows(self) -> int:
         """Active flows on this link."""
-        return sum(c.n for c in self.classes)
+        return self.nflows
+
+    @property
+    def load(self) -> float:
+        """Sum of the current rates of the flows on this link, bytes/s."""
+        if self.watched:
+            return self._load
+        if self.solo is not None:
+            return self.solo.rate
+        return sum(c.n * c.current_rate() for c in self.classes)
+
+    @property
+    def peak_load(self) -> float:
+        """Largest instantaneous load so far (watched links only)."""
+        self._require_watched("peak load")
+        return self.peak
 
     def bytes_at(self, now: float) -> float:
-        """Bytes carried by this link from t=0 to ``now`` (exact, not sampled)."""
-        return self.bytes_done + self.load * (now - self.t_mark)
+        """Bytes carried by this link from t=0 to ``now`` (exact, not sampled; watched links only)."""
+        self._require_watched("carried bytes")
+        return self.bytes_done + self._load * (now - self.t_mark)
 
-    def _settle(self, now: float) -> None:
-        self.bytes_done += self.load * (now - self.t_mark)
+    def _require_watched(self, what: str) -> None:
+        if not self.watched:
+            raise ValueError(f"link {self.name} is not watched: its {what} is not tracked")
+
+
+class FlowClass:
+    """Active flows with the same shared links and cap: one rate, one virtual clock."""
+
+    __slots__ = (
+        "_new",
+        "_stamp",
+        "alive",
+        "bound",
+        "cap",
+        "cid",
+        "eff",
+        "heap",
+        "key",
+        "multi",
+        "n",
+        "offset",
+        "pool",
+        "rate",
+        "shared",
+        "side",
+        "t_mark",
+        "version",
+        "vtime",
+        "watched_extra",
+        "wf_e",
+        "wf_n",
+        "wf_ver",
+    )
+
+    def __init__(self, cid: int, shared: tuple[Link, ...], cap: float, now: float) -> None:
+        self.cid = cid
+        self.shared = shared  # links this class shares with other flows, in link order
+        self.cap = cap  # own cap folded with the capacities of the flows' private links
+        self.key = (shared, cap)
+        self.heap: list[tuple[float, int, Flow]] = []  # (virtual finish tag, fid, flow); lazy
+        self.n = 0
+        self.alive = True
+        self.eff = cap  # cap folded with the single-class shared links (capacity / n)
+        self.multi: tuple[Link, ...] = ()  # shared links that also carry other classes
+        self.pool: Pool | None = None
+        # Own clock (when not bound to a pool): V = vtime + rate * (now - t_mark).
+        self.rate = 0.0
+        self.vtime = 0.0
+        self.t_mark = now
+        # Bound to its pool's clock: V = pool V - offset.
+        self.bound = False
+        self.offset = 0.0
+        self.version = 0  # stamps completion entries (global heap or the pool's)
+        self.side = _OUT  # water-filling side in the pool, with the n and cap it was entered with
+        self.wf_ver = 0
+        self.wf_n = 0
+        self.wf_e = 0.0
+        self.watched_extra: tuple[Link, ...] = ()
+        self._stamp = -1
+        self._new = 0.0
+
+    def vnow(self, now: float) -> float:
+        if self.bound:
+            assert self.pool is not None
+            return self.pool.vnow(now) - self.offset
+        return self.vtime + self.rate * (now - self.t_mark)
+
+    def current_rate(self) -> float:
+        if self.bound:
+            assert self.pool is not None
+            return self.pool.rate
+        return self.rate
+
+    def settle(self, now: float) -> None:
+        """Own clock only: fold the time elapsed since t_mark into V."""
+        self.vtime += self.rate * (now - self.t_mark)
         self.t_mark = now
 
+    def head(self) -> float | None:
+        """Virtual finish tag of the earliest live flow (dropping entries of flows that left)."""
+        heap = self.heap
+        while heap:
+            tag, _, f = heap[0]
+            if f.cls is self and f.finished_at is None and f.vtag == tag:
+                return tag
+            heapq.heappop(heap)
+        return None
 
-@dataclass(eq=False)
-class FlowClass:
-    """Active flows with one path and cap: they share one rate and one virtual clock."""
 
-    cid: int
-    links: tuple[Link, ...]
-    cap: float
-    heap: list[tuple[float, int, Flow]] = field(default_factory=list)  # (virtual finish tag, fid, flow)
-    n: int = 0
-    rate: float = 0.0  # per flow, bytes/s
-    vtime: float = 0.0  # bytes served to each flow of the class, at t_mark
-    t_mark: float = 0.0
-    version: int = 0
-    head_changed: bool = False
-    _stamp: int = -1
-    _new: float = 0.0
+class Pool:
+    """Classes whose shared-with-others links are the same set: water-filling when nothing else
+    crosses those links."""
+
+    __slots__ = (
+        "_stamp",
+        "below",
+        "capacity",
+        "changed",
+        "finish",
+        "key",
+        "members",
+        "n_above",
+        "n_below",
+        "ops",
+        "rate",
+        "s_below",
+        "sharing",
+        "t_mark",
+        "valid",
+        "version",
+        "vtime",
+        "watch_bound",
+    )
+
+    def __init__(self, key: tuple[Link, ...], now: float) -> None:
+        self.key = key
+        self.capacity = min(link.capacity for link in key)
+        self.members: dict[FlowClass, None] = {}
+        self.changed: dict[FlowClass, None] = {}  # members whose n or cap changed since the last fill
+        self.valid = False  # water-filling state matches the members
+        self.sharing: list[tuple[float, int, int, FlowClass]] = []  # min-heap of caps (lazy)
+        self.below: list[tuple[float, int, int, FlowClass]] = []  # max-heap of caps (negated; lazy)
+        self.n_above = 0  # flows of sharing classes
+        self.n_below = 0  # capped classes
+        self.s_below = 0.0  # total rate of capped classes
+        self.ops = 0
+        self.rate = 0.0  # the water level: per-flow rate of sharing classes
+        self.vtime = 0.0
+        self.t_mark = now
+        self.finish: list[tuple[float, int, int, FlowClass]] = []  # bound classes' heads, pool time
+        self.version = 0
+        self.watch_bound: dict[FlowClass, None] = {}  # bound classes with other watched links
+        self._stamp = -1
+
+    def vnow(self, now: float) -> float:
+        return self.vtime + self.rate * (now - self.t_mark)
 
     def settle(self, now: float) -> None:
         self.vtime += self.rate * (now - self.t_mark)
         self.t_mark = now
 
-    def next_finish(self) -> float:
-        return self.t_mark + (self.heap[0][0] - self.vtime) / self.rate
+    def level(self) -> float:
+        if self.n_above > 0:
+            return max(0.0, (self.capacity - self.s_below) / self.n_above)
+        return math.inf if self.s_below <= self.capacity else -math.inf
 
 
-@dataclass(eq=False)
 class Flow:
     """``size`` bytes; ``done`` fires (value: the flow) when the last byte arrives."""
 
-    fid: int
-    size: float
-    cls: FlowClass
-    done: simpy.Event
-    start: float
-    vtag: float  # the class's virtual time at which this flow is complete
-    tag: Any = None
-    finished_at: float | None = None
+    __slots__ = ("cap", "cls", "done", "fid", "finished_at", "links", "size", "start", "tag", "vtag")
 
-    @property
-    def links(self) -> tuple[Link, ...]:
-        return self.cls.links
+    def __init__(
+        self, fid: int, size: float, links: tuple[Link, ...], cap: float, done: simpy.Event, start: float
+    ) -> None:
+        self.fid = fid
+        self.size = size
+        self.links = links
+        self.cap = cap
+        self.done = done
+        self.start = start
+        self.tag: Any = None
+        self.cls: FlowClass | None = None
+        self.vtag = 0.0  # the class's virtual time at which this flow is complete
+        self.finished_at: float | None = None
 
     @property
     def rate(self) -> float:
-        return 0.0 if self.finished_at is not None else self.cls.rate
+        if self.finished_at is not None or self.cls is None:
+            return 0.0
+        return self.cls.current_rate()
 
     def remaining_at(self, now: float) -> float:
-        if self.finished_at is not None:
+        if self.finished_at is not None or self.cls is None:
             return 0.0
-        c = self.cls
-        return max(0.0, self.vtag - (c.vtime + c.rate * (now - c.t_mark)))
+        return max(0.0, self.vtag - self.cls.vnow(now))
+
+
+Owner = FlowClass | Pool
 
 
 class Network:
@@ -137,28 +325,42 @@ class Network:
         self.env = env
         self.links: dict[str, Link] = {}
         self._classes: dict[tuple[tuple[Link, ...], float], FlowClass] = {}
+        self._pools: dict[tuple[Link, ...], Pool] = {}
         self._ids = itertools.count()
+        self._seq = itertools.count()  # tie-break of heap entries: deterministic, never an address
         self._stamps = itertools.count()
-        self._heap: list[tuple[float, int, int, FlowClass]] = []  # (finish time, version, cid, class)
-        self._dirty: set[Link] = set()
+        self._heap: list[tuple[float, int, int, Owner]] = []  # (finish time, seq, version, owner)
+        self._dirty_links: dict[Link, None] = {}
+        self._dirty_classes: dict[FlowClass, None] = {}
+        self._dirty_pools: dict[Pool, None] = {}
         self._recompute_pending = False
         self._armed_at = math.inf
         self._timer_token = 0
         self.active = 0
+        self.peak_active = 0  # most flows active at once
         self.started = 0
         self.completed = 0
         self.recomputes = 0
-        self.classes_rated = 0  # class-visits in progressive filling: the work the algorithm does
+        self.classes_rated = 0  # classes whose shared rate was derived again: the algorithm's work
         self.on_complete: Callable[[Flow], None] | None = None
 
     # -- topology ---------------------------------------------------------------------------------
 
-    def add_link(self, name: str, capacity: float) -> Link:
+    def add_link(self, name: str, capacity: float, *, watch: bool = True) -> Link:
+        """A link; ``watch=False`` for links nobody measures (NICs), so they can fold as private."""
         if name in self.links:
             raise ValueError(f"duplicate link {name}")
-        link = Link(name=name, capacity=float(capacity), t_mark=self.env.now)
+        link = Link(name, float(capacity), index=len(self.links), watched=watch)
+        link.t_mark = self.env.now
         self.links[name] = link
         return link
+
+    def watch(self, link: Link) -> None:
+        """Start tracking an idle link's load, peak and carried bytes."""
+        if link.nflows:
+            raise ValueError(f"link {link.name} carries flows: watch it before its first flow")
+        link.watched = True
+        link.t_mark = self.env.now
 
     # -- flows --------------------------------------------------------------------------------------
 
@@ -173,46 +375,263 @@ class Network:
         done = self.env.event()
         path = tuple(links)
         cap = float(cap)
-        key = (path, cap)
-        cls = self._classes.get(key)
-        if cls is None:
-            cls = FlowClass(cid=next(self._ids), links=path, cap=cap, t_mark=now)
-            self._classes[key] = cls
-        cls.settle(now)
-        flow = Flow(
-            fid=next(self._ids),
-            size=float(size),
-            cls=cls,
-            done=done,
-            start=now,
-            vtag=cls.vtime + size,
-            tag=tag,
-        )
+        if not cap > 0:
+            raise ValueError(f"flow cap must be positive, not {cap}")
+        if len({id(link) for link in path}) != len(path):
+            raise ValueError("a flow's path crosses each link at most once")
+        flow = Flow(next(self._ids), float(size), path, cap, done, now)
+        flow.tag = tag
         if size <= 0 or (not path and math.isinf(cap)):
             flow.finished_at = now
-            if cls.n == 0:
-                del self._classes[key]
             done.succeed(flow)
             return done
-        if not cls.heap or flow.vtag < cls.heap[0][0]:
-            cls.head_changed = True  # the class's earliest completion moves
-        heapq.heappush(cls.heap, (flow.vtag, flow.fid, flow))
-        cls.n += 1
         self.active += 1
         self.started += 1
-        if not path:  # only a private cap: no sharing, the class's rate is the cap
-            cls.rate = cap
-            self._push(cls)
-            self._arm()
-            return done
-        if cls.n == 1:
-            for link in path:
-                link.classes.add(cls)
-        self._dirty.update(path)
+        if self.active > self.peak_active:
+            self.peak_active = self.active
+        for link in path:
+            link.nflows += 1
+            if link.nflows == 1:
+                if not link.watched:
+                    link.solo = flow
+            elif link.solo is not None:  # a second flow: the link is no longer private to the first
+                other = link.solo
+                link.solo = None
+                self._reclassify(other, now)
+        self._join(flow, now, flow.size)
         self._schedule_recompute()
         return done
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- classes ----------------------------------------------------------------------------------
+
+    def _join(self, flow: Flow, now: float, remaining: float) -> None:
+        shared = []
+        cap = flow.cap
+        for link in flow.links:
+            if link.solo is flow:
+                cap = min(cap, link.capacity)
+            else:
+                shared.append(link)
+        shared.sort(key=_link_index)
+        key = (tuple(shared), cap)
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = FlowClass(next(self._ids), key[0], cap, now)
+            self._classes[key] = cls
+            for link in cls.shared:
+                link.classes[cls] = None
+                self._dirty_links[link] = None
+        flow.cls = cls
+        flow.vtag = cls.vnow(now) + remaining
+        heapq.heappush(cls.heap, (flow.vtag, flow.fid, flow))
+        cls.n += 1
+        self._dirty_classes[cls] = None
+
+    def _reclassify(self, flow: Flow, now: float) -> None:
+        """The flow's set of private links changed: move it, with its remaining bytes, to its class."""
+        old = flow.cls
+        assert old is not None
+        remaining = flow.vtag - old.vnow(now)
+        self._leave_class(flow)
+        self._join(flow, now, max(0.0, remaining))
+
+    def _leave_class(self, flow: Flow) -> None:
+        c = flow.cls
+        assert c is not None
+        flow.cls = None  # its heap entry is now stale
+        c.n -= 1
+        self._dirty_classes[c] = None
+        if c.n == 0:
+            self._retire(c)
+
+    def _retire(self, c: FlowClass) -> None:
+        c.alive = False
+        c.version += 1
+        c.heap.clear()
+        for link in c.shared:
+            del link.classes[c]
+            self._dirty_links[link] = None
+        if c.pool is not None:
+            self._leave_pool(c, self.env.now)
+        del self._classes[c.key]
+
+    # -- pools ------------------------------------------------------------------------------------
+
+    def _place(self, c: FlowClass, now: float) -> None:
+        """Derive the class's effective cap and pool from the current class counts of its links."""
+        multi = []
+        eff = c.cap
+        for link in c.shared:
+            if len(link.classes) >= 2:
+                multi.append(link)
+            else:
+                eff = min(eff, link.capacity / c.n)
+        c.eff = eff
+        key = tuple(multi)
+        c.multi = key
+        pool = c.pool
+        if pool is not None and pool.key != key:
+            self._leave_pool(c, now)
+            pool = None
+        if not key:  # nothing shared with another class: the class runs at its effective cap
+            if c.rate != eff:
+                c.settle(now)
+                c.rate = eff
+            return
+        if pool is None:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = Pool(key, now)
+                self._pools[key] = pool
+                for link in key:
+                    link.pools[pool] = None
+            pool.members[c] = None
+            c.pool = pool
+            c.side = _OUT
+            c.watched_extra = tuple(link for link in c.shared if link.watched and link not in key)
+        pool.changed[c] = None
+        self._dirty_pools[pool] = None
+
+    def _leave_pool(self, c: FlowClass, now: float) -> None:
+        pool = c.pool
+        assert pool is not None
+        if c.side != _OUT:
+            self._wf_remove(pool, c)
+        if c.bound:
+            self._unbind(c, now)
+        del pool.members[c]
+        pool.changed.pop(c, None)
+        pool.watch_bound.pop(c, None)
+        c.pool = None
+        self._dirty_pools[pool] = None
+
+    def _bind(self, c: FlowClass, pool: Pool, now: float) -> None:
+        v = c.vtime + c.rate * (now - c.t_mark)
+        c.offset = pool.vnow(now) - v
+        c.bound = True
+        if c.watched_extra:
+            pool.watch_bound[c] = None
+
+    def _unbind(self, c: FlowClass, now: float) -> None:
+        pool = c.pool
+        assert pool is not None
+        c.vtime = pool.vnow(now) - c.offset
+        c.rate = pool.rate
+        c.t_mark = now
+        c.bound = False
+        pool.watch_bound.pop(c, None)
+
+    def _wf_insert(self, pool: Pool, c: FlowClass) -> None:
+        c.wf_n, c.wf_e = c.n, c.eff
+        c.side = _SHARING
+        c.wf_ver += 1
+        heapq.heappush(pool.sharing, (c.eff, c.cid, c.wf_ver, c))
+        pool.n_above += c.n
+
+    def _wf_remove(self, pool: Pool, c: FlowClass) -> None:
+        if c.side == _SHARING:
+            pool.n_above -= c.wf_n
+        elif c.side == _CAPPED:
+            pool.n_below -= 1
+            pool.s_below = pool.s_below - c.wf_n * c.wf_e if pool.n_below else 0.0
+        c.side = _OUT
+        c.wf_ver += 1
+
+    def _rebalance(self, pool: Pool) -> list[FlowClass]:
+        """Move classes across the water level until every capped class is below it and every
+        sharing class above. Each move raises the level (it never exceeds the true one), so this
+        ends; a change usually moves nothing."""
+        moved: list[FlowClass] = []
+        sharing, below = pool.sharing, pool.below
+        while True:
+            level = pool.level()
+            while sharing and (sharing[0][2] != sharing[0][3].wf_ver or sharing[0][3].side != _SHARING):
+                heapq.heappop(sharing)
+            while below and (below[0][2] != below[0][3].wf_ver or below[0][3].side != _CAPPED):
+                heapq.heappop(below)
+            if sharing and sharing[0][0] < level * (1 - _TIE):
+                c = heapq.heappop(sharing)[3]
+                pool.n_above -= c.wf_n
+                pool.n_below += 1
+                pool.s_below += c.wf_n * c.wf_e
+                c.side = _CAPPED
+                c.wf_ver += 1
+                heapq.heappush(below, (-c.wf_e, c.cid, c.wf_ver, c))
+                moved.append(c)
+            elif below and -below[0][0] > level * (1 + _TIE):
+                c = heapq.heappop(below)[3]
+                pool.n_below -= 1
+                pool.s_below = pool.s_below - c.wf_n * c.wf_e if pool.n_below else 0.0
+                pool.n_above += c.wf_n
+                c.side = _SHARING
+                c.wf_ver += 1
+                heapq.heappush(sharing, (c.wf_e, c.cid, c.wf_ver, c))
+                moved.append(c)
+            else:
+                return moved
+
+    def _fill_pool(self, pool: Pool, now: float, touched: dict[FlowClass, None]) -> None:
+        """Water-filling of a simple pool: only the changed classes and those crossing the level."""
+        pool.settle(now)
+        if not pool.valid:
+            pool.sharing.clear()
+            pool.below.clear()
+            pool.n_above = pool.n_below = 0
+            pool.s_below = 0.0
+            for c in pool.members:
+                c.side = _OUT
+                self._wf_insert(pool, c)
+            pool.valid = True
+            changed: Iterable[FlowClass] = list(pool.members)
+        else:
+            for c in pool.changed:
+                if c.side != _OUT:
+                    self._wf_remove(pool, c)
+                self._wf_insert(pool, c)
+            changed = list(pool.changed)
+        pool.changed.clear()
+        pool.ops += 1
+        if pool.ops % 4096 == 0 and pool.n_below:
+            # The capped total is kept by additions and subtractions: re-add it now and then.
+            pool.s_below = math.fsum(c.wf_n * c.wf_e for c in pool.members if c.side == _CAPPED)
+        moved = self._rebalance(pool)
+        if len(pool.sharing) + len(pool.below) > 4 * len(pool.members) + 16:
+            pool.sharing = [e for e in pool.sharing if e[2] == e[3].wf_ver and e[3].side == _SHARING]
+            pool.below = [e for e in pool.below if e[2] == e[3].wf_ver and e[3].side == _CAPPED]
+            heapq.heapify(pool.sharing)
+            heapq.heapify(pool.below)
+        pool.rate = pool.level() if pool.n_above > 0 else 0.0
+        for c in itertools.chain(changed, moved):
+            if c.side == _SHARING:
+                if not c.bound:
+                    self._bind(c, pool, now)
+            else:
+                if c.bound:
+                    self._unbind(c, now)
+                if c.rate != c.eff:
+                    c.settle(now)
+                    c.rate = c.eff
+            touched[c] = None
+
+    def _unpool(self, pool: Pool, now: float, touched: dict[FlowClass, None]) -> None:
+        """The pool's links carry other classes too: its classes go to progressive filling."""
+        if pool.valid:
+            for c in pool.members:
+                if c.bound:
+                    self._unbind(c, now)
+                c.side = _OUT
+                touched[c] = None
+            pool.sharing.clear()
+            pool.below.clear()
+            pool.finish.clear()
+            pool.n_above = pool.n_below = 0
+            pool.s_below = 0.0
+            pool.valid = False
+        pool.settle(now)
+        pool.rate = 0.0
+        pool.changed.clear()
+
+    # -- solving ----------------------------------------------------------------------------------
 
     def _schedule_recompute(self) -> None:
         if self._recompute_pending:
@@ -224,20 +643,68 @@ class Network:
 
     def _recompute(self, _ev: simpy.Event | None = None) -> None:
         self._recompute_pending = False
-        seen: set[Link] = set()
-        dirty, self._dirty = self._dirty, set()
-        for seed in dirty:
-            if seed in seen:
+        now = self.env.now
+        self.recomputes += 1
+        links, self._dirty_links = self._dirty_links, {}
+        for link in links:
+            if len(link.classes) <= 2:  # a 1 <-> 2 change moves the link in or out of `multi`
+                for c in link.classes:
+                    self._dirty_classes[c] = None
+            for pool in link.pools:
+                self._dirty_pools[pool] = None
+        touched: dict[FlowClass, None] = {}
+        classes, self._dirty_classes = self._dirty_classes, {}
+        for c in classes:
+            if c.alive:
+                self._place(c, now)
+                touched[c] = None
+        pools, self._dirty_pools = self._dirty_pools, {}
+        general: list[Pool] = []
+        for pool in pools:
+            if not pool.members:
+                del self._pools[pool.key]
+                for link in pool.key:
+                    del link.pools[pool]
+                pool.version += 1
                 continue
-            links, classes = self._component(seed)
-            seen.update(links)
-            self._fill(links, classes)
+            n = len(pool.members)
+            if all(len(link.classes) == n for link in pool.key):
+                self._fill_pool(pool, now, touched)
+            else:
+                self._unpool(pool, now, touched)
+                general.append(pool)
+        stamp = next(self._stamps)
+        for pool in general:
+            if pool.key[0]._stamp != stamp:
+                self._fill_component(pool, stamp, now, touched)
+        self.classes_rated += sum(1 for c in touched if c.alive and c.shared)
+        watched: dict[Link, None] = {link: None for link in links if link.watched}
+        for c in touched:
+            if c.alive:
+                self._reschedule(c, now)
+                for link in c.shared:
+                    if link.watched:
+                        watched[link] = None
+        for pool in pools:
+            if pool.members:
+                self._push_pool(pool)
+                for link in pool.key:
+                    if link.watched:
+                        watched[link] = None
+                for c in pool.watch_bound:
+                    for link in c.watched_extra:
+                        watched[link] = None
+        for link in watched:
+            self._refresh(link, now)
         self._arm()
 
-    def _component(self, seed: Link) -> tuple[list[Link], list[FlowClass]]:
-        stamp = next(self._stamps)
-        seed._stamp = stamp
-        links = [seed]
+    def _fill_component(self, seed: Pool, stamp: int, now: float, touched: dict[FlowClass, None]) -> None:
+        """Progressive filling over the classes and shared links connected to ``seed``."""
+        links: list[Link] = []
+        for link in seed.key:
+            if link._stamp != stamp:
+                link._stamp = stamp
+                links.append(link)
         classes: list[FlowClass] = []
         i = 0
         while i < len(links):
@@ -246,19 +713,12 @@ class Network:
                     continue
                 c._stamp = stamp
                 classes.append(c)
-                for other in c.links:
+                for other in c.multi:
                     if other._stamp != stamp:
                         other._stamp = stamp
                         links.append(other)
             i += 1
-        return links, classes
-
-    def _fill(self, links: list[Link], classes: list[FlowClass]) -> None:
-        """Progressive filling over one component; reschedules only classes that changed."""
-        now = self.env.now
-        self.recomputes += 1
-        self.classes_rated += len(classes)
-        stamp = next(self._stamps)
+        frozen = next(self._stamps)
         heap: list[tuple[float, int, Any]] = []
         for i, link in enumerate(links):
             link._rem = link.capacity
@@ -266,17 +726,18 @@ class Network:
             for c in link.classes:
                 n += c.n
             link._n = n
-            if n:
-                heap.append((link._rem / n, i, link))
+            heap.append((link._rem / n, i, link))
         for j, c in enumerate(classes):
-            if c.cap < math.inf:
-                heap.append((c.cap, -1 - j, c))
+            if c.pool is not None and c.pool.valid:
+                self._unpool(c.pool, now, touched)
+            if c.eff < math.inf:
+                heap.append((c.eff, -1 - j, c))
         heapq.heapify(heap)
 
         def freeze(c: FlowClass, rate: float) -> None:
-            c._stamp = stamp
+            c._stamp = frozen
             c._new = rate
-            for link in c.links:
+            for link in c.multi:
                 rem = link._rem - rate * c.n
                 link._rem = rem if rem > 0.0 else 0.0
                 link._n -= c.n
@@ -291,42 +752,67 @@ class Network:
                     heapq.heappush(heap, (current, key, obj))  # stale: its share has grown
                     continue
                 for c in obj.classes:
-                    if c._stamp != stamp:
+                    if c._stamp != frozen:
                         freeze(c, current)
-            elif obj._stamp != stamp:
+            elif obj._stamp != frozen:
                 freeze(obj, level)  # the class's own cap is its bottleneck
+        for c in classes:
+            if c.bound:
+                self._unbind(c, now)
+            if c._new != c.rate:
+                c.settle(now)
+                c.rate = c._new
+            touched[c] = None
 
-        for link in links:
-            link._settle(now)
+    # -- completions --------------------------------------------------------------------------------
+
+    def _reschedule(self, c: FlowClass, now: float) -> None:
+        c.version += 1
+        tag = c.head()
+        if tag is None:
+            return
+        if c.bound:
+            assert c.pool is not None
+            heapq.heappush(c.pool.finish, (tag + c.offset, next(self._seq), c.version, c))
+        elif c.rate > 0:
+            when = c.t_mark + (tag - c.vtime) / c.rate
+            heapq.heappush(self._heap, (when, next(self._seq), c.version, c))
+
+    def _push_pool(self, pool: Pool) -> None:
+        pool.version += 1
+        fin = pool.finish
+        if len(fin) > 4 * len(pool.members) + 16:
+            pool.finish = fin = [e for e in fin if _bound_entry(pool, e)]
+            heapq.heapify(fin)
+        while fin and not _bound_entry(pool, fin[0]):
+            heapq.heappop(fin)
+        if fin and pool.rate > 0:
+            when = pool.t_mark + (fin[0][0] - pool.vtime) / pool.rate
+            heapq.heappush(self._heap, (when, next(self._seq), pool.version, pool))
+
+    def _refresh(self, link: Link, now: float) -> None:
+        link.bytes_done += link._load * (now - link.t_mark)
+        link.t_mark = now
+        load: float | None = None
+        if len(link.pools) == 1:
+            pool = next(iter(link.pools))
+            if pool.valid and len(link.classes) == len(pool.members):
+                load = pool.n_above * pool.rate + pool.s_below  # a simple pool's link: O(1)
+        if load is None:
             load = 0.0
             for c in link.classes:
-                load += c._new * c.n
-            link.load = load
-            if load > link.peak_load:
-                link.peak_load = load
-        for c in classes:
-            rate = c._new
-            if rate != c.rate:
-                c.settle(now)
-                c.rate = rate
-            elif not c.head_changed:
-                continue
-            c.head_changed = False
-            c.version += 1
-            if rate > 0 and c.heap:
-                self._push(c)
-
-    def _push(self, c: FlowClass) -> None:
-        c.version += 1
-        heapq.heappush(self._heap, (c.next_finish(), c.version, c.cid, c))
+                load += c.n * c.current_rate()
+        link._load = load
+        if load > link.peak:
+            link.peak = load
 
     def _arm(self) -> None:
         heap = self._heap
-        if len(heap) > 4 * len(self._classes) + 64:
+        if len(heap) > 4 * (len(self._classes) + len(self._pools)) + 64:
             # Drop superseded completion entries in bulk (cheaper than popping them one by one).
-            heap[:] = [e for e in heap if e[3].version == e[1] and e[3].n > 0]
+            heap[:] = [e for e in heap if e[3].version == e[2]]
             heapq.heapify(heap)
-        while heap and (heap[0][3].version != heap[0][1] or heap[0][3].n == 0):
+        while heap and heap[0][3].version != heap[0][2]:
             heapq.heappop(heap)
         if not heap:
             return
@@ -347,45 +833,83 @@ class Network:
         horizon = now + _EPS * max(1.0, abs(now))
         heap = self._heap
         finished: list[Flow] = []
-        touched: list[FlowClass] = []
         while heap and heap[0][0] <= horizon:
-            _, version, _, c = heapq.heappop(heap)
-            if version != c.version or c.n == 0:
+            _, _, version, owner = heapq.heappop(heap)
+            if version != owner.version:
                 continue
-            c.settle(now)
-            # Finished: due within the time tolerance (so a flow whose remaining time is below the
-            # clock's resolution cannot re-arm a zero-length timer forever), or within rounding of V.
-            limit = c.vtime + c.rate * (horizon - now) + _EPS * max(1.0, abs(c.vtime))
-            while c.heap and c.heap[0][0] <= limit:
-                finished.append(heapq.heappop(c.heap)[2])
-                c.n -= 1
-            c.head_changed = True
-            touched.append(c)
-        for c in touched:
-            if c.n == 0:
-                c.rate = 0.0
-                c.version += 1
-                for link in c.links:
-                    link.classes.discard(c)
-                self._classes.pop((c.links, c.cap), None)
-            elif not c.links:
-                self._push(c)  # a cap-only class: same rate, next flow
-            self._dirty.update(c.links)
+            if isinstance(owner, Pool):
+                self._pool_due(owner, now, horizon, finished)
+            else:
+                owner.settle(now)
+                limit = owner.vtime + owner.rate * (horizon - now) + _EPS * max(1.0, abs(owner.vtime))
+                _pop_finished(owner, limit, now, finished)
+                self._dirty_classes[owner] = None
         for f in finished:
-            f.finished_at = now
-            self.active -= 1
-            self.completed += 1
-        if self._dirty:
-            self._recompute()  # rates change at this instant; recompute before waking the waiters
-        else:
-            self._arm()
+            self._leave_class(f)
+            self._leave_links(f, now)
+        self.active -= len(finished)
+        self.completed += len(finished)
+        self._recompute()  # rates change at this instant; recompute before waking the waiters
         for f in finished:
             if self.on_complete is not None:
                 self.on_complete(f)
             f.done.succeed(f)
+
+    def _pool_due(self, pool: Pool, now: float, horizon: float, finished: list[Flow]) -> None:
+        pool.settle(now)
+        limit = pool.vtime + pool.rate * (horizon - now) + _EPS * max(1.0, abs(pool.vtime))
+        fin = pool.finish
+        while fin and fin[0][0] <= limit:
+            entry = heapq.heappop(fin)
+            if not _bound_entry(pool, entry):
+                continue
+            c = entry[3]
+            _pop_finished(c, limit - c.offset, now, finished)
+            self._dirty_classes[c] = None
+        self._dirty_pools[pool] = None
+
+    def _leave_links(self, f: Flow, now: float) -> None:
+        for link in f.links:
+            link.nflows -= 1
+            if link.solo is f:
+                link.solo = None
+            elif link.nflows == 1 and not link.watched:
+                last = _only_flow(link)  # the link is now private to the flow left on it
+                if last is not None:
+                    link.solo = last
+                    self._reclassify(last, now)
 
     # -- observation ------------------------------------------------------------------------------
 
     def utilisation(self, names: Iterable[str]) -> dict[str, float]:
         """Instantaneous load / capacity of the named links."""
         return {n: self.links[n].load / self.links[n].capacity for n in names}
+
+
+def _link_index(link: Link) -> int:
+    return link.index
+
+
+def _bound_entry(pool: Pool, entry: tuple[float, int, int, FlowClass]) -> bool:
+    c = entry[3]
+    return entry[2] == c.version and c.bound and c.pool is pool
+
+
+def _pop_finished(c: FlowClass, limit: float, now: float, finished: list[Flow]) -> None:
+    """Flows of ``c`` whose tag is within ``limit`` (class time) finish now; counts settle later."""
+    while True:
+        tag = c.head()
+        if tag is None or tag > limit:
+            return
+        f = heapq.heappop(c.heap)[2]
+        f.finished_at = now
+        finished.append(f)
+
+
+def _only_flow(link: Link) -> Flow | None:
+    """The active flow left alone on ``link``; None when that flow finishes at this instant too."""
+    for c in link.classes:
+        for _, _, f in c.heap:
+            if f.cls is c and f.finished_at is None:
+                return f
+    return None
