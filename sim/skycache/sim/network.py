@@ -81,6 +81,7 @@ class Link:
         "capacity",
         "classes",
         "index",
+        "is_multi",
         "name",
         "nflows",
         "peak",
@@ -101,6 +102,7 @@ class Link:
         self.solo: Flow | None = None  # the only flow on an unwatched link: a private link
         self.classes: dict[FlowClass, None] = {}  # classes that share this link (insertion order)
         self.pools: dict[Pool, None] = {}  # pools whose key contains this link
+        self.is_multi = False  # carried two classes or more at the last solve
         self._load = 0.0  # watched links: sum of current flow rates, bytes/s
         self.peak = 0.0
         self.bytes_done = 0.0  # watched links: bytes carried up to t_mark
@@ -647,7 +649,9 @@ class Network:
         self.recomputes += 1
         links, self._dirty_links = self._dirty_links, {}
         for link in links:
-            if len(link.classes) <= 2:  # a 1 <-> 2 change moves the link in or out of `multi`
+            multi = len(link.classes) >= 2
+            if multi != link.is_multi:  # the link moves in or out of its classes' `multi`
+                link.is_multi = multi
                 for c in link.classes:
                     self._dirty_classes[c] = None
             for pool in link.pools:
