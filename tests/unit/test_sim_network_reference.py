@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pytest
 import simpy
 
+from skycache.sim import bench
+from skycache.sim.bench import Topology
 from skycache.sim.network import Network
 
 REL = 1e-6
@@ -107,12 +109,15 @@ GBIT = 1e9 / 8
 
 
 def star(n: int, rng: random.Random, nic: list[float] | None = None) -> tuple[list[Spec], dict[str, float]]:
-    """n VMs behind their own NIC pull 200 MB through one repository link; starts uniform over 60 s."""
+    """n VMs behind their own NIC pull through one 10 Gb/s repository link; starts uniform over 60 s.
+
+    Each pulls 200 MB x 1000 / n: the link is as loaded as in the faithful star of 1,000 VMs, so the
+    flows overlap as they do there."""
     capacity = {"repo": 10 * GBIT}
     specs = []
     for i in range(n):
         capacity[f"nic{i}"] = nic[i] if nic else 10 * GBIT
-        specs.append(Spec(rng.uniform(0, 60), 200e6 * n / 40, ("repo", f"nic{i}")))
+        specs.append(Spec(rng.uniform(0, 60), 200e6 * 1000 / n, ("repo", f"nic{i}")))
     return specs, capacity
 
 
@@ -212,3 +217,22 @@ def test_random_paths_and_caps_match_the_reference(seed: int) -> None:
 def test_cap_only_flows_run_at_their_cap() -> None:
     got = simulate([Spec(0.0, 100.0, (), 10.0), Spec(1.0, 50.0, (), 25.0)], {})
     assert got == [pytest.approx(10.0), pytest.approx(3.0)]
+
+
+def _specs(topo: Topology) -> tuple[list[Spec], dict[str, float]]:
+    capacity = dict(zip(topo.link_names, topo.capacities, strict=True))
+    specs = [
+        Spec(float(topo.starts[i]), float(topo.sizes[i]), tuple(topo.link_names[j] for j in path))
+        for i, path in enumerate(topo.paths)
+    ]
+    return specs, capacity
+
+
+@pytest.mark.parametrize("topo", [bench.star(60), bench.racks(120, 6)], ids=lambda t: t.name)
+def test_benchmark_topologies_match_the_reference(topo: Topology) -> None:
+    """The very topologies `sim bench --network` times, at a size the reference can solve."""
+    specs, capacity = _specs(topo)
+    want = reference(specs, capacity)
+    finished, _, _ = bench.simulate_topology(topo)
+    for i, w in enumerate(want):
+        assert finished[i] == pytest.approx(w, rel=REL), f"flow {i}"
