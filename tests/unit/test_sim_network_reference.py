@@ -236,3 +236,23 @@ def test_benchmark_topologies_match_the_reference(topo: Topology) -> None:
     finished, _, _ = bench.simulate_topology(topo)
     for i, w in enumerate(want):
         assert finished[i] == pytest.approx(w, rel=REL), f"flow {i}"
+
+
+def test_pods_of_racks_with_mixed_nics_match_the_reference() -> None:
+    # Three levels (repository, pods, racks), NICs of two speeds and some nodes with two fetches:
+    # each rack carries several classes, so its uplink's own water level folds into their caps.
+    rng = random.Random(7)
+    capacity = {"repo": 20 * GBIT}
+    specs = []
+    for p in range(2):
+        capacity[f"pod{p}"] = rng.choice([4, 10]) * GBIT
+        for r in range(3):
+            rack = f"rack{p}.{r}"
+            capacity[rack] = rng.choice([1, 3, 10]) * GBIT
+            for j in range(4):
+                nic = f"nic{p}.{r}.{j}"
+                capacity[nic] = rng.choice([0.5, 1, 10]) * GBIT
+                for _ in range(rng.choice([1, 1, 2])):
+                    start = rng.uniform(0, 20)
+                    specs.append(Spec(start, rng.uniform(1e9, 4e9), ("repo", f"pod{p}", rack, nic)))
+    assert_same(specs, capacity)

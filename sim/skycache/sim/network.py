@@ -73,6 +73,10 @@ class Link:
     """A shared resource with a capacity in bytes per second (a NIC direction, a link, a disk)."""
 
     __slots__ = (
+        "_fold",
+        "_fold_stamp",
+        "_level",
+        "_level_stamp",
         "_load",
         "_n",
         "_rem",
@@ -80,6 +84,7 @@ class Link:
         "bytes_done",
         "capacity",
         "classes",
+        "folded_by",
         "index",
         "is_multi",
         "name",
@@ -103,6 +108,7 @@ class Link:
         self.classes: dict[FlowClass, None] = {}  # classes that share this link (insertion order)
         self.pools: dict[Pool, None] = {}  # pools whose key contains this link
         self.is_multi = False  # carried two classes or more at the last solve
+        self.folded_by = 0  # classes whose cap holds this link's water level (see _foldable)
         self._load = 0.0  # watched links: sum of current flow rates, bytes/s
         self.peak = 0.0
         self.bytes_done = 0.0  # watched links: bytes carried up to t_mark
@@ -110,6 +116,10 @@ class Link:
         self._rem = 0.0  # scratch state of progressive filling
         self._n = 0
         self._stamp = -1
+        self._fold = False  # memo of Network._foldable / _fold_level for one solve
+        self._fold_stamp = -1
+        self._level = 0.0
+        self._level_stamp = -1
 
     def __repr__(self) -> str:
         return f"Link({self.name!r}, {self.capacity:g})"
@@ -155,6 +165,7 @@ class FlowClass:
         "cap",
         "cid",
         "eff",
+        "folded",
         "heap",
         "key",
         "multi",
@@ -183,6 +194,7 @@ class FlowClass:
         self.alive = True
         self.eff = cap  # cap folded with the single-class shared links (capacity / n)
         self.multi: tuple[Link, ...] = ()  # shared links that also carry other classes
+        self.folded: tuple[Link, ...] = ()  # shared links whose water level is folded into eff
         self.pool: Pool | None = None
         # Own clock (when not bound to a pool): V = vtime + rate * (now - t_mark).
         self.rate = 0.0
@@ -331,6 +343,7 @@ class Network:
         self._ids = itertools.count()
         self._seq = itertools.count()  # tie-break of heap entries: deterministic, never an address
         self._stamps = itertools.count()
+        self._solve = -1  # stamp of the current solve (memo of folding)
         self._heap: list[tuple[float, int, int, Owner]] = []  # (finish time, seq, version, owner)
         self._dirty_links: dict[Link, None] = {}
         self._dirty_classes: dict[FlowClass, None] = {}
@@ -448,6 +461,9 @@ class Network:
 
     def _retire(self, c: FlowClass) -> None:
         c.alive = False
+        for link in c.folded:
+            link.folded_by -= 1
+        c.folded = ()
         c.version += 1
         c.heap.clear()
         for link in c.shared:
@@ -462,12 +478,21 @@ class Network:
     def _place(self, c: FlowClass, now: float) -> None:
         """Derive the class's effective cap and pool from the current class counts of its links."""
         multi = []
+        folded = []
         eff = c.cap
         for link in c.shared:
-            if len(link.classes) >= 2:
-                multi.append(link)
-            else:
+            if len(link.classes) == 1:
                 eff = min(eff, link.capacity / c.n)
+            elif self._foldable(link):
+                eff = min(eff, self._fold_level(link))
+                folded.append(link)
+            else:
+                multi.append(link)
+        for link in c.folded:
+            link.folded_by -= 1
+        c.folded = tuple(folded)
+        for link in folded:
+            link.folded_by += 1
         c.eff = eff
         key = tuple(multi)
         c.multi = key
@@ -493,6 +518,58 @@ class Network:
             c.watched_extra = tuple(link for link in c.shared if link.watched and link not in key)
         pool.changed[c] = None
         self._dirty_pools[pool] = None
+
+    def _foldable(self, link: Link) -> bool:
+        """Whether ``link`` is nested under the same larger links for every class on it (a rack
+        uplink under the repository link). Its classes then get their rates from its own water level
+        (computed in isolation) and from those larger links: the level folds into their caps."""
+        if link._fold_stamp == self._solve:
+            return link._fold
+        link._fold_stamp = self._solve
+        link._fold = False
+        n = len(link.classes)
+        upper: tuple[Link, ...] | None = None
+        for c in link.classes:
+            above = []
+            for other in c.shared:
+                m = len(other.classes)
+                if m > n:
+                    above.append(other)
+                elif other is not link and m > 1 and (m == n or not self._foldable(other)):
+                    return False  # beside this link, or under it without being nested: not a tree
+            if not above or (upper is not None and tuple(above) != upper):
+                return False  # a top link (the pool's), or classes under different larger links
+            upper = tuple(above)
+        link._fold = True
+        return True
+
+    def _fold_level(self, link: Link) -> float:
+        """Water level of a foldable link over its classes alone: each class's cap folded with the
+        links nested under this one; infinite when they all fit."""
+        if link._level_stamp == self._solve:
+            return link._level
+        n = len(link.classes)
+        items = []
+        for c in link.classes:
+            cap = c.cap
+            for other in c.shared:
+                m = len(other.classes)
+                if m == 1:
+                    cap = min(cap, other.capacity / c.n)
+                elif m < n:
+                    cap = min(cap, self._fold_level(other))
+            items.append((cap, c.cid, c.n))
+        items.sort()
+        rem, left, level = link.capacity, sum(c.n for c in link.classes), math.inf
+        for cap, _, k in items:
+            if cap * left > rem:
+                level = rem / left
+                break
+            rem -= cap * k
+            left -= k
+        link._level_stamp = self._solve
+        link._level = level
+        return level
 
     def _leave_pool(self, c: FlowClass, now: float) -> None:
         pool = c.pool
@@ -647,15 +724,27 @@ class Network:
         self._recompute_pending = False
         now = self.env.now
         self.recomputes += 1
+        self._solve = next(self._stamps)
         links, self._dirty_links = self._dirty_links, {}
+        dirty = self._dirty_classes
         for link in links:
             multi = len(link.classes) >= 2
-            if multi != link.is_multi:  # the link moves in or out of its classes' `multi`
+            if multi != link.is_multi or (multi and (link.folded_by or _nested(link))):
+                # The link moves in or out of its classes' `multi`, or it may fold: re-place them.
                 link.is_multi = multi
                 for c in link.classes:
-                    self._dirty_classes[c] = None
+                    dirty[c] = None
             for pool in link.pools:
                 self._dirty_pools[pool] = None
+        for c in list(dirty):
+            # A class's count changes the water level of the links folded into its cap, or nested
+            # under its top link now, so the cap of every class on them.
+            if c.alive and len(c.shared) > 1:
+                top = max(len(link.classes) for link in c.shared)
+                for link in c.shared:
+                    if link.folded_by or 2 <= len(link.classes) < top:
+                        for other in link.classes:
+                            dirty[other] = None
         touched: dict[FlowClass, None] = {}
         classes, self._dirty_classes = self._dirty_classes, {}
         for c in classes:
@@ -888,6 +977,13 @@ class Network:
     def utilisation(self, names: Iterable[str]) -> dict[str, float]:
         """Instantaneous load / capacity of the named links."""
         return {n: self.links[n].load / self.links[n].capacity for n in names}
+
+
+def _nested(link: Link) -> bool:
+    """Whether a class on ``link`` also crosses a link that carries more classes."""
+    n = len(link.classes)
+    c = next(iter(link.classes))
+    return any(len(other.classes) > n for other in c.shared)
 
 
 def _link_index(link: Link) -> int:
