@@ -3,7 +3,7 @@
     SKYCACHE_SIM_BENCH_STAR_FLOWS=1000000 .venv/bin/python -m pytest \
         tests/benchmarks/test_sim_network_speed.py -s -k star
     SKYCACHE_SIM_BENCH_RACK_NODES=10000 .venv/bin/python -m pytest \
-        tests/benchmarks/test_sim_network_speed.py -s -k racks
+        tests/benchmarks/test_sim_network_speed.py -s -k racks      # racks and mixed-racks
     .venv/bin/skycache sim bench --network star --flows 100000     # the same measurement from the CLI
 
 Each prints wall and CPU time, events per second, peak concurrency, peak memory and the load average.
@@ -58,8 +58,9 @@ def test_star_network_speed(benchmark: Any) -> None:
         assert min(r.wall_s, r.cpu_s) <= STAR_TARGETS[STAR_FLOWS]
 
 
-def test_racks_network_speed(benchmark: Any) -> None:
-    r = _once(benchmark, racks(RACK_NODES))
+@pytest.mark.parametrize("mixed", [False, True], ids=["racks", "mixed-racks"])
+def test_racks_network_speed(benchmark: Any, mixed: bool) -> None:
+    r = _once(benchmark, racks(RACK_NODES, mixed=mixed))
     if RACK_NODES >= 10_000:
         assert r.peak_concurrent >= 0.99 * RACK_NODES  # every node fetches at once
     assert r.peak_rss_bytes < 2 * 2**30

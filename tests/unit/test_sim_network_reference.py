@@ -228,7 +228,9 @@ def _specs(topo: Topology) -> tuple[list[Spec], dict[str, float]]:
     return specs, capacity
 
 
-@pytest.mark.parametrize("topo", [bench.star(60), bench.racks(120, 6)], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "topo", [bench.star(60), bench.racks(120, 6), bench.racks(120, 6, mixed=True)], ids=lambda t: t.name
+)
 def test_benchmark_topologies_match_the_reference(topo: Topology) -> None:
     """The very topologies `sim bench --network` times, at a size the reference can solve."""
     specs, capacity = _specs(topo)

@@ -12,6 +12,8 @@ alone on a faithful topology with as many concurrent transfers as asked (``sim b
   behind a 200 Gb/s repository link. At 10,000 nodes all 10,000 fetches are active at once; the
   repository is the bottleneck of every rack until fewer than 8,000 remain, then the 1 Gb/s racks
   become their own: water-filling has classes on both sides of the level.
+* ``mixed-racks``: the same with every third NIC at 1 Gb/s, so every rack carries two classes of
+  flows (nested water levels instead of one class per rack).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ DEFAULT_SCENARIO = Path(__file__).resolve().parents[3] / "scenarios" / "sim-scal
 
 
 GBIT = 1e9 / 8  # bytes per second of 1 Gb/s
-TOPOLOGIES = ("star", "racks")
+TOPOLOGIES = ("star", "racks", "mixed-racks")
 RACK_SIZE = 40  # nodes per rack when the rack count is not given
 
 
@@ -134,19 +136,21 @@ def star(n: int, *, seed: int = 1) -> Topology:
     )
 
 
-def racks(n: int, racks: int | None = None, *, seed: int = 1) -> Topology:
-    """n nodes in racks behind rack uplinks behind a 200 Gb/s repository link, one 300 MiB fetch each."""
+def racks(n: int, racks: int | None = None, *, seed: int = 1, mixed: bool = False) -> Topology:
+    """n nodes in racks behind rack uplinks behind a 200 Gb/s repository link, one 300 MiB fetch each;
+    ``mixed``: every third node's NIC is 1 Gb/s instead of 10."""
     n_racks = racks if racks is not None else max(1, math.ceil(n / RACK_SIZE))
     if not 1 <= n_racks <= n:
         raise ValueError(f"racks: {n_racks} racks for {n} nodes")
     names = ["repository", *(f"rack{r}.uplink" for r in range(n_racks)), *(f"node{i}.nic" for i in range(n))]
-    caps = [200 * GBIT, *((10 if r % 2 == 0 else 1) * GBIT for r in range(n_racks)), *([10 * GBIT] * n)]
+    nics = [(1 if mixed and i % 3 == 0 else 10) * GBIT for i in range(n)]
+    caps = [200 * GBIT, *((10 if r % 2 == 0 else 1) * GBIT for r in range(n_racks)), *nics]
     watched = [True] + [False] * (n_racks + n)
     rng = np.random.default_rng(seed)
     # Node i is in rack i % n_racks: with sorted start times every rack fills at the same pace.
     paths: list[tuple[int, ...]] = [(0, 1 + i % n_racks, 1 + n_racks + i) for i in range(n)]
     return Topology(
-        f"racks-{n}x{n_racks}",
+        f"{'mixed-' if mixed else ''}racks-{n}x{n_racks}",
         names,
         caps,
         watched,
@@ -159,8 +163,8 @@ def racks(n: int, racks: int | None = None, *, seed: int = 1) -> Topology:
 def topology(name: str, flows: int, racks_count: int | None = None) -> Topology:
     if name == "star":
         return star(flows)
-    if name == "racks":
-        return racks(flows, racks_count)
+    if name in ("racks", "mixed-racks"):
+        return racks(flows, racks_count, mixed=name == "mixed-racks")
     raise ValueError(f"unknown topology {name!r} (known: {', '.join(TOPOLOGIES)})")
 
 

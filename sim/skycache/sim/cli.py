@@ -292,14 +292,15 @@ def bench_cmd(
         typer.Option(
             "--network",
             help="Time the flow network alone on a topology with --flows concurrent transfers: "
-            "star (one 10 Gb/s repository link, a NIC per VM) or racks (nodes behind rack uplinks).",
+            "star (one 10 Gb/s repository link, a NIC per VM), racks (nodes behind rack uplinks) or "
+            "mixed-racks (racks, every third NIC 1 Gb/s).",
         ),
     ] = None,
     flows_text: Annotated[
         str, typer.Option("--flows", help="--network: transfers (one per VM or node).")
     ] = "10000",
     racks_text: Annotated[
-        str | None, typer.Option("--racks", help="--network racks: racks (default: one per 40 nodes).")
+        str | None, typer.Option("--racks", help="--network *racks: racks (default: one per 40 nodes).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -318,8 +319,8 @@ def bench_cmd(
         flows = parse_int(flows_text, what="--flows", minimum=1, maximum=budget.MAX_NODES, bound="node bound")
         racks = None
         if racks_text is not None:
-            if network != "racks":
-                raise InvalidInput("--racks is for --network racks")
+            if not network.endswith("racks"):
+                raise InvalidInput("--racks is for --network racks or mixed-racks")
             racks = parse_int(racks_text, what="--racks", minimum=1, maximum=flows, bound="--flows")
         _network_bench(network, flows, racks, as_json)
         return
@@ -356,7 +357,7 @@ def bench_cmd(
     )
     typer.echo(
         f"peak {r.peak_concurrent} concurrent transfers: this times SimPy's events and the VM model, "
-        "not bandwidth sharing (for that: --network star|racks --flows N)"
+        "not bandwidth sharing (for that: --network star|racks|mixed-racks --flows N)"
     )
 
 
