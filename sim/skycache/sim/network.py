@@ -7,7 +7,8 @@ a smaller or equal rate. Packets are not modelled.
 
 Algorithm
 ---------
-The allocation is exact max-min; what makes it cheap is reducing the problem before solving it.
+The allocation is exact max-min. What makes it cheap is reducing the problem before solving it, so
+that links private to one flow, or nested under the same larger links, never enter the solver.
 
 1. **Private links are caps.** A link that carries exactly one flow limits only that flow, so it is
    folded into the flow's cap. A flow's *class* is keyed by the links it shares with other flows and
@@ -17,9 +18,14 @@ The allocation is exact max-min; what makes it cheap is reducing the problem bef
 2. **A class is a processor-sharing queue with a virtual clock.** Its flows always get the same
    rate, so the class keeps a clock V (bytes served to each of its flows) and a heap of its flows
    keyed by virtual finish tag (V at join + size). A rate change settles V once for the whole class.
-3. **A link that carries one class is a per-flow cap** of capacity / (flows in the class): in a
-   hierarchy (nodes behind rack uplinks behind the repository) each rack is one class whose cap is
-   min(NIC, uplink / flows in the rack). A class's *effective cap* folds all of these.
+3. **Nested links fold their water level into caps.** A link that carries one class limits each of
+   its flows to capacity / flows. More generally a link whose classes all cross the same larger
+   links (a rack uplink under the repository link, whatever mix of NICs is in the rack) is nested:
+   in max-min over a tree each flow gets min(its cap, the isolated water level of every link on its
+   path), where a link's isolated level is the water-filling of its own classes against its
+   capacity alone. So the rack's level (computed from its few classes, sorted by cap) folds into
+   their caps, and the rack drops out of the solve. Nesting is checked from the class counts of the
+   links (a larger link carries more classes); three levels fold the same way.
 4. **Water-filling over sorted caps.** Classes whose remaining shared links are the same set M form
    a *pool*. When those links carry nothing else (a "simple" pool: the root link of a star or of a
    hierarchy), max-min is water-filling against capacity min(M): classes whose effective cap is
@@ -35,19 +41,23 @@ The allocation is exact max-min; what makes it cheap is reducing the problem bef
    zero-delay event. Completion entries are version-stamped and superseded ones are skipped; one
    SimPy timer is armed for the earliest completion.
 
-Cost per arrival or departure, with n flows: O(path length + log n) for link bookkeeping and the class
-heap; a simple pool of C classes adds O(log C) per class that crosses the level (usually none or one);
-a component left to progressive filling costs O((C_c + L_c) log L_c) for its C_c classes and L_c
-shared links. So a star costs O(log n) per event, a hierarchy of racks O(log n + log racks) while the
-racks' NICs are private to one flow each, and the general case what progressive filling costs on the
-touched component only. Exactness: results equal a from-scratch progressive filling at every event
-to rounding (tested against such a reference, and against processor-sharing closed forms).
+Cost of an arrival or a departure, with n active flows: O(path length + log n) for the link counts
+and the class heap; O(m log m) for each nested link of the changed class, m the classes on it (a
+rack's NIC speeds: one or two), then O(log C) in a simple pool of C classes per class whose cap or
+side of the level changed (the classes of those nested links). A star costs O(log n) per event and a
+hierarchy O(log n + m log C): neither depends on the number of flows whose other links are theirs
+alone. What does not reduce (non-nested overlaps such as a distributed repository where nodes fetch
+from several peers at once) costs O((C_c + L_c) log L_c) per event for the C_c classes and L_c
+shared links of the touched component only. Exactness: results equal a from-scratch progressive
+filling at every event to rounding (tests compare every flow's completion time to such a reference,
+and to processor-sharing closed forms).
 
 Observation: *watched* links (the default of :meth:`Network.add_link`) keep their load, peak load and
 carried bytes exactly, updated at every change of their rate; they are never folded as private, so
 watch only the links you measure (a watched NIC under one flow costs one class per flow). Unwatched
-links give their instantaneous ``load`` on demand only. Iteration order is insertion order (dicts,
-never sets of objects hashed by address), so a run is bit-identical across processes.
+links give their instantaneous ``load`` on demand only. Iteration is in insertion order (dicts,
+never sets of objects hashed by address) and heap ties break on counters, so a run is bit-identical
+across processes.
 """
 
 from __future__ import annotations
