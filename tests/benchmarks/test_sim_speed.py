@@ -4,8 +4,9 @@
     .venv/bin/skycache sim bench --vms 1000000        # the same measurement from the CLI
 
 Prints wall time, events per second, peak memory and the peak number of concurrent transfers
-(a few dozen: read caches make fetches rare, so this times SimPy and the VM model, not the network). The full size must finish within 60 s on one
-core and 2 GiB; the default size is a smoke test that runs in `make test` with timing disabled.
+(a few dozen: read caches make fetches rare, so this times SimPy and the VM model, not the network).
+The full size must finish within 60 s on one core and 2 GiB; the default size is a smoke test that
+runs in `make test` with timing disabled.
 """
 
 from __future__ import annotations
