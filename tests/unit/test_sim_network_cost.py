@@ -68,7 +68,7 @@ def test_a_flow_keeps_its_progress_when_its_link_turns_shared_and_private_again(
     assert a.value.finished_at == pytest.approx(6 + 60 / 10)
 
 
-def test_transfer_refuses_a_path_through_one_link_twice_and_a_non_positive_cap() -> None:
+def test_transfer_refuses_a_link_twice_a_non_positive_cap_and_an_infinite_size() -> None:
     env = simpy.Environment()
     net = Network(env)
     link = net.add_link("l", 10)
@@ -78,3 +78,5 @@ def test_transfer_refuses_a_path_through_one_link_twice_and_a_non_positive_cap()
         net.transfer(1, [link], cap=0)
     with pytest.raises(ValueError, match="positive"):
         net.transfer(1, [link], cap=math.nan)
+    with pytest.raises(ValueError, match="finite"):
+        net.transfer(math.inf, [link])

@@ -402,6 +402,8 @@ class Network:
         cap = float(cap)
         if not cap > 0:
             raise ValueError(f"flow cap must be positive, not {cap}")
+        if not math.isfinite(size):
+            raise ValueError(f"flow size must be finite, not {size}")
         if len({id(link) for link in path}) != len(path):
             raise ValueError("a flow's path crosses each link at most once")
         flow = Flow(next(self._ids), float(size), path, cap, done, now)
