@@ -258,3 +258,21 @@ def test_pods_of_racks_with_mixed_nics_match_the_reference() -> None:
                     start = rng.uniform(0, 20)
                     specs.append(Spec(start, rng.uniform(1e9, 4e9), ("repo", f"pod{p}", rack, nic)))
     assert_same(specs, capacity)
+
+
+def test_nodes_fetching_from_several_targets_match_the_reference() -> None:
+    # [target disk, target tx, node rx]: a node fetching from two targets at once couples them. A
+    # NIC that cannot fill (its flows are bounded by their disks) is left out of the solve; one
+    # that can is solved with both targets by progressive filling.
+    rng = random.Random(8)
+    capacity = {}
+    for t in range(3):
+        capacity[f"t{t}.disk"] = 0.4 * 2**30
+        capacity[f"t{t}.tx"] = 10 * GBIT
+    for n in range(10):
+        capacity[f"n{n}.rx"] = rng.choice([1, 10]) * GBIT
+    specs = [
+        Spec(rng.uniform(0, 10), 300 * 2**20, (f"t{t}.disk", f"t{t}.tx", f"n{rng.randrange(10)}.rx"))
+        for t in (rng.randrange(3) for _ in range(60))
+    ]
+    assert_same(specs, capacity)

@@ -70,6 +70,10 @@ from typing import Any
 
 import simpy
 
+# Links with at most this many classes are checked for slack (a NIC shared by two fetches); a link
+# carrying more is usually a bottleneck, and checking it would cost a pass over its classes.
+_SLACK_CLASSES = 8
+
 # Relative tolerance for "this flow has finished": rounding in the virtual clocks leaves a few ulps.
 _EPS = 1e-9
 # Relative band around a pool's water level where a class may sit on either side: inside it the two
@@ -94,6 +98,7 @@ class Link:
         "bytes_done",
         "capacity",
         "classes",
+        "fold_state",
         "folded_by",
         "index",
         "is_multi",
@@ -101,6 +106,7 @@ class Link:
         "nflows",
         "peak",
         "pools",
+        "slack",
         "solo",
         "t_mark",
         "watched",
@@ -119,6 +125,7 @@ class Link:
         self.pools: dict[Pool, None] = {}  # pools whose key contains this link
         self.is_multi = False  # carried two classes or more at the last solve
         self.folded_by = 0  # classes whose cap holds this link's water level (see _foldable)
+        self.slack = False  # can never be full, whatever the rates (see _is_slack): left out
         self._load = 0.0  # watched links: sum of current flow rates, bytes/s
         self.peak = 0.0
         self.bytes_done = 0.0  # watched links: bytes carried up to t_mark
@@ -126,6 +133,7 @@ class Link:
         self._rem = 0.0  # scratch state of progressive filling
         self._n = 0
         self._stamp = -1
+        self.fold_state = False  # foldable when its classes were last placed
         self._fold = False  # memo of Network._foldable / _fold_level for one solve
         self._fold_stamp = -1
         self._level = 0.0
@@ -487,19 +495,29 @@ class Network:
 
     # -- pools ------------------------------------------------------------------------------------
 
-    def _place(self, c: FlowClass, now: float) -> None:
-        """Derive the class's effective cap and pool from the current class counts of its links."""
+    def _place(self, c: FlowClass, now: float, again: list[FlowClass]) -> None:
+        """Derive the class's effective cap and pool from the current class counts of its links.
+
+        A link whose foldability differs from when its classes were placed appends them to ``again``.
+        """
         multi = []
         folded = []
         eff = c.cap
         for link in c.shared:
             if len(link.classes) == 1:
                 eff = min(eff, link.capacity / c.n)
-            elif self._foldable(link):
-                eff = min(eff, self._fold_level(link))
-                folded.append(link)
+            elif link.slack:
+                continue
             else:
-                multi.append(link)
+                foldable = self._foldable(link)
+                if foldable != link.fold_state:
+                    link.fold_state = foldable
+                    again.extend(link.classes)
+                if foldable:
+                    eff = min(eff, self._fold_level(link))
+                    folded.append(link)
+                else:
+                    multi.append(link)
         for link in c.folded:
             link.folded_by -= 1
         c.folded = tuple(folded)
@@ -531,6 +549,22 @@ class Network:
         pool.changed[c] = None
         self._dirty_pools[pool] = None
 
+    @staticmethod
+    def _is_slack(link: Link) -> bool:
+        """Whether ``link`` stays below capacity at any allocation the other links allow: a class's
+        rate is at most its cap and capacity / n on each of its other links. Leaving such a link out
+        leaves max-min unchanged (the max-min point of the larger polytope satisfies the link)."""
+        if not 2 <= len(link.classes) <= _SLACK_CLASSES:
+            return False
+        total = 0.0
+        for c in link.classes:
+            bound = c.cap
+            for other in c.shared:
+                if other is not link:
+                    bound = min(bound, other.capacity / c.n)
+            total += c.n * bound
+        return total <= link.capacity * (1 - 1e-9)
+
     def _foldable(self, link: Link) -> bool:
         """Whether ``link`` is nested under the same larger links for every class on it (a rack
         uplink under the repository link). Its classes then get their rates from its own water level
@@ -545,6 +579,8 @@ class Network:
             above = []
             for other in c.shared:
                 m = len(other.classes)
+                if other.slack:
+                    continue
                 if m > n:
                     above.append(other)
                 elif other is not link and m > 1 and (m == n or not self._foldable(other)):
@@ -568,7 +604,7 @@ class Network:
                 m = len(other.classes)
                 if m == 1:
                     cap = min(cap, other.capacity / c.n)
-                elif m < n:
+                elif m < n and not other.slack:
                     cap = min(cap, self._fold_level(other))
             items.append((cap, c.cid, c.n))
         items.sort()
@@ -748,6 +784,19 @@ class Network:
                     dirty[c] = None
             for pool in link.pools:
                 self._dirty_pools[pool] = None
+        # A link that cannot fill is left out of the solve (exact: see _is_slack); its status changes
+        # with the classes on it and their counts.
+        candidates = dict(links)
+        for c in dirty:
+            if c.alive:
+                for link in c.shared:
+                    candidates[link] = None
+        for link in candidates:
+            slack = self._is_slack(link)
+            if slack != link.slack:
+                link.slack = slack
+                for c in link.classes:
+                    dirty[c] = None
         for c in list(dirty):
             # A class's count changes the water level of the links folded into its cap, or nested
             # under its top link now, so the cap of every class on them.
@@ -759,9 +808,10 @@ class Network:
                             dirty[other] = None
         touched: dict[FlowClass, None] = {}
         classes, self._dirty_classes = self._dirty_classes, {}
-        for c in classes:
+        queue = list(classes)
+        for c in queue:  # grows while links change foldability; each link at most once per solve
             if c.alive:
-                self._place(c, now)
+                self._place(c, now, queue)
                 touched[c] = None
         pools, self._dirty_pools = self._dirty_pools, {}
         general: list[Pool] = []
