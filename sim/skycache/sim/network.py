@@ -34,10 +34,15 @@ that links private to one flow, or nested under the same larger links, never ent
    change moves only the classes whose side of the level changes. Sharing classes are *bound* to
    the pool's own virtual clock by an offset, so a new level settles one clock, not one per class;
    the pool has one completion entry (its earliest bound flow).
-5. **Progressive filling** (with a lazy heap of links keyed by fair share) solves whatever is left:
+5. **Links that cannot fill are left out.** A link carrying a few classes (a NIC shared by two
+   fetches from different targets) whose classes' rates are bounded by their other links (cap, and
+   capacity / flows on each other link) to less than its capacity never binds; dropping it leaves
+   max-min unchanged (the max-min point without it still satisfies it).
+6. **Progressive filling** (with a lazy heap of links keyed by fair share) solves whatever is left:
    a connected component of shared links whose classes do not reduce to one simple pool (e.g. a
-   node receiving from two peers that also serve others). It is exact for any topology.
-6. **Batching and lazy progress.** Changes at one simulated instant are solved once, in a
+   node whose NIC could fill, receiving from two targets that also serve others). It is exact for
+   any topology, and costs what the component holds.
+7. **Batching and lazy progress.** Changes at one simulated instant are solved once, in a
    zero-delay event. Completion entries are version-stamped and superseded ones are skipped; one
    SimPy timer is armed for the earliest completion.
 
@@ -48,7 +53,9 @@ side of the level changed (the classes of those nested links). A star costs O(lo
 hierarchy O(log n + m log C): neither depends on the number of flows whose other links are theirs
 alone. What does not reduce (non-nested overlaps such as a distributed repository where nodes fetch
 from several peers at once) costs O((C_c + L_c) log L_c) per event for the C_c classes and L_c
-shared links of the touched component only. Exactness: results equal a from-scratch progressive
+shared links of the touched component only (measured: the model's boot storm of 5,000 VMs on
+10,000 nodes without read caches, 8 targets, takes 9 s, as nodes with three fetches from different
+targets couple the targets). Exactness: results equal a from-scratch progressive
 filling at every event to rounding (tests compare every flow's completion time to such a reference,
 and to processor-sharing closed forms).
 
