@@ -276,3 +276,20 @@ def test_nodes_fetching_from_several_targets_match_the_reference() -> None:
         for t in (rng.randrange(3) for _ in range(60))
     ]
     assert_same(specs, capacity)
+
+
+def test_many_nodes_fetching_from_several_targets_match_the_reference() -> None:
+    # Larger: the targets carry many classes, so a NIC under fetches from two targets is left out
+    # while the solution keeps it below capacity (guarded), and put back when a slow NIC fills.
+    rng = random.Random(9)
+    capacity = {}
+    for t in range(4):
+        capacity[f"t{t}.disk"] = 0.4 * 2**30
+        capacity[f"t{t}.tx"] = 10 * GBIT
+    for n in range(40):
+        capacity[f"n{n}.rx"] = rng.choice([0.05, 1, 10, 10]) * GBIT
+    specs = [
+        Spec(rng.uniform(0, 5), rng.uniform(50, 300) * 2**20, (f"t{t}.disk", f"t{t}.tx", f"n{n}.rx"))
+        for t, n in ((rng.randrange(4), rng.randrange(40)) for _ in range(160))
+    ]
+    assert_same(specs, capacity)

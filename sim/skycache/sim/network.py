@@ -34,10 +34,14 @@ that links private to one flow, or nested under the same larger links, never ent
    change moves only the classes whose side of the level changes. Sharing classes are *bound* to
    the pool's own virtual clock by an offset, so a new level settles one clock, not one per class;
    the pool has one completion entry (its earliest bound flow).
-5. **Links that cannot fill are left out.** A link carrying a few classes (a NIC shared by two
-   fetches from different targets) whose classes' rates are bounded by their other links (cap, and
-   capacity / flows on each other link) to less than its capacity never binds; dropping it leaves
-   max-min unchanged (the max-min point without it still satisfies it).
+5. **Links that do not fill are left out.** If the max-min point of the problem without a link
+   satisfies that link, it is the max-min point with it (it is feasible, and nothing feasible with
+   the link improves on it). So a link carrying a few classes that are not nested (a NIC shared by
+   fetches from two targets) is left out when it cannot fill (its classes' rates, bounded by their
+   other links, sum below its capacity), or *guarded*: left out while the solution keeps it below
+   capacity. A guard gives each pool whose level moves its classes' rates a share of the room left;
+   a pool whose level outgrows a share re-checks the link, and a link found full is put back and
+   the instant solved again (it is not guarded again until its classes change).
 6. **Progressive filling** (with a lazy heap of links keyed by fair share) solves whatever is left:
    a connected component of shared links whose classes do not reduce to one simple pool (e.g. a
    node whose NIC could fill, receiving from two targets that also serve others). It is exact for
@@ -53,9 +57,7 @@ side of the level changed (the classes of those nested links). A star costs O(lo
 hierarchy O(log n + m log C): neither depends on the number of flows whose other links are theirs
 alone. What does not reduce (non-nested overlaps such as a distributed repository where nodes fetch
 from several peers at once) costs O((C_c + L_c) log L_c) per event for the C_c classes and L_c
-shared links of the touched component only (measured: the model's boot storm of 5,000 VMs on
-10,000 nodes without read caches, 8 targets, takes 9 s, as nodes with three fetches from different
-targets couple the targets). Exactness: results equal a from-scratch progressive
+shared links of the touched component only. Exactness: results equal a from-scratch progressive
 filling at every event to rounding (tests compare every flow's completion time to such a reference,
 and to processor-sharing closed forms).
 
@@ -107,12 +109,15 @@ class Link:
         "classes",
         "fold_state",
         "folded_by",
+        "guard_ver",
+        "guarded",
         "index",
         "is_multi",
         "name",
         "nflows",
         "peak",
         "pools",
+        "refused",
         "slack",
         "solo",
         "t_mark",
@@ -132,7 +137,10 @@ class Link:
         self.pools: dict[Pool, None] = {}  # pools whose key contains this link
         self.is_multi = False  # carried two classes or more at the last solve
         self.folded_by = 0  # classes whose cap holds this link's water level (see _foldable)
-        self.slack = False  # can never be full, whatever the rates (see _is_slack): left out
+        self.slack = False  # left out of the solve: cannot fill (see _is_slack), or guarded
+        self.guarded = False  # left out while the solution keeps it below capacity (see _guard)
+        self.guard_ver = 0
+        self.refused = False  # a guard failed: not guarded again until its classes change
         self._load = 0.0  # watched links: sum of current flow rates, bytes/s
         self.peak = 0.0
         self.bytes_done = 0.0  # watched links: bytes carried up to t_mark
@@ -275,6 +283,7 @@ class Pool:
         "capacity",
         "changed",
         "finish",
+        "guards",
         "key",
         "members",
         "n_above",
@@ -308,6 +317,7 @@ class Pool:
         self.finish: list[tuple[float, int, int, FlowClass]] = []  # bound classes' heads, pool time
         self.version = 0
         self.watch_bound: dict[FlowClass, None] = {}  # bound classes with other watched links
+        self.guards: list[tuple[float, int, int, Link]] = []  # (level budget, seq, version, link)
         self._stamp = -1
 
     def vnow(self, now: float) -> float:
@@ -373,6 +383,7 @@ class Network:
         self._dirty_links: dict[Link, None] = {}
         self._dirty_classes: dict[FlowClass, None] = {}
         self._dirty_pools: dict[Pool, None] = {}
+        self._watch_pending: dict[Link, None] = {}  # watched links to refresh after the last pass
         self._recompute_pending = False
         self._armed_at = math.inf
         self._timer_token = 0
@@ -783,6 +794,7 @@ class Network:
         links, self._dirty_links = self._dirty_links, {}
         dirty = self._dirty_classes
         for link in links:
+            link.refused = False  # its classes changed: it may be guarded again
             multi = len(link.classes) >= 2
             if multi != link.is_multi or (multi and (link.folded_by or _nested(link))):
                 # The link moves in or out of its classes' `multi`, or it may fold: re-place them.
@@ -800,6 +812,8 @@ class Network:
                     candidates[link] = None
         for link in candidates:
             slack = self._is_slack(link)
+            link.guarded = not slack and _may_guard(link)
+            slack = slack or link.guarded
             if slack != link.slack:
                 link.slack = slack
                 for c in link.classes:
@@ -840,13 +854,17 @@ class Network:
             if pool.key[0]._stamp != stamp:
                 self._fill_component(pool, stamp, now, touched)
         self.classes_rated += sum(1 for c in touched if c.alive and c.shared)
-        watched: dict[Link, None] = {link: None for link in links if link.watched}
+        watched = self._watch_pending
+        watched.update((link, None) for link in links if link.watched)
+        guarded: dict[Link, None] = {link: None for link in candidates if link.guarded}
         for c in touched:
             if c.alive:
                 self._reschedule(c, now)
                 for link in c.shared:
                     if link.watched:
                         watched[link] = None
+                    if link.guarded:
+                        guarded[link] = None
         for pool in pools:
             if pool.members:
                 self._push_pool(pool)
@@ -856,9 +874,49 @@ class Network:
                 for c in pool.watch_bound:
                     for link in c.watched_extra:
                         watched[link] = None
+                budgets = pool.guards
+                while budgets and budgets[0][0] < pool.rate:  # the level outgrew a guard's budget
+                    _, _, version, link = heapq.heappop(budgets)
+                    if version == link.guard_ver and link.guarded:
+                        guarded[link] = None
+        failed = [link for link in guarded if not self._guard(link)]
+        if failed:
+            # The solution fills a guarded link: put it back and solve again at this instant (the
+            # rates of the pass just made lasted no time, so nothing was measured with them).
+            for link in failed:
+                link.slack = link.guarded = False
+                link.refused = True
+                for c in link.classes:
+                    self._dirty_classes[c] = None
+            self._recompute()
+            return
+        self._watch_pending = {}
         for link in watched:
             self._refresh(link, now)
         self._arm()
+
+    def _guard(self, link: Link) -> bool:
+        """Whether a guarded link is below capacity at the current rates; if so, give each pool whose
+        level moves the rates of classes on it a share of the room left, as a level it may reach
+        before the link is checked again (together the shares keep the link below capacity)."""
+        load = 0.0
+        bound: dict[Pool, int] = {}
+        for c in link.classes:
+            load += c.n * c.current_rate()
+            if c.bound:
+                assert c.pool is not None
+                bound[c.pool] = bound.get(c.pool, 0) + c.n
+        room = link.capacity * (1 - 1e-9) - load
+        if room < 0:
+            return False
+        link.guard_ver += 1
+        for pool, n in bound.items():
+            budget = pool.rate + room / (len(bound) * n)
+            heapq.heappush(pool.guards, (budget, next(self._seq), link.guard_ver, link))
+            if len(pool.guards) > 4 * len(pool.members) + 64:
+                pool.guards = [e for e in pool.guards if e[2] == e[3].guard_ver and e[3].guarded]
+                heapq.heapify(pool.guards)
+        return True
 
     def _fill_component(self, seed: Pool, stamp: int, now: float, touched: dict[FlowClass, None]) -> None:
         """Progressive filling over the classes and shared links connected to ``seed``."""
@@ -1046,6 +1104,23 @@ class Network:
     def utilisation(self, names: Iterable[str]) -> dict[str, float]:
         """Instantaneous load / capacity of the named links."""
         return {n: self.links[n].load / self.links[n].capacity for n in names}
+
+
+def _may_guard(link: Link) -> bool:
+    """A link with a few classes that are not nested under the same larger links (a NIC fetching
+    from two targets) may be left out while the solution keeps it below capacity."""
+    n = len(link.classes)
+    if not 2 <= n <= _SLACK_CLASSES or link.refused:
+        return False
+    upper: tuple[Link, ...] | None = None
+    differ = False
+    for c in link.classes:
+        above = tuple(other for other in c.shared if len(other.classes) > n)
+        if math.isinf(c.cap) and not any(len(other.classes) > _SLACK_CLASSES for other in above):
+            return False  # nothing that is never left out would bound the class
+        differ = differ or (upper is not None and above != upper)
+        upper = above
+    return differ  # when nested it folds instead (exact and cheaper)
 
 
 def _nested(link: Link) -> bool:
