@@ -788,6 +788,11 @@ class Network:
 
     def _recompute(self, _ev: simpy.Event | None = None) -> None:
         self._recompute_pending = False
+        while not self._solve_pass():
+            pass  # a guarded link filled: solved again with it (each pass puts back at least one)
+
+    def _solve_pass(self) -> bool:
+        """Solve what the changes since the last solve touched; False when a guarded link filled."""
         now = self.env.now
         self.recomputes += 1
         self._solve = next(self._stamps)
@@ -888,12 +893,12 @@ class Network:
                 link.refused = True
                 for c in link.classes:
                     self._dirty_classes[c] = None
-            self._recompute()
-            return
+            return False
         self._watch_pending = {}
         for link in watched:
             self._refresh(link, now)
         self._arm()
+        return True
 
     def _guard(self, link: Link) -> bool:
         """Whether a guarded link is below capacity at the current rates; if so, give each pool whose
