@@ -47,8 +47,9 @@ def test_star_network_speed(benchmark: Any) -> None:
     topo = star(STAR_FLOWS)
     r = _once(benchmark, topo)
     # The repository link is busy from the first start on (one flow alone fills it), so the last
-    # byte leaves at first start + all bytes / capacity.
-    assert r.makespan_s == pytest.approx(topo.starts[0] + STAR_FLOWS * 200e6 / 1.25e9, rel=1e-9)
+    # byte leaves at first start + all bytes / capacity. (Flows due within 1e-9 x now of each other
+    # finish together, so a few such steps shift the end by a few parts in 1e9.)
+    assert r.makespan_s == pytest.approx(topo.starts[0] + STAR_FLOWS * 200e6 / 1.25e9, rel=1e-8)
     if STAR_FLOWS >= 1000:
         # Draining 200 MB per flow at 1.25 GB/s takes far longer than the 60 s of starts.
         assert r.peak_concurrent >= 0.95 * STAR_FLOWS
