@@ -79,289 +79,16 @@ from typing import Any
 
 import simpy
 
+from skycache.sim.netobjects import CAPPED, OUT, SHARING, Flow, FlowClass, Link, Pool, bound_entry
+
+__all__ = ["Flow", "FlowClass", "Link", "Network", "Pool"]
+
 # Links with at most this many classes are checked for slack (a NIC shared by two fetches); a link
 # carrying more is usually a bottleneck, and checking it would cost a pass over its classes.
 _SLACK_CLASSES = 8
 
 # Relative tolerance for "this flow has finished": rounding in the virtual clocks leaves a few ulps.
 _EPS = 1e-9
-# Relative band around a pool's water level where a class may sit on either side: inside it the two
-# sides give the same rate to 1e-12, and it stops rounding from moving a class back and forth.
-_TIE = 1e-12
-
-_OUT, _SHARING, _CAPPED = 0, 1, 2
-
-
-class Link:
-    """A shared resource with a capacity in bytes per second (a NIC direction, a link, a disk)."""
-
-    __slots__ = (
-        "_fold",
-        "_fold_stamp",
-        "_level",
-        "_level_stamp",
-        "_load",
-        "_n",
-        "_rem",
-        "_stamp",
-        "bytes_done",
-        "capacity",
-        "classes",
-        "fold_state",
-        "folded_by",
-        "guard_ver",
-        "guarded",
-        "index",
-        "is_multi",
-        "name",
-        "nflows",
-        "peak",
-        "pools",
-        "refused",
-        "slack",
-        "solo",
-        "t_mark",
-        "watched",
-    )
-
-    def __init__(self, name: str, capacity: float, *, index: int = 0, watched: bool = True) -> None:
-        if not capacity > 0 or not math.isfinite(capacity):
-            raise ValueError(f"link {name}: capacity must be positive and finite")
-        self.name = name
-        self.capacity = float(capacity)
-        self.index = index
-        self.watched = watched
-        self.nflows = 0
-        self.solo: Flow | None = None  # the only flow on an unwatched link: a private link
-        self.classes: dict[FlowClass, None] = {}  # classes that share this link (insertion order)
-        self.pools: dict[Pool, None] = {}  # pools whose key contains this link
-        self.is_multi = False  # carried two classes or more at the last solve
-        self.folded_by = 0  # classes whose cap holds this link's water level (see _foldable)
-        self.slack = False  # left out of the solve: cannot fill (see _is_slack), or guarded
-        self.guarded = False  # left out while the solution keeps it below capacity (see _guard)
-        self.guard_ver = 0
-        self.refused = False  # a guard failed: not guarded again until its classes change
-        self._load = 0.0  # watched links: sum of current flow rates, bytes/s
-        self.peak = 0.0
-        self.bytes_done = 0.0  # watched links: bytes carried up to t_mark
-        self.t_mark = 0.0
-        self._rem = 0.0  # scratch state of progressive filling
-        self._n = 0
-        self._stamp = -1
-        self.fold_state = False  # foldable when its classes were last placed
-        self._fold = False  # memo of Network._foldable / _fold_level for one solve
-        self._fold_stamp = -1
-        self._level = 0.0
-        self._level_stamp = -1
-
-    def __repr__(self) -> str:
-        return f"Link({self.name!r}, {self.capacity:g})"
-
-    @property
-    def flows(self) -> int:
-        """Active flows on this link."""
-        return self.nflows
-
-    @property
-    def load(self) -> float:
-        """Sum of the current rates of the flows on this link, bytes/s."""
-        if self.watched:
-            return self._load
-        if self.solo is not None:
-            return self.solo.rate
-        return sum(c.n * c.current_rate() for c in self.classes)
-
-    @property
-    def peak_load(self) -> float:
-        """Largest instantaneous load so far (watched links only)."""
-        self._require_watched("peak load")
-        return self.peak
-
-    def bytes_at(self, now: float) -> float:
-        """Bytes carried by this link from t=0 to ``now`` (exact, not sampled; watched links only)."""
-        self._require_watched("carried bytes")
-        return self.bytes_done + self._load * (now - self.t_mark)
-
-    def _require_watched(self, what: str) -> None:
-        if not self.watched:
-            raise ValueError(f"link {self.name} is not watched: its {what} is not tracked")
-
-
-class FlowClass:
-    """Active flows with the same shared links and cap: one rate, one virtual clock."""
-
-    __slots__ = (
-        "_new",
-        "_stamp",
-        "alive",
-        "bound",
-        "cap",
-        "cid",
-        "eff",
-        "folded",
-        "heap",
-        "key",
-        "multi",
-        "n",
-        "offset",
-        "pool",
-        "rate",
-        "shared",
-        "side",
-        "t_mark",
-        "version",
-        "vtime",
-        "watched_extra",
-        "wf_e",
-        "wf_n",
-        "wf_ver",
-    )
-
-    def __init__(self, cid: int, shared: tuple[Link, ...], cap: float, now: float) -> None:
-        self.cid = cid
-        self.shared = shared  # links this class shares with other flows, in link order
-        self.cap = cap  # own cap folded with the capacities of the flows' private links
-        self.key = (shared, cap)
-        self.heap: list[tuple[float, int, Flow]] = []  # (virtual finish tag, fid, flow); lazy
-        self.n = 0
-        self.alive = True
-        self.eff = cap  # cap folded with the single-class shared links (capacity / n)
-        self.multi: tuple[Link, ...] = ()  # shared links that also carry other classes
-        self.folded: tuple[Link, ...] = ()  # shared links whose water level is folded into eff
-        self.pool: Pool | None = None
-        # Own clock (when not bound to a pool): V = vtime + rate * (now - t_mark).
-        self.rate = 0.0
-        self.vtime = 0.0
-        self.t_mark = now
-        # Bound to its pool's clock: V = pool V - offset.
-        self.bound = False
-        self.offset = 0.0
-        self.version = 0  # stamps completion entries (global heap or the pool's)
-        self.side = _OUT  # water-filling side in the pool, with the n and cap it was entered with
-        self.wf_ver = 0
-        self.wf_n = 0
-        self.wf_e = 0.0
-        self.watched_extra: tuple[Link, ...] = ()
-        self._stamp = -1
-        self._new = 0.0
-
-    def vnow(self, now: float) -> float:
-        if self.bound:
-            assert self.pool is not None
-            return self.pool.vnow(now) - self.offset
-        return self.vtime + self.rate * (now - self.t_mark)
-
-    def current_rate(self) -> float:
-        if self.bound:
-            assert self.pool is not None
-            return self.pool.rate
-        return self.rate
-
-    def settle(self, now: float) -> None:
-        """Own clock only: fold the time elapsed since t_mark into V."""
-        self.vtime += self.rate * (now - self.t_mark)
-        self.t_mark = now
-
-    def head(self) -> float | None:
-        """Virtual finish tag of the earliest live flow (dropping entries of flows that left)."""
-        heap = self.heap
-        while heap:
-            tag, _, f = heap[0]
-            if f.cls is self and f.finished_at is None and f.vtag == tag:
-                return tag
-            heapq.heappop(heap)
-        return None
-
-
-class Pool:
-    """Classes whose shared-with-others links are the same set: water-filling when nothing else
-    crosses those links."""
-
-    __slots__ = (
-        "_stamp",
-        "below",
-        "capacity",
-        "changed",
-        "finish",
-        "guards",
-        "key",
-        "members",
-        "n_above",
-        "n_below",
-        "ops",
-        "rate",
-        "s_below",
-        "sharing",
-        "t_mark",
-        "valid",
-        "version",
-        "vtime",
-        "watch_bound",
-    )
-
-    def __init__(self, key: tuple[Link, ...], now: float) -> None:
-        self.key = key
-        self.capacity = min(link.capacity for link in key)
-        self.members: dict[FlowClass, None] = {}
-        self.changed: dict[FlowClass, None] = {}  # members whose n or cap changed since the last fill
-        self.valid = False  # water-filling state matches the members
-        self.sharing: list[tuple[float, int, int, FlowClass]] = []  # min-heap of caps (lazy)
-        self.below: list[tuple[float, int, int, FlowClass]] = []  # max-heap of caps (negated; lazy)
-        self.n_above = 0  # flows of sharing classes
-        self.n_below = 0  # capped classes
-        self.s_below = 0.0  # total rate of capped classes
-        self.ops = 0
-        self.rate = 0.0  # the water level: per-flow rate of sharing classes
-        self.vtime = 0.0
-        self.t_mark = now
-        self.finish: list[tuple[float, int, int, FlowClass]] = []  # bound classes' heads, pool time
-        self.version = 0
-        self.watch_bound: dict[FlowClass, None] = {}  # bound classes with other watched links
-        self.guards: list[tuple[float, int, int, Link]] = []  # (level budget, seq, version, link)
-        self._stamp = -1
-
-    def vnow(self, now: float) -> float:
-        return self.vtime + self.rate * (now - self.t_mark)
-
-    def settle(self, now: float) -> None:
-        self.vtime += self.rate * (now - self.t_mark)
-        self.t_mark = now
-
-    def level(self) -> float:
-        if self.n_above > 0:
-            return max(0.0, (self.capacity - self.s_below) / self.n_above)
-        return math.inf if self.s_below <= self.capacity else -math.inf
-
-
-class Flow:
-    """``size`` bytes; ``done`` fires (value: the flow) when the last byte arrives."""
-
-    __slots__ = ("cap", "cls", "done", "fid", "finished_at", "links", "size", "start", "tag", "vtag")
-
-    def __init__(
-        self, fid: int, size: float, links: tuple[Link, ...], cap: float, done: simpy.Event, start: float
-    ) -> None:
-        self.fid = fid
-        self.size = size
-        self.links = links
-        self.cap = cap
-        self.done = done
-        self.start = start
-        self.tag: Any = None
-        self.cls: FlowClass | None = None
-        self.vtag = 0.0  # the class's virtual time at which this flow is complete
-        self.finished_at: float | None = None
-
-    @property
-    def rate(self) -> float:
-        if self.finished_at is not None or self.cls is None:
-            return 0.0
-        return self.cls.current_rate()
-
-    def remaining_at(self, now: float) -> float:
-        if self.finished_at is not None or self.cls is None:
-            return 0.0
-        return max(0.0, self.vtag - self.cls.vnow(now))
 
 
 Owner = FlowClass | Pool
@@ -562,7 +289,7 @@ class Network:
                     link.pools[pool] = None
             pool.members[c] = None
             c.pool = pool
-            c.side = _OUT
+            c.side = OUT
             c.watched_extra = tuple(link for link in c.shared if link.watched and link not in key)
         pool.changed[c] = None
         self._dirty_pools[pool] = None
@@ -640,8 +367,8 @@ class Network:
     def _leave_pool(self, c: FlowClass, now: float) -> None:
         pool = c.pool
         assert pool is not None
-        if c.side != _OUT:
-            self._wf_remove(pool, c)
+        if c.side != OUT:
+            pool.remove(c)
         if c.bound:
             self._unbind(c, now)
         del pool.members[c]
@@ -666,55 +393,6 @@ class Network:
         c.bound = False
         pool.watch_bound.pop(c, None)
 
-    def _wf_insert(self, pool: Pool, c: FlowClass) -> None:
-        c.wf_n, c.wf_e = c.n, c.eff
-        c.side = _SHARING
-        c.wf_ver += 1
-        heapq.heappush(pool.sharing, (c.eff, c.cid, c.wf_ver, c))
-        pool.n_above += c.n
-
-    def _wf_remove(self, pool: Pool, c: FlowClass) -> None:
-        if c.side == _SHARING:
-            pool.n_above -= c.wf_n
-        elif c.side == _CAPPED:
-            pool.n_below -= 1
-            pool.s_below = pool.s_below - c.wf_n * c.wf_e if pool.n_below else 0.0
-        c.side = _OUT
-        c.wf_ver += 1
-
-    def _rebalance(self, pool: Pool) -> list[FlowClass]:
-        """Move classes across the water level until every capped class is below it and every
-        sharing class above. Each move raises the level (it never exceeds the true one), so this
-        ends; a change usually moves nothing."""
-        moved: list[FlowClass] = []
-        sharing, below = pool.sharing, pool.below
-        while True:
-            level = pool.level()
-            while sharing and (sharing[0][2] != sharing[0][3].wf_ver or sharing[0][3].side != _SHARING):
-                heapq.heappop(sharing)
-            while below and (below[0][2] != below[0][3].wf_ver or below[0][3].side != _CAPPED):
-                heapq.heappop(below)
-            if sharing and sharing[0][0] < level * (1 - _TIE):
-                c = heapq.heappop(sharing)[3]
-                pool.n_above -= c.wf_n
-                pool.n_below += 1
-                pool.s_below += c.wf_n * c.wf_e
-                c.side = _CAPPED
-                c.wf_ver += 1
-                heapq.heappush(below, (-c.wf_e, c.cid, c.wf_ver, c))
-                moved.append(c)
-            elif below and -below[0][0] > level * (1 + _TIE):
-                c = heapq.heappop(below)[3]
-                pool.n_below -= 1
-                pool.s_below = pool.s_below - c.wf_n * c.wf_e if pool.n_below else 0.0
-                pool.n_above += c.wf_n
-                c.side = _SHARING
-                c.wf_ver += 1
-                heapq.heappush(sharing, (c.wf_e, c.cid, c.wf_ver, c))
-                moved.append(c)
-            else:
-                return moved
-
     def _fill_pool(self, pool: Pool, now: float, touched: dict[FlowClass, None]) -> None:
         """Water-filling of a simple pool: only the changed classes and those crossing the level."""
         pool.settle(now)
@@ -724,30 +402,30 @@ class Network:
             pool.n_above = pool.n_below = 0
             pool.s_below = 0.0
             for c in pool.members:
-                c.side = _OUT
-                self._wf_insert(pool, c)
+                c.side = OUT
+                pool.insert(c)
             pool.valid = True
             changed: Iterable[FlowClass] = list(pool.members)
         else:
             for c in pool.changed:
-                if c.side != _OUT:
-                    self._wf_remove(pool, c)
-                self._wf_insert(pool, c)
+                if c.side != OUT:
+                    pool.remove(c)
+                pool.insert(c)
             changed = list(pool.changed)
         pool.changed.clear()
         pool.ops += 1
         if pool.ops % 4096 == 0 and pool.n_below:
             # The capped total is kept by additions and subtractions: re-add it now and then.
-            pool.s_below = math.fsum(c.wf_n * c.wf_e for c in pool.members if c.side == _CAPPED)
-        moved = self._rebalance(pool)
+            pool.s_below = math.fsum(c.wf_n * c.wf_e for c in pool.members if c.side == CAPPED)
+        moved = pool.rebalance()
         if len(pool.sharing) + len(pool.below) > 4 * len(pool.members) + 16:
-            pool.sharing = [e for e in pool.sharing if e[2] == e[3].wf_ver and e[3].side == _SHARING]
-            pool.below = [e for e in pool.below if e[2] == e[3].wf_ver and e[3].side == _CAPPED]
+            pool.sharing = [e for e in pool.sharing if e[2] == e[3].wf_ver and e[3].side == SHARING]
+            pool.below = [e for e in pool.below if e[2] == e[3].wf_ver and e[3].side == CAPPED]
             heapq.heapify(pool.sharing)
             heapq.heapify(pool.below)
         pool.rate = pool.level() if pool.n_above > 0 else 0.0
         for c in itertools.chain(changed, moved):
-            if c.side == _SHARING:
+            if c.side == SHARING:
                 if not c.bound:
                     self._bind(c, pool, now)
             else:
@@ -764,7 +442,7 @@ class Network:
             for c in pool.members:
                 if c.bound:
                     self._unbind(c, now)
-                c.side = _OUT
+                c.side = OUT
                 touched[c] = None
             pool.sharing.clear()
             pool.below.clear()
@@ -1007,9 +685,9 @@ class Network:
         pool.version += 1
         fin = pool.finish
         if len(fin) > 4 * len(pool.members) + 16:
-            pool.finish = fin = [e for e in fin if _bound_entry(pool, e)]
+            pool.finish = fin = [e for e in fin if bound_entry(pool, e)]
             heapq.heapify(fin)
-        while fin and not _bound_entry(pool, fin[0]):
+        while fin and not bound_entry(pool, fin[0]):
             heapq.heappop(fin)
         if fin and pool.rate > 0:
             when = pool.t_mark + (fin[0][0] - pool.vtime) / pool.rate
@@ -1086,7 +764,7 @@ class Network:
         fin = pool.finish
         while fin and fin[0][0] <= limit:
             entry = heapq.heappop(fin)
-            if not _bound_entry(pool, entry):
+            if not bound_entry(pool, entry):
                 continue
             c = entry[3]
             _pop_finished(c, limit - c.offset, now, finished)
@@ -1137,11 +815,6 @@ def _nested(link: Link) -> bool:
 
 def _link_index(link: Link) -> int:
     return link.index
-
-
-def _bound_entry(pool: Pool, entry: tuple[float, int, int, FlowClass]) -> bool:
-    c = entry[3]
-    return entry[2] == c.version and c.bound and c.pool is pool
 
 
 def _pop_finished(c: FlowClass, limit: float, now: float, finished: list[Flow]) -> None:
