@@ -55,11 +55,13 @@ and the class heap; O(m log m) for each nested link of the changed class, m the 
 rack's NIC speeds: one or two), then O(log C) in a simple pool of C classes per class whose cap or
 side of the level changed (the classes of those nested links). A star costs O(log n) per event and a
 hierarchy O(log n + m log C): neither depends on the number of flows whose other links are theirs
-alone. What does not reduce (non-nested overlaps such as a distributed repository where nodes fetch
-from several peers at once) costs O((C_c + L_c) log L_c) per event for the C_c classes and L_c
-shared links of the touched component only. Exactness: results equal a from-scratch progressive
-filling at every event to rounding (tests compare every flow's completion time to such a reference,
-and to processor-sharing closed forms).
+alone. A guarded link costs O(its classes) when they change or a level outgrows its budget, and a
+solve again at that instant when it fills. What does not reduce (non-nested overlaps that do fill,
+e.g. a slow NIC receiving from two targets) costs O((C_c + L_c) log L_c) per event for the C_c
+classes and L_c shared links of the touched component only. Exactness: results equal a
+from-scratch progressive filling at every event to rounding (tests compare every flow's rate after
+every solve, and every completion time, with such a reference, and with processor-sharing closed
+forms).
 
 Observation: *watched* links (the default of :meth:`Network.add_link`) keep their load, peak load and
 carried bytes exactly, updated at every change of their rate; they are never folded as private, so
