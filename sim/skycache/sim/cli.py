@@ -23,6 +23,8 @@ from skycache.sim.tables import Table, as_int
 # Local Dask worker processes: each is a Python process with the model loaded (~150 MiB); more than
 # this on one machine is a typo.
 MAX_WORKERS = 256
+# Below this many transfers at once, `sim bench --vms` says it is not a measure of bandwidth sharing.
+FEW_TRANSFERS = 1000
 
 app = typer.Typer(
     help="Simulate repository, network and NAT load for large clusters.",
@@ -309,7 +311,9 @@ def calibrate_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    vms_text: Annotated[str, typer.Option("--vms", help="VM starts to simulate.")] = "1000000",
+    vms_text: Annotated[
+        str | None, typer.Option("--vms", help="VM starts to simulate (default 1000000).")
+    ] = None,
     nodes_text: Annotated[
         str | None, typer.Option("--nodes", help="Worker nodes (default: scenario's).")
     ] = None,
@@ -320,13 +324,46 @@ def bench_cmd(
     trace_memory: Annotated[
         bool, typer.Option("--trace-memory", help="Also measure Python allocations (tracemalloc; slower).")
     ] = False,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            "--network",
+            help="Time the flow network alone on a topology with --flows concurrent transfers: "
+            "star (one 10 Gb/s repository link, a NIC per VM), racks (nodes behind rack uplinks) or "
+            "mixed-racks (racks, every third NIC 1 Gb/s).",
+        ),
+    ] = None,
+    flows_text: Annotated[
+        str, typer.Option("--flows", help="--network: transfers (one per VM or node).")
+    ] = "10000",
+    racks_text: Annotated[
+        str | None, typer.Option("--racks", help="--network *racks: racks (default: one per 40 nodes).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Time a large run: wall time, events per second, peak memory."""
+    """Time a large run: wall and CPU time, events per second, peak concurrent transfers, peak memory."""
     from skycache.sim import budget
-    from skycache.sim.bench import DEFAULT_SCENARIO, run_bench
+    from skycache.sim.bench import DEFAULT_SCENARIO, TOPOLOGIES, run_bench
 
-    vms = parse_int(vms_text, what="--vms", minimum=1, maximum=budget.MAX_VMS, bound="the model's VM bound")
+    if network is not None:
+        if vms_text is not None or nodes_text is not None or scenario is not None or trace_memory:
+            raise InvalidInput(
+                "--network times the network alone: it takes --flows and --racks, not "
+                "--vms, --nodes, --scenario or --trace-memory"
+            )
+        if network not in TOPOLOGIES:
+            raise InvalidInput(f"--network = {network!r}: not one of {', '.join(TOPOLOGIES)}")
+        flows = parse_int(flows_text, what="--flows", minimum=1, maximum=budget.MAX_NODES, bound="node bound")
+        racks = None
+        if racks_text is not None:
+            if not network.endswith("racks"):
+                raise InvalidInput("--racks is for --network racks or mixed-racks")
+            racks = parse_int(racks_text, what="--racks", minimum=1, maximum=flows, bound="--flows")
+        _network_bench(network, flows, racks, as_json)
+        return
+    vms = parse_int(
+        vms_text or "1000000", what="--vms", minimum=1, maximum=budget.MAX_VMS, bound="the model's VM bound"
+    )
     nodes = None
     if nodes_text is not None:
         nodes = parse_int(nodes_text, what="--nodes", minimum=1, maximum=budget.MAX_NODES, bound="node bound")
@@ -341,6 +378,7 @@ def bench_cmd(
         "events": r.events,
         "events_per_s": round(r.events_per_s),
         "flows": r.flows,
+        "peak_concurrent_transfers": r.peak_concurrent,
         "peak_rss_MiB": round(r.peak_rss_bytes / 2**20, 1),
         "peak_traced_MiB": None if r.peak_traced_bytes is None else round(r.peak_traced_bytes / 2**20, 1),
         "loadavg_1min": round(_loadavg(), 2),
@@ -353,6 +391,45 @@ def bench_cmd(
         f"({r.events_per_s:,.0f}/s), {r.flows} flows, peak RSS {doc['peak_rss_MiB']} MiB"
         + (f", peak traced {doc['peak_traced_MiB']} MiB" if r.peak_traced_bytes is not None else "")
         + f", load average {doc['loadavg_1min']}"
+    )
+    if r.peak_concurrent < FEW_TRANSFERS:
+        typer.echo(
+            f"peak {r.peak_concurrent} concurrent transfers: this times SimPy's events and the VM model, "
+            "not bandwidth sharing (for that: --network star|racks|mixed-racks --flows N)"
+        )
+    else:
+        typer.echo(f"peak {r.peak_concurrent} concurrent transfers")
+
+
+def _network_bench(name: str, flows: int, racks: int | None, as_json: bool) -> None:
+    from skycache.sim.bench import run_network_bench, topology
+
+    topo = topology(name, flows, racks)
+    r = run_network_bench(topo)
+    doc = {
+        "topology": r.topology,
+        "flows": r.flows,
+        "peak_concurrent_transfers": r.peak_concurrent,
+        "wall_s": round(r.wall_s, 3),
+        "cpu_s": round(r.cpu_s, 3),
+        "events": r.events,
+        "events_per_s": round(r.events_per_s),
+        "recomputes": r.recomputes,
+        "classes_rated": r.classes_rated,
+        "makespan_s": r.makespan_s,
+        "mean_transfer_s": r.mean_transfer_s,
+        "max_transfer_s": r.max_transfer_s,
+        "peak_rss_MiB": round(r.peak_rss_bytes / 2**20, 1),
+        "loadavg_1min": round(_loadavg(), 2),
+    }
+    if as_json:
+        typer.echo(json.dumps(doc))
+        return
+    typer.echo(
+        f"{topo.describe()}: peak {r.peak_concurrent:,} concurrent transfers; wall {r.wall_s:.2f} s "
+        f"(CPU {r.cpu_s:.2f} s), {r.events:,} events ({r.events_per_s:,.0f}/s); makespan "
+        f"{r.makespan_s:.6g} s, transfer time mean {r.mean_transfer_s:.6g} s, max {r.max_transfer_s:.6g} s; "
+        f"peak RSS {doc['peak_rss_MiB']} MiB, load average {doc['loadavg_1min']}"
     )
 
 

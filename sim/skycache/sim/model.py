@@ -156,8 +156,9 @@ class ClusterModel:
         for i in range(c.nodes):
             node = Node(
                 i,
-                net.add_link(f"node{i}.rx", c.nic_bw),
-                net.add_link(f"node{i}.tx", c.nic_bw),
+                # Unwatched: a NIC under one flow folds into that flow's cap (see network.py).
+                net.add_link(f"node{i}.rx", c.nic_bw, watch=False),
+                net.add_link(f"node{i}.tx", c.nic_bw, watch=False),
                 i % gw_count if gw_count else -1,
             )
             node.free = c.slots_per_node
@@ -195,6 +196,7 @@ class ClusterModel:
                         node.disk = net.add_link(f"node{node.idx}.disk", self.read_bw)
                         if self.writes_to_repo:
                             node.wdisk = net.add_link(f"node{node.idx}.wdisk", self.write_bw)
+                        net.watch(node.up)  # the sampler measures replica holders' uplinks
                         holders[node.idx] = node
                     reps.append(node)
                 self.replicas.append(reps)
