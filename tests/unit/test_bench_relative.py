@@ -54,6 +54,8 @@ def test_a_slower_machine_fails_the_absolute_gate_and_passes_the_relative_one(
     result = gate(capsys, base, slow, "--relative-to", "lvm-local")
     assert result.code == 0, result
     assert "relative to lvm-local in the same round" in result.out.replace("\n", " ")
+    # the geo means are ratios too, shown as such (not as IOPS rounded to 0)
+    assert "0.504x lvm-local" in result.out, result.out  # geo mean of ISCSI / LOCAL per round
     assert "no regression beyond 30%" in result.out
 
 

@@ -94,8 +94,18 @@ class RichReporter:
 # -- tables ------------------------------------------------------------------------------------------
 
 
-def comparison_table(comps: list[comparing.Comparison], metrics: tuple[str, ...], title: str) -> Table:
+def comparison_table(
+    comps: list[comparing.Comparison], metrics: tuple[str, ...], title: str, relative_to: str | None = None
+) -> Table:
+    """``relative_to``: the speeds are ratios to that stack (``bench compare --relative-to``), shown
+    as such rather than in the metric's unit."""
     from skycache.bench import compare as comparing
+    from skycache.bench import relative
+
+    def shown(metric: str, value: float) -> str:
+        if relative_to is not None and metric in relative.SPEED and not math.isnan(value):
+            return f"{value:.3g}x {relative_to}"
+        return comparing.fmt_metric(metric, value)
 
     t = Table(title=title, show_lines=False)
     right = ("geo mean", "baseline geo mean", "p (Holm)", "CV")
@@ -123,8 +133,8 @@ def comparison_table(comps: list[comparing.Comparison], metrics: tuple[str, ...]
             escape(c.baseline),
             c.direction,
             c.metric,
-            comparing.fmt_metric(c.metric, c.mean),
-            comparing.fmt_metric(c.metric, c.base_mean),
+            shown(c.metric, c.mean),
+            shown(c.metric, c.base_mean),
             escape(c.ratio.fmt()),
             comparing.fmt_p(c.ratio.p_adj),
             comparing.fmt_cvs(c.ratio),
@@ -621,7 +631,7 @@ def compare_cmd(
         title = f"ratio to baseline ({baseline or run_ids[0]})"
         if relative_to is not None:
             title += f", of speeds relative to {relative_to} in the same round"
-        console.print(comparison_table(comps, metrics, title))
+        console.print(comparison_table(comps, metrics, title, relative_to))
         for drift in drifts:
             console.print(f"note: {drift.line()}", markup=False, soft_wrap=True)
     too_far = [drift for drift in drifts if drift.beyond(max_reference_drift)]
