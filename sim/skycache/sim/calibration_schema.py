@@ -8,8 +8,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -20,7 +18,7 @@ from skycache.errors import InvalidInput
 from skycache.sim.calibration import FORMAT, Calibration, Rate, is_bandwidth, value_names
 from skycache.sim.calibration_source import Source, Workload
 from skycache.sim.quantities import parse_bandwidth, parse_duration
-from skycache.validation import Location, first_error
+from skycache.validation import Location, StrictModel, first_error
 
 # Backend names become the middle part of dotted names (repository.<backend>.read_bw): no dots.
 _BACKEND = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -35,9 +33,7 @@ def _line(text: str) -> str:
 Line = Annotated[str, AfterValidator(_line)]
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: TOML has nan and inf, and NaN passes every bound pydantic checks.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+_Strict = StrictModel  # unknown keys refused, no coercion, no NaN: as bench and sim scenarios
 
 
 class WorkloadModel(_Strict):
@@ -56,10 +52,9 @@ def _run_or_default_complete(m: OriginModel | SourceModel) -> None:
         raise ValueError('a default needs a note saying what the number assumes (note = "...")')
 
 
-class OriginModel(_Strict):
-    """What a --base file said about a value: a run or a default (never another base)."""
+class _Measured(_Strict):
+    """What a run or a default source records (a base source adds where it came from)."""
 
-    kind: Literal["run", "default"]
     run: Line | None = None
     condition: Line | None = None
     column: Line | None = None
@@ -67,6 +62,12 @@ class OriginModel(_Strict):
     workload: WorkloadModel | None = None
     accel: Line | None = None
     note: Line | None = None
+
+
+class OriginModel(_Measured):
+    """What a --base file said about a value: a run or a default (never another base)."""
+
+    kind: Literal["run", "default"]
 
     @model_validator(mode="after")
     def _complete(self) -> OriginModel:
@@ -74,15 +75,8 @@ class OriginModel(_Strict):
         return self
 
 
-class SourceModel(_Strict):
+class SourceModel(_Measured):
     kind: Literal["run", "base", "default"]
-    run: Line | None = None
-    condition: Line | None = None
-    column: Line | None = None
-    statistic: Line | None = None
-    workload: WorkloadModel | None = None
-    accel: Line | None = None
-    note: Line | None = None
     file: Line | None = None  # kind "base": the --base calibration
     origin: OriginModel | None = None  # kind "base": that file's own source of the value
 
