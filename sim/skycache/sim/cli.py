@@ -75,6 +75,12 @@ def _summary_line(s: dict[str, Any]) -> str:
         f" (instantaneous {_pct(s['repo_link_util_peak_instant'])}), disk {_pct(s['repo_disk_util_peak'])}",
         f"read-cache hits {_pct(s['cache_hit_ratio'])}",
     ]
+    if s.get("racks"):
+        parts.append(
+            f"{s['racks']} racks: peak rack uplink utilisation {_pct(s['rack_uplink_util_peak'])}"
+            f" (instantaneous {_pct(s['rack_uplink_util_peak_instant'])}),"
+            f" mean while starting {_pct(s['rack_uplink_util_mean'])}"
+        )
     if s["nat_mode"] != "none":
         parts.append(
             f"NAT ({s['nat_mode']}) peak CPU {_pct(s['nat_cpu_util_peak'])}, conntrack peak "
