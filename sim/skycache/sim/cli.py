@@ -206,6 +206,10 @@ def sweep_cmd(
         str, typer.Option("--workers", help=f"Local cluster worker processes (1 to {MAX_WORKERS}).")
     ] = "2",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", help="Sweep only these variants ('base' is the scenario; repeatable)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON records.")] = False,
     yes: YesOpt = False,
 ) -> None:
@@ -239,11 +243,18 @@ def sweep_cmd(
         raw = dict(sf.raw)
         raw["sweep"] = {**dict(raw.get("sweep", {})), "grid": grid}
         sf = parse_scenario_file(raw, sf.path, yes=True)
-    runs = len(sf.sweep_points()) * (1 + len(sf.variants)) * reps
+    known = ["base", *sf.variants]
+    for v in variant or []:
+        if v not in known:
+            raise InvalidInput(f"scenario has no variant {v!r} (has: {', '.join(known)})")
+    n_variants = len(set(variant)) if variant else len(known)
+    runs = len(sf.sweep_points()) * n_variants * reps
     budget.check_points(runs, limit, yes, f"{sf.path}: the sweep")
     cal = _calibration(sf, calibration)
     t0 = time.perf_counter()
-    table = run_sweep(sf, cal, replications=reps, scheduler=scheduler, workers=n_workers)
+    table = run_sweep(
+        sf, cal, replications=reps, scheduler=scheduler, workers=n_workers, variants=variant or None
+    )
     wall = time.perf_counter() - t0
     out_dir = (
         out or Path("results/sim") / f"{sf.base.name}-sweep-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
