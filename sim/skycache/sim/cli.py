@@ -277,6 +277,45 @@ def sweep_cmd(
     typer.echo(f"{len(table)} runs in {wall:.1f} s; table {path}")
 
 
+@app.command("saturation")
+def saturation_cmd(
+    sweep: Annotated[Path, typer.Argument(help="A sweep's directory or its sweep.parquet.")],
+    param: Annotated[
+        str | None, typer.Option("--param", "-p", help="The swept SECTION.KEY (default: the only one).")
+    ] = None,
+    latency_factor: Annotated[
+        str, typer.Option("--latency-factor", help="Saturated when p99 > this x the first point's.")
+    ] = "2",
+    util_limit: Annotated[
+        str, typer.Option("--util-limit", help="Saturated when the busiest mean utilisation > this.")
+    ] = "0.9",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the points as JSON.")] = False,
+) -> None:
+    """Where each variant of a sweep saturates (start-latency p99 or bottleneck utilisation)."""
+    import dataclasses
+
+    import pandas as pd
+
+    from skycache.sim.saturation import find_saturation
+
+    factor = parse_float(latency_factor, what="--latency-factor", minimum=1.0, maximum=1e6)
+    limit = parse_float(util_limit, what="--util-limit", minimum=0.0, maximum=1.0)
+    path = sweep / "sweep.parquet" if sweep.is_dir() else sweep
+    if not path.is_file():
+        raise InvalidInput(f"{files.shown(path)}: no sweep table (run skycache sim sweep first)")
+    found = find_saturation(pd.read_parquet(path), param, latency_factor=factor, util_limit=limit)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(s) for s in found], indent=2, default=str))
+        return
+    for s in found:
+        where = (
+            f"saturates at {s.param} = {s.saturated_at} ({s.reason}); last below: {s.last_below}"
+            if s.saturated_at is not None
+            else f"not saturated up to {s.param} = {s.last_below} ({s.reason})"
+        )
+        typer.echo(f"{s.variant}: unloaded p99 {s.unloaded_p99_s:.3g} s; {where}")
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     runs: Annotated[
