@@ -56,6 +56,8 @@ def test_one_rack_behind_a_slow_uplink_takes_n_size_over_uplink(tmp_path: Path) 
     # Mean over the samples up to the one holding the last start (at 6.71 s): 6.71 s busy of 7.
     busy = 8 * WS / GBIT
     assert s["rack_uplink_util_mean"] == pytest.approx(busy / np.ceil(busy), rel=1e-9)
+    # the target's 1000 Gbit/s link carries the same bytes over the same samples
+    assert s["repo_link_util_mean"] == pytest.approx(busy / np.ceil(busy) / 1000, rel=1e-9)
 
 
 def test_uneven_racks_each_share_their_own_uplink(tmp_path: Path) -> None:
