@@ -94,3 +94,18 @@ def test_sweep_refuses_workers_and_replications_out_of_bounds(
     assert isinstance(result.exception, InvalidInput), result.output
     assert ("--workers" if option == "--workers" else "--replications") in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_sweep_variant_option_runs_only_those_variants(tmp_path: Path) -> None:
+    sc = tmp_path / "s.toml"
+    sc.write_text(SCENARIO.format(cal=ROOT / "scenarios" / "sim-calibration-example.toml"))
+    from skycache.sim.scenario import load_scenario
+    from skycache.sim.sweep import tasks
+
+    sf = load_scenario(sc)
+    assert [v for v, _, _ in tasks(sf, 1, ["no-cache"])] == ["no-cache", "no-cache"]  # 2 grid points
+    assert [v for v, _, _ in tasks(sf, 1, ["no-cache", "base"])] == ["base", "no-cache"] * 2
+    result = CliRunner().invoke(app, ["sweep", str(sc), "--variant", "nope", "-o", str(tmp_path / "o")])
+    assert isinstance(result.exception, InvalidInput), result.output
+    assert "no variant 'nope' (has: base, no-cache)" in str(result.exception)
+    assert not (tmp_path / "o").exists()

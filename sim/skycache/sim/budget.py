@@ -35,8 +35,11 @@ HARD_MAX_POINTS = 10_000_000
 
 def series_per_sample(sc: Scenario) -> int:
     """Rows the sampler appends per tick (see ClusterModel._sampler): links of the central targets,
-    the distributed holders' summaries, the cluster counters and the NAT gauges."""
+    the distributed holders' summaries, the rack uplinks' summaries, the cluster counters and the NAT
+    gauges."""
     rows = 6 + (3 * sc.repository.targets if sc.repository.kind == "central" else 4)
+    if sc.cluster.racks:
+        rows += 4
     if sc.nat.mode == "per-node":
         rows += 4
     elif sc.nat.mode == "central":

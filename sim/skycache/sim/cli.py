@@ -75,6 +75,12 @@ def _summary_line(s: dict[str, Any]) -> str:
         f" (instantaneous {_pct(s['repo_link_util_peak_instant'])}), disk {_pct(s['repo_disk_util_peak'])}",
         f"read-cache hits {_pct(s['cache_hit_ratio'])}",
     ]
+    if s.get("racks"):
+        parts.append(
+            f"{s['racks']} racks: peak rack uplink utilisation {_pct(s['rack_uplink_util_peak'])}"
+            f" (instantaneous {_pct(s['rack_uplink_util_peak_instant'])}),"
+            f" mean while starting {_pct(s['rack_uplink_util_mean'])}"
+        )
     if s["nat_mode"] != "none":
         parts.append(
             f"NAT ({s['nat_mode']}) peak CPU {_pct(s['nat_cpu_util_peak'])}, conntrack peak "
@@ -200,6 +206,10 @@ def sweep_cmd(
         str, typer.Option("--workers", help=f"Local cluster worker processes (1 to {MAX_WORKERS}).")
     ] = "2",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory.")] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", help="Sweep only these variants ('base' is the scenario; repeatable)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON records.")] = False,
     yes: YesOpt = False,
 ) -> None:
@@ -233,11 +243,18 @@ def sweep_cmd(
         raw = dict(sf.raw)
         raw["sweep"] = {**dict(raw.get("sweep", {})), "grid": grid}
         sf = parse_scenario_file(raw, sf.path, yes=True)
-    runs = len(sf.sweep_points()) * (1 + len(sf.variants)) * reps
+    known = ["base", *sf.variants]
+    for v in variant or []:
+        if v not in known:
+            raise InvalidInput(f"scenario has no variant {v!r} (has: {', '.join(known)})")
+    n_variants = len(set(variant)) if variant else len(known)
+    runs = len(sf.sweep_points()) * n_variants * reps
     budget.check_points(runs, limit, yes, f"{sf.path}: the sweep")
     cal = _calibration(sf, calibration)
     t0 = time.perf_counter()
-    table = run_sweep(sf, cal, replications=reps, scheduler=scheduler, workers=n_workers)
+    table = run_sweep(
+        sf, cal, replications=reps, scheduler=scheduler, workers=n_workers, variants=variant or None
+    )
     wall = time.perf_counter() - t0
     out_dir = (
         out or Path("results/sim") / f"{sf.base.name}-sweep-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
@@ -258,6 +275,45 @@ def sweep_cmd(
     ]
     typer.echo(table[cols].to_string(index=False))
     typer.echo(f"{len(table)} runs in {wall:.1f} s; table {path}")
+
+
+@app.command("saturation")
+def saturation_cmd(
+    sweep: Annotated[Path, typer.Argument(help="A sweep's directory or its sweep.parquet.")],
+    param: Annotated[
+        str | None, typer.Option("--param", "-p", help="The swept SECTION.KEY (default: the only one).")
+    ] = None,
+    latency_factor: Annotated[
+        str, typer.Option("--latency-factor", help="Saturated when p99 > this x the first point's.")
+    ] = "2",
+    util_limit: Annotated[
+        str, typer.Option("--util-limit", help="Saturated when the busiest mean utilisation > this.")
+    ] = "0.9",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the points as JSON.")] = False,
+) -> None:
+    """Where each variant of a sweep saturates (start-latency p99 or bottleneck utilisation)."""
+    import dataclasses
+
+    import pandas as pd
+
+    from skycache.sim.saturation import find_saturation
+
+    factor = parse_float(latency_factor, what="--latency-factor", minimum=1.0, maximum=1e6)
+    limit = parse_float(util_limit, what="--util-limit", minimum=0.0, maximum=1.0)
+    path = sweep / "sweep.parquet" if sweep.is_dir() else sweep
+    if not path.is_file():
+        raise InvalidInput(f"{files.shown(path)}: no sweep table (run skycache sim sweep first)")
+    found = find_saturation(pd.read_parquet(path), param, latency_factor=factor, util_limit=limit)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(s) for s in found], indent=2, default=str))
+        return
+    for s in found:
+        where = (
+            f"saturates at {s.param} = {s.saturated_at} ({s.reason}); last below: {s.last_below}"
+            if s.saturated_at is not None
+            else f"not saturated up to {s.param} = {s.last_below} ({s.reason})"
+        )
+        typer.echo(f"{s.variant}: unloaded p99 {s.unloaded_p99_s:.3g} s; {where}")
 
 
 @app.command("calibrate")

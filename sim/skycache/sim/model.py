@@ -12,7 +12,10 @@ A VM's life (one SimPy process each):
    of the same image on that node wait for that fetch) and inserts it with LRU eviction. Without a
    read cache every VM fetches. A fetch is the repository's request latency followed by a flow over
    the path [target disk, target link, node NIC] (central) or [peer disk, peer NIC up, node NIC down]
-   (distributed: image i is stored on ``replicas`` worker nodes, a random other replica serves);
+   (distributed: image i is stored on ``replicas`` worker nodes, a random other replica serves).
+   With racks (``cluster.racks``), nodes sit in contiguous groups behind one uplink per rack and
+   direction: a central fetch also crosses the node's rack downlink, a peer fetch the holder's rack
+   uplink and the node's rack downlink unless both nodes are in the same rack;
 4. runs: with a write-back cache its writes stay local; without one they cross the network to the
    repository as a flow capped at ``write_bytes / runtime`` and the VM ends when both are done;
 5. ends: a fraction ``sync_fraction`` of VMs synchronise their COW clone (flush of ``write_bytes``
@@ -58,13 +61,15 @@ class Node:
         "idx",
         "pending",
         "pool_pos",
+        "rack",
         "running",
         "up",
         "wdisk",
     )
 
-    def __init__(self, idx: int, down: Link, up: Link, gateway: int) -> None:
+    def __init__(self, idx: int, down: Link, up: Link, gateway: int, rack: int = -1) -> None:
         self.idx = idx
+        self.rack = rack  # -1: no racks
         self.down = down
         self.up = up
         self.free = 0
@@ -153,6 +158,10 @@ class ClusterModel:
         gw_count = nat.gateways if nat.mode == "central" else 0
         self.gateways = [Gateway(f"gw{g}", nat.cores) for g in range(gw_count)]
         self.nodes: list[Node] = []
+        # Rack uplinks are watched (the sampler measures them); they carry many flows, so watching
+        # costs no folding: a rack under the repository's links still folds as nested (network.py).
+        self.rack_up = [net.add_link(f"rack{r}.tx", c.rack_uplink) for r in range(c.racks)]
+        self.rack_down = [net.add_link(f"rack{r}.rx", c.rack_uplink) for r in range(c.racks)]
         for i in range(c.nodes):
             node = Node(
                 i,
@@ -160,6 +169,8 @@ class ClusterModel:
                 net.add_link(f"node{i}.rx", c.nic_bw, watch=False),
                 net.add_link(f"node{i}.tx", c.nic_bw, watch=False),
                 i % gw_count if gw_count else -1,
+                # Contiguous racks of nodes // racks or one more node (the first nodes % racks racks).
+                i * c.racks // c.nodes if c.racks else -1,
             )
             node.free = c.slots_per_node
             node.pool_pos = i
@@ -273,12 +284,30 @@ class ClusterModel:
 
     # -- I/O ------------------------------------------------------------------------------------------
 
+    def _into(self, node: Node) -> list[Link]:
+        """The links from the core to ``node``: its rack's downlink (with racks), its NIC."""
+        if node.rack < 0:
+            return [node.down]
+        return [self.rack_down[node.rack], node.down]
+
+    def _out_of(self, node: Node) -> list[Link]:
+        """The links from ``node`` to the core: its NIC, its rack's uplink (with racks)."""
+        if node.rack < 0:
+            return [node.up]
+        return [node.up, self.rack_up[node.rack]]
+
+    def _between(self, src: Node, dst: Node) -> list[Link]:
+        """Node to node: through the core only between racks (within one, the rack's switch)."""
+        if src.rack == dst.rack:
+            return [src.up, dst.down]
+        return [*self._out_of(src), *self._into(dst)]
+
     def _fetch(self, k: int, node: Node, image: int) -> ProcessGen:
         ws = self.sc.images.working_set
         self.counters["fetches"] += 1
         if self.sc.repository.kind == "central":
             t = image % len(self.t_out)
-            path = [self.t_disk[t], self.t_out[t], node.down]
+            path = [self.t_disk[t], self.t_out[t], *self._into(node)]
         else:
             reps = self.replicas[image]
             if node in reps:  # the image is on this node's own disk
@@ -286,7 +315,7 @@ class ClusterModel:
                 return
             peer = reps[int(self.u_peer[k] * len(reps))]
             assert peer.disk is not None
-            path = [peer.disk, peer.up, node.down]
+            path = [peer.disk, *self._between(peer, node)]
         if self.latency > 0:
             yield self.env.timeout(self.latency)
         self.counters["repo_read_bytes"] += ws
@@ -295,13 +324,13 @@ class ClusterModel:
     def _write_path(self, node: Node, image: int) -> list[Link]:
         if self.sc.repository.kind == "central":
             t = image % len(self.t_in)
-            return [node.up, self.t_in[t], self.t_wdisk[t]]
+            return [*self._out_of(node), self.t_in[t], self.t_wdisk[t]]
         home = self.replicas[image][0]
         if home is node:
             assert node.wdisk is not None
             return [node.wdisk]
         assert home.wdisk is not None
-        return [node.up, home.down, home.wdisk]
+        return [*self._between(node, home), home.wdisk]
 
     def _cache_insert(self, node: Node, image: int) -> None:
         ws = self.sc.images.working_set
@@ -418,8 +447,11 @@ class ClusterModel:
                 ("peers.tx", [n.up for n in self.holders]),
                 ("peers.disk", [n.disk for n in self.holders if n.disk is not None]),
             ]
-            for _, links in peers:
-                last.update({link.name: 0.0 for link in links})
+        if self.rack_up:
+            # Every rack's uplink and downlink: the busiest rack and the mean over racks.
+            peers += [("racks.tx", self.rack_up), ("racks.rx", self.rack_down)]
+        for _, links in peers:
+            last.update({link.name: 0.0 for link in links})
         while True:
             yield env.timeout(dt)
             now = env.now
@@ -428,7 +460,8 @@ class ClusterModel:
                 out.append((now, "link_util", link.name, (b - last[link.name]) / (dt * link.capacity)))
                 last[link.name] = b
             for group, links in peers:
-                # Replica holders serve the distributed repository: their busiest and mean utilisation.
+                # Replica holders serve the distributed repository, racks reach the core: the busiest
+                # and the mean utilisation of each group.
                 utils = []
                 for link in links:
                     b = link.bytes_at(now)
@@ -487,6 +520,10 @@ class ClusterModel:
         if self.sc.repository.kind == "distributed":
             peak = max((n.up.peak_load / n.up.capacity for n in self.holders), default=0.0)
             self.counters["peak_inst_util:peer-uplinks"] = peak
+        if self.rack_up:
+            for group, links in (("rack-uplinks", self.rack_up), ("rack-downlinks", self.rack_down)):
+                peak = max(link.peak_load / link.capacity for link in links)
+                self.counters[f"peak_inst_util:{group}"] = peak
         for g in self.gateways:
             self.counters[f"peak_nat_cpu:{g.name}"] = g.peak_util
             self.counters[f"peak_conntrack:{g.name}"] = g.peak_conntrack

@@ -46,9 +46,25 @@ def series_table(res: SimResult) -> pd.DataFrame:
     return df
 
 
+def _largest(values: Sequence[float | None]) -> float | None:
+    known = [x for x in values if x is not None]
+    return max(known) if known else None
+
+
 def _pct(a: np.ndarray[Any, Any], q: float) -> float | None:
     a = a[~np.isnan(a)]
     return float(np.percentile(a, q)) if len(a) else None
+
+
+def _loaded_mean(frame: pd.DataFrame, until: float | None, dt: float) -> float | None:
+    """Mean of interval-average values over the samples that end before ``until`` + one interval:
+    the period in which VMs are starting, not the long tail of runs that no longer fetch."""
+    if until is None or not len(frame):
+        return None
+    loaded = frame[frame.time_s <= until + dt]
+    if not len(loaded):
+        loaded = frame[frame.time_s == frame.time_s.min()]
+    return float(loaded.value.mean())
 
 
 def summarise(res: SimResult, *, wall_s: float | None = None) -> dict[str, Any]:
@@ -66,6 +82,15 @@ def summarise(res: SimResult, *, wall_s: float | None = None) -> dict[str, Any]:
     ct = series[series.metric == "conntrack"]
     ctd = series[series.metric == "conntrack_demand"]
     tput = series[series.metric == "repo_throughput"]
+    rack_max = util[(ent == "racks.tx-max") | (ent == "racks.rx-max")]
+    last_start = float(np.nanmax(v["running_at"])) if started else None
+    dt = sc.sample_interval
+    # Means over the starting period, per link and then the busiest link (or rack direction).
+    repo_means = [_loaded_mean(g, last_start, dt) for _, g in repo_util.groupby("entity", sort=True)]
+    disk_means = [_loaded_mean(g, last_start, dt) for _, g in disk_util.groupby("entity", sort=True)]
+    rack_means = [
+        _loaded_mean(util[ent == f"racks.{d}-mean"], last_start, dt) for d in ("tx", "rx") if sc.cluster.racks
+    ]
     inst_peaks = {k.split(":", 1)[1]: v_ for k, v_ in c.items() if k.startswith("peak_inst_util:")}
     repo_inst = [
         val for name, val in inst_peaks.items() if name.endswith(".tx") and name.startswith("target")
@@ -100,6 +125,14 @@ def summarise(res: SimResult, *, wall_s: float | None = None) -> dict[str, Any]:
         "repo_link_util_peak": float(repo_util.value.max()) if len(repo_util) else None,
         "repo_link_util_peak_instant": max(repo_inst) if repo_inst else None,
         "repo_disk_util_peak": float(disk_util.value.max()) if len(disk_util) else None,
+        "repo_link_util_mean": _largest(repo_means),
+        "repo_disk_util_mean": _largest(disk_means),
+        "racks": sc.cluster.racks,
+        "rack_uplink_util_peak": float(rack_max.value.max()) if len(rack_max) else None,
+        "rack_uplink_util_peak_instant": _largest(
+            [inst_peaks.get("rack-uplinks"), inst_peaks.get("rack-downlinks")]
+        ),
+        "rack_uplink_util_mean": _largest(rack_means),
         "repo_throughput_peak_Bps": float(tput.value.max()) if len(tput) else None,
         "nat_cpu_util_peak": nat_peak,
         "nat_cpu_util_peak_sampled": float(nat.value.max()) if len(nat) else None,

@@ -36,6 +36,8 @@ class ClusterSpec:
     write_cache: bool  # write-back cache for the VM's COW clone on the node
     sync_fraction: float  # fraction of VMs whose COW clone is synchronised back at the end
     placement: str  # "random" | "cache-aware"
+    racks: int = 0  # 0 = no racks (NICs straight on the repository's links)
+    rack_uplink: float = 0.0  # bytes/s of each rack's uplink, each direction
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,8 @@ def _to_scenario(m: ScenarioModel, base_dir: Path, variant: str) -> Scenario:
             write_cache=c.write_cache,
             sync_fraction=c.sync_fraction,
             placement=c.placement,
+            racks=c.racks,
+            rack_uplink=c.rack_uplink,
         ),
         repository=RepositorySpec(
             kind=r.kind,

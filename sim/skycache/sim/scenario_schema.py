@@ -119,6 +119,20 @@ class ClusterSection(StrictModel):
     write_cache: bool = True
     sync_fraction: Annotated[float, _number(0.0, 1.0)] = 0.0
     placement: Literal["random", "cache-aware"] = "random"
+    # Racks: nodes in `racks` contiguous groups, each behind one uplink (per direction) to the core.
+    # 0 = no racks: NICs straight on the repository's links, as before racks existed.
+    racks: Annotated[int, _count(0, budget.MAX_NODES, "the model's node bound")] = 0
+    rack_uplink: Bandwidth = 0.0
+
+    @model_validator(mode="after")
+    def _racks(self) -> ClusterSection:
+        if self.racks > self.nodes:
+            raise ValueError(f"racks = {self.racks} is more racks than nodes ({self.nodes})")
+        if self.racks > 0 and self.rack_uplink <= 0:
+            raise ValueError("rack_uplink is required (and positive) when racks > 0")
+        if self.racks == 0 and self.rack_uplink > 0:
+            raise ValueError("rack_uplink is set but racks = 0 (no racks): set racks or drop rack_uplink")
+        return self
 
 
 class RepositorySection(StrictModel):

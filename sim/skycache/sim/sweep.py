@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,14 @@ def run_point(
     return {**{f"param:{k}": v for k, v in point.items()}, **summary}
 
 
-def tasks(sf: ScenarioFile, replications: int) -> list[tuple[str, dict[str, Any], int]]:
+def tasks(
+    sf: ScenarioFile, replications: int, variants: Sequence[str] | None = None
+) -> list[tuple[str, dict[str, Any], int]]:
+    """Every point x variant (all of them, or ``variants``, in the file's order) x replication."""
+    chosen = [v for v in ("base", *sf.variants) if variants is None or v in variants]
     out = []
     for point in sf.sweep_points():
-        for variant in ("base", *sf.variants):
+        for variant in chosen:
             for rep in range(replications):
                 out.append((variant, point, sf.base.seed + rep))
     return out
@@ -42,6 +46,7 @@ def run_sweep(
     replications: int,
     scheduler: str | None = None,
     workers: int = 2,
+    variants: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Run the grid on a Dask cluster (a LocalCluster of ``workers`` processes unless ``scheduler``)."""
     import logging
@@ -55,7 +60,7 @@ def run_sweep(
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    jobs = tasks(sf, replications)
+    jobs = tasks(sf, replications, variants)
     cluster = None
     if scheduler:
         client = Client(scheduler)  # type: ignore[no-untyped-call]
