@@ -618,7 +618,9 @@ def test_unmutated_sim_scenarios_are_accepted(name: str) -> None:
     with world() as w:
         d = _sim_world(w)
         path = w.text(name, toml_document(tomllib.loads((SCENARIOS / name).read_text())))
-        result = invoke(w, ["sim", "check", str(path), "-c", str(d / CALIBRATION)])
+        # A whole committed scenario (sim-san-vs-distributed: 8 variants x 5 sweep points) takes about
+        # 0.6 s to check; on a loaded 2-core machine that came near the default deadline once.
+        result = invoke(w, ["sim", "check", str(path), "-c", str(d / CALIBRATION)], timeout_s=30)
     assert result.code == 0 and not result.changed_files and not result.change_commands, result.stderr
 
 
