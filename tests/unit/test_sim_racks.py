@@ -4,14 +4,13 @@ utilisation outputs, the new keys' one-line errors, and scenarios without racks 
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from boundary import skycache
 
-from skycache.cli import main as cli_main
 from skycache.sim.calibration import load_calibration
 from skycache.sim.model import SimResult, simulate
 from skycache.sim.results import summarise
@@ -163,36 +162,29 @@ CASES = [
 ]
 
 
-def run_check(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str
-) -> tuple[int, str, Path]:
+def run_check(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> tuple[int, str, Path]:
+    """``skycache sim check`` of ``text`` through the real entry point: exit code, stderr, the file."""
     p = tmp_path / "s.toml"
     p.write_text(text)
-    monkeypatch.setattr(sys, "argv", ["skycache", "sim", "check", str(p), "-c", str(CAL_PATH)])
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), capsys.readouterr().err, p
+    result = skycache(capsys, "sim", "check", p, "-c", CAL_PATH)
+    return result.code, result.err, p
 
 
-def test_the_base_with_racks_is_valid(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, err, _ = run_check(tmp_path, monkeypatch, capsys, BASE)
+def test_the_base_with_racks_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err, _ = run_check(tmp_path, capsys, BASE)
     assert code == 0, err
 
 
 @pytest.mark.parametrize(("old", "new", "line"), CASES)
 def test_bad_rack_keys_are_one_line(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     old: str,
     new: str,
     line: str,
 ) -> None:
     assert old in BASE
-    code, err, path = run_check(tmp_path, monkeypatch, capsys, BASE.replace(old, new, 1))
+    code, err, path = run_check(tmp_path, capsys, BASE.replace(old, new, 1))
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith(f"skycache: error: {path}: {line}"), err

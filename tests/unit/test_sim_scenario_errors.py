@@ -5,12 +5,10 @@ the file sets it."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-from skycache.cli import main as cli_main
+from boundary import skycache
 
 ROOT = Path(__file__).resolve().parents[2]
 CAL = ROOT / "scenarios" / "sim-calibration-example.toml"
@@ -45,28 +43,20 @@ cluster = { read_cache = "64M" }
 """
 
 
-def check(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str
-) -> tuple[int, str, Path]:
+def check(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> tuple[int, str, Path]:
+    """``skycache sim check`` of ``text`` through the real entry point: exit code, stderr, the file."""
     p = tmp_path / "s.toml"
     p.write_text(text)
-    monkeypatch.setattr(sys, "argv", ["skycache", "sim", "check", str(p), "-c", str(CAL)])
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), capsys.readouterr().err, p
+    result = skycache(capsys, "sim", "check", p, "-c", CAL)
+    return result.code, result.err, p
 
 
-def test_base_is_valid(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_base_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "s.toml"
     p.write_text(BASE)
-    monkeypatch.setattr(sys, "argv", ["skycache", "sim", "check", str(p), "-c", str(CAL)])
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main()
-    assert exc.value.code == 0
-    assert capsys.readouterr().out.startswith("ok: t: 2 variant(s)")
+    result = skycache(capsys, "sim", "check", p, "-c", CAL)
+    assert result.code == 0, result.err
+    assert result.out.startswith("ok: t: 2 variant(s)")
 
 
 CASES: list[tuple[str, str, str]] = [
@@ -226,22 +216,19 @@ CASES += [
 @pytest.mark.parametrize(("old", "new", "line"), CASES)
 def test_one_line_naming_the_key_and_the_value(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     old: str,
     new: str,
     line: str,
 ) -> None:
     assert old in BASE
-    code, err, path = check(tmp_path, monkeypatch, capsys, BASE.replace(old, new, 1))
+    code, err, path = check(tmp_path, capsys, BASE.replace(old, new, 1))
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith(f"skycache: error: {path}: {line}"), err
 
 
-def test_bench_and_sim_files_give_the_same_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bench_and_sim_files_give_the_same_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown key is worded by the one formatter both loaders use."""
     from skycache.bench import scenario as bench_scenario
     from skycache.errors import InvalidInput
@@ -255,15 +242,15 @@ def test_bench_and_sim_files_give_the_same_line(
     with pytest.raises(InvalidInput) as exc:
         bench_scenario.from_dict(bench, Path("b.toml"), profiles=["none"])
     assert str(exc.value) == "b.toml: colour: unknown key"
-    _, err, path = check(tmp_path, monkeypatch, capsys, 'colour = "red"\n' + BASE)
+    _, err, path = check(tmp_path, capsys, 'colour = "red"\n' + BASE)
     assert err.strip() == f"skycache: error: {path}: colour: unknown key"
 
 
 def test_a_problem_the_variant_causes_elsewhere_is_noted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = BASE.replace('cluster = { read_cache = "64M" }', 'workload = { runtime = "1000 d" }')
-    code, err, path = check(tmp_path, monkeypatch, capsys, text)
+    code, err, path = check(tmp_path, capsys, text)
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"skycache: error: {path}: scenario.sample_interval: 1 s gives about "), err
     assert err.rstrip().endswith("(in variant small)"), err
@@ -279,16 +266,13 @@ def test_a_problem_the_variant_causes_elsewhere_is_noted(
     ],
 )
 def test_sweep_params_are_read_by_the_same_grammar(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], param: str, line: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], param: str, line: str
 ) -> None:
     p = tmp_path / "s.toml"
     p.write_text(BASE)
     out = tmp_path / "out"
-    argv = ["skycache", "sim", "sweep", str(p), "-c", str(CAL), "-p", param, "-o", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as exc:
-        cli_main.main()
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and err.count("\n") == 1, err
+    result = skycache(capsys, "sim", "sweep", p, "-c", CAL, "-p", param, "-o", out)
+    err = result.err
+    assert result.code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"skycache: error: {p}: {line}"), err
     assert not out.exists()  # refused before the sweep
