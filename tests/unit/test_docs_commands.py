@@ -14,8 +14,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from docblocks import ROOT, Block, all_blocks, console_steps, sh_commands
 from docblocks import COMMAND_LINE as COMMAND
+from docblocks import ROOT, Block, all_blocks, console_steps, sh_commands
 
 BLOCKS = all_blocks()
 KNOWN_LANGS = {"", "text", "sh", "console", "python", "toml"}
@@ -81,6 +81,10 @@ def _run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPr
     )  # fmt: skip
 
 
+def _tail(done: subprocess.CompletedProcess[str]) -> str:
+    return done.stderr[-2000:]
+
+
 RUNNABLE = [b for b in BLOCKS if b.runnable and not b.pending]
 
 
@@ -90,12 +94,12 @@ def test_block_runs_as_written(block: Block, tmp_path: Path) -> None:
     if block.lang == "sh":
         for cmd in sh_commands(block.body):
             done = _run(cmd, work, env)
-            assert done.returncode == 0, f"{block.where}: `{cmd}` exit {done.returncode}: {done.stderr[-2000:]}"
+            assert done.returncode == 0, f"{block.where}: `{cmd}` exit {done.returncode}: {_tail(done)}"
     elif block.lang == "python":
         script = tmp_path / "block.py"
         script.write_text(block.body + "\n")
         done = _run(f'"{sys.executable}" "{script}"', work, env)
-        assert done.returncode == 0, f"{block.where}: exit {done.returncode}: {done.stderr[-2000:]}"
+        assert done.returncode == 0, f"{block.where}: exit {done.returncode}: {_tail(done)}"
     else:
         steps = console_steps(block.body)
         assert steps, f"{block.where}: a console block without a `$ ` command"
@@ -106,7 +110,7 @@ def test_block_runs_as_written(block: Block, tmp_path: Path) -> None:
                 assert done.returncode != 0, f"{block.where}: `{step.command}` was shown failing but exit 0"
             else:
                 assert done.returncode == want, (
-                    f"{block.where}: `{step.command}` exit {done.returncode}, shown {want}: {done.stderr[-2000:]}"
+                    f"{block.where}: `{step.command}` exit {done.returncode}, shown {want}: {_tail(done)}"
                 )
             printed = {line.rstrip() for line in (done.stdout + "\n" + done.stderr).splitlines()}
             missing = [line for line in step.checked_lines if line not in printed]

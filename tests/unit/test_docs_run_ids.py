@@ -64,7 +64,7 @@ def test_quoted_result_paths_exist() -> None:
     for f in doc_files():
         for m in RESULT_PATH.finditer(f.read_text()):
             path = m[0]
-            if path in EXAMPLE_PATHS or not RUN_ID.search(path) and not path.endswith("/baseline"):
+            if path in EXAMPLE_PATHS or (not RUN_ID.search(path) and not path.endswith("/baseline")):
                 continue
             if not (ROOT / path).exists():
                 missing.append(f"{f.relative_to(ROOT)}: {path}")
@@ -176,7 +176,8 @@ def test_sim_md_nat_calibration_is_the_committed_one(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     text = (ROOT / "docs" / "sim.md").read_text()
-    m = re.search(r'Adding `(\S+)` gives\s+`nat.cpu_per_packet = "([^"]+)"` and `cpu_per_conn = "([^"]+)"`', text)
+    quote = r'Adding `(\S+)` gives\s+`nat.cpu_per_packet = "([^"]+)"` and `cpu_per_conn = "([^"]+)"`'
+    m = re.search(quote, text)
     assert m, "the quote of the NAT calibration moved"
     out = tmp_path / "cal.toml"
     done = skycache(capsys, "sim", "calibrate", str(ROOT / QUICKSTART), str(ROOT / m[1]), "-o", str(out))
