@@ -22,11 +22,14 @@ def _code(nb: nbformat.NotebookNode) -> list[Any]:
 
 def problems_of_committed(path: Path) -> list[str]:
     """What keeps the committed notebook from being read as it is: unexecuted cells, cells without
-    output (a ``parameters`` cell may have none), error outputs, a file over MAX_BYTES."""
+    output (a ``parameters`` cell may have none), error outputs, a file over MAX_BYTES, the checkout's
+    own path in an output (it differs on every machine)."""
     nb = nbformat.read(path, as_version=4)
     out = []
     if path.stat().st_size > MAX_BYTES:
         out.append(f"{path.name} is {path.stat().st_size} bytes, over {MAX_BYTES}")
+    if str(ROOT) in path.read_text():
+        out.append(f"{path.name} holds this checkout's path {ROOT}: outputs must not depend on where it is")
     for i, cell in enumerate(_code(nb)):
         where = f"{path.name} code cell {i}"
         if cell.execution_count is None:
