@@ -44,13 +44,17 @@ def problems_of_committed(path: Path) -> list[str]:
 
 def text_outputs(nb: nbformat.NotebookNode) -> list[list[tuple[str, str]]]:
     """Per code cell, its outputs as (kind, text): printed text, or the text/plain of a result or
-    display (a figure's is its size and axes); the image bytes themselves are not compared."""
+    display (a figure's is its size and axes); the image bytes themselves are not compared. Text
+    printed in a row is one output, however the kernel split it into messages."""
     cells = []
     for cell in _code(nb):
         outs = []
         for o in cell.outputs:
             if o.output_type == "stream":
-                outs.append((o.name, o.text))
+                if outs and outs[-1][0] == o.name:  # a print can arrive in several messages
+                    outs[-1] = (o.name, outs[-1][1] + o.text)
+                else:
+                    outs.append((o.name, o.text))
             elif o.output_type in ("execute_result", "display_data"):
                 kinds = ",".join(sorted(o.data))
                 outs.append((f"{o.output_type}[{kinds}]", o.data.get("text/plain", "")))
