@@ -12,7 +12,7 @@ APT_PACKAGES := python3-venv lvm2 dmsetup open-iscsi fio thin-provisioning-tools
 	nftables conntrack iperf3 qemu-system-x86 qemu-utils kmod udev busybox-static e2fsprogs \
 	util-linux procps openssh-server openssh-client
 
-.PHONY: setup apt venv kernel test test-unit test-lab demo bench bench-ci bench-gate-selftest lint typecheck clean fuzz \
+.PHONY: setup apt venv kernel test test-unit test-lab test-labhost demo bench bench-ci bench-gate-selftest lint typecheck clean fuzz \
 	notebook notebooks-refresh
 
 setup: apt venv kernel
@@ -46,6 +46,11 @@ test-unit: venv
 LAB ?= tests/lab
 test-lab: setup
 	$(PY) tools/test_tiers.py --tiers lab $(LAB)
+
+# The host-side lab tests: `lab up` boots a lab that stays up, `lab exec` runs commands in it (and
+# the lab benchmark prints `lab exec` and host CLI start times). About 2 min under TCG.
+test-labhost: setup
+	$(PY) tools/test_tiers.py --tiers labhost
 
 # The long fuzz of the CLI (opt-in, not part of `make test`): FUZZ_EXAMPLES hostile cases per verb
 # family (tests/unit/test_fuzz_cli.py), then the number of cases each family ran. About 60 ms a case:

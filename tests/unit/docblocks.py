@@ -30,9 +30,7 @@ COMMAND_LINE = re.compile(
 )
 
 # Blocks this test does not classify yet, each with the reason; the work named there marks them.
-PENDING: dict[str, str] = {
-    "docs/lab.md": "being rewritten with `lab up/exec/status/down` (issue 17 part 1)",
-}
+PENDING: dict[str, str] = {}
 PENDING_SECTIONS: dict[tuple[str, str], str] = {
     ("docs/sim.md", "Central SAN vs distributed repository at 10,000 nodes"): (
         "being rewritten with the sim network work (issue 17)"

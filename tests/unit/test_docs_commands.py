@@ -71,6 +71,8 @@ def _scratch(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     ).rstrip(os.pathsep)
     env["COLUMNS"] = "200"
     env.pop("SKYCACHE_NOTEBOOK_RUN", None)
+    # The docs show a machine without a lab up; a lab the user has up must not change what they print.
+    env["SKYCACHE_LAB_SESSION"] = str(tmp_path / "lab-session")
     return work, env
 
 

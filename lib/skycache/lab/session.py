@@ -67,8 +67,13 @@ class Session:
         return record
 
 
+SESSION_DIR_ENV = "SKYCACHE_LAB_SESSION"
+
+
 def session_dir() -> Path:
-    return paths.lab_dir() / "up"
+    """``$SKYCACHE_LAB_SESSION``, else ``~/.cache/skycache/lab/up`` (a test's lab beside a user's)."""
+    explicit = os.environ.get(SESSION_DIR_ENV)
+    return Path(explicit) if explicit else paths.lab_dir() / "up"
 
 
 def share_dir() -> Path:
