@@ -1,7 +1,8 @@
 """Run every test tier and print one combined summary line (used by ``make test``).
 
 Tiers: ``unit`` (host, no root, includes the benchmarks with timing disabled), ``lab`` (a real
-kernel in lab VMs) and ``labhost`` (host-side tests that boot a lab themselves: ``lab up/exec``). The lab files are split into ``--lab-shards`` groups, each run in a lab VM of
+kernel in lab VMs) and ``labhost`` (host-side tests that boot a lab themselves: ``lab up/exec``,
+after the lab tier). The lab files are split into ``--lab-shards`` groups, each run in a lab VM of
 its own at the same time (default: one VM per two host cores, so one on a 2-core machine). Each
 shard runs its files in one boot.
 
