@@ -75,9 +75,15 @@ def _register(argv: list[str] | None = None) -> None:
     lib_groups = {g.name for g in app.registered_groups} | {
         c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
     }
+    args = sys.argv[1:] if argv is None else argv
+    if word is None and "--version" in args:
+        return  # the version needs no verbs
     eps = entry_points()  # read the installed metadata once, not once per group
-    for ep in eps.select(group=PLUGIN_GROUP):
-        if word is None or word == ep.name or word not in lib_groups:
+    plugins = eps.select(group=PLUGIN_GROUP)
+    known = lib_groups | {ep.name for ep in plugins}
+    for ep in plugins:
+        # A plugin's own verb loads only that plugin; no verb or an unknown one loads all of them.
+        if word is None or word == ep.name or word not in known:
             app.add_typer(ep.load(), name=ep.name)
     for group in app.registered_groups:
         if isinstance(group.name, str) and group.typer_instance is not None:
