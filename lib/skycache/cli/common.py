@@ -22,7 +22,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
-import click
 import typer
 
 from skycache import agent, files, state
@@ -238,14 +237,15 @@ def run_app(
     except KeyboardInterrupt:
         typer.echo("skycache: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except (typer.TyperException, click.ClickException) as exc:
-        _cli_error(exc)
     except OSError as exc:
         line, status = _os_error(exc, argv)
         typer.echo(f"skycache: error: {line}", err=True)
         sys.exit(status)
-    except Exception as exc:  # the last line of defence: a bug, reported as one
-        _report_bug(exc, argv)
+    except Exception as exc:
+        # click's errors by name: typer >= 0.29 raises those of its own copy of click (see _named)
+        if isinstance(exc, typer.TyperException) or _named(exc, "ClickException"):
+            _cli_error(exc)
+        _report_bug(exc, argv)  # the last line of defence: a bug, reported as one
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

@@ -7,15 +7,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
-from skycache.lab import accel, kernel
-from skycache.lab.vm import LabSpec, boot
 from skycache.numbers import parse_duration, parse_int
 from skycache.runner import SystemRunner
 from skycache.units import parse_positive_size
+
+if TYPE_CHECKING:  # the lab's modules are imported by the verbs that use them: a CLI start stays light
+    from skycache.lab.accel import AccelChoice
+    from skycache.lab.kernel import LabKernel
+    from skycache.lab.vm import LabSpec
 
 # More vCPUs than this only slows a TCG guest down (each is a host thread); a week is longer than any
 # suite the lab runs.
@@ -67,6 +70,8 @@ def run_cmd(
 
     Example: skycache lab run --disk 1G -- sh -c 'grep -q device-mapper /proc/misc'
     """
+    from skycache.lab.vm import boot
+
     argv = list(ctx.args)
     if argv and argv[0] == "--":
         argv = argv[1:]
@@ -89,9 +94,12 @@ def _lab_spec(
     timeout: str,
     *,
     before_kernel: Callable[[], None] | None = None,
-) -> tuple[LabSpec, kernel.LabKernel, accel.AccelChoice]:
+) -> tuple[LabSpec, LabKernel, AccelChoice]:
     """The options `lab run` and `lab up` share, checked before the kernel is looked up (and
     ``before_kernel`` run then, e.g. `lab up`'s refusal of a second lab, before any KVM probe)."""
+    from skycache.lab import accel, kernel
+    from skycache.lab.vm import LabSpec
+
     if accel_request not in ("auto", "kvm", "tcg"):
         raise typer.BadParameter(f"{accel_request!r} is not auto, kvm or tcg", param_hint="--accel")
     # Checked before the kernel is looked up or qemu started: qemu's own refusal of 10**20 CPUs is a
@@ -312,6 +320,8 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print the lab kernel, where it came from, and the acceleration the lab will use and why."""
+    from skycache.lab import accel, kernel
+
     runner = SystemRunner()
     lab_kernel = kernel.require()
     choice = accel.choose("auto", runner, lab_kernel)
@@ -335,6 +345,8 @@ def fetch_kernel_cmd(
     force: Annotated[bool, typer.Option(help="Fetch again even if one is cached.")] = False,
 ) -> None:
     """Download Debian's linux-image-amd64 kernel and unpack it into the cache (not /boot)."""
+    from skycache.lab import kernel
+
     lab_kernel = kernel.fetch(SystemRunner(), force=force)
     typer.echo(f"lab kernel {lab_kernel.version} ready in {lab_kernel.root}", err=True)
     sys.stdout.flush()
