@@ -27,10 +27,10 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def lab(cache: Path) -> Iterator[session.Session]:
     """A session record for a command server started on the host, as `lab up` leaves one."""
     pid, port = _start_server()
+    node = session.NodeRun(
+        name="lab", address=None, role="worker", pid=pid, pid_start=session._proc_start(pid), host_port=port
+    )
     record = session.Session(
-        pid=pid,
-        pid_start=session._proc_start(pid),
-        host_port=port,
         token=TOKEN,
         started=time.time() - 5,
         deadline=time.time() + 3600,
@@ -41,8 +41,9 @@ def lab(cache: Path) -> Iterator[session.Session]:
         disk_sizes=(1024**3,),
         rwdirs=("/work",),
         cwd="/",
+        nodes=(node,),
     )
-    session.share_dir().mkdir(parents=True)
+    session.share_dir("lab").mkdir(parents=True)
     (session.session_dir() / session.SESSION_FILE).write_text(json.dumps(asdict(record)))
     yield record
     _stop(pid)
@@ -66,7 +67,8 @@ def test_a_record_whose_vm_is_gone_is_not_a_lab(
 
 
 def test_a_reused_pid_is_not_the_lab(capsys: pytest.CaptureFixture[str], lab: session.Session) -> None:
-    fake = asdict(lab) | {"pid": os.getpid()}  # a running process, but not the one `lab up` started
+    # a running process, but not the one `lab up` started
+    fake = asdict(lab) | {"nodes": [asdict(lab.nodes[0]) | {"pid": os.getpid()}]}
     (session.session_dir() / session.SESSION_FILE).write_text(json.dumps(fake))
     assert skycache(capsys, "lab", "status").out == "lab: down\n"
 
@@ -101,10 +103,12 @@ def test_status_shows_the_lab_without_its_token(
     result = skycache(capsys, "lab", "status", "--json")
     assert result.code == 0
     record = json.loads(result.out)
-    assert record["state"] == "up" and record["pid"] == lab.pid and record["server"]["ok"] is True
+    assert record["state"] == "up" and record["nodes"][0]["pid"] == lab.pid
+    assert record["server"]["lab"]["ok"] is True
     assert TOKEN not in result.out
     text = skycache(capsys, "lab", "status")
-    assert text.code == 0 and text.out.startswith("lab: up (pid ") and "1024M" in text.out
+    assert text.code == 0 and text.out.startswith("lab: up (up ") and "1024M" in text.out
+    assert f"node lab (worker): pid {lab.pid}, answers in " in text.out
     assert TOKEN not in text.out
 
 
@@ -125,7 +129,8 @@ def test_down_powers_the_lab_off_and_forgets_it(
 def test_up_refuses_a_second_lab_and_bad_options_before_booting(
     capsys: pytest.CaptureFixture[str], lab: session.Session
 ) -> None:
-    assert_one_error(skycache(capsys, "lab", "up", "--nodes", "2"), "--nodes", "2", code=2)
+    assert_one_error(skycache(capsys, "lab", "up", "--nodes", "9"), "--nodes", "9", code=2)
+    assert_one_error(skycache(capsys, "lab", "exec", "--node", "w7", "--", "true"), "'w7'", "(lab)", code=2)
     assert_one_error(skycache(capsys, "lab", "up", "--timeout", "-1"), "--timeout", code=2)
     assert_one_error(skycache(capsys, "lab", "up", "--disk", "lots"), "--disk", "'lots'", code=2)
     assert_one_error(skycache(capsys, "lab", "up"), f"a lab is already up (pid {lab.pid}", "lab down", code=1)

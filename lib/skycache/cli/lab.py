@@ -18,6 +18,7 @@ from skycache.units import parse_positive_size
 if TYPE_CHECKING:  # the lab's modules are imported by the verbs that use them: a CLI start stays light
     from skycache.lab.accel import AccelChoice
     from skycache.lab.kernel import LabKernel
+    from skycache.lab.session import NodeRun, Session
     from skycache.lab.vm import LabSpec
 
 # More vCPUs than this only slows a TCG guest down (each is a host thread); a week is longer than any
@@ -39,7 +40,12 @@ def register(app: typer.Typer) -> None:
 def run_cmd(
     ctx: typer.Context,
     memory: Annotated[str, typer.Option(help="Guest memory (e.g. 2G).", metavar="SIZE")] = "2G",
-    cpus: Annotated[str, typer.Option(help=f"Guest CPUs (1 to {MAX_CPUS}).", metavar="N")] = "2",
+    cpus: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Guest CPUs (1 to {MAX_CPUS}; default 2, or 1 per node with --nodes).", metavar="N"
+        ),
+    ] = None,
     accel_request: Annotated[
         str, typer.Option("--accel", help="auto (probe KVM once, else TCG), kvm or tcg.", metavar="MODE")
     ] = "auto",
@@ -65,6 +71,14 @@ def run_cmd(
             metavar="DURATION",
         ),
     ] = "3600",
+    nodes: Annotated[
+        str,
+        typer.Option(
+            help="Lab nodes to boot (1 to 8): with 2 or more, CMD runs on the first worker (w1) while "
+            "the repository node (repo) and the other workers run beside it (see docs/lab.md).",
+            metavar="N",
+        ),
+    ] = "1",
 ) -> None:
     """Boot the lab and run CMD (after '--') as root in it; exits with CMD's exit code.
 
@@ -75,14 +89,83 @@ def run_cmd(
     argv = list(ctx.args)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    spec, lab_kernel, choice = _lab_spec(memory, cpus, accel_request, disk, rwdir, timeout)
+    node_count = parse_int(nodes, what="--nodes", minimum=1, maximum=MAX_NODES, bound="the lab's node bound")
+    if not argv:
+        raise typer.BadParameter("no command given to run in the lab (put it after '--')", param_hint="CMD")
+    spec, lab_kernel, choice = _lab_spec(memory, _cpus(cpus, node_count), accel_request, disk, rwdir, timeout)
     runner = SystemRunner()
+    if node_count > 1:
+        raise typer.Exit(_run_on_nodes(runner, lab_kernel, spec, node_count, argv))
     typer.echo(f"lab: booting {lab_kernel.version} with {choice.accel} ({choice.reason})", err=True)
     code = boot(runner, lab_kernel, spec, argv, on_line=lambda line: print(line, flush=True))
     raise typer.Exit(code)
 
 
-MAX_NODES = 1  # a lab of several nodes joined by a virtual segment comes with the two-node lab
+def _cpus(cpus: str | None, node_count: int) -> str:
+    # Under TCG each vCPU is a host thread: N nodes with two each would fight over a small host.
+    return cpus if cpus is not None else ("2" if node_count == 1 else "1")
+
+
+def _run_on_nodes(
+    runner: SystemRunner, lab_kernel: LabKernel, spec: LabSpec, node_count: int, argv: list[str]
+) -> int:
+    """`lab run --nodes N`: the nodes up in a session of their own, CMD on the first worker, all down."""
+    import os
+    import tempfile
+
+    from skycache.lab import session
+
+    saved = os.environ.get(session.SESSION_DIR_ENV)
+    with tempfile.TemporaryDirectory(prefix="skycache-lab-nodes-") as tmp:
+        os.environ[session.SESSION_DIR_ENV] = str(Path(tmp) / "up")
+        try:
+            typer.echo(f"lab: booting {node_count} nodes ({lab_kernel.version}, {spec.accel})", err=True)
+            up = session.up(
+                runner,
+                lab_kernel,
+                spec,
+                node_count=node_count,
+                lifetime_s=spec.timeout_s,
+                progress=lambda line: typer.echo(line, err=True),
+            )
+            try:
+                return _exec_on(up, up.node(None), argv, cwd=spec.cwd, env={})
+            finally:
+                session.down(progress=lambda line: typer.echo(line, err=True))
+        finally:
+            if saved is None:
+                os.environ.pop(session.SESSION_DIR_ENV, None)
+            else:
+                os.environ[session.SESSION_DIR_ENV] = saved
+
+
+def _exec_on(up: Session, target: NodeRun, argv: list[str], *, cwd: Path, env: dict[str, str]) -> int:
+    """Run argv on one node of a running lab, its output to ours as it comes; its exit code."""
+    from skycache.lab import exec_client, hostinfo, session
+
+    def write(stream: BinaryIO) -> Callable[[bytes], None]:
+        def sink(data: bytes) -> None:
+            stream.write(data)
+            stream.flush()
+
+        return sink
+
+    sys.stdout.flush()
+    # While CMD runs, the host's load goes on reaching the guest (results record it as provenance).
+    with hostinfo.HostShare(SystemRunner(), session.share_dir(target.name), None):
+        return exec_client.run(
+            target.host_port,
+            up.token,
+            argv,
+            cwd=str(cwd.absolute()),
+            env=env,
+            on_stdout=write(sys.stdout.buffer),
+            on_stderr=write(sys.stderr.buffer),
+        )
+
+
+# Each node is a TCG VM with a vCPU of its own: more than this on a small host only crawls.
+MAX_NODES = 8
 
 
 def _lab_spec(
@@ -129,7 +212,12 @@ def _lab_spec(
 @lab_app.command("up")
 def up_cmd(
     memory: Annotated[str, typer.Option(help="Guest memory (e.g. 2G).", metavar="SIZE")] = "3G",
-    cpus: Annotated[str, typer.Option(help=f"Guest CPUs (1 to {MAX_CPUS}).", metavar="N")] = "2",
+    cpus: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Guest CPUs (1 to {MAX_CPUS}; default 2, or 1 per node with --nodes).", metavar="N"
+        ),
+    ] = None,
     accel_request: Annotated[
         str, typer.Option("--accel", help="auto (probe KVM once, else TCG), kvm or tcg.", metavar="MODE")
     ] = "auto",
@@ -148,7 +236,14 @@ def up_cmd(
             metavar="DIR",
         ),
     ] = None,
-    nodes: Annotated[str, typer.Option(help="Lab nodes to boot (1 so far).", metavar="N")] = "1",
+    nodes: Annotated[
+        str,
+        typer.Option(
+            help=f"Lab nodes to boot (1 to {MAX_NODES}): with 2 or more, the first is the repository "
+            "(repo, 10.77.0.1), the others workers (w1, w2, ...), joined by a virtual segment.",
+            metavar="N",
+        ),
+    ] = "1",
     timeout: Annotated[
         str,
         typer.Option(
@@ -165,25 +260,32 @@ def up_cmd(
     """
     from skycache.lab import session
 
-    parse_int(nodes, what="--nodes", minimum=1, maximum=MAX_NODES, bound="the nodes a lab can have so far")
+    node_count = parse_int(nodes, what="--nodes", minimum=1, maximum=MAX_NODES, bound="the lab's node bound")
     spec, lab_kernel, choice = _lab_spec(
-        memory, cpus, accel_request, disk, rwdir, timeout, before_kernel=session.refuse_second_lab
+        memory,
+        _cpus(cpus, node_count),
+        accel_request,
+        disk,
+        rwdir,
+        timeout,
+        before_kernel=session.refuse_second_lab,
     )
     started = time.time()
+    what = f"{node_count} nodes" if node_count > 1 else "the lab"
     typer.echo(
-        f"lab: booting {lab_kernel.version} with {choice.accel} ({choice.reason}) in the background", err=True
+        f"lab: booting {what} ({lab_kernel.version}, {choice.accel}: {choice.reason}) in the background",
+        err=True,
     )
     up = session.up(
         SystemRunner(),
         lab_kernel,
         spec,
+        node_count=node_count,
         lifetime_s=spec.timeout_s,
         progress=lambda line: typer.echo(line, err=True),
     )
-    typer.echo(
-        f"lab: up in {time.time() - started:.0f} s (pid {up.pid}; console log {session.console_log()})",
-        err=True,
-    )
+    logs = ", ".join(str(session.console_log(n.name)) for n in up.nodes)
+    typer.echo(f"lab: up in {time.time() - started:.0f} s (console log {logs})", err=True)
     typer.echo("lab: run commands with `skycache lab exec -- CMD`; stop it with `skycache lab down`")
 
 
@@ -204,13 +306,17 @@ def exec_cmd(
         list[str] | None,
         typer.Option(help="Set KEY=VALUE in CMD's environment (repeatable).", metavar="KEY=VALUE"),
     ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(help="The node to run CMD on (default: the first worker, w1).", metavar="NAME"),
+    ] = None,
 ) -> None:
     """Run CMD (after '--') as root in the lab that `skycache lab up` started; exits with CMD's code.
 
     Output is streamed as it comes (stdout to stdout, stderr to stderr); Ctrl-C is passed on to CMD.
     CMD gets the project's environment, as under `lab run`. Example: skycache lab exec -- skycache repo list
     """
-    from skycache.lab import exec_client, hostinfo, session
+    from skycache.lab import session
 
     argv = list(ctx.args)
     if argv and argv[0] == "--":
@@ -224,29 +330,10 @@ def exec_cmd(
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
         extra[key] = value
     up = session.require()
-    out = sys.stdout.buffer
-    err = sys.stderr.buffer
-
-    def write(stream: BinaryIO) -> Callable[[bytes], None]:
-        def sink(data: bytes) -> None:
-            stream.write(data)
-            stream.flush()
-
-        return sink
-
-    sys.stdout.flush()
-    # While CMD runs, the host's load goes on reaching the guest (results record it as provenance).
-    with hostinfo.HostShare(SystemRunner(), session.share_dir(), None):
-        code = exec_client.run(
-            up.host_port,
-            up.token,
-            argv,
-            cwd=str((cwd or Path.cwd()).absolute()),
-            env=extra,
-            on_stdout=write(out),
-            on_stderr=write(err),
-        )
-    raise typer.Exit(code)
+    target = up.node(node)
+    if not session.node_alive(target):
+        raise session.NoLabUp(f"lab node {target.name} is not running (see `skycache lab status`)")
+    raise typer.Exit(_exec_on(up, target, argv, cwd=cwd or Path.cwd(), env=extra))
 
 
 @lab_app.command("status")
@@ -259,30 +346,42 @@ def status_cmd(
     """
     from skycache.lab import session
 
-    record, running, answer = session.status()
-    state = "up" if running and answer else "booting or not answering" if running else "down"
+    record, answers = session.status()
+    answering = [name for name, a in answers.items() if a]
+    if record is None or not answers:
+        state = "down"
+    elif len(answering) == len(record.nodes):
+        state = "up"
+    else:
+        state = "partly up" if answering else "booting or not answering"
     if as_json:
         out: dict[str, Any] = {"state": state}
-        if record is not None and running:
+        if record is not None and answers:
             out.update(record.public())
-            out["server"] = answer
+            out["server"] = answers
         typer.echo(json.dumps(out, indent=2))
         raise typer.Exit(0 if state == "up" else 1)
-    if record is None or not running:
+    if record is None or not answers:
         typer.echo("lab: down")
         raise typer.Exit(1)
-    typer.echo(
-        f"lab: {state} (pid {record.pid}, up {_ago(record.started)}, powers off in {_until(record.deadline)})"
-    )
-    typer.echo(f"kernel:  {record.kernel} ({record.accel}), {record.cpus} vCPUs, {record.memory}")
+    typer.echo(f"lab: {state} (up {_ago(record.started)}, powers off in {_until(record.deadline)})")
+    typer.echo(f"kernel:  {record.kernel} ({record.accel}), {record.cpus} vCPUs, {record.memory} per node")
     disks = ", ".join(f"{size // 1024**2}M" for size in record.disk_sizes) or "none"
-    typer.echo(f"disks:   {disks}")
+    typer.echo(f"disks:   {disks} per node")
     typer.echo(f"rwdirs:  {', '.join(record.rwdirs) or 'none'}")
-    if answer:
-        warm = "skycache warm" if answer.get("warm") else "skycache cold"
-        typer.echo(
-            f"server:  answers in {answer.get('ping_ms')} ms, guest load {answer.get('guest_load')}, {warm}"
-        )
+    for n in record.nodes:
+        answer = answers.get(n.name)
+        where = f" {n.address}" if n.address else ""
+        if n.name not in answers:
+            typer.echo(f"node {n.name}{where} ({n.role}): not running")
+        elif answer is None:
+            typer.echo(f"node {n.name}{where} ({n.role}): pid {n.pid}, not answering")
+        else:
+            warm = "skycache warm" if answer.get("warm") else "skycache cold"
+            typer.echo(
+                f"node {n.name}{where} ({n.role}): pid {n.pid}, answers in {answer.get('ping_ms')} ms, "
+                f"guest load {answer.get('guest_load')}, {warm}"
+            )
     raise typer.Exit(0 if state == "up" else 1)
 
 
@@ -318,19 +417,37 @@ def _span(seconds: float) -> str:
 @lab_app.command("info")
 def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    nodes: Annotated[
+        str | None,
+        typer.Option(
+            help="Also list the nodes of a lab of N nodes (default: of the lab that is up).", metavar="N"
+        ),
+    ] = None,
 ) -> None:
-    """Print the lab kernel, where it came from, and the acceleration the lab will use and why."""
-    from skycache.lab import accel, kernel
+    """Print the lab kernel, where it came from, the acceleration the lab will use and why, and the
+    nodes (names, roles, addresses on the segment, iSCSI initiator names) of a multi-node lab."""
+    from skycache.lab import accel, kernel, session
+    from skycache.lab import nodes as lab_nodes
 
+    count = None
+    if nodes is not None:
+        count = parse_int(nodes, what="--nodes", minimum=1, maximum=MAX_NODES, bound="the lab's node bound")
+    running = session.load()
+    if count is None and running is not None and session.alive(running):
+        count = len(running.nodes)
     runner = SystemRunner()
     lab_kernel = kernel.require()
     choice = accel.choose("auto", runner, lab_kernel)
+    layout = lab_nodes.plan(count) if count and count > 1 else []
     record = {
         "kernel": lab_kernel.version,
         "kernel_source": lab_kernel.source,
         "kernel_image": str(lab_kernel.vmlinuz),
         "accel": choice.accel,
         "accel_reason": choice.reason,
+        "nodes": [
+            {"name": n.name, "role": n.role, "address": n.address, "initiator": n.initiator} for n in layout
+        ],
     }
     if as_json:
         typer.echo(json.dumps(record, indent=2))
@@ -338,6 +455,8 @@ def info_cmd(
     typer.echo(f"kernel:  {record['kernel']}  ({record['kernel_source']})")
     typer.echo(f"image:   {record['kernel_image']}")
     typer.echo(f"accel:   {record['accel']}  ({record['accel_reason']})")
+    for n in layout:
+        typer.echo(f"node:    {n.name:5s} {n.role:10s} {n.address}  {n.initiator}")
 
 
 @lab_app.command("fetch-kernel")

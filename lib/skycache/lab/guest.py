@@ -44,7 +44,7 @@ GUEST_INITIATOR = "iqn.2026-11.org.skycache.lab:guest"
 CHANNEL_ADDRESS = "10.0.2.15/24"
 
 
-def prepare(runner: Runner) -> None:
+def prepare(runner: Runner, initiator: str = GUEST_INITIATOR) -> None:
     for module in MODULES:
         runner.run(["modprobe", module])
     if not Path("/sys/kernel/config/target").exists() and not os.path.ismount("/sys/kernel/config"):
@@ -54,7 +54,7 @@ def prepare(runner: Runner) -> None:
     runner.run(["ip", "link", "set", "lo", "up"])
     iscsi_etc = Path("/etc/iscsi")
     iscsi_etc.mkdir(parents=True, exist_ok=True)
-    (iscsi_etc / "initiatorname.iscsi").write_text(f"InitiatorName={GUEST_INITIATOR}\n")
+    (iscsi_etc / "initiatorname.iscsi").write_text(f"InitiatorName={initiator}\n")
     running = runner.query(["pgrep", "-x", "iscsid"], check=False)
     if running.returncode != 0:
         runner.run(["iscsid"])
@@ -68,13 +68,52 @@ def scratch_disks() -> list[str]:
 
 def bring_up_channel(runner: Runner, mac: str) -> None:
     """Give the NIC of qemu's port forward (found by its MAC) the address qemu forwards to."""
+    dev = _nic_by_mac(mac)
+    runner.run(["ip", "link", "set", dev, "up"])
+    runner.run(["ip", "addr", "add", CHANNEL_ADDRESS, "dev", dev])
+
+
+def _nic_by_mac(mac: str) -> str:
     for dev in sorted(Path("/sys/class/net").iterdir()):
         address = (dev / "address").read_text().strip() if (dev / "address").exists() else ""
         if address.lower() == mac.lower():
-            runner.run(["ip", "link", "set", dev.name, "up"])
-            runner.run(["ip", "addr", "add", CHANNEL_ADDRESS, "dev", dev.name])
-            return
-    raise CommandError(["ip", "link"], 1, "", f"no network interface has the lab channel's MAC {mac}")
+            return dev.name
+    raise CommandError(["ip", "link"], 1, "", f"no network interface has the MAC {mac}")
+
+
+NODE_RUN_DIR = Path("/run/skycache-lab")
+
+
+def join_segment(runner: Runner, node: dict[str, str], lab: dict[str, Any]) -> dict[str, str]:
+    """A node of a multi-node lab: its name, its address on the segment, /etc/hosts, and sshd with
+    the lab's keys; returns what the node's commands get in their environment."""
+    from skycache.lab import nodes
+
+    runner.run(["hostname", node["name"]])
+    dev = _nic_by_mac(node["mac"])
+    runner.run(["ip", "link", "set", dev, "up"])
+    runner.run(["ip", "addr", "add", f"{node['address']}/{nodes.PREFIX_LEN}", "dev", dev])
+    with Path("/etc/hosts").open("a") as hosts:  # /etc is the guest's own (a tmpfs overlay)
+        hosts.write("".join(f"{addr} {name}\n" for name, addr in lab["nodes"].items()))
+    common = Path(lab["common"])
+    NODE_RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # sshd and ssh refuse keys that others may read; the shared directory's modes are not trusted.
+    for name in (nodes.KEY_NAME, nodes.HOST_KEY_NAME):
+        target = NODE_RUN_DIR / name
+        target.write_bytes((common / name).read_bytes())
+        target.chmod(0o600)
+    authorized = NODE_RUN_DIR / "authorized_keys"
+    authorized.write_text((common / f"{nodes.KEY_NAME}.pub").read_text())
+    config = NODE_RUN_DIR / "sshd_config"
+    me = nodes.Node(node["name"], node["address"], node["mac"], "worker")
+    config.write_text(nodes.sshd_config(me, str(NODE_RUN_DIR / nodes.HOST_KEY_NAME), str(authorized)))
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    runner.run(["/usr/sbin/sshd", "-f", str(config)])
+    return {
+        "SKYCACHE_LAB_NODE": node["name"],
+        "SKYCACHE_LAB_NODES": " ".join(f"{k}={v}" for k, v in lab["nodes"].items()),
+        "SKYCACHE_LAB_SSH_CONFIG": str(common / nodes.SSH_CONFIG),
+    }
 
 
 def lab_env(spec: dict[str, Any]) -> dict[str, str]:
@@ -94,14 +133,18 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     runner = SystemRunner()
     serve = spec.get("serve")
+    node = spec.get("node")
+    node_env: dict[str, str] = {}
     try:
-        prepare(runner)
+        prepare(runner, f"iqn.2026-11.org.skycache.lab:{node['name']}" if node else GUEST_INITIATOR)
         if serve:
             bring_up_channel(runner, serve["mac"])
-    except CommandError as exc:
+        if node:
+            node_env = join_segment(runner, node, spec["lab"])
+    except (CommandError, OSError) as exc:
         print(f"lab: guest preparation failed: {exc}", file=sys.stderr)
         raise SystemExit(125) from exc
-    env = lab_env(spec)
+    env = {**lab_env(spec), **node_env}
     # Progress for logs: how long the boot took before the user's command (or the server) starts.
     uptime = Path("/proc/uptime").read_text().split()[0]
     print(f"lab: guest ready ({uptime} s after the kernel started)", file=sys.stderr, flush=True)

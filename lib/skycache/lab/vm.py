@@ -25,6 +25,7 @@ from typing import Literal
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.lab import hostinfo
 from skycache.lab.kernel import LabKernel
+from skycache.lab.nodes import Node, Segment
 from skycache.runner import LineSink, MissingProgram, SystemRunner
 from skycache.units import parse_size
 
@@ -84,11 +85,14 @@ def vng_argv(
     disk_paths: Sequence[Path],
     python: str = sys.executable,
     channel: Channel | None = None,
+    segment: tuple[Segment, Node] | None = None,
 ) -> list[str]:
     """The virtme-ng command line that boots ``kernel`` and runs the guest entry point.
 
     With a ``channel`` (``lab up``), the guest also gets one NIC on qemu's user-mode network, with
     ``restrict=on`` (no route out of the VM) and only the host's loopback port forwarded into it.
+    With a ``segment`` (a node of a multi-node lab), one more NIC joins the lab's segment
+    (:mod:`skycache.lab.nodes`).
     """
     argv = [
         "vng",
@@ -118,6 +122,14 @@ def vng_argv(
             f"--qemu-opts=user,id=skycache-channel,restrict=on,{forward}",
             "--qemu-opts=-device",
             f"--qemu-opts=virtio-net-pci,netdev=skycache-channel,mac={channel.mac}",
+        ]
+    if segment is not None:
+        seg, node = segment
+        argv += [
+            "--qemu-opts=-netdev",
+            f"--qemu-opts={seg.netdev()}",
+            "--qemu-opts=-device",
+            f"--qemu-opts=virtio-net-pci,netdev=skycache-segment,mac={node.mac}",
         ]
     argv += ["--exec", shlex.join([python, "-m", "skycache.lab.guest", str(guest_spec_path)])]
     return argv
