@@ -107,6 +107,7 @@ def join_segment(runner: Runner, node: dict[str, str], lab: dict[str, Any]) -> d
     config = NODE_RUN_DIR / "sshd_config"
     me = nodes.Node(node["name"], node["address"], node["mac"], "worker")
     config.write_text(nodes.sshd_config(me, str(NODE_RUN_DIR / nodes.HOST_KEY_NAME), str(authorized)))
+    _unlock_root_for_keys(runner)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     runner.run(["/usr/sbin/sshd", "-f", str(config)])
     return {
@@ -114,6 +115,20 @@ def join_segment(runner: Runner, node: dict[str, str], lab: dict[str, Any]) -> d
         "SKYCACHE_LAB_NODES": " ".join(f"{k}={v}" for k, v in lab["nodes"].items()),
         "SKYCACHE_LAB_SSH_CONFIG": str(common / nodes.SSH_CONFIG),
     }
+
+
+def _unlock_root_for_keys(runner: Runner) -> None:
+    """virtme-ng bind-mounts a generated /etc/shadow whose accounts are all locked ('!'), and sshd
+    without PAM refuses a locked account even for a key ("User root not allowed because account is
+    locked"). In the guest only, a copy with root's field '*' (no password, not locked) goes over it."""
+    shadow = Path("/etc/shadow").read_text().splitlines()
+    if not any(line.startswith("root:!") for line in shadow):
+        return
+    fixed = [("root:*:" + line.split(":", 2)[2]) if line.startswith("root:") else line for line in shadow]
+    copy = NODE_RUN_DIR / "shadow"
+    copy.write_text("\n".join(fixed) + "\n")
+    copy.chmod(0o640)
+    runner.run(["mount", "--bind", str(copy), "/etc/shadow"])
 
 
 def lab_env(spec: dict[str, Any]) -> dict[str, str]:
