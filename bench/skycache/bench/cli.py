@@ -167,6 +167,11 @@ def _plain_line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)  # a log line: no markup, no wrapping
 
 
+def _bench_line(text: str) -> None:
+    """Progress of a long step (drawing, writing report.md): stderr, so stdout stays the result."""
+    _plain_line(f"bench: {text}")
+
+
 def _estimate_line(sc: scenarios.Scenario, prep: orchestrate.Prepared, out: Path) -> str:
     root = prep.run.path.parent.parent if prep.run is not None else out
     overhead = estimate.measured_overhead(root, sc.name, estimate.runtimes(prep.planned))
@@ -264,7 +269,7 @@ def run_cmd(
         bool,
         typer.Option(
             "--no-report",
-            help="Skip the plots and report.md (draw them later with `skycache bench plots RUN`).",
+            help="Skip the plots and report.md (later: `skycache bench plots RUN`, `skycache bench report RUN`).",
         ),
     ] = False,
     host_draws: Annotated[
@@ -411,7 +416,7 @@ def _close(
     if draw:
         started = time.monotonic()
         _plain_line(f"bench: drawing plots and report.md of {run_dir}")
-        comps, pngs, report_path = report.finish(run_dir, baseline)
+        comps, pngs, report_path = report.finish(run_dir, baseline, _bench_line)
         _plain_line(f"bench: plots and report.md done in {estimate.fmt_duration(time.monotonic() - started)}")
         for p in pngs:
             err_console.print(f"plot: {p}")
@@ -426,7 +431,12 @@ def _close(
             title = f"{sc.name} run {finished.run_id}: ratio to baseline ({closing['baseline']})"
             console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
         else:
-            console.print(f"plots and report.md not drawn (--no-report): skycache bench plots {run_dir}")
+            console.print(
+                f"plots and report.md not drawn (--no-report): skycache bench plots {run_dir}; "
+                f"skycache bench report {run_dir}",
+                markup=False,
+                soft_wrap=True,
+            )
         auto_line = report.auto_line(manifest)
         if auto_line:
             console.print(auto_line, markup=False, soft_wrap=True)
@@ -673,24 +683,56 @@ def _reference_drift(
     return relative.reference_drift(comparing.per_rep(df), stack, base_run, loads)
 
 
-@app.command("plots")
-def plots_cmd(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
-    baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline for report.md.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """(Re)draw a run's plots and report.md from its tidy table; prints the PNG paths."""
-    from skycache.bench import report, store
+def _run_dir(run: Path) -> None:
+    from skycache.bench import store
 
     if not (run / store.TIDY).is_file():
         raise InvalidInput(f"{run}: not a run directory (no {store.TIDY})")
-    _, pngs, report_path = report.finish(run, baseline)
+
+
+@app.command("plots")
+def plots_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", hidden=True, help="Was report.md's: see `bench report`.")
+    ] = None,
+) -> None:
+    """(Re)draw a run's plots (RUN/plots/*.png) from its tidy table; prints the PNG paths.
+
+    report.md is left as it is: `skycache bench report RUN` (re)writes it.
+    """
+    from skycache.bench import report
+
+    _run_dir(run)
+    if baseline is not None:  # the form from before `bench report` existed still runs, and says so
+        _bench_line(f"--baseline is report.md's: skycache bench report {run} --baseline {baseline}")
+    pngs = report.draw_plots(run, _bench_line)
     if as_json:
-        typer.echo(json.dumps({"plots": [str(p) for p in pngs], "report": str(report_path)}, indent=2))
+        typer.echo(json.dumps({"plots": [str(p) for p in pngs]}, indent=2))
         return
     for p in pngs:
         typer.echo(str(p))
-    typer.echo(str(report_path))
+
+
+@app.command("report")
+def report_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Baseline condition (default: the run's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """(Re)write a run's report.md from its tidy table, linking the plots RUN/plots/ holds; prints
+    its path. Draws no plots (`skycache bench plots RUN` does)."""
+    from skycache.bench import report
+
+    _run_dir(run)
+    comps, path = report.write_report(run, baseline, _bench_line)
+    if as_json:
+        typer.echo(json.dumps({"report": str(path), "comparisons": _comparisons_json(comps)}, indent=2))
+        return
+    typer.echo(str(path))
 
 
 SHOWN_PERCENTILES = (("clat", "p50"), ("clat", "p99"), ("clat", "p99_9"), ("lat", "p99"), ("lat", "p99_9"))
