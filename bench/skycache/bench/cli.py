@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from skycache import files
-from skycache.bench import estimate
+from skycache.bench import cli_net, estimate
 from skycache.bench import scenario as scenarios
 from skycache.bench.progress import PlainReporter
 from skycache.errors import InvalidInput, SkycacheError
@@ -39,7 +39,11 @@ if TYPE_CHECKING:
     from skycache.bench import compare as comparing
     from skycache.bench import orchestrate, relative
 
-app = typer.Typer(help="Run fio scenarios over real stacks, compare runs, draw plots.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run fio scenarios and the NAT benchmark, show and compare runs, draw plots and reports.",
+    no_args_is_help=True,
+)
+app.command("nat")(cli_net.nat_bench)
 suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
 
 # Piped output (make demo | tee, CI logs) would wrap at 80 columns; tables need more.

@@ -26,6 +26,7 @@ import click
 import typer
 
 from skycache import agent, files, state
+from skycache.cli import helpfmt
 from skycache.errors import SkycacheError
 from skycache.plan import Plan
 from skycache.runner import Runner, SystemRunner
@@ -206,6 +207,7 @@ def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> NoReturn:
     """
     argv = list(sys.argv[1:] if args is None else args)
     command = typer.main.get_command(app)
+    helpfmt.readable(command)  # metavars and help texts as docs/errors.md quotes them
     interrupted = False
     previous = None
 
