@@ -25,8 +25,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from skycache import files
+from skycache import files, validators
 from skycache.bench import cli_net, estimate
+from skycache.bench import validate as bench_validate
 from skycache.bench import scenario as scenarios
 from skycache.bench.progress import PlainReporter
 from skycache.errors import InvalidInput, SkycacheError
@@ -44,6 +45,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.command("nat")(cli_net.nat_bench)
+# `skycache validate` checks fio suites, and other verbs name `suite validate` for one
+validators.register(bench_validate.KIND)
 suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
 
 # Piped output (make demo | tee, CI logs) would wrap at 80 columns; tables need more.

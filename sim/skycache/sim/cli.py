@@ -13,11 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
-from skycache import files
+from skycache import files, validators
 from skycache.errors import InvalidInput
 from skycache.numbers import INT64_MAX, parse_float, parse_int, parse_seed
 from skycache.sim.calibration import Calibration, load_calibration, render_calibration
 from skycache.sim.scenario import ScenarioFile, load_scenario
+from skycache.sim import validate as sim_validate
 from skycache.sim.tables import Table, as_int
 
 # Local Dask worker processes: each is a Python process with the model loaded (~150 MiB); more than
@@ -30,6 +31,9 @@ app = typer.Typer(
     help="Simulate repository, network and NAT load for large clusters.",
     no_args_is_help=True,
 )
+# `skycache validate` checks these kinds of file, and other verbs name `sim check` for a sim scenario
+validators.register(sim_validate.SCENARIO_KIND)
+validators.register(sim_validate.CALIBRATION_KIND)
 
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario TOML (scenarios/sim-*.toml).")]
 YesOpt = Annotated[
@@ -168,24 +172,10 @@ def run_cmd(
 @app.command("check")
 def check_cmd(scenario: ScenarioArg, calibration: CalibrationOpt = None, yes: YesOpt = False) -> None:
     """Validate a scenario (all variants and sweep points), its trace and its calibration (every value
-    a variant uses present and fit for its role); run nothing."""
-    import numpy as np
-
-    from skycache.sim.calibration_use import model_rates
-    from skycache.sim.swf import load_swf
-    from skycache.sim.workload import generate
-
-    sf = load_scenario(scenario, yes=yes)
-    cal = _calibration(sf, calibration)
-    for sc in sf.all_variants():
-        model_rates(sc, cal)  # every value this variant uses is there and fits its role
-        if sc.workload.trace is not None:
-            load_swf(sc.workload.trace)
-            # The trace decides how many VMs start and how long the run lasts: check those bounds.
-            generate(sc, np.random.default_rng(sc.seed))
-    typer.echo(
-        f"ok: {sf.base.name}: {1 + len(sf.variants)} variant(s), {len(sf.sweep_points())} sweep point(s)"
-    )
+    a variant uses present and fit for its role); run nothing. `skycache validate FILE...` checks
+    any kind of file."""
+    checked = sim_validate.check_scenario(scenario, yes, calibration)
+    typer.echo(f"ok: {checked.summary}")
 
 
 @app.command("sweep")
