@@ -589,7 +589,7 @@ def compare_cmd(
     and shaping (else exit 2, naming the difference). With --fail-on-regression (the gate) it also
     fails when there is nothing to compare, and prints the smallest change it could have detected.
     """
-    from skycache.bench import comparable, gate, store, tidy
+    from skycache.bench import comparable, gate, natresults, store, tidy
     from skycache.bench import compare as comparing
 
     if not (math.isfinite(max_reference_drift) and max_reference_drift > 1):
@@ -598,23 +598,29 @@ def compare_cmd(
         raise InvalidInput(
             f"--fail-on-regression {fail_on_regression:g}: use a percentage between 0 and 1000"
         )
-    metrics = tuple(metric or ("iops", "lat_mean_ns", "lat_p99_ns", *comparing.CACHE_METRICS))
-    for m in metrics:
-        if m not in comparing.METRICS:
-            raise InvalidInput(f"--metric {m!r}: use one of {', '.join(comparing.METRICS)}")
-    gated = tuple(metric) if metric else comparing.GATED
-    if fail_on_regression is not None:
-        gate.check_metrics(gated)
     allowed = comparable.parse_allowed(allow_different or [])
     comparable.check_distinct(runs)
     df = comparable.identify_runs(tidy.load(runs))  # one run per directory, whatever its id
     run_dirs = list(dict.fromkeys(df["run_dir"]))
     manifests = {d: store.read_manifest(Path(d)) for d in run_dirs}  # format checked here
+    nat = _nat_runs(manifests)
+    if nat:
+        if relative_to is not None:
+            raise InvalidInput("--relative-to: a stack of fio runs; NAT benchmark runs have none")
+        df = natresults.as_compared(df)
+    default = tuple(natresults.METRICS) if nat else ("iops", "lat_mean_ns", "lat_p99_ns", *comparing.CACHE_METRICS)
+    metrics = tuple(metric or default)
+    for m in metrics:
+        if m not in comparing.METRICS:
+            raise InvalidInput(f"--metric {m!r}: use one of {', '.join(comparing.METRICS)}")
+    gated = tuple(metric) if metric else natresults.GATED if nat else comparing.GATED
+    if fail_on_regression is not None:
+        gate.check_metrics(gated)
     labels = comparable.run_labels(df)
     differences = comparable.check([(labels[d], Path(d), manifests[d]) for d in run_dirs], allowed)
     run_ids = [labels[d] for d in run_dirs]
     if baseline is None and len(run_ids) == 1:
-        baseline = manifests[run_dirs[0]].get("baseline")
+        baseline = natresults.BASELINE if nat else manifests[run_dirs[0]].get("baseline")
     comps = comparing.compare(df, baseline, relative_to=relative_to)
     drifts = _reference_drift(df, relative_to, run_ids[0], run_dirs, labels) if relative_to else []
     gating = fail_on_regression is not None
@@ -677,6 +683,18 @@ def compare_cmd(
         raise typer.Exit(3)
     if fail_on_regression is not None and not as_json:
         console.print(f"no regression beyond {fail_on_regression:g}% (Holm-adjusted p < 0.05)")
+
+
+def _nat_runs(manifests: dict[str, dict[str, Any]]) -> bool:
+    """True when every run is a NAT benchmark run, False when none is; refused when mixed."""
+    from skycache.bench import natresults
+
+    kinds = {d: natresults.is_nat(m) for d, m in manifests.items()}
+    if len(set(kinds.values())) > 1:
+        nat_dir = next(d for d, k in kinds.items() if k)
+        fio_dir = next(d for d, k in kinds.items() if not k)
+        raise InvalidInput(f"not comparable: {nat_dir} is a NAT benchmark run and {fio_dir} a fio run")
+    return any(kinds.values())
 
 
 def _reference_drift(
@@ -771,10 +789,12 @@ def show_cmd(
     """Per condition: geometric mean IOPS and latency with 95% intervals, the CV of the repetitions,
     and latency percentiles of all the repetitions' I/Os (fio's histograms merged; clat = completion,
     lat = total latency)."""
-    from skycache.bench import latency, report, store, tidy
+    from skycache.bench import latency, natresults, report, store, tidy
 
-    if run.is_dir():
-        store.read_manifest(run)  # a run whose manifest is damaged is not shown as if it were whole
+    manifest = store.read_manifest(run) if run.is_dir() else {}  # a damaged one is refused here
+    if natresults.is_nat(manifest):
+        _show_nat(run, tidy.load(run), as_json)
+        return
     s = latency.condition_summary(tidy.load(run))
     if as_json:
         typer.echo(json.dumps(_records(s), indent=2))
@@ -803,6 +823,19 @@ def show_cmd(
         console.print(auto, markup=False, soft_wrap=True)
     methods.discard("")
     console.print(f"percentiles: {', '.join(sorted(methods)) or 'none recorded'}", markup=False)
+
+
+def _show_nat(run: Path, df: pd.DataFrame, as_json: bool) -> None:
+    """A NAT benchmark run: NAT against routed per metric, as `bench nat` printed it."""
+    from skycache.bench import natbench
+
+    rows = natbench.summarize(df)
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(run), "summary": natbench.summary_json(rows)}, indent=2))
+        return
+    reps = int(df["repetition"].nunique()) if "repetition" in df.columns else 0
+    console.print(f"{run} (NAT benchmark)", markup=False)
+    console.print(natbench.format_table(rows, reps), markup=False, soft_wrap=True)
 
 
 # -- suite -------------------------------------------------------------------------------------------
