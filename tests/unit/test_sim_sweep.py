@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -61,7 +62,15 @@ def test_sweep_runs_grid_on_local_dask_cluster(tmp_path: Path) -> None:
     cached = table[table.variant == "base"].repo_fetches
     uncached = table[table.variant == "no-cache"].repo_fetches
     assert cached.max() <= 4 and (uncached == 8).all()
-    assert "8 runs in" in result.output
+    assert "8 runs in" in result.stdout
+    # progress on stderr, a line per finished run with the elapsed time (a log is never silent)
+    lines = result.stderr.splitlines()
+    assert lines[0] == "sim: sweep: 8 runs on 2 local worker process(es)"
+    done = [ln for ln in lines if ln.startswith("sim: sweep point ")]
+    assert [ln.split(" done")[0] for ln in done] == [f"sim: sweep point {i} of 8" for i in range(1, 9)]
+    assert all(re.search(r"\(variant (base|no-cache), cluster.nodes=[24], seed [12]\) \.\.\. [0-9.]+ s$", ln)
+               for ln in done), done  # fmt: skip
+    assert "sweep point" not in result.stdout
 
 
 def test_sweep_param_option_replaces_grid(tmp_path: Path) -> None:

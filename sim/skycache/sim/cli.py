@@ -45,6 +45,11 @@ CalibrationOpt = Annotated[
 ]
 
 
+def _progress(text: str) -> None:
+    """A progress line on stderr (a terminal or a log alike): stdout stays the table or the JSON."""
+    typer.echo(f"sim: {text}", err=True)
+
+
 def _calibration(sf: ScenarioFile, path: Path | None) -> Calibration:
     chosen = path or sf.base.calibration
     if chosen is None:
@@ -242,8 +247,16 @@ def sweep_cmd(
     budget.check_points(runs, limit, yes, f"{sf.path}: the sweep")
     cal = _calibration(sf, calibration)
     t0 = time.perf_counter()
+    where = f"the Dask scheduler {scheduler}" if scheduler else f"{n_workers} local worker process(es)"
+    _progress(f"sweep: {runs} runs on {where}")
     table = run_sweep(
-        sf, cal, replications=reps, scheduler=scheduler, workers=n_workers, variants=variant or None
+        sf,
+        cal,
+        replications=reps,
+        scheduler=scheduler,
+        workers=n_workers,
+        variants=variant or None,
+        progress=_progress,
     )
     wall = time.perf_counter() - t0
     out_dir = (
