@@ -213,7 +213,10 @@ class Plan:
         return [c.render() for a in self.actions for c in a.commands()]
 
     def apply(
-        self, runner: Runner, progress: Progress = _quiet, on_action: Callable[[int, Action], None] | None = None
+        self,
+        runner: Runner,
+        progress: Progress = _quiet,
+        on_action: Callable[[int, Action], None] | None = None,
     ) -> None:
         """Run every action; on failure undo the completed ones, newest first, and raise.
         ``on_action(i, action)`` is told as the i-th (from 1) action starts."""

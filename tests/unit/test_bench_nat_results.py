@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from boundary import assert_one_error, skycache
+
 from skycache.bench import natbench
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,13 @@ def test_bench_compare_of_one_nat_run_is_nat_against_routed(capsys: pytest.Captu
     assert set(comps) == {"throughput_bps", "conn_per_s", "cpu_ns_per_packet", "softirq_ns_per_packet",
                           "cpu_ns_per_conn", "conntrack_entries", "conntrack_bytes"}  # fmt: skip
     t = comps["throughput_bps"]
-    assert (t["condition"], t["baseline"], t["direction"], t["n"], t["baseline_n"]) == ("nat", "routed", "net", 5, 5)
+    assert (t["condition"], t["baseline"], t["direction"], t["n"], t["baseline_n"]) == (
+        "nat",
+        "routed",
+        "net",
+        5,
+        5,
+    )
     assert t["verdict"] == "not significant" and 0.5 < t["ratio"] < 2
     # routed traffic leaves conntrack empty: a floor makes zero a value, and NAT's entries stand out
     assert comps["conntrack_entries"]["verdict"] == "higher" and comps["conntrack_entries"]["ratio"] > 10

@@ -73,9 +73,11 @@ def test_the_host_half_draws_from_the_summary_the_lab_left(
     out, err = capsys.readouterr()
     doc = json.loads(out)
     # a line as each figure and each step of report.md starts, with the time since drawing began
-    steps = re.findall(r"^bench: (drawing plots|writing report.md) \((\d) of (\d): ([\w.-]+)\) \.\.\. [0-9.]+ s$", err, re.M)
+    step = r"^bench: (drawing plots|writing report.md) \((\d) of (\d): ([\w.-]+)\) \.\.\. [0-9.]+ s$"
+    steps = re.findall(step, err, re.M)
     assert [s[3] for s in steps] == [*PLOTS, "comparisons", "report.md"]
-    assert steps[0][1:3] == ("1", "4") and re.search(r"^bench: drawing plots: 4 plots in [0-9.]+ s$", err, re.M)
+    assert steps[0][1:3] == ("1", "4")
+    assert re.search(r"^bench: drawing plots: 4 plots in [0-9.]+ s$", err, re.M), err
     assert (copy / "report.md").is_file() and doc["report"] == str(copy / "report.md")
     assert {Path(p).name for p in doc["plots"]} >= {"iops.png", "latency.png"}
     assert json.loads((copy / cli.RUN_SUMMARY).read_text()) == doc  # the host's summary replaced the lab's

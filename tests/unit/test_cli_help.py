@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import click
 import pytest
 import typer
-
 from boundary import skycache
+
 from skycache.cli import helpfmt
 from skycache.cli.main import app
 
@@ -20,7 +20,9 @@ BRACED = re.compile(r"\{[a-z_]+\}")
 BRACKETED = re.compile(r"\[[^\[\]\n]+\]")
 
 
-def _commands(cmd: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+def _commands(
+    cmd: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, cmd
     for name, sub in sorted(getattr(cmd, "commands", {}).items()):
         if not sub.hidden:
@@ -80,4 +82,7 @@ def test_markup_escape_keeps_brackets_and_backslashes() -> None:
 
 def test_docstring_paragraphs_are_joined_but_lists_and_layout_kept() -> None:
     text = "First\nline.\n\nSecond\nparagraph.\n\n- a\n- b\n\n  indented\n  block"
-    assert helpfmt.help_text(text, rich=False) == "First line.\n\nSecond paragraph.\n\n- a\n- b\n\n  indented\n  block"
+    assert (
+        helpfmt.help_text(text, rich=False)
+        == "First line.\n\nSecond paragraph.\n\n- a\n- b\n\n  indented\n  block"
+    )

@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-
 from boundary import assert_one_error, skycache
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
-BENCH, SIM, CAL = SCENARIOS / "quickstart.toml", SCENARIOS / "sim-nat.toml", SCENARIOS / "sim-calibration-example.toml"
+BENCH, SIM, CAL = (
+    SCENARIOS / "quickstart.toml",
+    SCENARIOS / "sim-nat.toml",
+    SCENARIOS / "sim-calibration-example.toml",
+)
 
 
 def test_each_kind_is_detected_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,7 +51,9 @@ def test_an_invalid_file_is_one_line_naming_the_value_and_the_others_still_check
     assert "64 parsecs" in str(rows[0]["error"])
 
 
-def test_a_bad_sim_scenario_gets_the_sim_checks_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_a_bad_sim_scenario_gets_the_sim_checks_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     bad = tmp_path / "sim-bad.toml"
     text = SIM.read_text().replace('"sim-calibration-example.toml"', f'"{CAL}"')
     bad.write_text(text.replace("nodes = 500", "nodes = -3", 1))
@@ -73,7 +78,9 @@ def test_a_file_of_no_kind_is_one_line_saying_what_each_kind_has(
     assert_one_error(skycache(capsys, "validate", f), str(f), fragment, code=2)
 
 
-def test_a_missing_file_and_an_empty_directory_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_a_missing_file_and_an_empty_directory_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     assert_one_error(skycache(capsys, "validate", tmp_path / "nope.toml"), "nope.toml", code=2)
     assert_one_error(skycache(capsys, "validate", tmp_path), "no *.toml files", code=2)
 
@@ -95,7 +102,9 @@ def test_sim_check_of_a_fio_suite_names_suite_validate(capsys: pytest.CaptureFix
         code=2,
     )
     # a scenario given where a calibration is read
-    assert_one_error(skycache(capsys, "sim", "check", SIM, "-c", SIM), "is a sim scenario, not a sim calibration")
+    assert_one_error(
+        skycache(capsys, "sim", "check", SIM, "-c", SIM), "is a sim scenario, not a sim calibration"
+    )
 
 
 def test_the_old_verbs_still_check_their_own_kind(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,8 +27,8 @@ from rich.table import Table
 
 from skycache import files, validators
 from skycache.bench import cli_net, estimate
-from skycache.bench import validate as bench_validate
 from skycache.bench import scenario as scenarios
+from skycache.bench import validate as bench_validate
 from skycache.bench.progress import PlainReporter
 from skycache.errors import InvalidInput, SkycacheError
 
@@ -276,7 +276,8 @@ def run_cmd(
         bool,
         typer.Option(
             "--no-report",
-            help="Skip the plots and report.md (later: `skycache bench plots RUN`, `skycache bench report RUN`).",
+            help="Skip the plots and report.md (later: `skycache bench plots RUN`, then "
+            "`skycache bench report RUN`).",
         ),
     ] = False,
     host_draws: Annotated[
@@ -608,7 +609,8 @@ def compare_cmd(
         if relative_to is not None:
             raise InvalidInput("--relative-to: a stack of fio runs; NAT benchmark runs have none")
         df = natresults.as_compared(df)
-    default = tuple(natresults.METRICS) if nat else ("iops", "lat_mean_ns", "lat_p99_ns", *comparing.CACHE_METRICS)
+    fio_default = ("iops", "lat_mean_ns", "lat_p99_ns", *comparing.CACHE_METRICS)
+    default = tuple(natresults.METRICS) if nat else fio_default
     metrics = tuple(metric or default)
     for m in metrics:
         if m not in comparing.METRICS:

@@ -20,7 +20,6 @@ import inspect
 import re
 from typing import Any
 
-import click
 from typer.core import TyperArgument
 
 # rich markup reads "[" followed by one of these as the start of a tag (rich/markup.py's grammar)
@@ -66,7 +65,7 @@ def _metavar(param: Any) -> str:
         return name + ("..." if param.nargs != 1 else "")
     if getattr(param, "is_flag", False) or getattr(param, "count", False):
         return ""  # a flag takes no value: nothing to show after it
-    longs = [o for o in param.opts if o.startswith("--")] or list(param.opts)
+    longs: list[str] = [o for o in param.opts if o.startswith("--")] or list(param.opts)
     return max(longs, key=len).lstrip("-").replace("-", "_").upper()
 
 
@@ -79,7 +78,9 @@ def _fix_param(param: Any, rich: bool) -> None:
         param.__class__ = ReadableArgument  # the same object with two display methods replaced
 
 
-def readable(command: click.Command, parent: Any = None, name: str = "skycache") -> None:
+# Commands and contexts are typer's own click copy (typer._click, private) in typer >= 0.29 and click's
+# before: typed Any here, used only through click's public attributes.
+def readable(command: Any, parent: Any = None, name: str = "skycache") -> None:
     """Fix metavars and help texts of ``command`` and every command under it (once per tree)."""
     if getattr(command, _DONE, False):
         return

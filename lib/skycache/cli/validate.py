@@ -65,7 +65,9 @@ def validate_cmd(
             kind = validators.detect(f, files.load_toml(f, what="file"))
             checked = kind.check(f, yes)
         except InvalidInput as exc:
-            rows.append({"file": str(f), "kind": kind.name if kind else None, "valid": False, "error": str(exc)})
+            rows.append(
+                {"file": str(f), "kind": kind.name if kind else None, "valid": False, "error": str(exc)}
+            )
             typer.echo(f"skycache: error: {' '.join(str(exc).split())}", err=True)
             bad += 1
             continue

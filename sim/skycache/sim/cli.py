@@ -16,9 +16,9 @@ import typer
 from skycache import files, validators
 from skycache.errors import InvalidInput
 from skycache.numbers import INT64_MAX, parse_float, parse_int, parse_seed
+from skycache.sim import validate as sim_validate
 from skycache.sim.calibration import Calibration, load_calibration, render_calibration
 from skycache.sim.scenario import ScenarioFile, load_scenario
-from skycache.sim import validate as sim_validate
 from skycache.sim.tables import Table, as_int
 
 # Local Dask worker processes: each is a Python process with the model loaded (~150 MiB); more than
