@@ -359,7 +359,7 @@ def test_report_tags_cache_samples_with_their_repetition(
     seen: list[list[dict[str, object]]] = []
     real = plots.plot_run
 
-    def spy(df, manifest, out_dir, samples=()):  # type: ignore[no-untyped-def]
+    def spy(df, manifest, out_dir, samples=(), progress=None):  # type: ignore[no-untyped-def]
         seen.append(list(samples))
         return real(df, manifest, out_dir, samples)
 

@@ -329,12 +329,12 @@ def write_report(
     from skycache.bench import store, tidy
 
     _check_writable(run_dir)
-    steps = Steps("writing report.md", 2, progress)
     manifest = store.RunDir(run_dir).manifest()
     if baseline is None:
         baseline = manifest.get("baseline")
+    df = tidy.load(run_dir)  # a damaged run is one error line, before any progress line
+    steps = Steps("writing report.md", 2, progress)
     steps.step("comparisons")
-    df = tidy.load(run_dir)
     try:
         comparisons = compare.compare(df, baseline)
     except InvalidInput:  # a run with no successes still gets a report saying so
