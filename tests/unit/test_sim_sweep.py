@@ -1,7 +1,8 @@
-"""skycache sim sweep: a grid x variants x replications on a local Dask cluster."""
+"""skycache sim sweep: a grid x variants x replications on a local Dask cluster (and sim run's progress)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -118,3 +119,21 @@ def test_sweep_variant_option_runs_only_those_variants(tmp_path: Path) -> None:
     assert isinstance(result.exception, InvalidInput), result.output
     assert "no variant 'nope' (has: base, no-cache)" in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_sim_run_says_each_variant_as_it_starts_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from boundary import skycache
+
+    sc = tmp_path / "s.toml"
+    sc.write_text(SCENARIO.format(cal=ROOT / "scenarios" / "sim-calibration-example.toml"))
+    r = skycache(capsys, "sim", "run", sc, "--no-plots", "--out", tmp_path / "o", "--json")
+    assert r.code == 0, r
+    json.loads(r.out)  # stdout stays the JSON alone
+    lines = [re.sub(r"[0-9]+\.[0-9] s$", "T s", ln) for ln in r.err.splitlines()]
+    assert lines == [
+        "sim: run: variant base (1 of 2) ... T s",
+        "sim: run: variant no-cache (2 of 2) ... T s",
+        "sim: run: done in T s",
+    ]

@@ -150,7 +150,9 @@ def run_cmd(
                 raise InvalidInput(f"scenario has no variant {v!r} (has: {', '.join(known)})")
         chosen = [known[v] for v in variant]
     results, summaries = [], []
-    for sc in chosen:
+    began = time.monotonic()
+    for i, sc in enumerate(chosen, 1):
+        _progress(f"run: variant {sc.variant} ({i} of {len(chosen)}) ... {time.monotonic() - began:.1f} s")
         t0 = time.perf_counter()
         res = simulate(sc, cal, seed)
         summaries.append(summarise(res, wall_s=time.perf_counter() - t0))
@@ -163,9 +165,11 @@ def run_cmd(
 
         from skycache.sim.plots import plot_run
 
+        _progress(f"run: drawing plots ... {time.monotonic() - began:.1f} s")
         vms = pd.concat([vm_table(r) for r in results], ignore_index=True)
         series = pd.concat([series_table(r) for r in results], ignore_index=True)
         plot_run(out_dir / "plots", vms, series, prov)
+    _progress(f"run: done in {time.monotonic() - began:.1f} s")
     if as_json:
         typer.echo(json.dumps({"provenance": prov, "variants": summaries}, indent=2, default=str))
         return
