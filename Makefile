@@ -12,7 +12,8 @@ APT_PACKAGES := python3-venv lvm2 dmsetup open-iscsi fio thin-provisioning-tools
 	nftables conntrack iperf3 qemu-system-x86 qemu-utils kmod udev busybox-static e2fsprogs \
 	util-linux procps openssh-server openssh-client
 
-.PHONY: setup apt venv kernel test test-unit test-lab demo bench bench-ci bench-gate-selftest lint typecheck clean fuzz
+.PHONY: setup apt venv kernel test test-unit test-lab test-labhost demo bench bench-ci bench-gate-selftest lint typecheck clean fuzz \
+	notebook notebooks-refresh
 
 setup: apt venv kernel
 
@@ -45,6 +46,11 @@ test-unit: venv
 LAB ?= tests/lab
 test-lab: setup
 	$(PY) tools/test_tiers.py --tiers lab $(LAB)
+
+# The host-side lab tests: `lab up` boots a lab that stays up, `lab exec` runs commands in it (and
+# the lab benchmark prints `lab exec` and host CLI start times). About 2 min under TCG.
+test-labhost: setup
+	$(PY) tools/test_tiers.py --tiers labhost
 
 # The long fuzz of the CLI (opt-in, not part of `make test`): FUZZ_EXAMPLES hostile cases per verb
 # family (tests/unit/test_fuzz_cli.py), then the number of cases each family ran. About 60 ms a case:
@@ -110,6 +116,18 @@ bench-gate-selftest: venv
 	@$(SKYCACHE) bench compare $(GATE_FIXTURE_BASE) $(GATE_FIXTURES)/aa $(GATE) >/dev/null \
 		|| { echo "bench: the gate failed on the A/A pair $(GATE_FIXTURES)/aa"; exit 1; }
 	@echo "bench: gate self-test ok (fails on $(GATE_FIXTURES)/regressed, passes on $(GATE_FIXTURES)/aa)"
+
+# Jupyter from the venv (jupyterlab is in the dev extras) on notebooks/; the notebooks read the
+# committed runs under results/. NOTEBOOK_ARGS passes options, e.g. NOTEBOOK_ARGS="--no-browser --ip 0.0.0.0".
+# Jupyter refuses to run as root unless told (--allow-root): CI and fresh lab hosts are root.
+NOTEBOOK_ARGS ?=
+notebook: venv
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS)
+
+# Re-execute notebooks/*.ipynb and save them with their outputs (commit them afterwards): the unit
+# tests fail when a committed notebook's outputs differ from a fresh execution's.
+notebooks-refresh: venv
+	$(PY) tools/notebooks_refresh.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache

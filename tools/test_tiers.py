@@ -1,7 +1,8 @@
 """Run every test tier and print one combined summary line (used by ``make test``).
 
-Tiers: ``unit`` (host, no root, includes the benchmarks with timing disabled) and ``lab`` (a real
-kernel in lab VMs). The lab files are split into ``--lab-shards`` groups, each run in a lab VM of
+Tiers: ``unit`` (host, no root, includes the benchmarks with timing disabled), ``lab`` (a real
+kernel in lab VMs) and ``labhost`` (host-side tests that boot a lab themselves: ``lab up/exec``,
+after the lab tier). The lab files are split into ``--lab-shards`` groups, each run in a lab VM of
 its own at the same time (default: one VM per two host cores, so one on a 2-core machine). Each
 shard runs its files in one boot.
 
@@ -191,7 +192,7 @@ def run_lab_shards(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tiers", default="unit,lab", help="comma-separated: unit,lab")
+    parser.add_argument("--tiers", default="unit,lab,labhost", help="comma-separated: unit,lab,labhost")
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
     parser.add_argument(
         "--lab-shards",
@@ -236,6 +237,15 @@ def main() -> int:
         lab_reports = [r for n, r in reports.items() if n.startswith("lab")]
         for line in lab_time_report(lab_reports, time.monotonic() - started):
             print(line, flush=True)
+    if "labhost" in tiers:
+        # On the host, after the lab tier (one VM at a time): `lab up` boots its own lab.
+        reports["labhost"] = BUILD / "labhost.xml"
+        reports["labhost"].unlink(missing_ok=True)
+        codes["labhost"] = run_tier(
+            runner,
+            "labhost",
+            [PY, "-m", "pytest", "tests/labhost", "-v", "-s", f"--junitxml={reports['labhost']}", *kw],
+        )
     total = [0, 0, 0]
     for name, path in reports.items():
         p, f, s = counts(path)

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Protocol
+from typing import IO, Protocol
 
 from skycache.errors import SkycacheError
 
@@ -453,6 +453,41 @@ class SystemRunner:
         if timed_out.is_set():
             raise CommandError(masked, None, "", "", timeout=limit, target=self.target.name)
         return returncode
+
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str | None = None,
+        stdout: int | IO[bytes] | None = None,
+        stderr: int | IO[bytes] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start a command that outlives this call, as the leader of its own process group, with
+        exactly ``env`` and stdin from /dev/null; the caller waits for it (or leaves it running).
+
+        For the lab's long-lived parts: ``lab up`` starts the VM (its output to a log file) and the
+        lab's command server starts each ``lab exec`` command (its output to pipes it relays).
+        """
+        if not self.target.local:
+            raise SkycacheError("start is only for a local runner")
+        if not argv:
+            raise ValueError("empty argv")
+        log.debug("start: %s", render(argv))
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise MissingProgram(argv[0]) from exc
+        _log_command([str(a) for a in argv], time.time(), None, "start", 1, self.target)
+        return proc
 
     def replace_process(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
         """Become ``argv`` (exec): used where the caller's exit code must be the command's own,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ class Kind:
 
 
 _KINDS: dict[str, Kind] = {}
+# The portions' CLI modules (cli/main.py's PLUGIN_GROUP entry points) register their kinds on import.
+PLUGIN_GROUP = "skycache.cli"
+
+
+def load_kinds() -> None:
+    """Import every portion's CLI module, so that every kind is registered: a command line loads
+    only the portion it names (``suite validate`` loads no sim code), and the advice for a sim file
+    given to it needs the sim kinds."""
+    for ep in entry_points().select(group=PLUGIN_GROUP):
+        ep.load()
 
 
 def register(kind: Kind) -> None:
@@ -61,7 +72,9 @@ def detect(path: Path, doc: Mapping[str, Any]) -> Kind:
 
 def misfiled(doc: Mapping[str, Any], path: Path, expected: str) -> str | None:
     """Advice for a file of another kind given where a ``expected`` is read, or None when it is not
-    one (then the format's own error is the right one)."""
+    one (then the format's own error is the right one). Called only once the file failed as an
+    ``expected``: loading the other portions costs a second, on that error path alone."""
+    load_kinds()
     mine = _KINDS.get(expected)
     if mine is not None and mine.claims(doc):
         return None

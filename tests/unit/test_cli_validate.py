@@ -4,6 +4,8 @@ checks it; and a file given to the wrong kind's verb gets advice naming the righ
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,20 @@ def test_the_old_verbs_still_check_their_own_kind(capsys: pytest.CaptureFixture[
     assert r.code == 0 and r.out == f"{BENCH}: ok (8 conditions, 32 fio runs at most)\n", r
     r = skycache(capsys, "sim", "check", SIM)
     assert r.code == 0 and r.out == "ok: nat: 3 variant(s), 3 sweep point(s)\n", r
+
+
+@pytest.mark.parametrize(
+    ("args", "verb"),
+    [(["suite", "validate", "scenarios/sim-scale.toml"], "skycache sim check"),
+     (["sim", "check", "scenarios/quickstart.toml"], "skycache suite validate")],
+)  # fmt: skip
+def test_the_advice_holds_in_a_real_start_that_loads_one_portion(args: list[str], verb: str) -> None:
+    # a real start loads only the portion its verb names (cli/main.py): the other kinds must load
+    r = subprocess.run(
+        [sys.executable, "-m", "skycache.cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert r.returncode == 2 and verb in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr

@@ -76,3 +76,42 @@ def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from skycache import bench\nimport skycache.sim.model\n")
     assert len(violations([bad], ("skycache.bench", "skycache.sim"))) == 2
+
+
+def _modules_for(argv: list[str]) -> set[str]:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.argv = ['skycache'] + sys.argv[1:]; import skycache.cli.main; "
+        "print('\\n'.join(sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+HEAVY = (
+    "pandas",
+    "pydantic",
+    "matplotlib",
+    "simpy",
+    "numpy",
+    "scipy",
+    "pyarrow",
+    "skycache.bench",
+    "skycache.sim",
+)
+
+
+def test_a_cli_start_imports_only_what_its_verb_uses() -> None:
+    """Storage verbs and --version start without any plugin or heavy library; a plugin's verb loads
+    that plugin, not the others (a fresh import costs seconds inside the lab under TCG)."""
+    for argv in (["repo", "list"], ["disk", "--help"], ["--version"], ["teardown", "--help"]):
+        loaded = _modules_for(argv)
+        assert not [m for m in loaded if m.startswith(HEAVY)], (
+            argv,
+            sorted(m for m in loaded if m.startswith(HEAVY)),
+        )
+    bench = _modules_for(["bench", "--help"])
+    assert "skycache.bench.cli" in bench or any(m.startswith("skycache.bench") for m in bench)
+    assert not [m for m in bench if m.startswith("skycache.sim")]

@@ -89,3 +89,23 @@ def test_accel_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SKYCACHE_LAB_ACCEL", "fast")
     with pytest.raises(InvalidInput, match="'fast'"):
         accel.choose("auto", SystemRunner(), KERNEL)
+
+
+def test_vng_argv_with_the_channel_of_lab_up_forwards_only_a_loopback_port() -> None:
+    from skycache.lab.vm import Channel
+
+    spec = LabSpec(accel="tcg")
+    argv = vng_argv(
+        KERNEL,
+        spec,
+        guest_spec_path=Path("/g"),
+        share_dir=Path("/s"),
+        disk_paths=[],
+        channel=Channel(host_port=40001, guest_port=7077),
+    )
+    netdev = argv[argv.index("--qemu-opts=-netdev") + 1]
+    # restrict=on: the guest reaches nothing outside; only 127.0.0.1:40001 comes in.
+    assert netdev == "--qemu-opts=user,id=skycache-channel,restrict=on,hostfwd=tcp:127.0.0.1:40001-:7077"
+    assert "--qemu-opts=virtio-net-pci,netdev=skycache-channel,mac=52:54:00:5c:ec:01" in argv
+    plain = vng_argv(KERNEL, spec, guest_spec_path=Path("/g"), share_dir=Path("/s"), disk_paths=[])
+    assert not any("netdev" in a for a in plain)  # `lab run` has no network at all

@@ -205,7 +205,15 @@ def _cli_error(exc: Exception) -> NoReturn:
     sys.exit(EXIT_BAD_INPUT if _named(exc, "FileError") else int(getattr(exc, "exit_code", EXIT_FAILED)))
 
 
-def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> NoReturn:
+class CliCommand(Protocol):
+    """What run_app needs of the click command typer builds (typer vendors its own click)."""
+
+    def main(self, args: list[str], prog_name: str, *, standalone_mode: bool) -> Any: ...
+
+
+def run_app(
+    app: typer.Typer, args: Sequence[str] | None = None, *, command: CliCommand | None = None
+) -> NoReturn:
     """Run ``app`` as the ``skycache`` command: every failure is one line on stderr, never a traceback.
 
     The last line of defence: a SkycacheError is its own message and exit code; a usage error is one
@@ -214,8 +222,8 @@ def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> NoReturn:
     with -v) and the exit code is 70, distinct from bad input and from a failed operation.
     """
     argv = list(sys.argv[1:] if args is None else args)
-    command = typer.main.get_command(app)
-    helpfmt.readable(command)  # metavars and help texts as docs/errors.md quotes them
+    cli: CliCommand = command if command is not None else typer.main.get_command(app)
+    helpfmt.readable(cli)  # metavars and help texts as docs/errors.md quotes them (once per tree)
     interrupted = False
     previous = None
 
@@ -228,7 +236,7 @@ def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> NoReturn:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        code = command.main(args=argv, prog_name="skycache", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="skycache", standalone_mode=False)
     except SkycacheError as exc:
         typer.echo(f"skycache: error: {_one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)

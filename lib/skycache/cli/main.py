@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from skycache.cli.common import run_app
+from skycache.cli.common import CliCommand, run_app
 
 # Modules of lib/ that add verbs; each has register(app: typer.Typer) -> None.
 LIB_CLI_MODULES = (
@@ -76,9 +76,15 @@ def _register(argv: list[str] | None = None) -> None:
     lib_groups = {g.name for g in app.registered_groups} | {
         c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
     }
+    args = sys.argv[1:] if argv is None else argv
+    if word is None and "--version" in args:
+        return  # the version needs no verbs
     eps = entry_points()  # read the installed metadata once, not once per group
-    for ep in eps.select(group=PLUGIN_GROUP):
-        if word is None or word == ep.name or word not in lib_groups:
+    plugins = eps.select(group=PLUGIN_GROUP)
+    known = lib_groups | {ep.name for ep in plugins}
+    for ep in plugins:
+        # A plugin's own verb loads only that plugin; no verb or an unknown one loads all of them.
+        if word is None or word == ep.name or word not in known:
             app.add_typer(ep.load(), name=ep.name)
     for group in app.registered_groups:
         if isinstance(group.name, str) and group.typer_instance is not None:
@@ -91,6 +97,17 @@ def _register(argv: list[str] | None = None) -> None:
 _register()
 
 
+# The click command tree built once ahead of time: typer builds it from the verbs' signatures on
+# every start, which costs about a second under TCG. Only the lab's command server does this (it
+# forks a warm CLI per `lab exec -- skycache ...`); a normal start builds the tree it needs.
+_prebuilt: CliCommand | None = None
+
+
+def prebuild() -> None:
+    global _prebuilt
+    _prebuilt = typer.main.get_command(app)
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     sys.exit(128 + signum)
 
@@ -101,7 +118,7 @@ def main() -> None:
     # own process group) are killed by the runner's cleanup instead of being orphaned.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
-    run_app(app)
+    run_app(app, command=_prebuilt)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ for that kind would (``suite validate``, ``sim check``); those verbs stay.
 from __future__ import annotations
 
 import json
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
@@ -16,16 +15,6 @@ import typer
 
 from skycache import files, validators
 from skycache.errors import InvalidInput
-
-# The plugin sub-apps (cli/main.py's PLUGIN_GROUP): importing one registers its kinds of file.
-PLUGIN_GROUP = "skycache.cli"
-
-
-def _load_kinds() -> None:
-    """Import the portions' CLI modules, which register their kinds (cli/main.py loads them only
-    for the verbs that need them, and `validate` is lib's)."""
-    for ep in entry_points().select(group=PLUGIN_GROUP):
-        ep.load()
 
 
 def _files(paths: list[Path]) -> list[Path]:
@@ -56,7 +45,7 @@ def validate_cmd(
     (expanded, its max_runs applied), a sim scenario as `skycache sim check` (every variant and
     sweep point against its calibration), a calibration as the model loads it.
     """
-    _load_kinds()
+    validators.load_kinds()  # `validate` is lib's verb: cli/main.py loaded no portion for it
     bad = 0
     rows: list[dict[str, object]] = []
     for f in _files(paths):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from skycache.runner import CommandError, Runner, SystemRunner
 
@@ -38,6 +40,8 @@ MODULES = (
     "veth",
 )
 GUEST_INITIATOR = "iqn.2026-11.org.skycache.lab:guest"
+# qemu's user-mode network forwards the host's port to this guest address (its default guest IP).
+CHANNEL_ADDRESS = "10.0.2.15/24"
 
 
 def prepare(runner: Runner) -> None:
@@ -62,14 +66,19 @@ def scratch_disks() -> list[str]:
     return [f"/dev/{name}" for name in names]
 
 
-def main(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    runner = SystemRunner()
-    try:
-        prepare(runner)
-    except CommandError as exc:
-        print(f"lab: guest preparation failed: {exc}", file=sys.stderr)
-        raise SystemExit(125) from exc
+def bring_up_channel(runner: Runner, mac: str) -> None:
+    """Give the NIC of qemu's port forward (found by its MAC) the address qemu forwards to."""
+    for dev in sorted(Path("/sys/class/net").iterdir()):
+        address = (dev / "address").read_text().strip() if (dev / "address").exists() else ""
+        if address.lower() == mac.lower():
+            runner.run(["ip", "link", "set", dev.name, "up"])
+            runner.run(["ip", "addr", "add", CHANNEL_ADDRESS, "dev", dev.name])
+            return
+    raise CommandError(["ip", "link"], 1, "", f"no network interface has the lab channel's MAC {mac}")
+
+
+def lab_env(spec: dict[str, Any]) -> dict[str, str]:
+    """The environment every lab command gets: the project's venv first on PATH, the scratch disks."""
     env = dict(spec["env"])
     env["PATH"] = spec["path_prepend"] + os.pathsep + os.environ.get("PATH", "/usr/sbin:/usr/bin")
     env["SKYCACHE_IN_LAB"] = "1"
@@ -78,8 +87,49 @@ def main(spec_path: str) -> None:
     env["PYTHONUNBUFFERED"] = "1"
     # The host's home is read-only in the guest: give matplotlib a writable config/cache dir.
     env.setdefault("MPLCONFIGDIR", "/tmp/matplotlib")
+    return env
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    runner = SystemRunner()
+    serve = spec.get("serve")
+    try:
+        prepare(runner)
+        if serve:
+            bring_up_channel(runner, serve["mac"])
+    except CommandError as exc:
+        print(f"lab: guest preparation failed: {exc}", file=sys.stderr)
+        raise SystemExit(125) from exc
+    env = lab_env(spec)
+    # Progress for logs: how long the boot took before the user's command (or the server) starts.
+    uptime = Path("/proc/uptime").read_text().split()[0]
+    print(f"lab: guest ready ({uptime} s after the kernel started)", file=sys.stderr, flush=True)
     os.chdir(spec["cwd"])
+    if serve:
+        raise SystemExit(_serve(serve, env, spec["path_prepend"]))
     runner.replace_process(spec["argv"], env)
+
+
+def _serve(serve: dict[str, Any], env: dict[str, str], venv_bin: str) -> int:
+    """``lab up``: keep the lab running and serve ``lab exec`` until poweroff or the deadline."""
+    from skycache.lab import command_server
+
+    started = time.time()
+    # Imported once here so that each `lab exec -- skycache ...` starts as a fork (see the module).
+    os.environ.update(env)
+    warm = command_server.preload_cli()
+    print(f"lab: skycache CLI {'preloaded' if warm else 'not preloaded'} in {time.time() - started:.1f} s")
+    programs = frozenset(("skycache", str(Path(venv_bin) / "skycache"))) if warm else frozenset()
+    config = command_server.ServerConfig(
+        port=command_server.GUEST_PORT,
+        token=serve["token"],
+        env=env,
+        deadline=started + float(serve["lifetime_s"]),
+        warm_programs=programs,
+        started=started,
+    )
+    return command_server.serve(config)
 
 
 if __name__ == "__main__":

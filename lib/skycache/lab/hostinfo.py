@@ -81,10 +81,12 @@ class HostShare:
     """Writes host facts into the guest's shared directory and refreshes the host's load average
     there until closed (a daemon thread: a crashed boot cannot leave it running)."""
 
-    def __init__(self, runner: Runner, share: Path, facts: dict[str, Any]) -> None:
+    def __init__(self, runner: Runner, share: Path, facts: dict[str, Any] | None) -> None:
+        """``facts=None`` keeps the facts already there (``lab exec`` on a lab that is up)."""
         self.runner = runner
         self.share = share
-        (share / HOST_FACTS).write_text(json.dumps(facts, sort_keys=True))
+        if facts is not None:
+            (share / HOST_FACTS).write_text(json.dumps(facts, sort_keys=True))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="skycache-host-load", daemon=True)
 

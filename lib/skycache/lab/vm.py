@@ -47,6 +47,15 @@ class LabSpec:
     cwd: Path = field(default_factory=Path.cwd)
 
 
+@dataclass(frozen=True)
+class Channel:
+    """The command channel of a lab that stays up: a host loopback port forwarded into the guest."""
+
+    host_port: int
+    guest_port: int
+    mac: str = "52:54:00:5c:ec:01"
+
+
 def check_spec(spec: LabSpec) -> None:
     """Refuse a spec that virtme-ng would reject with a less readable message."""
     if spec.cpus < 1:
@@ -74,8 +83,13 @@ def vng_argv(
     share_dir: Path,
     disk_paths: Sequence[Path],
     python: str = sys.executable,
+    channel: Channel | None = None,
 ) -> list[str]:
-    """The virtme-ng command line that boots ``kernel`` and runs the guest entry point."""
+    """The virtme-ng command line that boots ``kernel`` and runs the guest entry point.
+
+    With a ``channel`` (``lab up``), the guest also gets one NIC on qemu's user-mode network, with
+    ``restrict=on`` (no route out of the VM) and only the host's loopback port forwarded into it.
+    """
     argv = [
         "vng",
         "--run",
@@ -97,6 +111,14 @@ def vng_argv(
         # vng's --disk leaves the format to qemu's probing, which then refuses writes to block 0
         # (where a PV label goes); declare the images raw.
         argv += ["--qemu-opts=-drive", f"--qemu-opts=file={disk},format=raw,if=virtio,cache=unsafe"]
+    if channel is not None:
+        forward = f"hostfwd=tcp:127.0.0.1:{channel.host_port}-:{channel.guest_port}"
+        argv += [
+            "--qemu-opts=-netdev",
+            f"--qemu-opts=user,id=skycache-channel,restrict=on,{forward}",
+            "--qemu-opts=-device",
+            f"--qemu-opts=virtio-net-pci,netdev=skycache-channel,mac={channel.mac}",
+        ]
     argv += ["--exec", shlex.join([python, "-m", "skycache.lab.guest", str(guest_spec_path)])]
     return argv
 
@@ -113,34 +135,46 @@ def boot(
     check_spec(spec)
     if not argv:
         raise InvalidInput("no command given to run in the lab (put it after '--')")
+    ensure_vng(runner)
+    with tempfile.TemporaryDirectory(prefix="skycache-lab-") as tmp:
+        share = Path(tmp)
+        disks, guest_spec = write_share(share, spec, {"argv": list(argv)})
+        facts = {**hostinfo.host_facts(runner), "accel": spec.accel, "lab_kernel": kernel.version}
+        cmd = vng_argv(kernel, spec, guest_spec_path=guest_spec, share_dir=share, disk_paths=disks)
+        with hostinfo.HostShare(runner, share, facts):
+            return runner.stream(cmd, on_line=on_line, timeout_s=spec.timeout_s)
+
+
+def ensure_vng(runner: SystemRunner) -> None:
+    """Find virtme-ng, also when the venv's bin directory is not on PATH (``.venv/bin/skycache``)."""
     if shutil.which("vng") is None and runner.target.name == "local":
-        # The venv's bin directory is not always on PATH (e.g. `.venv/bin/skycache lab run`).
         venv_bin = str(Path(sys.executable).parent)
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
         if shutil.which("vng") is None:
             raise MissingProgram("vng")
-    with tempfile.TemporaryDirectory(prefix="skycache-lab-") as tmp:
-        share = Path(tmp)
-        disks = []
-        for i, size in enumerate(spec.disk_sizes):
-            path = share / f"disk{i}.img"
-            with path.open("wb") as f:
-                f.truncate(size)  # sparse: costs nothing until the guest writes
-            disks.append(path)
-        guest_spec = share / "guest.json"
-        # What the guest cannot see of the host (its CPU, kernel, load), for the results' provenance.
-        facts = {**hostinfo.host_facts(runner), "accel": spec.accel, "lab_kernel": kernel.version}
-        guest_spec.write_text(
-            json.dumps(
-                {
-                    "argv": list(argv),
-                    "env": {**dict(spec.env), hostinfo.HOST_DIR_ENV: str(share)},
-                    "cwd": str(spec.cwd),
-                    "disks": len(disks),
-                    "path_prepend": str(Path(sys.executable).parent),
-                }
-            )
-        )
-        cmd = vng_argv(kernel, spec, guest_spec_path=guest_spec, share_dir=share, disk_paths=disks)
-        with hostinfo.HostShare(runner, share, facts):
-            return runner.stream(cmd, on_line=on_line, timeout_s=spec.timeout_s)
+
+
+def write_share(share: Path, spec: LabSpec, what: dict[str, object]) -> tuple[list[Path], Path]:
+    """Create the scratch disks and the guest's spec in the private share; (disks, spec path).
+
+    ``what`` says what the guest does: ``{"argv": [...]}`` (``lab run``) or ``{"serve": {...}}``
+    (``lab up``, with the channel's token, which is why the file is private to its owner).
+    """
+    disks = []
+    for i, size in enumerate(spec.disk_sizes):
+        path = share / f"disk{i}.img"
+        with path.open("wb") as f:
+            f.truncate(size)  # sparse: costs nothing until the guest writes
+        disks.append(path)
+    guest_spec = share / "guest.json"
+    record = {
+        **what,
+        "env": {**dict(spec.env), hostinfo.HOST_DIR_ENV: str(share)},
+        "cwd": str(spec.cwd),
+        "disks": len(disks),
+        "path_prepend": str(Path(sys.executable).parent),
+    }
+    fd = os.open(guest_spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(record))
+    return disks, guest_spec
