@@ -212,10 +212,18 @@ class Plan:
         """Every mutating command the plan runs when nothing fails, in order (masked)."""
         return [c.render() for a in self.actions for c in a.commands()]
 
-    def apply(self, runner: Runner, progress: Progress = _quiet) -> None:
-        """Run every action; on failure undo the completed ones, newest first, and raise."""
+    def apply(
+        self,
+        runner: Runner,
+        progress: Progress = _quiet,
+        on_action: Callable[[int, Action], None] | None = None,
+    ) -> None:
+        """Run every action; on failure undo the completed ones, newest first, and raise.
+        ``on_action(i, action)`` is told as the i-th (from 1) action starts."""
         done: list[Action] = []
-        for action in self.actions:
+        for i, action in enumerate(self.actions, 1):
+            if on_action is not None:
+                on_action(i, action)
             log.info("%s: %s", self.title, action.description)
             started = 0
             try:

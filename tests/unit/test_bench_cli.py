@@ -80,14 +80,20 @@ def test_compare_and_regression_gate(tmp_path: Path) -> None:
     assert any(c["metric"] == "iops" and c["verdict"] == "worse" for c in data["comparisons"])
 
 
-def test_plots_verb_writes_pngs_and_report(tmp_path: Path) -> None:
+def test_plots_verb_writes_pngs_and_report_verb_the_report(tmp_path: Path) -> None:
     run = make_run(tmp_path, {"fast": [2000, 2100, 1900], "base": [1000, 1010, 990]}, failed=["broken"])
-    r = sky("bench", "plots", str(run), "--baseline", "stack=base")
+    r = sky("bench", "plots", str(run))
     assert r.returncode == 0, r.stderr
     pngs = [Path(line) for line in r.stdout.split() if line.endswith(".png")]
     assert {p.name for p in pngs} == {"iops.png", "latency.png", "latency-percentiles.png", "cache.png"}
     for p in pngs:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (run / "report.md").exists()  # plots only
+    # the form from before `bench report` still runs, and says where its --baseline went
+    r = sky("bench", "plots", str(run), "--baseline", "stack=base")
+    assert r.returncode == 0 and "skycache bench report" in r.stderr and not (run / "report.md").exists()
+    r = sky("bench", "report", str(run), "--baseline", "stack=base")
+    assert r.returncode == 0 and r.stdout == f"{run / 'report.md'}\n", r.stderr
     report = (run / "report.md").read_text()
     assert "| fast | base | read | iops |" in report
     assert "broken rep 1: boom: iSCSI login refused" in report

@@ -319,7 +319,9 @@ def test_plots_json_and_report_latency_table(tmp_path: Path) -> None:
     out = json.loads(r.stdout)
     assert {Path(p).name for p in out["plots"]} == {"iops.png", "latency.png", "latency-percentiles.png",
                                                    "cache.png"}  # fmt: skip
-    assert all(Path(p).is_file() for p in out["plots"]) and out["report"] == str(run / "report.md")
+    assert all(Path(p).is_file() for p in out["plots"])
+    r = sky("bench", "report", str(run), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["report"] == str(run / "report.md"), r.stderr
     report = (run / "report.md").read_text()
     ios = int(latency.summary(skycache.bench.load(run)).iloc[0]["lat_ios"])
     assert f"| file-local/randread/cold | read | 3 | {ios} |" in report and latency.FROM_HISTOGRAMS in report
@@ -357,7 +359,7 @@ def test_report_tags_cache_samples_with_their_repetition(
     seen: list[list[dict[str, object]]] = []
     real = plots.plot_run
 
-    def spy(df, manifest, out_dir, samples=()):  # type: ignore[no-untyped-def]
+    def spy(df, manifest, out_dir, samples=(), progress=None):  # type: ignore[no-untyped-def]
         seen.append(list(samples))
         return real(df, manifest, out_dir, samples)
 

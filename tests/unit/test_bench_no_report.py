@@ -9,6 +9,7 @@ file image, no root), and the host's half is the same closing code called on its
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from skycache.bench import cli, scenario
 pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio not installed")
 
 ROOT = Path(__file__).resolve().parents[2]
+PLOTS = ["iops.png", "latency.png", "latency-percentiles.png", "cache.png"]
 SCENARIO = 'name = "tiny"\nwhere = "host"\nrepetitions = 2\nimage_size = "8M"\n' + TINY_FILE_STACK_AND_JOBS
 
 
@@ -46,6 +48,9 @@ def undrawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["ok"] == 4 and doc["plots"] == [] and doc["report"] is None and doc["comparisons"] == []
+    # in a log (stderr is a pipe here) the end of the run is not minutes of silence: the teardown says so
+    assert "bench: tearing down the repository and node storage\n" in r.stderr
+    assert re.search(r"^bench: teardown done in [0-9.]+ s$", r.stderr, re.M), r.stderr
     return sc, tmp / "res" / "tiny" / "r1"
 
 
@@ -65,7 +70,14 @@ def test_the_host_half_draws_from_the_summary_the_lab_left(
     finished = cli._lab_outcome(copy)
     assert finished is not None and (finished.run_id, finished.ok, finished.failed) == ("r1", 4, 0)
     cli._close(scenario.load(sc_path), finished, None, as_json=True, draw=True)
-    doc = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    # a line as each figure and each step of report.md starts, with the time since drawing began
+    step = r"^bench: (drawing plots|writing report.md) \((\d) of (\d): ([\w.-]+)\) \.\.\. [0-9.]+ s$"
+    steps = re.findall(step, err, re.M)
+    assert [s[3] for s in steps] == [*PLOTS, "comparisons", "report.md"]
+    assert steps[0][1:3] == ("1", "4")
+    assert re.search(r"^bench: drawing plots: 4 plots in [0-9.]+ s$", err, re.M), err
     assert (copy / "report.md").is_file() and doc["report"] == str(copy / "report.md")
     assert {Path(p).name for p in doc["plots"]} >= {"iops.png", "latency.png"}
     assert json.loads((copy / cli.RUN_SUMMARY).read_text()) == doc  # the host's summary replaced the lab's
@@ -85,7 +97,25 @@ def test_bench_plots_draws_an_undrawn_run_later(undrawn: tuple[Path, Path], tmp_
     shutil.copytree(run, copy)
     r = _sky("bench", "plots", str(copy))
     assert r.returncode == 0, r.stderr
-    assert (copy / "report.md").is_file() and (copy / "plots" / "iops.png").is_file()
+    assert (copy / "plots" / "iops.png").is_file() and not (copy / "report.md").exists()  # plots only
+    assert r.stdout.split() == [str(copy / "plots" / n) for n in PLOTS]
+    assert "bench: drawing plots (4 of 4: cache.png)" in r.stderr
+    r = _sky("bench", "report", str(copy))
+    assert r.returncode == 0 and r.stdout == f"{copy / 'report.md'}\n", r.stderr
+    assert "![iops](plots/iops.png)" in (copy / "report.md").read_text()
+    assert "bench: writing report.md (2 of 2: report.md)" in r.stderr
+
+
+def test_bench_report_of_an_undrawn_run_says_how_to_draw_the_plots(
+    undrawn: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, run = undrawn
+    copy = tmp_path / "r1"
+    shutil.copytree(run, copy)
+    r = _sky("bench", "report", str(copy), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["report"] == str(copy / "report.md") and not (copy / "plots").exists()
+    assert "(none drawn yet: `skycache bench plots RUN` draws them)" in (copy / "report.md").read_text()
 
 
 def test_the_guest_of_a_host_drawn_run_prints_one_line_and_leaves_the_summary(tmp_path: Path) -> None:

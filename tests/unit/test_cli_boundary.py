@@ -33,7 +33,7 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
             "Invalid value for '--repetitions'",
             "skycache net nat-bench",
         ),
-        (["sim", "run"], "Missing argument 'scenario'", "skycache sim run"),
+        (["sim", "run"], "Missing argument 'SCENARIO'", "skycache sim run"),
         (["nosuch"], "No such command 'nosuch'", "skycache"),
         (["repo", "list", "--json", "--nope"], "No such option: --nope", "skycache repo list"),
         (["--nope"], "No such option: --nope", "skycache"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,23 @@ def test_a_storage_verb_loads_no_plugin_and_help_loads_them_all() -> None:
     assert _loaded(["net", "status"]) != []  # bench adds `net nat-bench`
     assert any(m.startswith("skycache.bench") for m in _loaded(["--help"]))
     assert any(m.startswith("skycache.sim") for m in _loaded(["sim", "--help"]))
+
+
+def test_a_plan_run_with_steps_announces_each_action_on_stderr(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # `skycache teardown --all` in a log: a line per action as it starts, with the time so far
+    a, b = tmp_path / "a", tmp_path / "b"
+    plan = Plan("t").add(Action.command("make a", ["touch", str(a)]))
+    plan.add(Action.command("make b", ["touch", str(b)]))
+    assert common.run_plan(plan, dry_run=False, steps="teardown") is True
+    out, err = capsys.readouterr()
+    assert a.exists() and b.exists() and out == ""
+    lines = err.splitlines()
+    assert [ln.split(" ... ")[0] for ln in lines] == [
+        "teardown: (1 of 2) make a",
+        "teardown: (2 of 2) make b",
+    ]
+    assert all(re.fullmatch(r".* \.\.\. [0-9]+\.[0-9] s", ln) for ln in lines), lines
+    common.run_plan(plan, dry_run=False)  # without steps: as quiet as before
+    assert capsys.readouterr().err == ""

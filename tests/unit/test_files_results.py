@@ -44,7 +44,9 @@ def _truncate(p: Path) -> None:
     p.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("verb", [("bench", "show"), ("bench", "compare"), ("bench", "plots")])
+@pytest.mark.parametrize(
+    "verb", [("bench", "show"), ("bench", "compare"), ("bench", "plots"), ("bench", "report")]
+)
 @pytest.mark.parametrize("damage", ["truncated", "empty", "text"])
 def test_a_damaged_tidy_table_is_one_line(
     capsys: pytest.CaptureFixture[str], run_dir: Path, verb: tuple[str, ...], damage: str
@@ -69,7 +71,7 @@ MANIFESTS = {
 }
 
 
-@pytest.mark.parametrize("verb", [("bench", "compare"), ("bench", "plots")])
+@pytest.mark.parametrize("verb", [("bench", "compare"), ("bench", "plots"), ("bench", "report")])
 @pytest.mark.parametrize("case", list(MANIFESTS))
 def test_a_bad_manifest_is_one_line(
     capsys: pytest.CaptureFixture[str], run_dir: Path, verb: tuple[str, ...], case: str
@@ -103,18 +105,21 @@ def test_a_broken_record_line_is_named(capsys: pytest.CaptureFixture[str], run_d
     assert touched(before, [run_dir]) == []
 
 
-def test_bench_plots_refuses_a_read_only_run_directory(
-    capsys: pytest.CaptureFixture[str], run_dir: Path, read_only: Callable[[Path], Path]
+@pytest.mark.parametrize("verb", ["plots", "report"])
+def test_bench_plots_and_report_refuse_a_read_only_run_directory(
+    capsys: pytest.CaptureFixture[str], run_dir: Path, read_only: Callable[[Path], Path], verb: str
 ) -> None:
     read_only(run_dir)
     before = snapshot(run_dir)
-    result = skycache(capsys, "bench", "plots", run_dir)
+    result = skycache(capsys, "bench", verb, run_dir)
     assert_one_error(result, f"run directory {run_dir}", "read-only (mode 0555)", code=2)
     assert touched(before, [run_dir]) == []
 
 
-def test_bench_plots_redraws_a_good_run(capsys: pytest.CaptureFixture[str], run_dir: Path) -> None:
+def test_bench_plots_and_report_redraw_a_good_run(capsys: pytest.CaptureFixture[str], run_dir: Path) -> None:
     result = skycache(capsys, "bench", "plots", run_dir)
+    assert result.code == 0 and (run_dir / "plots" / "iops.png").is_file(), result
+    result = skycache(capsys, "bench", "report", run_dir)
     assert result.code == 0 and (run_dir / "report.md").is_file(), result
 
 

@@ -361,6 +361,8 @@ PATH_VERBS: dict[str, Callable[[World, str], list[str]]] = {
     ],
     "bench show": lambda _w, p: ["bench", "show", p],
     "bench plots": lambda _w, p: ["bench", "plots", p],
+    "bench report": lambda _w, p: ["bench", "report", p],
+    "validate": lambda _w, p: ["validate", p],
     "bench compare": lambda _w, p: ["bench", "compare", p],
     "image create --from": lambda _w, p: ["image", "create", "r1/new", "--from", p, "--dry-run"],
     "repo init --dir": lambda _w, p: ["repo", "init", "r2", "--backend", "file", "--dir", p, "--dry-run"],

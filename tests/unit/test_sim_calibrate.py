@@ -111,7 +111,7 @@ def test_cli_on_the_committed_quickstart_run(tmp_path: Path) -> None:
     cal = load_calibration(out)  # what was written loads
     assert cal.values["repository.lvm.latency"].source.condition == LVM_ISCSI_READ
     assert "missing: nat.cpu_per_packet: the NAT gateway CPU time per forwarded packet" in result.stderr
-    assert "skycache net nat-bench" in result.stderr
+    assert "skycache bench nat" in result.stderr
     assert "# missing" in out.read_text() and "ROLE MISMATCH" in out.read_text()
 
 

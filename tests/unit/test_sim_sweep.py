@@ -1,7 +1,9 @@
-"""skycache sim sweep: a grid x variants x replications on a local Dask cluster."""
+"""skycache sim sweep: a grid x variants x replications on a local Dask cluster (and sim run's progress)."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -61,7 +63,15 @@ def test_sweep_runs_grid_on_local_dask_cluster(tmp_path: Path) -> None:
     cached = table[table.variant == "base"].repo_fetches
     uncached = table[table.variant == "no-cache"].repo_fetches
     assert cached.max() <= 4 and (uncached == 8).all()
-    assert "8 runs in" in result.output
+    assert "8 runs in" in result.stdout
+    # progress on stderr, a line per finished run with the elapsed time (a log is never silent)
+    lines = result.stderr.splitlines()
+    assert lines[0] == "sim: sweep: 8 runs on 2 local worker process(es)"
+    done = [ln for ln in lines if ln.startswith("sim: sweep point ")]
+    assert [ln.split(" done")[0] for ln in done] == [f"sim: sweep point {i} of 8" for i in range(1, 9)]
+    assert all(re.search(r"\(variant (base|no-cache), cluster.nodes=[24], seed [12]\) \.\.\. [0-9.]+ s$", ln)
+               for ln in done), done  # fmt: skip
+    assert "sweep point" not in result.stdout
 
 
 def test_sweep_param_option_replaces_grid(tmp_path: Path) -> None:
@@ -109,3 +119,21 @@ def test_sweep_variant_option_runs_only_those_variants(tmp_path: Path) -> None:
     assert isinstance(result.exception, InvalidInput), result.output
     assert "no variant 'nope' (has: base, no-cache)" in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_sim_run_says_each_variant_as_it_starts_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from boundary import skycache
+
+    sc = tmp_path / "s.toml"
+    sc.write_text(SCENARIO.format(cal=ROOT / "scenarios" / "sim-calibration-example.toml"))
+    r = skycache(capsys, "sim", "run", sc, "--no-plots", "--out", tmp_path / "o", "--json")
+    assert r.code == 0, r
+    json.loads(r.out)  # stdout stays the JSON alone
+    lines = [re.sub(r"[0-9]+\.[0-9] s$", "T s", ln) for ln in r.err.splitlines()]
+    assert lines == [
+        "sim: run: variant base (1 of 2) ... T s",
+        "sim: run: variant no-cache (2 of 2) ... T s",
+        "sim: run: done in T s",
+    ]

@@ -25,9 +25,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from skycache import files
-from skycache.bench import estimate
+from skycache import files, validators
+from skycache.bench import cli_net, estimate
 from skycache.bench import scenario as scenarios
+from skycache.bench import validate as bench_validate
 from skycache.bench.progress import PlainReporter
 from skycache.errors import InvalidInput, SkycacheError
 
@@ -39,7 +40,13 @@ if TYPE_CHECKING:
     from skycache.bench import compare as comparing
     from skycache.bench import orchestrate, relative
 
-app = typer.Typer(help="Run fio scenarios over real stacks, compare runs, draw plots.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run fio scenarios and the NAT benchmark, show and compare runs, draw plots and reports.",
+    no_args_is_help=True,
+)
+app.command("nat")(cli_net.nat_bench)
+# `skycache validate` checks fio suites, and other verbs name `suite validate` for one
+validators.register(bench_validate.KIND)
 suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
 
 # Piped output (make demo | tee, CI logs) would wrap at 80 columns; tables need more.
@@ -167,6 +174,11 @@ def _plain_line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)  # a log line: no markup, no wrapping
 
 
+def _bench_line(text: str) -> None:
+    """Progress of a long step (drawing, writing report.md): stderr, so stdout stays the result."""
+    _plain_line(f"bench: {text}")
+
+
 def _estimate_line(sc: scenarios.Scenario, prep: orchestrate.Prepared, out: Path) -> str:
     root = prep.run.path.parent.parent if prep.run is not None else out
     overhead = estimate.measured_overhead(root, sc.name, estimate.runtimes(prep.planned))
@@ -264,7 +276,8 @@ def run_cmd(
         bool,
         typer.Option(
             "--no-report",
-            help="Skip the plots and report.md (draw them later with `skycache bench plots RUN`).",
+            help="Skip the plots and report.md (later: `skycache bench plots RUN`, then "
+            "`skycache bench report RUN`).",
         ),
     ] = False,
     host_draws: Annotated[
@@ -411,7 +424,7 @@ def _close(
     if draw:
         started = time.monotonic()
         _plain_line(f"bench: drawing plots and report.md of {run_dir}")
-        comps, pngs, report_path = report.finish(run_dir, baseline)
+        comps, pngs, report_path = report.finish(run_dir, baseline, _bench_line)
         _plain_line(f"bench: plots and report.md done in {estimate.fmt_duration(time.monotonic() - started)}")
         for p in pngs:
             err_console.print(f"plot: {p}")
@@ -426,7 +439,12 @@ def _close(
             title = f"{sc.name} run {finished.run_id}: ratio to baseline ({closing['baseline']})"
             console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
         else:
-            console.print(f"plots and report.md not drawn (--no-report): skycache bench plots {run_dir}")
+            console.print(
+                f"plots and report.md not drawn (--no-report): skycache bench plots {run_dir}; "
+                f"skycache bench report {run_dir}",
+                markup=False,
+                soft_wrap=True,
+            )
         auto_line = report.auto_line(manifest)
         if auto_line:
             console.print(auto_line, markup=False, soft_wrap=True)
@@ -572,7 +590,7 @@ def compare_cmd(
     and shaping (else exit 2, naming the difference). With --fail-on-regression (the gate) it also
     fails when there is nothing to compare, and prints the smallest change it could have detected.
     """
-    from skycache.bench import comparable, gate, store, tidy
+    from skycache.bench import comparable, gate, natresults, store, tidy
     from skycache.bench import compare as comparing
 
     if not (math.isfinite(max_reference_drift) and max_reference_drift > 1):
@@ -581,23 +599,30 @@ def compare_cmd(
         raise InvalidInput(
             f"--fail-on-regression {fail_on_regression:g}: use a percentage between 0 and 1000"
         )
-    metrics = tuple(metric or ("iops", "lat_mean_ns", "lat_p99_ns", *comparing.CACHE_METRICS))
-    for m in metrics:
-        if m not in comparing.METRICS:
-            raise InvalidInput(f"--metric {m!r}: use one of {', '.join(comparing.METRICS)}")
-    gated = tuple(metric) if metric else comparing.GATED
-    if fail_on_regression is not None:
-        gate.check_metrics(gated)
     allowed = comparable.parse_allowed(allow_different or [])
     comparable.check_distinct(runs)
     df = comparable.identify_runs(tidy.load(runs))  # one run per directory, whatever its id
     run_dirs = list(dict.fromkeys(df["run_dir"]))
     manifests = {d: store.read_manifest(Path(d)) for d in run_dirs}  # format checked here
+    nat = _nat_runs(manifests)
+    if nat:
+        if relative_to is not None:
+            raise InvalidInput("--relative-to: a stack of fio runs; NAT benchmark runs have none")
+        df = natresults.as_compared(df)
+    fio_default = ("iops", "lat_mean_ns", "lat_p99_ns", *comparing.CACHE_METRICS)
+    default = tuple(natresults.METRICS) if nat else fio_default
+    metrics = tuple(metric or default)
+    for m in metrics:
+        if m not in comparing.METRICS:
+            raise InvalidInput(f"--metric {m!r}: use one of {', '.join(comparing.METRICS)}")
+    gated = tuple(metric) if metric else natresults.GATED if nat else comparing.GATED
+    if fail_on_regression is not None:
+        gate.check_metrics(gated)
     labels = comparable.run_labels(df)
     differences = comparable.check([(labels[d], Path(d), manifests[d]) for d in run_dirs], allowed)
     run_ids = [labels[d] for d in run_dirs]
     if baseline is None and len(run_ids) == 1:
-        baseline = manifests[run_dirs[0]].get("baseline")
+        baseline = natresults.BASELINE if nat else manifests[run_dirs[0]].get("baseline")
     comps = comparing.compare(df, baseline, relative_to=relative_to)
     drifts = _reference_drift(df, relative_to, run_ids[0], run_dirs, labels) if relative_to else []
     gating = fail_on_regression is not None
@@ -662,6 +687,18 @@ def compare_cmd(
         console.print(f"no regression beyond {fail_on_regression:g}% (Holm-adjusted p < 0.05)")
 
 
+def _nat_runs(manifests: dict[str, dict[str, Any]]) -> bool:
+    """True when every run is a NAT benchmark run, False when none is; refused when mixed."""
+    from skycache.bench import natresults
+
+    kinds = {d: natresults.is_nat(m) for d, m in manifests.items()}
+    if len(set(kinds.values())) > 1:
+        nat_dir = next(d for d, k in kinds.items() if k)
+        fio_dir = next(d for d, k in kinds.items() if not k)
+        raise InvalidInput(f"not comparable: {nat_dir} is a NAT benchmark run and {fio_dir} a fio run")
+    return any(kinds.values())
+
+
 def _reference_drift(
     df: pd.DataFrame, stack: str, base_run: str, run_dirs: list[str], labels: dict[str, str]
 ) -> list[relative.Drift]:
@@ -673,24 +710,56 @@ def _reference_drift(
     return relative.reference_drift(comparing.per_rep(df), stack, base_run, loads)
 
 
-@app.command("plots")
-def plots_cmd(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
-    baseline: Annotated[str | None, typer.Option("--baseline", help="Baseline for report.md.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """(Re)draw a run's plots and report.md from its tidy table; prints the PNG paths."""
-    from skycache.bench import report, store
+def _run_dir(run: Path) -> None:
+    from skycache.bench import store
 
     if not (run / store.TIDY).is_file():
         raise InvalidInput(f"{run}: not a run directory (no {store.TIDY})")
-    _, pngs, report_path = report.finish(run, baseline)
+
+
+@app.command("plots")
+def plots_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", hidden=True, help="Was report.md's: see `bench report`.")
+    ] = None,
+) -> None:
+    """(Re)draw a run's plots (RUN/plots/*.png) from its tidy table; prints the PNG paths.
+
+    report.md is left as it is: `skycache bench report RUN` (re)writes it.
+    """
+    from skycache.bench import report
+
+    _run_dir(run)
+    if baseline is not None:  # the form from before `bench report` existed still runs, and says so
+        _bench_line(f"--baseline is report.md's: skycache bench report {run} --baseline {baseline}")
+    pngs = report.draw_plots(run, _bench_line)
     if as_json:
-        typer.echo(json.dumps({"plots": [str(p) for p in pngs], "report": str(report_path)}, indent=2))
+        typer.echo(json.dumps({"plots": [str(p) for p in pngs]}, indent=2))
         return
     for p in pngs:
         typer.echo(str(p))
-    typer.echo(str(report_path))
+
+
+@app.command("report")
+def report_cmd(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Baseline condition (default: the run's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """(Re)write a run's report.md from its tidy table, linking the plots RUN/plots/ holds; prints
+    its path. Draws no plots (`skycache bench plots RUN` does)."""
+    from skycache.bench import report
+
+    _run_dir(run)
+    comps, path = report.write_report(run, baseline, _bench_line)
+    if as_json:
+        typer.echo(json.dumps({"report": str(path), "comparisons": _comparisons_json(comps)}, indent=2))
+        return
+    typer.echo(str(path))
 
 
 SHOWN_PERCENTILES = (("clat", "p50"), ("clat", "p99"), ("clat", "p99_9"), ("lat", "p99"), ("lat", "p99_9"))
@@ -722,10 +791,12 @@ def show_cmd(
     """Per condition: geometric mean IOPS and latency with 95% intervals, the CV of the repetitions,
     and latency percentiles of all the repetitions' I/Os (fio's histograms merged; clat = completion,
     lat = total latency)."""
-    from skycache.bench import latency, report, store, tidy
+    from skycache.bench import latency, natresults, report, store, tidy
 
-    if run.is_dir():
-        store.read_manifest(run)  # a run whose manifest is damaged is not shown as if it were whole
+    manifest = store.read_manifest(run) if run.is_dir() else {}  # a damaged one is refused here
+    if natresults.is_nat(manifest):
+        _show_nat(run, tidy.load(run), as_json)
+        return
     s = latency.condition_summary(tidy.load(run))
     if as_json:
         typer.echo(json.dumps(_records(s), indent=2))
@@ -754,6 +825,19 @@ def show_cmd(
         console.print(auto, markup=False, soft_wrap=True)
     methods.discard("")
     console.print(f"percentiles: {', '.join(sorted(methods)) or 'none recorded'}", markup=False)
+
+
+def _show_nat(run: Path, df: pd.DataFrame, as_json: bool) -> None:
+    """A NAT benchmark run: NAT against routed per metric, as `bench nat` printed it."""
+    from skycache.bench import natbench
+
+    rows = natbench.summarize(df)
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(run), "summary": natbench.summary_json(rows)}, indent=2))
+        return
+    reps = int(df["repetition"].nunique()) if "repetition" in df.columns else 0
+    console.print(f"{run} (NAT benchmark)", markup=False)
+    console.print(natbench.format_table(rows, reps), markup=False, soft_wrap=True)
 
 
 # -- suite -------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""``skycache net nat-bench``: the NAT load measurement, added to lib's ``net`` group.
+"""``skycache bench nat``: the NAT load measurement; ``skycache net nat-bench`` is its older name.
 
-lib/ must not import bench/ (docs/architecture.md, "Dependency rules"), so this verb lives here and
-reaches the ``net`` group through the ``skycache.cli.net`` entry-point group, which cli/main.py calls
-with the group's app.
+The benchmark is a bench verb (``bench show`` and ``bench compare`` read its runs). The old name stays
+in lib's ``net`` group: lib/ must not import bench/ (docs/architecture.md, "Dependency rules"), so it
+reaches that group through the ``skycache.cli.net`` entry-point group, which cli/main.py calls with
+the group's app.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from skycache.runner import SystemRunner
 
 
 def register(net_app: typer.Typer) -> None:
-    net_app.command("nat-bench")(nat_bench)
+    """``net nat-bench``: the form docs and scripts wrote before ``bench nat``."""
+    net_app.command("nat-bench", help="The NAT benchmark (another name of `skycache bench nat`).")(nat_bench)
 
 
 def nat_bench(
@@ -44,7 +46,8 @@ def nat_bench(
     """Measure NAT (MASQUERADE + conntrack) against plain routing on the same namespace path.
 
     Prints NAT vs routed throughput, connections/s, CPU per packet and per connection, conntrack
-    entries and memory, with 95% intervals over the repetitions.
+    entries and memory, with 95% intervals over the repetitions. `skycache bench show RUN` prints a
+    run's table again; `skycache bench compare RUN...` compares runs. Also `skycache net nat-bench`.
     """
     # natbench imports pandas (seconds; a minute in the TCG lab): only when the verb runs, not each
     # time `skycache` registers its verbs.

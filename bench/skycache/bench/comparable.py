@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skycache.bench import natresults
 from skycache.bench.store import find_runs
 from skycache.errors import InvalidInput, SkycacheError
 
@@ -90,12 +91,16 @@ def facts(run_dir: Path, manifest: Mapping[str, Any]) -> dict[str, Fact]:
     env = env if isinstance(env, dict) else {}
     shaping = manifest.get("shaping")
     stacks = manifest.get("stacks")
+    workloads: Fact = None
+    if natresults.is_nat(manifest):  # its facts are elsewhere in its manifest
+        env = natresults.facts(manifest)
+        stacks, workloads = env["stacks"], env["workloads"]
     return {
         "acceleration": _known(env.get("accel")),
         "kernel": _with_servers(_known(env.get("lab_kernel") or env.get("kernel")), manifest, "kernel"),
         "fio": _with_servers(_known(env.get("fio_version")), manifest, "fio_version"),
         "stacks": stacks if isinstance(stacks, dict) and stacks else UNKNOWN,
-        "workloads": _workloads(run_dir, manifest),
+        "workloads": workloads if workloads is not None else _workloads(run_dir, manifest),
         # the detail is prose derived from the numbers; the name and numbers are the profile
         "shaping": (
             {k: v for k, v in shaping.items() if k != "detail"}

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from skycache.bench import matching, relative, stats
+from skycache.bench import matching, natresults, relative, stats
 from skycache.bench.scenario import KNOWN_FACTORS
 from skycache.bench.stats import Ratio, ratio_ci
 from skycache.errors import InvalidInput
@@ -56,6 +56,7 @@ METRICS: dict[str, bool | None] = {
     "wb_flushed_bytes": None,
     "repo_read_bytes": None,  # grows with the speed of a time-based run: not better or worse
     "repo_read_per_byte": False,  # a read cache that stops caching reads more from the repository
+    **natresults.METRICS,  # NAT benchmark runs (natresults.as_compared), under direction "net"
 }
 # The gate's default metrics (those a run has): repository reads too, so that a cache that stops
 # caching fails the gate even when the IOPS of a fast repository hide it.
@@ -72,7 +73,8 @@ CACHE_METRICS = (
 # compared once per repetition, under this direction when it was measured
 _CACHE_DIRECTION = {m: "write" if m.startswith("wb_") else "read" for m in CACHE_METRICS}
 FLOORS: dict[str, float] = {"rc_promotions": 1.0, "wb_dirty_end": 1.0, "wb_flushed_bytes": 4096.0,
-                            "repo_read_bytes": 4096.0, "repo_read_per_byte": 0.001}  # fmt: skip
+                            "repo_read_bytes": 4096.0, "repo_read_per_byte": 0.001,
+                            **natresults.FLOORS}  # fmt: skip
 _SUMMED = ("iops", "bw_bytes")  # per repetition: jobs add up; latencies average
 
 
@@ -230,7 +232,7 @@ def compare(
     for run, label, base_run, base_label in pairs:
         directions = set(rep[(rep["run_id"] == run) & (rep["label"] == label)]["direction"])
         base_dirs = set(rep[(rep["run_id"] == base_run) & (rep["label"] == base_label)]["direction"])
-        shared = [d for d in ("read", "write", "trim") if d in directions & base_dirs]
+        shared = [d for d in ("read", "write", "trim", natresults.DIRECTION) if d in directions & base_dirs]
         for direction in shared:
             for metric in wanted:
                 if metric in _CACHE_DIRECTION:
@@ -358,8 +360,14 @@ def regressions(
 def fmt_metric(metric: str, value: float) -> str:
     if math.isnan(value):
         return "-"
-    if metric.endswith("_ns"):
+    if metric.endswith("_ns") or metric.startswith(("cpu_ns_", "softirq_ns_")):
         return f"{value / 1000.0:.1f} us"
+    if metric == "throughput_bps":
+        return f"{value / 1e6:.1f} Mbit/s"
+    if metric == "conn_per_s":
+        return f"{value:.1f}/s"
+    if metric == "conntrack_bytes":
+        return f"{value / 1024:.1f} KiB"
     if metric == "bw_bytes":
         return f"{value / 2**20:.1f} MiB/s"
     if metric.endswith("_bytes"):

@@ -1,4 +1,4 @@
-"""``skycache net nat-bench``: what NAT costs on a VM's network path, measured on a real kernel.
+"""``skycache bench nat``: what NAT costs on a VM's network path, measured on a real kernel.
 
 Topology (three owned network namespaces joined by veth pairs, addresses from 198.18.0.0/15)::
 
@@ -437,7 +437,7 @@ def lab_argv(opts: NatBenchOptions, skycache_bin: str) -> list[str]:
     """``skycache lab run`` that runs this measurement in the lab's kernel, writing to ``opts.out``."""
     return [
         skycache_bin, "lab", "run", "--memory", "2G", "--",
-        skycache_bin, "net", "nat-bench", "--where", "host", "--repetitions", str(opts.repetitions),
+        skycache_bin, "bench", "nat", "--where", "host", "--repetitions", str(opts.repetitions),
         "--bulk-seconds", f"{opts.bulk_seconds:g}", "--conn-seconds", f"{opts.conn_seconds:g}",
         "--max-conns", str(opts.max_conns), "--out", str(opts.out),
     ]  # fmt: skip

@@ -512,7 +512,14 @@ class Orchestrator:
         finally:
             for site in self.sites:
                 if site.ws is not None:
+                    # minutes on a loaded lab (flushes, iSCSI logouts, LV removal): said, and timed
+                    where = f" on {site.host.label}" if site.host else ""
+                    began = time.monotonic()
+                    self.reporter.note(f"tearing down the repository and node storage{where}")
                     outcome.errors += [f"workspace teardown: {e}" for e in site.ws.teardown()]
+                    self.reporter.note(
+                        f"teardown{where} done in {time.monotonic() - began:.1f} s"
+                    )
             for runner in shaped:
                 self._unshape(runner)
             df = tidy.build(run)

@@ -15,7 +15,7 @@ spread (and an outlier) that an interval summarises.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from skycache.bench import compare, latency
+from skycache.bench.progress import Steps, quiet
 
 PCT_LABELS = latency.PCT_NAMES
 KIND_NAMES = {"clat": "completion latency", "lat": "total latency"}
@@ -191,16 +192,24 @@ def timeline_lines(samples: Sequence[Mapping[str, Any]]) -> list[tuple[str, pd.D
     return lines
 
 
+def _timeline_parts(
+    samples: Sequence[Mapping[str, Any]],
+) -> tuple[list[tuple[str, pd.DataFrame]], list[tuple[str, pd.DataFrame]]]:
+    """cache.png's repository lines and cache lines (both empty: no figure)."""
+    if not samples:
+        return [], []
+    lines = timeline_lines(samples)
+    repo = [(name, g) for name, g in lines if (g["role"] == "repo").all() and "read_bytes" in g.columns]
+    caches = [(name, g) for name, g in lines if (g["role"] != "repo").all()]
+    return repo, caches
+
+
 def cache_timeline(
     samples: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any], out: Path
 ) -> Path | None:
     """Samples: {"t": seconds since run start, "label", "role" (read|write), "rep", "hits", "misses",
     "dirty"} (and "host" in a hosts run)."""
-    if not samples:
-        return None
-    lines = timeline_lines(samples)
-    repo = [(name, g) for name, g in lines if (g["role"] == "repo").all() and "read_bytes" in g.columns]
-    caches = [(name, g) for name, g in lines if (g["role"] != "repo").all()]
+    repo, caches = _timeline_parts(samples)
     if not caches and not repo:
         return None
     fig, axes = plt.subplots(2 + bool(repo), 1, figsize=(9, 6 + 2.5 * bool(repo)), sharex=True)
@@ -237,14 +246,27 @@ def cache_timeline(
 
 
 def plot_run(
-    df: pd.DataFrame, manifest: Mapping[str, Any], out_dir: Path, samples: Sequence[Mapping[str, Any]] = ()
+    df: pd.DataFrame,
+    manifest: Mapping[str, Any],
+    out_dir: Path,
+    samples: Sequence[Mapping[str, Any]] = (),
+    progress: Callable[[str], None] = quiet,
 ) -> list[Path]:
-    out = [
-        iops(df, manifest, out_dir / "iops.png"),
-        latency_bars(df, manifest, out_dir / "latency.png"),
-        latency_percentiles(df, manifest, out_dir / "latency-percentiles.png"),
+    """Every figure of a run, in order; ``progress`` gets a line as each one starts (matplotlib takes
+    seconds a figure on the host, minutes under TCG: a log would otherwise fall silent)."""
+    figures: list[tuple[str, Callable[[Path], Path | None]]] = [
+        ("iops.png", lambda p: iops(df, manifest, p)),
+        ("latency.png", lambda p: latency_bars(df, manifest, p)),
+        ("latency-percentiles.png", lambda p: latency_percentiles(df, manifest, p)),
     ]
-    timeline = cache_timeline(samples, manifest, out_dir / "cache.png")
-    if timeline is not None:
-        out.append(timeline)
+    if any(_timeline_parts(samples)):
+        figures.append(("cache.png", lambda p: cache_timeline(samples, manifest, p)))
+    steps = Steps("drawing plots", len(figures), progress)
+    out: list[Path] = []
+    for name, draw in figures:
+        steps.step(name)
+        drawn = draw(out_dir / name)
+        if drawn is not None:
+            out.append(drawn)
+    steps.done(f"{len(out)} plots")
     return out

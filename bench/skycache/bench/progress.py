@@ -50,3 +50,34 @@ class PlainReporter:
 
     def note(self, text: str) -> None:
         self.write(f"bench: {text}")
+
+
+class Steps:
+    """Progress of a phase of several slow steps (drawing plots, writing a report), one line each
+    with its count and the time since the phase began, for logs as well as terminals:
+
+        drawing plots (3 of 4: latency-percentiles.png) ... 12.4 s
+
+    ``done`` closes the phase with its total time, so a log shows where the minutes went.
+    """
+
+    def __init__(
+        self, what: str, total: int, write: Callable[[str], None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.what, self.total, self.write, self.clock = what, total, write, clock
+        self.started = clock()
+        self.count = 0
+
+    def elapsed(self) -> str:
+        return f"{self.clock() - self.started:.1f} s"
+
+    def step(self, name: str) -> None:
+        self.count += 1
+        self.write(f"{self.what} ({self.count} of {self.total}: {name}) ... {self.elapsed()}")
+
+    def done(self, text: str = "done") -> None:
+        self.write(f"{self.what}: {text} in {self.elapsed()}")
+
+
+def quiet(_: str) -> None:
+    """The progress callback of callers that show none (library use, tests)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import pandas as pd
 
 from skycache import files
 from skycache.bench import compare, latency, stats
+from skycache.bench.progress import Steps, quiet
 from skycache.errors import InvalidInput
 
 
@@ -266,6 +267,8 @@ def render(
             parts.append(f"- {r.label} rep {r.rep}: {r.error}")
         parts.append("")
     parts += ["## Plots", ""]
+    if not plots:
+        parts.append("(none drawn yet: `skycache bench plots RUN` draws them)")
     for p in plots:
         rel = p.relative_to(run_dir) if p.is_relative_to(run_dir) else p
         parts.append(f"![{p.stem}]({rel})")
@@ -284,28 +287,71 @@ def render(
     return "\n".join(parts)
 
 
-def finish(run_dir: Path, baseline: str | None = None) -> tuple[list[compare.Comparison], list[Path], Path]:
-    """Comparisons, plots and report.md for a finished run directory (also re-run by `bench plots`)."""
-    from skycache.bench import plots, store, tidy  # plots pulls in matplotlib: only when drawing
+# The figures of ``plots.plot_run``, in its order: report.md lists those it finds in RUN/plots/.
+PLOT_NAMES = ("iops.png", "latency.png", "latency-percentiles.png", "cache.png")
 
+
+def _check_writable(run_dir: Path) -> None:
     # plots/ and report.md are written at the end: a read-only run directory is refused before drawing
     files.check_output_dir(run_dir, what="run directory")
     if (run_dir / "plots").exists():
         files.check_output_dir(run_dir / "plots", what="plots directory")
+
+
+def draw_plots(run_dir: Path, progress: Callable[[str], None] = quiet) -> list[Path]:
+    """RUN/plots/*.png of a finished run (``bench plots RUN``); report.md is left as it is."""
+    from skycache.bench import plots, store, tidy  # plots pulls in matplotlib: only when drawing
+
+    _check_writable(run_dir)
     run = store.RunDir(run_dir)
     manifest = run.manifest()
+    df = tidy.load(run_dir)
+    # each sample tagged with its repetition: cache.png draws one line per repetition
+    samples = [{"rep": rec.get("rep"), **s} for rec in run.latest_records() for s in rec.get("cache", [])]
+    ok = df[df["status"] == "ok"] if "status" in df.columns else df
+    if not len(ok):
+        progress("drawing plots: none (no condition succeeded)")
+        return []
+    return plots.plot_run(df, manifest, run_dir / "plots", samples, progress)
+
+
+def drawn_plots(run_dir: Path) -> list[Path]:
+    """The plots already drawn in RUN/plots/, in plot_run's order (then any others by name)."""
+    found = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").is_dir() else []
+    rank = {name: i for i, name in enumerate(PLOT_NAMES)}
+    return sorted(found, key=lambda p: (rank.get(p.name, len(rank)), p.name))
+
+
+def write_report(
+    run_dir: Path, baseline: str | None = None, progress: Callable[[str], None] = quiet
+) -> tuple[list[compare.Comparison], Path]:
+    """RUN/report.md from the tidy table, linking the plots RUN/plots/ holds (``bench report RUN``)."""
+    from skycache.bench import store, tidy
+
+    _check_writable(run_dir)
+    manifest = store.RunDir(run_dir).manifest()
     if baseline is None:
         baseline = manifest.get("baseline")
-    df = tidy.load(run_dir)
+    df = tidy.load(run_dir)  # a damaged run is one error line, before any progress line
+    steps = Steps("writing report.md", 2, progress)
+    steps.step("comparisons")
     try:
         comparisons = compare.compare(df, baseline)
     except InvalidInput:  # a run with no successes still gets a report saying so
         comparisons = []
-    # each sample tagged with its repetition: cache.png draws one line per repetition
-    samples = [{"rep": rec.get("rep"), **s} for rec in run.latest_records() for s in rec.get("cache", [])]
-    ok = df[df["status"] == "ok"] if "status" in df.columns else df
-    pngs = plots.plot_run(df, manifest, run_dir / "plots", samples) if len(ok) else []
-    text = render(manifest, df, comparisons, pngs, run_dir, baseline=baseline)
+    steps.step("report.md")
+    text = render(manifest, df, comparisons, drawn_plots(run_dir), run_dir, baseline=baseline)
     out = run_dir / "report.md"
     out.write_text(text)
+    steps.done()
+    return comparisons, out
+
+
+def finish(
+    run_dir: Path, baseline: str | None = None, progress: Callable[[str], None] = quiet
+) -> tuple[list[compare.Comparison], list[Path], Path]:
+    """Plots, then comparisons and report.md, of a finished run directory (``bench run``'s end)."""
+    _check_writable(run_dir)  # before a minute of drawing, not after it
+    pngs = draw_plots(run_dir, progress)
+    comparisons, out = write_report(run_dir, baseline, progress)
     return comparisons, pngs, out

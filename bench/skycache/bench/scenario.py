@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from skycache import files
+from skycache import files, validators
 from skycache.bench import fioopts, remote
 from skycache.errors import InvalidInput
 from skycache.numbers import SEED_MAX
@@ -431,7 +431,13 @@ def load(path: str | Path, *, profiles: Sequence[str] | None = None) -> Scenario
     """Read, validate and expand a scenario file; raises InvalidInput (one line) on any problem."""
     p = Path(path)
     raw = files.load_toml(p, what="scenario file")  # one line for a directory, FIFO, binary, ...
-    return from_dict(raw, p, profiles=profiles)
+    try:
+        return from_dict(raw, p, profiles=profiles)
+    except InvalidInput:
+        hint = validators.misfiled(raw, p, "bench scenario")  # a sim file: name the verb for it
+        if hint is not None:
+            raise InvalidInput(hint) from None
+        raise
 
 
 def from_dict(raw: Mapping[str, Any], path: Path, *, profiles: Sequence[str] | None = None) -> Scenario:

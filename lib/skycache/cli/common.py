@@ -25,8 +25,9 @@ from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 import typer
 
 from skycache import agent, files, state
+from skycache.cli import helpfmt
 from skycache.errors import SkycacheError
-from skycache.plan import Plan
+from skycache.plan import Action, Plan
 from skycache.runner import Runner, SystemRunner
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -47,15 +48,23 @@ def progress(text: str) -> None:
     typer.echo(text, err=True)
 
 
-def run_plan(plan: Plan, dry_run: bool, runner: Runner | None = None) -> bool:
+def run_plan(plan: Plan, dry_run: bool, runner: Runner | None = None, *, steps: str | None = None) -> bool:
     """Print the plan (dry run) or apply it; True when it was applied.
 
     The dry run prints the plan's own data: the same actions and commands the real run executes.
+    With ``steps`` (a word such as "teardown"), each action is announced on stderr as it starts, with
+    its count and the time since the first: a long plan in a log is never silent for minutes.
     """
     if dry_run:
         typer.echo("\n".join(plan.describe()))
         return False
-    plan.apply(runner if runner is not None else SystemRunner(), progress)
+    started = time.monotonic()
+
+    def announce(i: int, action: Action) -> None:
+        elapsed = time.monotonic() - started
+        progress(f"{steps}: ({i} of {len(plan.actions)}) {action.description} ... {elapsed:.1f} s")
+
+    plan.apply(runner if runner is not None else SystemRunner(), progress, announce if steps else None)
     return True
 
 
@@ -213,6 +222,7 @@ def run_app(
     """
     argv = list(sys.argv[1:] if args is None else args)
     cli: CliCommand = command if command is not None else typer.main.get_command(app)
+    helpfmt.readable(cli)  # metavars and help texts as docs/errors.md quotes them (once per tree)
     interrupted = False
     previous = None
 

@@ -19,6 +19,7 @@ LIB_CLI_MODULES = (
     "skycache.cli.storage",
     "skycache.cli.node",
     "skycache.cli.net",
+    "skycache.cli.validate",
 )
 # Entry points in PLUGIN_GROUP are top-level sub-apps (bench, sim, suite). Those in
 # "skycache.cli.<group>" add verbs to a group lib already defines (bench adds `net nat-bench`): each

@@ -1,7 +1,8 @@
 """``skycache net``: shaping of the iSCSI path and VM isolation rules.
 
-``net nat-bench`` (the NAT load measurement) is added to this group by the bench portion through the
-``skycache.cli.net`` entry-point group (see cli/main.py), so lib/ never imports bench/.
+``net nat-bench`` (the NAT load measurement, now ``bench nat``; this name stays for old command lines) is
+added to this group by the bench portion through the ``skycache.cli.net`` entry-point group (see
+cli/main.py), so lib/ never imports bench/.
 """
 
 from __future__ import annotations

@@ -319,7 +319,7 @@ def teardown_cmd(
         raise InvalidInput("say --all: teardown removes everything skycache owns")
     view = View(SystemRunner())
     plan = teardown.plan_teardown(view, flush=not no_flush, force=force)
-    if run_plan(plan, dry_run, view.runner):
+    if run_plan(plan, dry_run, view.runner, steps="teardown"):
         typer.echo(f"teardown done ({len(plan.actions)} steps)")
 
 

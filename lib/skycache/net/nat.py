@@ -5,7 +5,7 @@
 
 MASQUERADE needs connection tracking: the first NAT rule in a network namespace registers conntrack's
 hooks there (nf_ct_netns_get), so every packet of every flow through it is then tracked. That
-per-packet and per-connection cost is what ``skycache net nat-bench`` measures.
+per-packet and per-connection cost is what ``skycache bench nat`` measures.
 
 Planned like isolation (:mod:`skycache.net.isolation`): one read of ``iptables-save -t nat`` and of
 the forwarding switch, and only what differs becomes an action.

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skycache import files
+from skycache import files, validators
 from skycache.errors import InvalidInput
 from skycache.sim.calibration_roles import OTHER_NAMES, REPOSITORY_KEYS, judge, role_of
 from skycache.sim.calibration_source import Source
@@ -135,7 +135,13 @@ def parse_calibration(data: Mapping[str, Any], *, path: str = "") -> Calibration
 def load_calibration(path: str | Path) -> Calibration:
     p = Path(path)
     data = files.load_toml(p, what="calibration file")  # one line for a directory, FIFO, binary, ...
-    return parse_calibration(data, path=str(p))
+    try:
+        return parse_calibration(data, path=str(p))
+    except InvalidInput:
+        hint = validators.misfiled(data, p, "sim calibration")  # a scenario given as --calibration
+        if hint is not None:
+            raise InvalidInput(hint) from None
+        raise
 
 
 def _toml(value: Any) -> str:

@@ -140,13 +140,13 @@ _OTHERS = {
     "nat.cpu_per_packet": Role(
         "NAT gateway CPU time per forwarded packet",
         "column cpu_ns_per_packet of a nat-bench run, condition nat",
-        "a NAT run (skycache net nat-bench)",
+        "a NAT run (skycache bench nat)",
         _column("cpu_ns_per_packet"),
     ),
     "nat.cpu_per_conn": Role(
         "NAT gateway CPU time per new connection",
         "column cpu_ns_per_conn of a nat-bench run, condition nat",
-        "a NAT run (skycache net nat-bench)",
+        "a NAT run (skycache bench nat)",
         _column("cpu_ns_per_conn"),
     ),
 }

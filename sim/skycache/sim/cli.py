@@ -13,9 +13,10 @@ from typing import Annotated, Any
 
 import typer
 
-from skycache import files
+from skycache import files, validators
 from skycache.errors import InvalidInput
 from skycache.numbers import INT64_MAX, parse_float, parse_int, parse_seed
+from skycache.sim import validate as sim_validate
 from skycache.sim.calibration import Calibration, load_calibration, render_calibration
 from skycache.sim.scenario import ScenarioFile, load_scenario
 from skycache.sim.tables import Table, as_int
@@ -30,6 +31,9 @@ app = typer.Typer(
     help="Simulate repository, network and NAT load for large clusters.",
     no_args_is_help=True,
 )
+# `skycache validate` checks these kinds of file, and other verbs name `sim check` for a sim scenario
+validators.register(sim_validate.SCENARIO_KIND)
+validators.register(sim_validate.CALIBRATION_KIND)
 
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario TOML (scenarios/sim-*.toml).")]
 YesOpt = Annotated[
@@ -39,6 +43,11 @@ CalibrationOpt = Annotated[
     Path | None,
     typer.Option("--calibration", "-c", help="Calibration TOML (default: the scenario's calibration)."),
 ]
+
+
+def _progress(text: str) -> None:
+    """A progress line on stderr (a terminal or a log alike): stdout stays the table or the JSON."""
+    typer.echo(f"sim: {text}", err=True)
 
 
 def _calibration(sf: ScenarioFile, path: Path | None) -> Calibration:
@@ -141,7 +150,9 @@ def run_cmd(
                 raise InvalidInput(f"scenario has no variant {v!r} (has: {', '.join(known)})")
         chosen = [known[v] for v in variant]
     results, summaries = [], []
-    for sc in chosen:
+    began = time.monotonic()
+    for i, sc in enumerate(chosen, 1):
+        _progress(f"run: variant {sc.variant} ({i} of {len(chosen)}) ... {time.monotonic() - began:.1f} s")
         t0 = time.perf_counter()
         res = simulate(sc, cal, seed)
         summaries.append(summarise(res, wall_s=time.perf_counter() - t0))
@@ -154,9 +165,11 @@ def run_cmd(
 
         from skycache.sim.plots import plot_run
 
+        _progress(f"run: drawing plots ... {time.monotonic() - began:.1f} s")
         vms = pd.concat([vm_table(r) for r in results], ignore_index=True)
         series = pd.concat([series_table(r) for r in results], ignore_index=True)
         plot_run(out_dir / "plots", vms, series, prov)
+    _progress(f"run: done in {time.monotonic() - began:.1f} s")
     if as_json:
         typer.echo(json.dumps({"provenance": prov, "variants": summaries}, indent=2, default=str))
         return
@@ -168,24 +181,10 @@ def run_cmd(
 @app.command("check")
 def check_cmd(scenario: ScenarioArg, calibration: CalibrationOpt = None, yes: YesOpt = False) -> None:
     """Validate a scenario (all variants and sweep points), its trace and its calibration (every value
-    a variant uses present and fit for its role); run nothing."""
-    import numpy as np
-
-    from skycache.sim.calibration_use import model_rates
-    from skycache.sim.swf import load_swf
-    from skycache.sim.workload import generate
-
-    sf = load_scenario(scenario, yes=yes)
-    cal = _calibration(sf, calibration)
-    for sc in sf.all_variants():
-        model_rates(sc, cal)  # every value this variant uses is there and fits its role
-        if sc.workload.trace is not None:
-            load_swf(sc.workload.trace)
-            # The trace decides how many VMs start and how long the run lasts: check those bounds.
-            generate(sc, np.random.default_rng(sc.seed))
-    typer.echo(
-        f"ok: {sf.base.name}: {1 + len(sf.variants)} variant(s), {len(sf.sweep_points())} sweep point(s)"
-    )
+    a variant uses present and fit for its role); run nothing. `skycache validate FILE...` checks
+    any kind of file."""
+    checked = sim_validate.check_scenario(scenario, yes, calibration)
+    typer.echo(f"ok: {checked.summary}")
 
 
 @app.command("sweep")
@@ -252,8 +251,16 @@ def sweep_cmd(
     budget.check_points(runs, limit, yes, f"{sf.path}: the sweep")
     cal = _calibration(sf, calibration)
     t0 = time.perf_counter()
+    where = f"the Dask scheduler {scheduler}" if scheduler else f"{n_workers} local worker process(es)"
+    _progress(f"sweep: {runs} runs on {where}")
     table = run_sweep(
-        sf, cal, replications=reps, scheduler=scheduler, workers=n_workers, variants=variant or None
+        sf,
+        cal,
+        replications=reps,
+        scheduler=scheduler,
+        workers=n_workers,
+        variants=variant or None,
+        progress=_progress,
     )
     wall = time.perf_counter() - t0
     out_dir = (

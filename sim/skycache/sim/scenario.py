@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from skycache import files
+from skycache import files, validators
 from skycache.errors import InvalidInput
 from skycache.sim import budget
 from skycache.sim.scenario_schema import SECTIONS, ScenarioFileModel, ScenarioModel
@@ -334,4 +334,10 @@ def parse_scenario_file(data: Mapping[str, Any], path: Path, *, yes: bool = Fals
 def load_scenario(path: str | Path, *, yes: bool = False) -> ScenarioFile:
     p = Path(path)
     data = files.load_toml(p, what="scenario file")  # one line for a directory, FIFO, binary, ...
-    return parse_scenario_file(data, p, yes=yes)
+    try:
+        return parse_scenario_file(data, p, yes=yes)
+    except InvalidInput:
+        hint = validators.misfiled(data, p, "sim scenario")  # a fio suite: name the verb for it
+        if hint is not None:
+            raise InvalidInput(hint) from None
+        raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,11 @@ def tasks(
     return out
 
 
+def point_text(variant: str, point: Mapping[str, Any], seed: int) -> str:
+    """One run of a sweep in a progress line: ``variant base, cluster.nodes=100, seed 7``."""
+    return ", ".join([f"variant {variant}", *(f"{k}={v}" for k, v in point.items()), f"seed {seed}"])
+
+
 def run_sweep(
     sf: ScenarioFile,
     cal: Calibration,
@@ -47,15 +52,17 @@ def run_sweep(
     scheduler: str | None = None,
     workers: int = 2,
     variants: Sequence[str] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> pd.DataFrame:
-    """Run the grid on a Dask cluster (a LocalCluster of ``workers`` processes unless ``scheduler``)."""
+    """Run the grid on a Dask cluster (a LocalCluster of ``workers`` processes unless ``scheduler``);
+    ``progress`` gets a line as each run finishes, with the time since the first was submitted."""
     import logging
 
     import dask
 
     # Dask's INFO chatter (scheduler/worker start and stop) is not the user's business.
     dask.config.set({"logging.distributed": "warning"})
-    from distributed import Client, LocalCluster  # imported here: heavy, only sweeps need it
+    from distributed import Client, LocalCluster, as_completed  # heavy: only sweeps need it
 
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.worker"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -71,7 +78,18 @@ def run_sweep(
         client = Client(cluster)  # type: ignore[no-untyped-call]
     try:
         futures = [client.submit(run_point, sf, cal, v, p, s, pure=False) for v, p, s in jobs]
-        rows = client.gather(futures)  # type: ignore[no-untyped-call]
+        index = {f.key: i for i, f in enumerate(futures)}
+        rows: list[dict[str, Any]] = [{} for _ in futures]
+        started = time.monotonic()
+        # as each run finishes, not in submission order: a log shows the sweep moving
+        for done, future in enumerate(as_completed(futures), 1):  # type: ignore[no-untyped-call]
+            i = index[future.key]
+            rows[i] = future.result()
+            variant, point, seed = jobs[i]
+            progress(
+                f"sweep point {done} of {len(jobs)} done ({point_text(variant, point, seed)}) ... "
+                f"{time.monotonic() - started:.1f} s"
+            )
     finally:
         client.close()  # type: ignore[no-untyped-call]
         if cluster is not None:
