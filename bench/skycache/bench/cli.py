@@ -13,32 +13,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from skycache import files, validators
-from skycache.bench import cli_net, estimate
-from skycache.bench import scenario as scenarios
+from skycache.bench import cli_net
 from skycache.bench import validate as bench_validate
-from skycache.bench.progress import PlainReporter
 from skycache.errors import InvalidInput, SkycacheError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
 
     # compare imports pandas, which takes seconds to load (a minute in the TCG lab) and every
     # `skycache` invocation registers these verbs: the verbs import it when they run.
     from skycache.bench import compare as comparing
     from skycache.bench import orchestrate, relative
+
+    # Every `skycache` start that names `bench` registers these verbs: their implementation (the
+    # scenario schema's pydantic, rich's tables and progress bars) is imported by the verbs that run.
+    from skycache.bench import scenario as scenarios
 
 app = typer.Typer(
     help="Run fio scenarios and the NAT benchmark, show and compare runs, draw plots and reports.",
@@ -49,9 +42,18 @@ app.command("nat")(cli_net.nat_bench)
 validators.register(bench_validate.KIND)
 suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
 
-# Piped output (make demo | tee, CI logs) would wrap at 80 columns; tables need more.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+_consoles: dict[str, Console] = {}
+
+
+def _console(stream: str = "stdout") -> Console:
+    """rich's console for stdout or stderr, made on first use (rich is not imported before)."""
+    if stream not in _consoles:
+        from rich.console import Console
+
+        tty = (sys.stdout if stream == "stdout" else sys.stderr).isatty()
+        # Piped output (make demo | tee, CI logs) would wrap at 80 columns; tables need more.
+        _consoles[stream] = Console(stderr=stream == "stderr", width=None if tty else 160)
+    return _consoles[stream]
 
 
 # -- progress ----------------------------------------------------------------------------------------
@@ -61,6 +63,15 @@ class RichReporter:
     """A progress bar with ETA; each finished condition is one line above it."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.progress = Progress(
             TextColumn("[bold]bench"),
             BarColumn(),
@@ -70,7 +81,7 @@ class RichReporter:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("{task.description}"),
-            console=err_console,
+            console=_console("stderr"),
             transient=False,
         )
         self.task = self.progress.add_task("starting", total=None)
@@ -90,6 +101,8 @@ class RichReporter:
         self.progress.update(self.task, description=text)
 
     def finished(self, text: str, ok: bool) -> None:
+        from rich.markup import escape
+
         mark = "[green]ok[/]" if ok else "[red]FAILED[/]"
         self.progress.console.print(f"  {mark} {escape(text)}")
         self.progress.advance(self.task)
@@ -106,6 +119,9 @@ def comparison_table(
 ) -> Table:
     """``relative_to``: the speeds are ratios to that stack (``bench compare --relative-to``), shown
     as such rather than in the metric's unit."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from skycache.bench import compare as comparing
     from skycache.bench import relative
 
@@ -180,6 +196,8 @@ def _bench_line(text: str) -> None:
 
 
 def _estimate_line(sc: scenarios.Scenario, prep: orchestrate.Prepared, out: Path) -> str:
+    from skycache.bench import estimate
+
     root = prep.run.path.parent.parent if prep.run is not None else out
     overhead = estimate.measured_overhead(root, sc.name, estimate.runtimes(prep.planned))
     auto = sc.model.auto and prep.mode != "rerun-failed"
@@ -292,7 +310,11 @@ def run_cmd(
 
     Example: skycache bench run scenarios/quickstart.toml
     """
+    from rich.markup import escape
+
     from skycache.bench import orchestrate
+    from skycache.bench import scenario as scenarios
+    from skycache.bench.progress import PlainReporter
 
     sc = scenarios.load(scenario)
     scenarios.check_runs(sc, yes=yes)
@@ -347,7 +369,7 @@ def run_cmd(
             raise typer.Exit(code)
         _close(sc, finished, baseline, as_json=as_json, draw=not no_report)
         raise typer.Exit(code)
-    err_console.print(
+    _console("stderr").print(
         f"bench: {sc.name}: {len(sc.conditions)} conditions x {sc.model.repetitions_text} "
         f"= {sc.runs} fio runs{' at most' if sc.model.auto else ''}, {place}",
         markup=False,
@@ -372,7 +394,7 @@ def run_cmd(
         outcome.run.path, outcome.run.run_id, outcome.ok, outcome.failed, tuple(outcome.errors)
     )
     for e in outcome.errors[:10]:
-        err_console.print(f"[red]failed[/] {escape(e)}")
+        _console("stderr").print(f"[red]failed[/] {escape(e)}")
     if host_draws:  # the host prints the closing table (and any "no condition succeeded") once
         _write_summary(_summary(sc, finished, outcome.run.manifest(), baseline, [], [], None))
         _plain_line(f"bench: fio runs done ({finished.ok} ok, {finished.failed} failed); the host draws")
@@ -415,7 +437,7 @@ def _close(
     sc: scenarios.Scenario, finished: _Finished, baseline: str | None, *, as_json: bool, draw: bool
 ) -> None:
     """Plots and report.md (unless ``draw`` is off), summary.json, then the closing table or JSON."""
-    from skycache.bench import report, store
+    from skycache.bench import estimate, report, store
 
     run_dir = finished.run_dir
     comps: list[comparing.Comparison] = []
@@ -427,8 +449,8 @@ def _close(
         comps, pngs, report_path = report.finish(run_dir, baseline, _bench_line)
         _plain_line(f"bench: plots and report.md done in {estimate.fmt_duration(time.monotonic() - started)}")
         for p in pngs:
-            err_console.print(f"plot: {p}")
-        err_console.print(f"report: {report_path}")
+            _console("stderr").print(f"plot: {p}")
+        _console("stderr").print(f"report: {report_path}")
     manifest = store.RunDir(run_dir).manifest()
     closing = _summary(sc, finished, manifest, baseline, comps, pngs, report_path)
     _write_summary(closing)
@@ -437,9 +459,9 @@ def _close(
     else:
         if draw:
             title = f"{sc.name} run {finished.run_id}: ratio to baseline ({closing['baseline']})"
-            console.print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
+            _console().print(comparison_table(comps, ("iops", "lat_mean_ns"), title))
         else:
-            console.print(
+            _console().print(
                 f"plots and report.md not drawn (--no-report): skycache bench plots {run_dir}; "
                 f"skycache bench report {run_dir}",
                 markup=False,
@@ -447,8 +469,8 @@ def _close(
             )
         auto_line = report.auto_line(manifest)
         if auto_line:
-            console.print(auto_line, markup=False, soft_wrap=True)
-        console.print(f"run directory: {run_dir}  ({finished.ok} ok, {finished.failed} failed)")
+            _console().print(auto_line, markup=False, soft_wrap=True)
+        _console().print(f"run directory: {run_dir}  ({finished.ok} ok, {finished.failed} failed)")
     if finished.ok == 0 and not manifest.get("ok"):
         raise SkycacheError(f"no condition of {sc.name} succeeded (see {run_dir}/conditions.jsonl)")
 
@@ -520,7 +542,9 @@ def _run_in_lab(
     )
     argv = [sys.executable, "-m", "skycache.cli.main", "bench", "run", str(scenario), "--out", str(out)]
     argv += ["--where", "lab", *extra]
-    err_console.print(f"bench: booting the lab ({lab_kernel.version}, {choice.accel}) to run {scenario}")
+    _console("stderr").print(
+        f"bench: booting the lab ({lab_kernel.version}, {choice.accel}) to run {scenario}"
+    )
     # --json: stdout is the JSON alone, so the lab's lines go to stderr
     stream = sys.stderr if quiet else sys.stdout
     return boot(runner, lab_kernel, spec, argv, on_line=lambda line: print(line, file=stream, flush=True))
@@ -652,13 +676,13 @@ def compare_cmd(
         typer.echo(json.dumps(out, indent=2))
     else:
         for d in differences:
-            console.print(f"note: allowed difference: {d.line()}", markup=False)
+            _console().print(f"note: allowed difference: {d.line()}", markup=False)
         title = f"ratio to baseline ({baseline or run_ids[0]})"
         if relative_to is not None:
             title += f", of speeds relative to {relative_to} in the same round"
-        console.print(comparison_table(comps, metrics, title, relative_to))
+        _console().print(comparison_table(comps, metrics, title, relative_to))
         for drift in drifts:
-            console.print(f"note: {drift.line()}", markup=False, soft_wrap=True)
+            _console().print(f"note: {drift.line()}", markup=False, soft_wrap=True)
     too_far = [drift for drift in drifts if drift.beyond(max_reference_drift)]
     if too_far:
         raise InvalidInput(
@@ -666,25 +690,25 @@ def compare_cmd(
             f"machine was too disturbed for the ratios to cancel its speed (rerun on a quieter machine)"
         )
     if gating and not as_json:
-        console.print(
+        _console().print(
             f"gate: smallest worsening detectable with the baseline's noise ({gate.METHOD}, "
             f"alpha {gate.ALPHA:g}, 50% power), flagged only beyond {fail_on_regression:g}% too:",
             markup=False,
             soft_wrap=True,
         )
         for x in seen:
-            console.print(f"  {x.fmt()}", markup=False, soft_wrap=True)
+            _console().print(f"  {x.fmt()}", markup=False, soft_wrap=True)
     if regressed:
         speed_of = f" relative to {relative_to}" if relative_to is not None else ""
         for c in regressed:
-            err_console.print(
+            _console("stderr").print(
                 f"regression: {c.condition} [{c.direction}] {c.metric}{speed_of} {c.ratio.fmt()} vs "
                 f"{c.baseline} (threshold {fail_on_regression:g}%)",
                 markup=False,
             )
         raise typer.Exit(3)
     if fail_on_regression is not None and not as_json:
-        console.print(f"no regression beyond {fail_on_regression:g}% (Holm-adjusted p < 0.05)")
+        _console().print(f"no regression beyond {fail_on_regression:g}% (Holm-adjusted p < 0.05)")
 
 
 def _nat_runs(manifests: dict[str, dict[str, Any]]) -> bool:
@@ -791,6 +815,9 @@ def show_cmd(
     """Per condition: geometric mean IOPS and latency with 95% intervals, the CV of the repetitions,
     and latency percentiles of all the repetitions' I/Os (fio's histograms merged; clat = completion,
     lat = total latency)."""
+    from rich.markup import escape
+    from rich.table import Table
+
     from skycache.bench import latency, natresults, report, store, tidy
 
     manifest = store.read_manifest(run) if run.is_dir() else {}  # a damaged one is refused here
@@ -819,12 +846,12 @@ def show_cmd(
             _ci(r["lat_mean_us"], r["lat_lo_us"], r["lat_hi_us"]),
             *pct,
         )
-    console.print(t)
+    _console().print(t)
     auto = report.auto_line(store.read_manifest(run)) if run.is_dir() else ""
     if auto:
-        console.print(auto, markup=False, soft_wrap=True)
+        _console().print(auto, markup=False, soft_wrap=True)
     methods.discard("")
-    console.print(f"percentiles: {', '.join(sorted(methods)) or 'none recorded'}", markup=False)
+    _console().print(f"percentiles: {', '.join(sorted(methods)) or 'none recorded'}", markup=False)
 
 
 def _show_nat(run: Path, df: pd.DataFrame, as_json: bool) -> None:
@@ -836,8 +863,8 @@ def _show_nat(run: Path, df: pd.DataFrame, as_json: bool) -> None:
         typer.echo(json.dumps({"run_dir": str(run), "summary": natbench.summary_json(rows)}, indent=2))
         return
     reps = int(df["repetition"].nunique()) if "repetition" in df.columns else 0
-    console.print(f"{run} (NAT benchmark)", markup=False)
-    console.print(natbench.format_table(rows, reps), markup=False, soft_wrap=True)
+    _console().print(f"{run} (NAT benchmark)", markup=False)
+    _console().print(natbench.format_table(rows, reps), markup=False, soft_wrap=True)
 
 
 # -- suite -------------------------------------------------------------------------------------------
@@ -864,6 +891,10 @@ def suite_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List scenarios with their size (conditions x repetitions) and where they run."""
+    from rich.table import Table
+
+    from skycache.bench import scenario as scenarios
+
     rows = []
     for f in _scenario_files(paths):
         try:
@@ -896,7 +927,7 @@ def suite_list(
             )  # fmt: skip
         else:
             t.add_row(str(r["file"]), "", "", "", "", "", f"[red]{r['error']}[/]")
-    console.print(t)
+    _console().print(t)
 
 
 @suite_app.command("show")
@@ -905,6 +936,8 @@ def suite_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Print the stacks and the expanded conditions of a scenario (nothing is built)."""
+    from skycache.bench import scenario as scenarios
+
     sc = scenarios.load(scenario)
     if as_json:
         typer.echo(
@@ -924,12 +957,12 @@ def suite_show(
             )
         )
         return
-    console.print(f"[bold]{sc.name}[/]: {sc.model.description.strip()}")
-    console.print(
+    _console().print(f"[bold]{sc.name}[/]: {sc.model.description.strip()}")
+    _console().print(
         f"where {sc.model.where}, shaping {sc.model.shaping}, {sc.model.repetitions_text}", markup=False
     )
     for s in sc.model.stacks:
-        console.print(f"  stack {s.name}: {s.describe()}")
+        _console().print(f"  stack {s.name}: {s.describe()}")
     for c in sc.conditions:
         w = c.workload
         what = (
@@ -937,9 +970,9 @@ def suite_show(
             if w.job_file
             else f"{w.rw} bs={w.bs} iodepth={w.iodepth} numjobs={w.numjobs}"
         )
-        console.print(f"  condition {c.label}: {what}, {c.cache_state}")
+        _console().print(f"  condition {c.label}: {what}, {c.cache_state}")
     most = " at most" if sc.model.auto else ""
-    console.print(f"{len(sc.conditions)} conditions x {sc.model.rounds} = {sc.runs} fio runs{most}")
+    _console().print(f"{len(sc.conditions)} conditions x {sc.model.rounds} = {sc.runs} fio runs{most}")
 
 
 @suite_app.command("validate")
@@ -950,6 +983,8 @@ def suite_validate(
 ) -> None:
     """Validate scenario files; one line per file; exits non-zero if any is invalid. With
     repetitions = "auto" the fio runs (and the max_runs check) count max_repetitions."""
+    from skycache.bench import scenario as scenarios
+
     bad = 0
     rows: list[dict[str, object]] = []
     for f in _scenario_files(paths):

@@ -88,7 +88,7 @@ def _register(argv: list[str] | None = None) -> None:
             app.add_typer(ep.load(), name=ep.name)
     for group in app.registered_groups:
         if isinstance(group.name, str) and group.typer_instance is not None:
-            if word is not None and word != group.name and word in lib_groups:
+            if word is not None and word != group.name and word in known:
                 continue
             for ep in eps.select(group=f"{PLUGIN_GROUP}.{group.name}"):
                 ep.load()(group.typer_instance)

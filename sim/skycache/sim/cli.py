@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,9 +17,12 @@ from skycache import files, validators
 from skycache.errors import InvalidInput
 from skycache.numbers import INT64_MAX, parse_float, parse_int, parse_seed
 from skycache.sim import validate as sim_validate
-from skycache.sim.calibration import Calibration, load_calibration, render_calibration
-from skycache.sim.scenario import ScenarioFile, load_scenario
-from skycache.sim.tables import Table, as_int
+
+if TYPE_CHECKING:
+    # Every `skycache sim ...` start registers these verbs; the scenario and calibration schemas
+    # (pydantic) are imported by the verbs that run.
+    from skycache.sim.calibration import Calibration
+    from skycache.sim.scenario import ScenarioFile
 
 # Local Dask worker processes: each is a Python process with the model loaded (~150 MiB); more than
 # this on one machine is a typo.
@@ -51,6 +54,8 @@ def _progress(text: str) -> None:
 
 
 def _calibration(sf: ScenarioFile, path: Path | None) -> Calibration:
+    from skycache.sim.calibration import load_calibration
+
     chosen = path or sf.base.calibration
     if chosen is None:
         raise InvalidInput("no calibration: pass --calibration FILE or set scenario.calibration")
@@ -137,6 +142,7 @@ def run_cmd(
     """Simulate a scenario (every variant it defines) and write tidy tables, summary and plots."""
     from skycache.sim.model import simulate
     from skycache.sim.results import series_table, summarise, vm_table, write_run
+    from skycache.sim.scenario import load_scenario
 
     seed = parse_seed(seed_text, what="--seed") if seed_text is not None else None
     files.check_output_dir(out or Path("results/sim"), what="--out")  # before the run, not after it
@@ -214,8 +220,9 @@ def sweep_cmd(
 ) -> None:
     """Run a grid of parameters x variants x replications in parallel on Dask."""
     from skycache.sim import budget
-    from skycache.sim.scenario import parse_scenario_file
+    from skycache.sim.scenario import load_scenario, parse_scenario_file
     from skycache.sim.sweep import run_sweep, write_sweep
+    from skycache.sim.tables import Table, as_int
 
     # Parsed by the one number grammar: click's int takes "٣" and 10**30 workers.
     n_workers = parse_int(workers, what="--workers", minimum=1, maximum=MAX_WORKERS, bound="local processes")
@@ -345,6 +352,7 @@ def calibrate_cmd(
 ) -> None:
     """Derive the model's rates from benchmark runs; each value records its source; lists what is missing."""
     from skycache.sim.calibrate import derive_report, missing_hint
+    from skycache.sim.calibration import load_calibration, render_calibration
 
     report = derive_report(runs, load_calibration(base) if base else None, accept or ())
     cal = report.calibration
@@ -407,6 +415,7 @@ def bench_cmd(
     """Time a large run: wall and CPU time, events per second, peak concurrent transfers, peak memory."""
     from skycache.sim import budget
     from skycache.sim.bench import DEFAULT_SCENARIO, TOPOLOGIES, run_bench
+    from skycache.sim.scenario import load_scenario
 
     if network is not None:
         if vms_text is not None or nodes_text is not None or scenario is not None or trace_memory:
