@@ -34,10 +34,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
 
 
-def cli_runner() -> SystemRunner:
+def cli_runner(host: str | None = None) -> SystemRunner:
     """The runner of every storage, node and net verb: on the host ``--host`` names (over SSH), else
-    this one. The lab verbs build their own local runners and never call this (cli/hosts.py)."""
-    return SystemRunner(hosts.current().target())
+    this one; with ``host`` (``attach --chap-from``), on that host with the same ``--ssh-config``.
+    The lab verbs build their own local runners and never call this (cli/hosts.py)."""
+    return SystemRunner(hosts.current().target() if host is None else hosts.other(host))
 
 
 class Listed(Protocol):

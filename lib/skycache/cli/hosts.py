@@ -74,6 +74,13 @@ class Selection:
         return SshTarget(self.host, user=self.user, config_file=self.config_file, path_prefix=AGENT_BIN_DIR)
 
 
+def other(text: str) -> Target:
+    """Another host of this command line (``attach --chap-from HOST``), reached with the same
+    ``--ssh-config``: the worker attaches here and reads the repository's secret there."""
+    user, name = parse_host(text)
+    return Selection(name, user, _selected.config_file).target()
+
+
 _selected = Selection()
 _argv: tuple[str, ...] = ()
 
@@ -155,25 +162,26 @@ def select(
     """Choose the target of the command line ``argv`` (what follows ``skycache``).
 
     ``given``: which of "host" and "ssh_config" were on the command line (not only in the
-    environment). From the environment they apply to the verbs that take a target and are ignored by
-    the others; on the command line they are refused for a verb that would run here anyway.
+    environment). ``$SKYCACHE_HOST`` applies to the verbs that take a target and is ignored by the
+    others; ``--host`` on the command line is refused for a verb that would run here anyway.
     """
     global _selected
     _selected = Selection()
     words = verb_words(argv)
     if not takes_host(argv):
-        if given and words:
+        if "host" in given and words:
             raise InvalidInput(
-                f"--host/--ssh-config do not apply to `{' '.join(words[:2])}`: it runs on this machine "
+                f"--host does not apply to `{' '.join(words[:2])}`: it runs on this machine "
                 "(they apply to repo, image, export, attach, detach, inventory, teardown, node, cache, disk "
                 "and net shape/unshape/status/isolate/unisolate)"
             )
         return
     if "host" in given and not host:
         raise InvalidInput("--host: empty host name")
+    # The file serves every host the command line names: --host, and `attach --chap-from HOST`.
+    config_file = check_config(config) if config else None
     if not host:
-        if "ssh_config" in given:
-            raise InvalidInput(f"--ssh-config needs --host (or ${HOST_ENV}): which host of the file?")
+        _selected = Selection(config_file=config_file)
         return
     user, name = parse_host(host)
-    _selected = Selection(name, user, check_config(config) if config else None)
+    _selected = Selection(name, user, config_file)

@@ -269,13 +269,22 @@ def attach(
     ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
     portal: Annotated[str, typer.Option("--portal", help="Target portal ADDR[:PORT].")],
     timeout: Annotated[str, typer.Option("--timeout", help="Time to wait for the disk (60, 2min).")] = "60",
+    chap_from: Annotated[
+        str | None,
+        typer.Option(
+            "--chap-from",
+            metavar="[USER@]HOST",
+            help="Read the CHAP secret from HOST's state directory over ssh (the repository's).",
+        ),
+    ] = None,
     dry_run: DryRunOpt = False,
 ) -> None:
     """Log in to an exported image; prints the block device as the last line."""
     seconds = parse_duration(timeout, what="--timeout", positive=True, maximum=86400.0)
     where = iscsi.parse_portal(portal)
+    secrets_host = cli_runner(chap_from) if chap_from is not None else None
     view = View(cli_runner())
-    plan, device = image.plan_attach(view, ref, where, timeout_s=seconds)
+    plan, device = image.plan_attach(view, ref, where, timeout_s=seconds, chap_from=secrets_host)
     if run_plan(plan, dry_run, view.runner):
         typer.echo(view.runner.resolve(device) or device)
 
