@@ -126,7 +126,10 @@ def ssh_prefix(config: Path) -> list[str]:
         (["--host", "-oProxyCommand=touch /tmp/x", "repo", "list"], ["-oProxyCommand", "not a host name"]),
         (["--host", "", "repo", "list"], ["--host: empty host name"]),
         (["--host", "repo;id", "repo", "list"], ["'repo;id'"]),
-        (["--host", "repo", "--ssh-config", "/nonexistent/cfg", "repo", "list"], ["/nonexistent/cfg", "no such"]),
+        (
+            ["--host", "repo", "--ssh-config", "/nonexistent/cfg", "repo", "list"],
+            ["/nonexistent/cfg", "no such"],
+        ),
         (["--host", "repo", "lab", "info"], ["--host does not apply to `lab info`", "this machine"]),
         (["--host", "repo", "validate", "scenarios"], ["does not apply to `validate"]),
     ],
@@ -141,7 +144,9 @@ def test_bad_targets_are_one_line_and_run_nothing(
 
 def test_a_directory_is_not_an_ssh_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert_one_error(
-        skycache(capsys, "--host", "repo", "--ssh-config", tmp_path, "repo", "list"), "not a regular file", code=2
+        skycache(capsys, "--host", "repo", "--ssh-config", tmp_path, "repo", "list"),
+        "not a regular file",
+        code=2,
     )
 
 
@@ -161,7 +166,12 @@ def test_the_environment_gives_the_defaults_and_lab_verbs_ignore_it(
     assert hosts.current() == hosts.Selection("repo", None, str(ssh_config))
     target = hosts.current().target()
     assert isinstance(target, runner_mod.SshTarget) and target.path_prefix == str(Path(sys.prefix) / "bin")
-    for verb in (["lab", "up", "--nodes", "2"], ["lab", "run", "--", "true"], ["net", "nat-bench"], ["bench"]):
+    for verb in (
+        ["lab", "up", "--nodes", "2"],
+        ["lab", "run", "--", "true"],
+        ["net", "nat-bench"],
+        ["bench"],
+    ):
         hosts.select("repo", str(ssh_config), verb)  # from the environment: no error, and local
         assert hosts.current().target() is runner_mod.LOCAL, verb
     # The root options' values are not the verb: `--host repo` does not make `repo` the verb word.
@@ -228,9 +238,22 @@ def test_a_plan_applied_with_host_runs_ssh_argv_and_touches_no_local_file(
     no_local_access: list[str],
 ) -> None:
     monkeypatch.delenv("SKYCACHE_LOOP_DIR")  # the default, /var/lib/skycache: made there, not here
-    procs = processes(monkeypatch, lambda argv: (0, report("vg", []), "") if argv[0] == "vgs" else a_repo_host(argv))
+    procs = processes(
+        monkeypatch, lambda argv: (0, report("vg", []), "") if argv[0] == "vgs" else a_repo_host(argv)
+    )
     result = skycache(
-        capsys, "--host", "repo", "--ssh-config", ssh_config, "repo", "init", "r1", "--backend", "lvm", "--loop", "1G"
+        capsys,
+        "--host",
+        "repo",
+        "--ssh-config",
+        ssh_config,
+        "repo",
+        "init",
+        "r1",
+        "--backend",
+        "lvm",
+        "--loop",
+        "1G",
     )
     assert result.code == 0, result
     assert result.out.strip() == "repository r1 (lvm) created"
@@ -311,7 +334,16 @@ def test_attach_reads_the_repositorys_secret_over_ssh_and_hands_it_on_stdin(
         return a_repo_host(argv)
 
     procs = processes(monkeypatch, worker_and_repo)
-    args = ("--ssh-config", ssh_config, "attach", "r1/base", "--portal", "10.77.0.1:3260", "--chap-from", "repo")
+    args = (
+        "--ssh-config",
+        ssh_config,
+        "attach",
+        "r1/base",
+        "--portal",
+        "10.77.0.1:3260",
+        "--chap-from",
+        "repo",
+    )
     result = skycache(capsys, "-vv", *args, "--dry-run")
     assert result.code == 0, result
     reads = [s for s in procs.spawned if s.argv[0] == "ssh"]
@@ -333,7 +365,15 @@ def test_attach_chap_from_a_host_without_the_secret_is_refused(
 
     processes(monkeypatch, answer)
     result = skycache(
-        capsys, "--ssh-config", ssh_config, "attach", "r1/base", "--portal", "10.77.0.1", "--chap-from", "repo"
+        capsys,
+        "--ssh-config",
+        ssh_config,
+        "attach",
+        "r1/base",
+        "--portal",
+        "10.77.0.1",
+        "--chap-from",
+        "repo",
     )
     assert_one_error(result, "no CHAP secret", "on repo")
 
