@@ -181,6 +181,21 @@ class MissingProgram(SkycacheError):
         super().__init__(f"program {program!r} not found{where}{hint}")
 
 
+# ssh exits 255 when ssh itself failed (name not resolved, connection refused or timed out, key
+# refused); otherwise with the remote command's status (ssh(1), EXIT STATUS).
+SSH_FAILED = 255
+
+
+class HostUnreachable(SkycacheError):
+    """ssh could not run the command on the remote target at all."""
+
+    def __init__(self, target: str, stderr: str) -> None:
+        self.target = target
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        why = lines[-1] if lines else "no reason given"
+        super().__init__(f"cannot reach host {target!r} over ssh (ssh exit {SSH_FAILED}): {why}")
+
+
 @dataclass(frozen=True)
 class Completed:
     """The result of a command that ran."""
@@ -569,8 +584,9 @@ class SystemRunner:
         limit = timeout_s if timeout_s is not None else self.default_timeout_s
         attempts = retry.attempts if retry else 1
         delay = retry.first_delay_s if retry else 0.0
+        where = "" if self.target.local else f" on {self.target.name}"
         for attempt in range(1, attempts + 1):
-            log.debug("%s: %s", kind, render(argv))
+            log.debug("%s%s: %s", kind, where, render(argv))
             started = time.time()
             if self.target.local and argv and _plain(argv[0]) == AGENT:
                 # skycache's own helper: the same code in this process, no interpreter start.
@@ -597,6 +613,10 @@ class SystemRunner:
             _log_command(masked, started, proc.returncode, kind, attempt, self.target)
             stdout = mask(proc.stdout, secrets)
             stderr = mask(proc.stderr, secrets)
+            if proc.returncode == SSH_FAILED and isinstance(self.target, SshTarget):
+                # Never a result, even with check=False: `test -e` failing this way does not mean
+                # "missing", it means nothing was asked.
+                raise HostUnreachable(self.target.name, stderr)
             if proc.returncode == 0:
                 return Completed(tuple(masked), proc.returncode, stdout, stderr)
             if retry and attempt < attempts and retry.applies(proc.returncode, proc.stderr):

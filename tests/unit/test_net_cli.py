@@ -61,7 +61,7 @@ def test_dry_run_prints_the_plan_and_the_real_run_executes_it(
 ) -> None:
     default_lo = (DATA / "tc-qdisc-default-lo.json").read_text()
     fake = FakeRunner().reply("tc", "-j", "qdisc", "show", stdout=default_lo)
-    monkeypatch.setattr(cli_net, "SystemRunner", lambda: fake)
+    monkeypatch.setattr(cli_net, "cli_runner", lambda: fake)
     plan = shaping.plan_shape(FakeRunner().reply("tc", stdout=default_lo), shaping.PROFILES["gbe-2009"])
     code, out = _out(monkeypatch, capsys, "shape", "gbe-2009", "--dry-run")
     assert code == 0 and out.splitlines() == plan.describe() and fake.ran() == []
@@ -73,7 +73,7 @@ def test_isolate_dry_run_lists_the_ruleset(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = FakeRunner(files={f"/sys/module/{m}/refcnt": "1" for m in iptables.MODULES})
-    monkeypatch.setattr(cli_net, "SystemRunner", lambda: fake)
+    monkeypatch.setattr(cli_net, "cli_runner", lambda: fake)
     code, out = _out(monkeypatch, capsys, "isolate", "tap0", "--deny", "198.18.3.0/24", "--dry-run")
     assert code == 0 and fake.ran() == []
     assert out.startswith("plan: isolate tap0 (interface tap0)\n")

@@ -169,8 +169,8 @@ def test_cli_refuses_and_force_shows_the_note(monkeypatch: pytest.MonkeyPatch) -
     from skycache.cli.main import app
 
     fake = disk("/dev/loop0", "lsblk_loop_ext4.json", "wipefs_loop_ext4.json")
-    monkeypatch.setattr(storage_cli, "SystemRunner", lambda: fake)
-    monkeypatch.setattr(node_cli, "SystemRunner", lambda: fake)
+    monkeypatch.setattr(storage_cli, "cli_runner", lambda: fake)
+    monkeypatch.setattr(node_cli, "cli_runner", lambda: fake)
     cli = CliRunner()
     refused = cli.invoke(app, ["repo", "init", "r1", "--device", "/dev/loop0", "--dry-run"])
     assert isinstance(refused.exception, Busy) and "pvcreate" not in refused.output

@@ -25,13 +25,20 @@ from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 import typer
 
 from skycache import agent, files, state
-from skycache.cli import helpfmt
+from skycache.cli import helpfmt, hosts
 from skycache.errors import SkycacheError
 from skycache.plan import Action, Plan
 from skycache.runner import Runner, SystemRunner
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
+
+
+def cli_runner(host: str | None = None) -> SystemRunner:
+    """The runner of every storage, node and net verb: on the host ``--host`` names (over SSH), else
+    this one; with ``host`` (``attach --chap-from``), on that host with the same ``--ssh-config``.
+    The lab verbs build their own local runners and never call this (cli/hosts.py)."""
+    return SystemRunner(hosts.current().target() if host is None else hosts.other(host))
 
 
 class Listed(Protocol):
@@ -55,8 +62,13 @@ def run_plan(plan: Plan, dry_run: bool, runner: Runner | None = None, *, steps: 
     With ``steps`` (a word such as "teardown"), each action is announced on stderr as it starts, with
     its count and the time since the first: a long plan in a log is never silent for minutes.
     """
+    runner = runner if runner is not None else cli_runner()
     if dry_run:
-        typer.echo("\n".join(plan.describe()))
+        lines = plan.describe()
+        if not runner.target.local:
+            # The `$` lines are the commands there: say where, right under the title.
+            lines.insert(1, f"  on host {runner.target.name} (over ssh)")
+        typer.echo("\n".join(lines))
         return False
     started = time.monotonic()
 
@@ -64,7 +76,7 @@ def run_plan(plan: Plan, dry_run: bool, runner: Runner | None = None, *, steps: 
         elapsed = time.monotonic() - started
         progress(f"{steps}: ({i} of {len(plan.actions)}) {action.description} ... {elapsed:.1f} s")
 
-    plan.apply(runner if runner is not None else SystemRunner(), progress, announce if steps else None)
+    plan.apply(runner, progress, announce if steps else None)
     return True
 
 
@@ -221,6 +233,7 @@ def run_app(
     with -v) and the exit code is 70, distinct from bad input and from a failed operation.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    hosts.reset(argv)  # a new command line starts on this host (an earlier in-process one may not have)
     cli: CliCommand = command if command is not None else typer.main.get_command(app)
     helpfmt.readable(cli)  # metavars and help texts as docs/errors.md quotes them (once per tree)
     interrupted = False

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from skycache.cli import hosts
 from skycache.cli.common import CliCommand, run_app
 
 # Modules of lib/ that add verbs; each has register(app: typer.Typer) -> None.
@@ -44,6 +45,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     verbose: Annotated[
         int,
         typer.Option("--verbose", "-v", count=True, help="More log output (-vv: every command run)."),
@@ -52,15 +54,45 @@ def root(
         bool,
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version."),
     ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            envvar=hosts.HOST_ENV,
+            metavar="[USER@]HOST",
+            help="Run the storage, node and net verbs on HOST over ssh (ssh_config alias, name or address).",
+            show_default=False,
+        ),
+    ] = None,
+    ssh_config: Annotated[
+        str | None,
+        typer.Option(
+            "--ssh-config",
+            envvar=hosts.SSH_CONFIG_ENV,
+            metavar="FILE",
+            help="ssh's -F for --host: this ssh_config instead of ~/.ssh/config.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Build, benchmark and simulate the storage path of virtual machines."""
+    given = frozenset(name for name in ("host", "ssh_config") if _source(ctx, name) == "COMMANDLINE")
+    hosts.select(host, ssh_config, hosts.command_line(), given=given)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def _source(ctx: typer.Context, name: str) -> str | None:
+    """Where a root option's value came from (COMMANDLINE, ENVIRONMENT, DEFAULT), by name: typer
+    vendors its own click, whose ParameterSource enum is not importable the same way everywhere."""
+    source = ctx.get_parameter_source(name)
+    return None if source is None else str(source.name)
+
+
 def _command_word(argv: list[str]) -> str | None:
-    """The verb a command line names (the first word that is not an option), or None."""
-    return next((a for a in argv if not a.startswith("-")), None)
+    """The verb a command line names (the first word that is neither an option nor the value of a
+    root option such as --host), or None."""
+    return next(iter(hosts.verb_words(argv)), None)
 
 
 def _register(argv: list[str] | None = None) -> None:

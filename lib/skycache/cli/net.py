@@ -11,11 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
-from skycache.cli.common import DryRunOpt, JsonOpt, print_json, run_plan
+from skycache.cli.common import DryRunOpt, JsonOpt, cli_runner, print_json, run_plan
 from skycache.errors import InvalidInput
 from skycache.net import isolation, netns, shaping
 from skycache.numbers import parse_float, parse_port
-from skycache.runner import SystemRunner
 
 net_app = typer.Typer(
     help="Network shaping, NAT load measurement and VM isolation rules.", no_args_is_help=True
@@ -66,7 +65,7 @@ def shape(
     if profile is None and rate is None and delay is None:
         raise InvalidInput(f"give a PROFILE ({', '.join(shaping.PROFILES)}) or --rate and/or --delay")
     prof = shaping.profile(profile) if profile is not None else shaping.custom(rate, delay or 0.0, loss)
-    runner = SystemRunner()
+    runner = cli_runner()
     plan = shaping.plan_shape(runner, prof, dev, port, ns=_ns(ns))
     if run_plan(plan, dry_run, runner):
         same = "" if plan.actions else " (already)"
@@ -76,7 +75,7 @@ def shape(
 @net_app.command("unshape")
 def unshape(dev: DevOpt = "lo", ns: NetnsOpt = None, dry_run: DryRunOpt = False) -> None:
     """Remove skycache's shaping from DEV (refuses a qdisc skycache did not install)."""
-    runner = SystemRunner()
+    runner = cli_runner()
     if run_plan(shaping.plan_unshape(runner, dev, ns=_ns(ns)), dry_run, runner):
         typer.echo(f"no skycache shaping on {dev}")
 
@@ -84,7 +83,7 @@ def unshape(dev: DevOpt = "lo", ns: NetnsOpt = None, dry_run: DryRunOpt = False)
 @net_app.command("status")
 def status(dev: DevOpt = "lo", ns: NetnsOpt = None, as_json: JsonOpt = False) -> None:
     """Show the shaping profile on DEV and the isolated VMs (skycache's rules only)."""
-    runner = SystemRunner()
+    runner = cli_runner()
     prof = shaping.current(runner, dev, ns=_ns(ns))
     isolated = isolation.status(runner, _ns(ns))
     if as_json:
@@ -130,7 +129,7 @@ def isolate(
     Example: skycache net isolate skycache-vm1 --allow-egress --deny 198.18.3.0/24 --deny 198.18.4.0/24
     """
     worker_ns = _ns(ns)
-    runner = SystemRunner()
+    runner = cli_runner()
     interface = isolation.resolve_interface(runner, target, worker_ns)
     spec = isolation.make_spec(
         isolation.key_for(target),
@@ -163,7 +162,7 @@ def unisolate(
         raise InvalidInput("give a TARGET or --all (not both)")
     key = isolation.key_for(target) if target is not None else None  # '' is a bad name, not "all"
     worker_ns = _ns(ns)
-    runner = SystemRunner()
+    runner = cli_runner()
     rules = isolation.read_rules(runner, worker_ns)
     if not run_plan(isolation.unisolate_plan(rules, key, worker_ns), dry_run, runner):
         return

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, print_table, run_plan
+from skycache.cli.common import DryRunOpt, JsonOpt, cli_runner, print_json, print_list, print_table, run_plan
 from skycache.errors import InvalidInput
 from skycache.numbers import parse_duration
-from skycache.runner import SystemRunner
 from skycache.storage import image, node
 from skycache.storage.caches import cachestatus
 from skycache.storage.kernel import dm
@@ -68,7 +67,7 @@ def node_init(
 ) -> None:
     """Create the node's cache VG (tagged skycache, skycache-node) that holds cache LVs."""
     size = parse_positive_size(loop, what="--loop size") if loop is not None else None
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan = node.plan_init(
         view,
         cache_vg,
@@ -87,7 +86,7 @@ def node_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Delete a node cache VG and its cache LVs (refused while a cache on it is up)."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     if run_plan(node.plan_delete(view, cache_vg), dry_run, view.runner):
         typer.echo(f"cache VG {cache_vg} deleted")
 
@@ -95,7 +94,7 @@ def node_delete(
 @node_app.command("list")
 def node_list(as_json: JsonOpt = False) -> None:
     """List this node's cache VGs."""
-    vgs = node.list_cache_vgs(View(SystemRunner()))
+    vgs = node.list_cache_vgs(View(cli_runner()))
     print_list(
         vgs,
         as_json,
@@ -113,7 +112,7 @@ def cache_status(
     as_json: JsonOpt = False,
 ) -> None:
     """Status of skycache's dm-cache and dm-writecache devices (hits, misses, dirty, mode...)."""
-    runner = SystemRunner()
+    runner = cli_runner()
     tables = dm.all_tables(runner)
     names = [name] if name else sorted(tables)
     rows: list[dict[str, Any]] = []
@@ -154,7 +153,7 @@ def cache_drop(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Throw an image's read cache away, so its next VM disk starts cold (refused while in use)."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     repo, name = image.split_ref(ref)
     plan = delete.plan_drop_read_cache(view, cache_vg or node.default_cache_vg(view), repo, name)
     if run_plan(plan, dry_run, view.runner):
@@ -168,7 +167,7 @@ def cache_flush(
 ) -> None:
     """Write back every dirty block and wait until the cache is clean."""
     seconds = parse_duration(timeout, what="--timeout", positive=True, maximum=7 * 86400.0)
-    cachestatus.flush(SystemRunner(), name, lambda n: _progress(f"{name}: {n} blocks to write back"), seconds)
+    cachestatus.flush(cli_runner(), name, lambda n: _progress(f"{name}: {n} blocks to write back"), seconds)
     typer.echo(f"{name} is clean")
 
 
@@ -204,7 +203,7 @@ def disk_clone(
         write_engine,
         cache_vg,
     )
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan, path = clone.plan_clone(view, req)
     run_plan(plan, dry_run, view.runner)
     typer.echo(path)
@@ -228,7 +227,7 @@ def disk_ln(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Attach a persistent image itself (no COW); prints the VM disk path as the last line."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan, path = volumes.plan_ln(
         view,
         vm_id,
@@ -245,7 +244,7 @@ def disk_ln(
 
 def _mk(vm_id: str, size: str, cache_vg: str, dry_run: bool, swap: bool) -> None:
     nbytes = parse_positive_size(size, what="size")
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan, path = volumes.plan_mkimage(view, vm_id, nbytes, cache_vg=cache_vg, swap=swap)
     run_plan(plan, dry_run, view.runner)
     typer.echo(path)
@@ -281,7 +280,7 @@ def disk_mv(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Synchronise the VM disk, then rebuild it on another node; prints the new path last."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     sync, req = move.plan_sync_for_move(view, vm_id, to_node, portal=portal)
     if not run_plan(sync, dry_run, view.runner):
         return
@@ -301,7 +300,7 @@ def disk_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Tear the VM disk down (with --sync: flush it into its COW store on the repository first)."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan = delete.plan_delete(view, vm_id, sync=sync)
     if run_plan(plan, dry_run, view.runner):
         typer.echo(f"VM disk {vm_id} deleted" + (" (synced to the repository)" if sync else ""))
@@ -313,7 +312,7 @@ def disk_purge(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Remove a synced COW store from the repository."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     if run_plan(delete.plan_purge(view, vm_id), dry_run, view.runner):
         typer.echo(f"COW store of {vm_id} purged")
 
@@ -325,7 +324,7 @@ def disk_save(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Materialise the VM's disk (base + COW store) as a new image in the repository."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan = save.plan_save(view, vm_id, new_ref)
     if run_plan(plan, dry_run, view.runner):
         typer.echo(f"VM disk {vm_id} saved as {new_ref}")
@@ -334,7 +333,7 @@ def disk_save(
 @disk_app.command("list")
 def disk_list(as_json: JsonOpt = False) -> None:
     """List VM disks (live on this node, or synced to a repository)."""
-    disks = query.list_disks(View(SystemRunner()))
+    disks = query.list_disks(View(cli_runner()))
     print_list(
         disks,
         as_json,

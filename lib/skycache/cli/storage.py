@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from skycache.cli.common import DryRunOpt, JsonOpt, print_json, print_list, run_plan
+from skycache.cli.common import DryRunOpt, JsonOpt, cli_runner, print_json, print_list, run_plan
 from skycache.errors import InvalidInput
 from skycache.numbers import parse_duration
-from skycache.runner import SystemRunner
 from skycache.storage import image, inventory, teardown
 from skycache.storage import repository as repos
 from skycache.storage.kernel import iscsi, lio
@@ -44,7 +43,7 @@ def repo_init(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Create a repository: a tagged VG (on devices or a loop file) or a marked directory."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     if backend == "lvm":
         if directory is not None:
             raise InvalidInput("--dir is for --backend file")
@@ -74,7 +73,7 @@ def repo_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Delete a repository and its images (refused while an image is exported, unless --force, or in use)."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     if run_plan(repos.plan_delete(view, name, force=force), dry_run, view.runner):
         typer.echo(f"repository {name} deleted")
 
@@ -82,7 +81,7 @@ def repo_delete(
 @repo_app.command("list")
 def repo_list(as_json: JsonOpt = False) -> None:
     """List repositories."""
-    found = repos.list_repos(View(SystemRunner()))
+    found = repos.list_repos(View(cli_runner()))
     print_list(
         found,
         as_json,
@@ -103,7 +102,7 @@ def image_create(
 ) -> None:
     """Create an image, empty or from a raw/qcow2 file."""
     nbytes = parse_positive_size(size, what="--size") if size is not None else None
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan = image.plan_create(view, ref, size=nbytes, source=source)
     if run_plan(plan, dry_run, view.runner):
         typer.echo(f"image {ref} created")
@@ -115,7 +114,7 @@ def image_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List images: name, backend, size, read-only, origin, clones."""
-    found = image.list_images(View(SystemRunner()), repo)
+    found = image.list_images(View(cli_runner()), repo)
     print_list(
         found,
         as_json,
@@ -139,7 +138,7 @@ def image_delete(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Delete an image (refused while clones or an export use it, unless --force)."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     if run_plan(image.plan_delete(view, ref, force=force), dry_run, view.runner):
         typer.echo(f"image {ref} deleted")
 
@@ -156,7 +155,7 @@ def image_clone(
 ) -> None:
     """Clone a base (made read-only first): thin, snapshot (O(1)) or copy."""
     cs = parse_positive_size(cow_size, what="--cow-size") if cow_size is not None else None
-    view = View(SystemRunner())
+    view = View(cli_runner())
     if run_plan(image.plan_clone_image(view, base, new, cow, cow_size=cs), dry_run, view.runner):
         typer.echo(f"image {new} cloned from {base} ({cow})")
 
@@ -185,7 +184,7 @@ def export_add(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Export an image over iSCSI (LIO), with ACLs and CHAP."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan = image.plan_export(
         view,
         ref,
@@ -205,7 +204,7 @@ def export_remove(
     ref: Annotated[str, typer.Argument(metavar="REPO/NAME")], dry_run: DryRunOpt = False
 ) -> None:
     """Remove the export of an image."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     if run_plan(image.plan_unexport(view, ref), dry_run, view.runner):
         typer.echo(f"export of {ref} removed")
 
@@ -213,7 +212,7 @@ def export_remove(
 @export_app.command("list")
 def export_list(as_json: JsonOpt = False) -> None:
     """List owned exports (never their secrets)."""
-    found = lio.list_exports(SystemRunner())
+    found = lio.list_exports(cli_runner())
     print_list(
         found,
         as_json,
@@ -238,7 +237,7 @@ def export_show(
     """Show one export; its CHAP secret only with --show-secret."""
     repo, name = image.split_ref(ref)
     iqn = lio.target_iqn(repo, name)
-    runner = SystemRunner()
+    runner = cli_runner()
     exp = lio.find_export(runner, iqn)
     if exp is None:
         raise InvalidInput(f"{ref!r} is not exported")
@@ -258,7 +257,7 @@ def export_show(
 @export_app.command("restore")
 def export_restore(dry_run: DryRunOpt = False) -> None:
     """Recreate owned exports from the saved configuration (after a reboot)."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     if run_plan(image.plan_restore_exports(view), dry_run, view.runner):
         typer.echo("exports restored")
 
@@ -270,13 +269,22 @@ def attach(
     ref: Annotated[str, typer.Argument(metavar="REPO/NAME")],
     portal: Annotated[str, typer.Option("--portal", help="Target portal ADDR[:PORT].")],
     timeout: Annotated[str, typer.Option("--timeout", help="Time to wait for the disk (60, 2min).")] = "60",
+    chap_from: Annotated[
+        str | None,
+        typer.Option(
+            "--chap-from",
+            metavar="[USER@]HOST",
+            help="Read the CHAP secret from HOST's state directory over ssh (the repository's).",
+        ),
+    ] = None,
     dry_run: DryRunOpt = False,
 ) -> None:
     """Log in to an exported image; prints the block device as the last line."""
     seconds = parse_duration(timeout, what="--timeout", positive=True, maximum=86400.0)
     where = iscsi.parse_portal(portal)
-    view = View(SystemRunner())
-    plan, device = image.plan_attach(view, ref, where, timeout_s=seconds)
+    secrets_host = cli_runner(chap_from) if chap_from is not None else None
+    view = View(cli_runner())
+    plan, device = image.plan_attach(view, ref, where, timeout_s=seconds, chap_from=secrets_host)
     if run_plan(plan, dry_run, view.runner):
         typer.echo(view.runner.resolve(device) or device)
 
@@ -289,7 +297,7 @@ def detach(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Flush and log out of an attached image."""
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan = image.plan_detach(view, ref, force=force)
     if not plan.actions:
         typer.echo(f"{ref} is not attached")
@@ -299,7 +307,7 @@ def detach(
 
 def inventory_cmd(as_json: JsonOpt = False) -> None:
     """List every object skycache owns, from the system's own records."""
-    items = inventory.collect(View(SystemRunner())).items()
+    items = inventory.collect(View(cli_runner())).items()
     print_list(items, as_json, ["KIND", "NAME", "DETAIL"], lambda i: [i.kind, i.name, i.detail])
 
 
@@ -317,7 +325,7 @@ def teardown_cmd(
     """Remove owned objects in safe order: flush, dm holders, sessions, exports, LVs/VGs, loops, files."""
     if not all_:
         raise InvalidInput("say --all: teardown removes everything skycache owns")
-    view = View(SystemRunner())
+    view = View(cli_runner())
     plan = teardown.plan_teardown(view, flush=not no_flush, force=force)
     if run_plan(plan, dry_run, view.runner, steps="teardown"):
         typer.echo(f"teardown done ({len(plan.actions)} steps)")

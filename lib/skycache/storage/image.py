@@ -488,13 +488,26 @@ def plan_unexport(view: View, ref: str) -> Plan:
 
 
 def attach_actions(
-    view: View, ref: str, portal: iscsi.Portal, *, iface: str | None = None, timeout_s: float = 60
+    view: View,
+    ref: str,
+    portal: iscsi.Portal,
+    *,
+    iface: str | None = None,
+    timeout_s: float = 60,
+    chap_from: Runner | None = None,
 ) -> tuple[list[Action], str]:
-    """Log in to the export of ``ref`` at ``portal`` (CHAP secret from the state directory); the
-    actions and the LUN's device link."""
+    """Log in to the export of ``ref`` at ``portal``; the actions and the LUN's device link.
+
+    The CHAP secret comes from the state directory of ``chap_from``'s host (the repository's, which
+    made it), else of the attaching host. Read through a runner it travels as that command's output
+    (``cat`` over ssh), and reaches the login as the agent's stdin: never an argv.
+    """
     repo, name = split_ref(ref)
     iqn = lio.target_iqn(repo, name)
-    chap = lio.load_chap(view.runner, iqn)
+    chap = lio.load_chap(chap_from if chap_from is not None else view.runner, iqn)
+    if chap is None and chap_from is not None:
+        # Asked for the repository's secret: logging in without one would only be refused (exit 24).
+        raise NotFound(f"no CHAP secret for {iqn} in {lio.secret_path(iqn)} on {chap_from.target.name}")
     secret = (chap.userid, Secret(chap.password)) if chap else None
     actions = iscsi.attach_actions(
         view.node_records, iqn, portal, chap=secret, iface=iface, timeout_s=timeout_s
@@ -503,7 +516,13 @@ def attach_actions(
 
 
 def plan_attach(
-    view: View, ref: str, portal: iscsi.Portal, *, iface: str | None = None, timeout_s: float = 60
+    view: View,
+    ref: str,
+    portal: iscsi.Portal,
+    *,
+    iface: str | None = None,
+    timeout_s: float = 60,
+    chap_from: Runner | None = None,
 ) -> tuple[Plan, str]:
     repo, name = split_ref(ref)
     iqn = lio.target_iqn(repo, name)
@@ -512,7 +531,7 @@ def plan_attach(
         raise Busy(f"{ref} is already attached (/dev/{session.disks[0]})")
     if iqn not in iscsi.offered_targets(view.runner, portal, iface=iface):
         raise NotFound(f"portal {portal} does not offer {ref} ({iqn}): export it first")
-    actions, device = attach_actions(view, ref, portal, iface=iface, timeout_s=timeout_s)
+    actions, device = attach_actions(view, ref, portal, iface=iface, timeout_s=timeout_s, chap_from=chap_from)
     return Plan(f"attach {ref} from {portal}", actions), device
 
 
