@@ -32,11 +32,19 @@ def sky(*args: str, check: bool = False, timeout: float = 300) -> subprocess.Com
     return done
 
 
+UP = ("lab", "up", "--disk", "256M", "--memory", "2G", "--timeout", "30min")
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def kept_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kept") / "kept.img"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, kept_disk: Path) -> Iterator[dict[str, object]]:
     os.environ["SKYCACHE_LAB_SESSION"] = str(tmp_path_factory.mktemp("lab-session") / "up")
     started = time.time()
-    up = sky("lab", "up", "--disk", "256M", "--memory", "2G", "--timeout", "30min", timeout=900)
+    up = sky(*UP, "--disk-file", f"{kept_disk}:128M", timeout=900)
     boot_s = time.time() - started
     print(f"\nlab up: exit {up.returncode} in {boot_s:.1f} s\n{up.stderr}", flush=True)
     assert up.returncode == 0, up
@@ -48,11 +56,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]
         sky("lab", "down", timeout=180)
 
 
-def test_status_reports_the_running_lab(lab: dict[str, object]) -> None:
+def test_status_reports_the_running_lab(lab: dict[str, object], kept_disk: Path) -> None:
     assert lab["state"] == "up"
     assert lab["disk_sizes"] == [256 * 1024**2]
+    assert lab["disk_files"] == [str(kept_disk)]
     server = lab["server"]
-    assert isinstance(server, dict) and server["warm"] is True
+    assert isinstance(server, dict) and server["lab"]["warm"] is True
     assert "token" not in lab
 
 
@@ -146,11 +155,46 @@ def test_lab_benchmark_prints_whole_process_times(lab: dict[str, object]) -> Non
     )
 
 
-def test_down_powers_off_and_status_says_so(lab: dict[str, object]) -> None:
-    pid = lab["pid"]
+def test_a_power_cut_keeps_what_the_guest_flushed_to_a_kept_disk(
+    lab: dict[str, object], kept_disk: Path
+) -> None:
+    """SIGKILL to the VM (no shutdown, no sync in the guest), then a new boot on the same file."""
+    where = sky("lab", "exec", "--", "sh", "-c", 'echo "$SKYCACHE_LAB_DISK_FILES"', check=True).stdout.split()
+    assert where == [f"/dev/vdb={kept_disk}"]
+    written = sky(
+        "lab",
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "head -c 8M /dev/urandom > /tmp/flushed && dd if=/tmp/flushed of=/dev/vdb bs=1M oflag=direct "
+        "conv=fsync status=none && sha256sum < /tmp/flushed",
+        check=True,
+    ).stdout.split()[0]
+    pid = json.loads(sky("lab", "status", "--json", check=True).stdout)["nodes"][0]["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    for _ in range(60):
+        if sky("lab", "status").returncode == 1:
+            break
+        time.sleep(0.5)
+    assert sky("lab", "status").stdout == "lab: down\n"
+    again = sky(*UP, "--disk-file", f"{kept_disk}:128M", timeout=900)
+    assert again.returncode == 0, again
+    read = sky("lab", "exec", "--", "sh", "-c", "head -c 8M /dev/vdb | sha256sum", check=True).stdout.split()[
+        0
+    ]
+    assert read == written
+    # The scratch disk is new at every boot: empty again.
+    zero = sky("lab", "exec", "--", "sh", "-c", "head -c 1M /dev/vda | tr -d '\\0' | wc -c", check=True)
+    assert zero.stdout.strip() == "0"
+
+
+def test_down_powers_off_and_status_says_so(lab: dict[str, object], kept_disk: Path) -> None:
+    pid = json.loads(sky("lab", "status", "--json", check=True).stdout)["nodes"][0]["pid"]
     done = sky("lab", "down", check=True, timeout=180)
     assert done.stdout.startswith("lab: down after ")
     assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     status = sky("lab", "status")
     assert (status.returncode, status.stdout) == (1, "lab: down\n")
     assert sky("lab", "exec", "--", "true").stderr.startswith("skycache: error: no lab is up")
+    assert kept_disk.stat().st_size == 128 * 1024**2  # `lab down` keeps a --disk-file

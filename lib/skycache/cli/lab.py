@@ -64,6 +64,15 @@ def run_cmd(
             metavar="DIR",
         ),
     ] = None,
+    disk_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Add a disk backed by a file you keep, PATH:SIZE (made sparse if missing, else used "
+            "as it is; repeatable; with --nodes, {node} in PATH names each node's file). It survives "
+            "the lab: boot again on it after a power cut. The guest lists them in $SKYCACHE_LAB_DISK_FILES.",
+            metavar="PATH:SIZE",
+        ),
+    ] = None,
     timeout: Annotated[
         str,
         typer.Option(
@@ -92,7 +101,16 @@ def run_cmd(
     node_count = parse_int(nodes, what="--nodes", minimum=1, maximum=MAX_NODES, bound="the lab's node bound")
     if not argv:
         raise typer.BadParameter("no command given to run in the lab (put it after '--')", param_hint="CMD")
-    spec, lab_kernel, choice = _lab_spec(memory, _cpus(cpus, node_count), accel_request, disk, rwdir, timeout)
+    spec, lab_kernel, choice = _lab_spec(
+        memory,
+        _cpus(cpus, node_count),
+        accel_request,
+        disk,
+        rwdir,
+        timeout,
+        disk_file=disk_file,
+        nodes=node_count,
+    )
     runner = SystemRunner()
     if node_count > 1:
         raise typer.Exit(_run_on_nodes(runner, lab_kernel, spec, node_count, argv))
@@ -176,12 +194,14 @@ def _lab_spec(
     rwdir: list[Path] | None,
     timeout: str,
     *,
+    disk_file: list[str] | None = None,
+    nodes: int = 1,
     before_kernel: Callable[[], None] | None = None,
 ) -> tuple[LabSpec, LabKernel, AccelChoice]:
     """The options `lab run` and `lab up` share, checked before the kernel is looked up (and
     ``before_kernel`` run then, e.g. `lab up`'s refusal of a second lab, before any KVM probe)."""
     from skycache.lab import accel, kernel
-    from skycache.lab.vm import LabSpec
+    from skycache.lab.vm import LabSpec, parse_disk_file
 
     if accel_request not in ("auto", "kvm", "tcg"):
         raise typer.BadParameter(f"{accel_request!r} is not auto, kvm or tcg", param_hint="--accel")
@@ -190,6 +210,7 @@ def _lab_spec(
     vcpus = parse_int(cpus, what="--cpus", minimum=1, maximum=MAX_CPUS, bound="the lab's vCPU bound")
     timeout_s = parse_duration(timeout, what="--timeout", maximum=MAX_TIMEOUT_S, positive=True)
     disk_sizes = tuple(parse_positive_size(d, what="--disk") for d in disk or ())
+    disk_files = tuple(parse_disk_file(d, nodes=nodes) for d in disk_file or ())
     if before_kernel is not None:
         before_kernel()
     runner = SystemRunner()
@@ -202,6 +223,7 @@ def _lab_spec(
         cpus=vcpus,
         accel=choice.accel,
         disk_sizes=disk_sizes,
+        disk_files=disk_files,
         rwdirs=rwdirs,
         timeout_s=timeout_s,
         cwd=cwd,
@@ -236,6 +258,15 @@ def up_cmd(
             metavar="DIR",
         ),
     ] = None,
+    disk_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Add a disk backed by a file you keep, PATH:SIZE (made sparse if missing, else used "
+            "as it is; repeatable; with --nodes, {node} in PATH names each node's file). It survives "
+            "the lab: boot again on it after a power cut. The guest lists them in $SKYCACHE_LAB_DISK_FILES.",
+            metavar="PATH:SIZE",
+        ),
+    ] = None,
     nodes: Annotated[
         str,
         typer.Option(
@@ -268,6 +299,8 @@ def up_cmd(
         disk,
         rwdir,
         timeout,
+        disk_file=disk_file,
+        nodes=node_count,
         before_kernel=session.refuse_second_lab,
     )
     started = time.time()

@@ -136,7 +136,13 @@ def lab_env(spec: dict[str, Any]) -> dict[str, str]:
     env = dict(spec["env"])
     env["PATH"] = spec["path_prepend"] + os.pathsep + os.environ.get("PATH", "/usr/sbin:/usr/bin")
     env["SKYCACHE_IN_LAB"] = "1"
-    env["SKYCACHE_LAB_DISKS"] = " ".join(scratch_disks()[: spec["disks"]])
+    devices = scratch_disks()
+    env["SKYCACHE_LAB_DISKS"] = " ".join(devices[: spec["disks"]])
+    kept = spec.get("kept_disks", [])
+    # DEVICE=HOST_FILE of each --disk-file disk (they follow the scratch disks).
+    env["SKYCACHE_LAB_DISK_FILES"] = " ".join(
+        f"{dev}={path}" for dev, path in zip(devices[spec["disks"] :], kept, strict=False)
+    )
     env["LVM_SUPPRESS_FD_WARNINGS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     # The host's home is read-only in the guest: give matplotlib a writable config/cache dir.

@@ -27,7 +27,16 @@ from skycache.lab import hostinfo, nodes, paths
 from skycache.lab.command_server import GUEST_PORT
 from skycache.lab.exec_client import ChannelError, ping, request_poweroff
 from skycache.lab.kernel import LabKernel
-from skycache.lab.vm import Channel, LabBootError, LabSpec, check_spec, ensure_vng, vng_argv, write_share
+from skycache.lab.vm import (
+    Channel,
+    LabBootError,
+    LabSpec,
+    check_spec,
+    ensure_vng,
+    kept_disks,
+    vng_argv,
+    write_share,
+)
 from skycache.runner import SystemRunner
 
 SESSION_FILE = "session.json"
@@ -67,6 +76,7 @@ class Session:
     memory: str
     cpus: int
     disk_sizes: tuple[int, ...]
+    disk_files: tuple[str, ...]
     rwdirs: tuple[str, ...]
     cwd: str
     nodes: tuple[NodeRun, ...]
@@ -115,6 +125,7 @@ def load() -> Session | None:
     try:
         record = json.loads(path.read_text())
         record["disk_sizes"] = tuple(record["disk_sizes"])
+        record["disk_files"] = tuple(record.get("disk_files", ()))
         record["rwdirs"] = tuple(record["rwdirs"])
         record["nodes"] = tuple(NodeRun(**n) for n in record["nodes"])
         return Session(**record)
@@ -222,7 +233,8 @@ def up(
             what |= {"node": {"name": node.name, "address": node.address, "mac": node.mac}, "lab": lab_record}
             # Each node may also read the lab's keys (its own share holds only its disks and spec).
             node_spec = replace(spec, rwdirs=(*spec.rwdirs, common_dir()))
-        disks, guest_spec = write_share(share, node_spec, what)
+        kept = kept_disks(spec, name)
+        disks, guest_spec = write_share(share, node_spec, what, kept)
         hostinfo.HostShare(runner, share, facts)._write_load()  # each `lab exec` refreshes the load
         argv = vng_argv(
             kernel,
@@ -230,6 +242,7 @@ def up(
             guest_spec_path=guest_spec,
             share_dir=share,
             disk_paths=disks,
+            kept_paths=kept,
             channel=channel,
             segment=(segment, node) if segment is not None and node is not None else None,
         )
@@ -255,6 +268,7 @@ def up(
         memory=spec.memory,
         cpus=spec.cpus,
         disk_sizes=spec.disk_sizes,
+        disk_files=tuple(d.path for d in spec.disk_files),
         rwdirs=tuple(str(r) for r in spec.rwdirs),
         cwd=str(spec.cwd),
         nodes=tuple(runs),

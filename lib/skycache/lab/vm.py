@@ -36,12 +36,29 @@ class LabBootError(SkycacheError):
     pass
 
 
+NODE_PLACEHOLDER = "{node}"
+
+
+@dataclass(frozen=True)
+class DiskFile:
+    """``--disk-file PATH:SIZE``: made sparse of SIZE if missing, else used as it is."""
+
+    path: str  # absolute; with several nodes it holds {node}, which names each node's own file
+    size: int
+
+    def for_node(self, node: str) -> Path:
+        return Path(self.path.replace(NODE_PLACEHOLDER, node))
+
+
 @dataclass(frozen=True)
 class LabSpec:
     memory: str = "2G"
     cpus: int = 2
     accel: Accel = "tcg"
     disk_sizes: tuple[int, ...] = ()  # bytes; each becomes an empty virtio disk in the guest
+    # Disks backed by files the caller keeps (--disk-file): after the scratch disks, and not thrown
+    # away, so a lab can be killed (a power cut) and booted again on them.
+    disk_files: tuple[DiskFile, ...] = ()
     rwdirs: tuple[Path, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     timeout_s: float = 3600.0
@@ -71,6 +88,31 @@ def check_spec(spec: LabSpec) -> None:
             raise InvalidInput("--rwdir / would let the guest write the host's whole filesystem")
 
 
+def parse_disk_file(text: str, *, nodes: int) -> DiskFile:
+    """``PATH:SIZE`` of ``--disk-file``: PATH a regular file or a new one (never a device, a
+    directory, a FIFO or /proc, /sys), with ``{node}`` in it when the lab has several nodes (two
+    VMs writing one file would destroy it)."""
+    path_text, sep, size_text = text.rpartition(":")
+    if not sep or not path_text:
+        raise InvalidInput(f"--disk-file {text!r} is not PATH:SIZE")
+    size = parse_size(size_text)
+    if size <= 0:
+        raise InvalidInput(f"--disk-file {text!r}: the size must be positive")
+    if nodes > 1 and NODE_PLACEHOLDER not in path_text:
+        raise InvalidInput(
+            f"--disk-file {text!r}: a lab of {nodes} nodes needs {NODE_PLACEHOLDER} in the path "
+            "(one file per node)"
+        )
+    path = Path(path_text).absolute()
+    for node in ("lab", "repo", "w1") if nodes > 1 else ("lab",):
+        real = Path(str(path).replace(NODE_PLACEHOLDER, node))
+        if real.is_relative_to("/proc") or real.is_relative_to("/sys") or real.is_relative_to("/dev"):
+            raise InvalidInput(f"--disk-file {text!r}: {real} is under /proc, /sys or /dev")
+        if real.exists() and not real.is_file():
+            raise InvalidInput(f"--disk-file {text!r}: {real} exists and is not a regular file")
+    return DiskFile(str(path), size)
+
+
 def memory_for_qemu(memory: str) -> str:
     """qemu's -m wants a whole number of MiB (or a suffix it knows); give it MiB."""
     return f"{parse_size(memory) // 1024**2}M"
@@ -83,6 +125,7 @@ def vng_argv(
     guest_spec_path: Path,
     share_dir: Path,
     disk_paths: Sequence[Path],
+    kept_paths: Sequence[Path] = (),
     python: str = sys.executable,
     channel: Channel | None = None,
     segment: tuple[Segment, Node] | None = None,
@@ -115,6 +158,10 @@ def vng_argv(
         # vng's --disk leaves the format to qemu's probing, which then refuses writes to block 0
         # (where a PV label goes); declare the images raw.
         argv += ["--qemu-opts=-drive", f"--qemu-opts=file={disk},format=raw,if=virtio,cache=unsafe"]
+    for disk in kept_paths:
+        # A disk that outlives the VM honours the guest's flushes (cache=writeback): what the guest
+        # flushed is in the host's file when qemu is killed; scratch disks need no such care.
+        argv += ["--qemu-opts=-drive", f"--qemu-opts=file={disk},format=raw,if=virtio,cache=writeback"]
     if channel is not None:
         forward = f"hostfwd=tcp:127.0.0.1:{channel.host_port}-:{channel.guest_port}"
         argv += [
@@ -150,9 +197,12 @@ def boot(
     ensure_vng(runner)
     with tempfile.TemporaryDirectory(prefix="skycache-lab-") as tmp:
         share = Path(tmp)
-        disks, guest_spec = write_share(share, spec, {"argv": list(argv)})
+        kept = kept_disks(spec, "lab")
+        disks, guest_spec = write_share(share, spec, {"argv": list(argv)}, kept)
         facts = {**hostinfo.host_facts(runner), "accel": spec.accel, "lab_kernel": kernel.version}
-        cmd = vng_argv(kernel, spec, guest_spec_path=guest_spec, share_dir=share, disk_paths=disks)
+        cmd = vng_argv(
+            kernel, spec, guest_spec_path=guest_spec, share_dir=share, disk_paths=disks, kept_paths=kept
+        )
         with hostinfo.HostShare(runner, share, facts):
             return runner.stream(cmd, on_line=on_line, timeout_s=spec.timeout_s)
 
@@ -166,7 +216,22 @@ def ensure_vng(runner: SystemRunner) -> None:
             raise MissingProgram("vng")
 
 
-def write_share(share: Path, spec: LabSpec, what: dict[str, object]) -> tuple[list[Path], Path]:
+def kept_disks(spec: LabSpec, node: str) -> list[Path]:
+    """The node's --disk-file disks, made (sparse) where missing; existing ones are used as they are."""
+    paths = []
+    for disk in spec.disk_files:
+        path = disk.for_node(node)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("xb") as f:
+                f.truncate(disk.size)
+        paths.append(path)
+    return paths
+
+
+def write_share(
+    share: Path, spec: LabSpec, what: dict[str, object], kept: Sequence[Path] = ()
+) -> tuple[list[Path], Path]:
     """Create the scratch disks and the guest's spec in the private share; (disks, spec path).
 
     ``what`` says what the guest does: ``{"argv": [...]}`` (``lab run``) or ``{"serve": {...}}``
@@ -184,6 +249,7 @@ def write_share(share: Path, spec: LabSpec, what: dict[str, object]) -> tuple[li
         "env": {**dict(spec.env), hostinfo.HOST_DIR_ENV: str(share)},
         "cwd": str(spec.cwd),
         "disks": len(disks),
+        "kept_disks": [str(p) for p in kept],
         "path_prepend": str(Path(sys.executable).parent),
     }
     fd = os.open(guest_spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
