@@ -128,6 +128,71 @@ def test_iscsi_round_trip_across_the_segment_then_teardown_on_both(lab: dict[str
         assert json.loads(on(node, "skycache", "inventory", "--json").stdout) == []
 
 
+def _ssh_config() -> str:
+    """The lab's ssh_config (the same path on the host and in every node: the share is mounted there)."""
+    return str(Path(os.environ["SKYCACHE_LAB_SESSION"]) / "share" / "common" / "ssh_config")
+
+
+def test_worker_drives_the_repository_over_ssh_with_chap(lab: dict[str, object]) -> None:
+    """Issue 14's round trip, from the worker: the repository node's verbs over SSH (`--host repo`),
+    an export with CHAP (the default) for the worker's IQN, the secret fetched from the repository
+    (`attach --chap-from repo`), a write, and the same bytes read back on the repository."""
+    remote = ["skycache", "--host", "repo", "--ssh-config", _ssh_config()]
+    on("w1", *remote, "repo", "init", "r2", "--backend", "lvm", "--loop", "512M")
+    on("w1", *remote, "image", "create", "r2/base", "--size", "64M")
+    on("w1", *remote, "image", "clone", "r2/base", "r2/vm1")
+    on("w1", *remote, "export", "add", "r2/vm1", "--initiator", W1_IQN, "--listen", PORTAL)
+    # The secret is in the repository's state directory only: without it the worker is refused, and
+    # with a wrong one too (written where the worker's own attach looks for it).
+    refused = on("w1", "skycache", "attach", "r2/vm1", "--portal", PORTAL, check=False)
+    assert refused.returncode != 0, refused
+    iqn = "iqn.2026-11.org.skycache:r2.vm1"
+    wrong = '{"userid": "skycache", "password": "0123456789abcdef01234567"}'
+    secret = f"/etc/skycache/secrets/{iqn.replace(':', '_')}.chap"
+    on(
+        "w1",
+        "sh",
+        "-c",
+        f"mkdir -p -m 0700 /etc/skycache/secrets && echo '{wrong}' > {secret} && chmod 600 {secret}",
+    )
+    bad = on("w1", "skycache", "attach", "r2/vm1", "--portal", PORTAL, check=False)
+    assert bad.returncode != 0 and "authorization failure" in bad.stderr, bad
+    on("w1", "rm", "-f", secret)
+    attached = on(
+        "w1",
+        "skycache",
+        "attach",
+        "r2/vm1",
+        "--portal",
+        PORTAL,
+        "--chap-from",
+        "repo",
+        "--ssh-config",
+        _ssh_config(),
+    )
+    device = attached.stdout.strip().splitlines()[-1]
+    written = on(
+        "w1",
+        "sh",
+        "-c",
+        f"head -c 8M /dev/urandom > /tmp/p2 && dd if=/tmp/p2 of={device} bs=1M oflag=direct status=none "
+        "&& sync && sha256sum < /tmp/p2",
+    ).stdout.split()[0]
+    on("w1", "skycache", "detach", "r2/vm1")
+    read_back = on("repo", "sh", "-c", "head -c 8M /dev/r2/vm1 | sha256sum").stdout.split()[0]
+    assert read_back == written
+    # The secret never reached a command line or a log the worker keeps.
+    password = on("repo", "sh", "-c", f"cat /etc/skycache/secrets/{iqn.replace(':', '_')}.chap").stdout
+    value = json.loads(password)["password"]
+    for node in ("w1", "repo"):
+        seen = on(node, "sh", "-c", "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '; ls /tmp", check=False)
+        assert value not in seen.stdout
+    on("w1", "skycache", "teardown", "--all")
+    on("w1", *remote, "teardown", "--all")
+    assert json.loads(on("w1", "skycache", "inventory", "--json").stdout) == []
+    assert json.loads(on("w1", *remote, "inventory", "--json").stdout) == []
+
+
 def test_cutting_one_node_leaves_the_other_running(lab: dict[str, object]) -> None:
     """The repository node's power cut (SIGKILL to its VM: no shutdown, no sync) is its alone."""
     repo = next(n for n in lab["nodes"] if n["name"] == "repo")  # type: ignore[attr-defined]

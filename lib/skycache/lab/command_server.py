@@ -58,8 +58,23 @@ class ServerConfig:
     bind: str = "0.0.0.0"  # noqa: S104
 
 
+# Imported ahead too, so that forks find them loaded: typer's parameter coercion (it imports pydantic
+# when it parses any command line), the scenario schemas and rich's tables. Not numpy or pandas:
+# OpenBLAS starts threads at import, and a fork of a process with threads may hang in its child.
+WARM_MODULES = (
+    "typer._adapters",
+    "skycache.bench.scenario",
+    "skycache.sim.scenario",
+    "skycache.sim.calibration",
+    "rich.console",
+    "rich.table",
+)
+
+
 def preload_cli() -> bool:
     """Import the whole CLI (every plugin's verbs registered) so that forks start warm."""
+    import importlib
+
     saved = sys.argv
     sys.argv = ["skycache"]  # no verb: the CLI registers every plugin's verbs at import
     try:
@@ -71,6 +86,11 @@ def preload_cli() -> bool:
         return False
     finally:
         sys.argv = saved
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # a leaner install: that part just starts cold
+            print(f"lab: {name} not preloaded ({exc})", file=sys.stderr)
     return True
 
 
