@@ -33,11 +33,14 @@ class Link:
         "_n",
         "_rem",
         "_stamp",
+        "bound",
+        "bound_ops",
         "bytes_done",
         "capacity",
         "classes",
         "fold_state",
         "folded_by",
+        "groups",
         "guard_ver",
         "guarded",
         "index",
@@ -50,6 +53,7 @@ class Link:
         "slack",
         "solo",
         "t_mark",
+        "unbounded",
         "watched",
     )
 
@@ -70,6 +74,14 @@ class Link:
         self.guarded = False  # left out while the solution keeps it below capacity (see _guard)
         self.guard_ver = 0
         self.refused = False  # a guard failed: not guarded again until its classes change
+        # An upper bound on this link's load at any allocation its classes' other links and caps allow
+        # (see add_bound): classes grouped by the smallest-capacity other link they cross, each group
+        # counting at most that link's capacity. A fetch from 8 targets through a rack downlink:
+        # at most the 8 targets' disks, however many classes the rack carries.
+        self.groups: dict[Link | None, list[float]] = {}  # group link -> [sum of bounds, classes]
+        self.bound = 0.0  # sum over groups of min(group link's capacity, its sum)
+        self.unbounded = 0  # classes without another link or a cap: no bound at all
+        self.bound_ops = 0
         self._load = 0.0  # watched links: sum of current flow rates, bytes/s
         self.peak = 0.0
         self.bytes_done = 0.0  # watched links: bytes carried up to t_mark
@@ -115,6 +127,42 @@ class Link:
         if not self.watched:
             raise ValueError(f"link {self.name} is not watched: its {what} is not tracked")
 
+    def add_bound(self, group: Link | None, value: float, count: int) -> None:
+        """Add (``count`` 1) or take back (-1) one class's bound ``value`` in ``group``: the class's
+        smallest-capacity other link, or None when it crosses no other (its own cap bounds it)."""
+        entry = self.groups.get(group)
+        if entry is None:
+            entry = self.groups[group] = [0.0, 0]
+        before = _group_bound(group, entry[0])
+        if math.isinf(value):
+            self.unbounded += count
+        else:
+            entry[0] += count * value
+        entry[1] += count
+        if entry[1] == 0:
+            del self.groups[group]
+            after = 0.0
+        else:
+            after = _group_bound(group, entry[0])
+        self.bound_ops += 1
+        if not self.groups:
+            self.bound = 0.0  # nothing left: no rounding carried over
+        elif self.bound_ops % 1024 == 0:
+            self.bound = math.fsum(_group_bound(g, e[0]) for g, e in self.groups.items())
+        else:
+            self.bound += after - before
+
+    def can_fill(self) -> bool:
+        """Whether the bound leaves this link any chance to fill (1e-9 margin for the rounding of
+        the sums kept by additions and subtractions)."""
+        return self.unbounded > 0 or self.bound > self.capacity * (1 - 1e-9)
+
+
+def _group_bound(group: Link | None, total: float) -> float:
+    if group is None:
+        return total
+    return min(group.capacity, total)
+
 
 class FlowClass:
     """Active flows with the same shared links and cap: one rate, one virtual clock."""
@@ -129,7 +177,9 @@ class FlowClass:
         "eff",
         "folded",
         "heap",
+        "bound_n",
         "key",
+        "lows",
         "multi",
         "n",
         "offset",
@@ -173,6 +223,25 @@ class FlowClass:
         self.watched_extra: tuple[Link, ...] = ()
         self._stamp = -1
         self._new = 0.0
+        # The two smallest-capacity shared links (ties: link order): on each shared link the class's
+        # load bound is grouped by the smallest other one. bound_n: the count the bounds were added at.
+        ranked = sorted(shared, key=lambda link: (link.capacity, link.index))[:2]
+        self.lows: tuple[Link | None, Link | None] = (
+            ranked[0] if ranked else None,
+            ranked[1] if len(ranked) > 1 else None,
+        )
+        self.bound_n = 0
+
+    def group_on(self, link: Link) -> Link | None:
+        """The smallest-capacity link of this class other than ``link``."""
+        return self.lows[1] if self.lows[0] is link else self.lows[0]
+
+    def bound_on(self, link: Link, n: int) -> float:
+        """Most that ``n`` flows of this class can carry over ``link``: their caps, and the
+        capacity of the smallest other link they cross."""
+        group = self.group_on(link)
+        own = n * self.cap
+        return own if group is None else min(own, group.capacity)
 
     def vnow(self, now: float) -> float:
         if self.bound:

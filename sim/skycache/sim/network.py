@@ -299,18 +299,26 @@ class Network:
     @staticmethod
     def _is_slack(link: Link) -> bool:
         """Whether ``link`` stays below capacity at any allocation the other links allow: a class's
-        rate is at most its cap and capacity / n on each of its other links. Leaving such a link out
-        leaves max-min unchanged (the max-min point of the larger polytope satisfies the link)."""
-        if not 2 <= len(link.classes) <= _SLACK_CLASSES:
-            return False
-        total = 0.0
-        for c in link.classes:
-            bound = c.cap
-            for other in c.shared:
-                if other is not link:
-                    bound = min(bound, other.capacity / c.n)
-            total += c.n * bound
-        return total <= link.capacity * (1 - 1e-9)
+        rate is at most its cap, and the classes that cross one other link carry at most its
+        capacity together (``Link.bound``). Leaving such a link out leaves max-min unchanged (the
+        max-min point of the larger polytope satisfies the link). A link whose bound uses another
+        left-out link's capacity has a larger capacity than it, so the links left out this way are
+        satisfied in order of capacity, from the smallest, whose bound uses only links solved."""
+        return len(link.classes) >= 2 and not link.can_fill()
+
+    @staticmethod
+    def _rebound(c: FlowClass) -> None:
+        """Bring the load bounds of the class's links to its current count (0 once retired)."""
+        n = c.n if c.alive else 0
+        if n == c.bound_n:
+            return
+        for link in c.shared:
+            group = c.group_on(link)
+            if c.bound_n:
+                link.add_bound(group, c.bound_on(link, c.bound_n), -1)
+            if n:
+                link.add_bound(group, c.bound_on(link, n), 1)
+        c.bound_n = n
 
     def _foldable(self, link: Link) -> bool:
         """Whether ``link`` is nested under the same larger links for every class on it (a rack
@@ -478,6 +486,8 @@ class Network:
         self._solve = next(self._stamps)
         links, self._dirty_links = self._dirty_links, {}
         dirty = self._dirty_classes
+        for c in dirty:
+            self._rebound(c)
         for link in links:
             link.refused = False  # its classes changed: it may be guarded again
             multi = len(link.classes) >= 2
@@ -509,7 +519,7 @@ class Network:
             if c.alive and len(c.shared) > 1:
                 top = max(len(link.classes) for link in c.shared)
                 for link in c.shared:
-                    if link.folded_by or 2 <= len(link.classes) < top:
+                    if link.folded_by or (2 <= len(link.classes) < top and not link.slack):
                         for other in link.classes:
                             dirty[other] = None
         touched: dict[FlowClass, None] = {}
@@ -801,11 +811,17 @@ def _may_guard(link: Link) -> bool:
     differ = False
     for c in link.classes:
         above = tuple(other for other in c.shared if len(other.classes) > n)
-        if math.isinf(c.cap) and not any(len(other.classes) > _SLACK_CLASSES for other in above):
+        if math.isinf(c.cap) and not any(_kept(other) for other in above):
             return False  # nothing that is never left out would bound the class
         differ = differ or (upper is not None and above != upper)
         upper = above
     return differ  # when nested it folds instead (exact and cheaper)
+
+
+def _kept(link: Link) -> bool:
+    """Whether ``link`` is never left out of this solve: too many classes to guard, and a load bound
+    that lets it fill (both known before any link's status is decided, so the order is moot)."""
+    return len(link.classes) > _SLACK_CLASSES and link.can_fill()
 
 
 def _nested(link: Link) -> bool:
