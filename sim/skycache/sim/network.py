@@ -85,9 +85,9 @@ from skycache.sim.netobjects import CAPPED, OUT, SHARING, Flow, FlowClass, Link,
 
 __all__ = ["Flow", "FlowClass", "Link", "Network", "Pool"]
 
-# Links with at most this many classes are checked for slack (a NIC shared by two fetches); a link
-# carrying more is usually a bottleneck, and checking it would cost a pass over its classes.
-_SLACK_CLASSES = 8
+# Links with at most this many classes may be guarded (a NIC shared by two fetches, a rack downlink
+# under fetches from a few dozen replica holders); a guard costs a pass over the link's classes.
+_GUARD_CLASSES = 64
 
 # Relative tolerance for "this flow has finished": rounding in the virtual clocks leaves a few ulps.
 _EPS = 1e-9
@@ -491,8 +491,10 @@ class Network:
         for link in links:
             link.refused = False  # its classes changed: it may be guarded again
             multi = len(link.classes) >= 2
-            if multi != link.is_multi or (multi and (link.folded_by or _nested(link))):
+            if multi != link.is_multi or (multi and not link.slack and (link.folded_by or _nested(link))):
                 # The link moves in or out of its classes' `multi`, or it may fold: re-place them.
+                # (A link left out folds into no cap; if it is put back below, its classes are
+                # re-placed there.)
                 link.is_multi = multi
                 for c in link.classes:
                     dirty[c] = None
@@ -805,23 +807,24 @@ def _may_guard(link: Link) -> bool:
     """A link with a few classes that are not nested under the same larger links (a NIC fetching
     from two targets) may be left out while the solution keeps it below capacity."""
     n = len(link.classes)
-    if not 2 <= n <= _SLACK_CLASSES or link.refused:
+    if not 2 <= n <= _GUARD_CLASSES or link.refused:
         return False
     upper: tuple[Link, ...] | None = None
     differ = False
     for c in link.classes:
         above = tuple(other for other in c.shared if len(other.classes) > n)
-        if math.isinf(c.cap) and not any(_kept(other) for other in above):
-            return False  # nothing that is never left out would bound the class
+        if math.isinf(c.cap) and not any(_tighter(other, link) and other.can_fill() for other in c.shared):
+            # Nothing would bound the class. (Of an uncapped class's links that can fill, the one of
+            # smallest capacity is never guarded, by this rule: the class stays bounded.)
+            return False
         differ = differ or (upper is not None and above != upper)
         upper = above
     return differ  # when nested it folds instead (exact and cheaper)
 
 
-def _kept(link: Link) -> bool:
-    """Whether ``link`` is never left out of this solve: too many classes to guard, and a load bound
-    that lets it fill (both known before any link's status is decided, so the order is moot)."""
-    return len(link.classes) > _SLACK_CLASSES and link.can_fill()
+def _tighter(a: Link, b: Link) -> bool:
+    """A strict order of links, smallest capacity first (ties: link order)."""
+    return (a.capacity, a.index) < (b.capacity, b.index)
 
 
 def _nested(link: Link) -> bool:
