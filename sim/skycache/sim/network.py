@@ -519,7 +519,8 @@ class Network:
             # A class's count changes the water level of the links folded into its cap, or nested
             # under its top link now, so the cap of every class on them.
             if c.alive and len(c.shared) > 1:
-                top = max(len(link.classes) for link in c.shared)
+                # (Links left out are not part of any nesting: see _foldable.)
+                top = max((len(link.classes) for link in c.shared if not link.slack), default=0)
                 for link in c.shared:
                     if link.folded_by or (2 <= len(link.classes) < top and not link.slack):
                         for other in link.classes:
@@ -828,10 +829,11 @@ def _tighter(a: Link, b: Link) -> bool:
 
 
 def _nested(link: Link) -> bool:
-    """Whether a class on ``link`` also crosses a link that carries more classes."""
+    """Whether a class on ``link`` also crosses a link that carries more classes (and is not left
+    out: a link left out is part of no nesting)."""
     n = len(link.classes)
     c = next(iter(link.classes))
-    return any(len(other.classes) > n for other in c.shared)
+    return any(len(other.classes) > n and not other.slack for other in c.shared)
 
 
 def _link_index(link: Link) -> int:
