@@ -718,8 +718,9 @@ class Network:
                 load = pool.n_above * pool.rate + pool.s_below  # a simple pool's link: O(1)
         if load is None:
             load = 0.0
-            for c in link.classes:
-                load += c.n * c.current_rate()
+            for c in link.classes:  # c.current_rate(), inlined: a rack link under every target's
+                # pool is refreshed whenever one of their levels moves
+                load += c.n * (c.pool.rate if c.bound else c.rate)  # type: ignore[union-attr]
         link._load = load
         if load > link.peak:
             link.peak = load
