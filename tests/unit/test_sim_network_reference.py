@@ -105,9 +105,7 @@ def _watched(name: str, watch: bool | frozenset[str]) -> bool:
     return watch if isinstance(watch, bool) else name in watch
 
 
-def assert_same(
-    specs: list[Spec], capacity: dict[str, float], watched: frozenset[str] | None = None
-) -> None:
+def assert_same(specs: list[Spec], capacity: dict[str, float], watched: frozenset[str] | None = None) -> None:
     want = reference(specs, capacity)
     for watch in (False, True) if watched is None else (False, True, watched):
         got = simulate(specs, capacity, watch=watch)

@@ -212,7 +212,8 @@ def storm(n: int, racks: int | None = None, *, seed: int = 1, peers: bool = Fals
             nodes_of = [(img * 7919 + j * stride) % n for j in range(3)]
             for h in nodes_of:
                 if h not in holders:
-                    holders[h] = (link(f"node{h}.disk", STORM_DISK, True), link(f"node{h}.tx", 10 * GBIT, True))
+                    disk = link(f"node{h}.disk", STORM_DISK, True)
+                    holders[h] = (disk, link(f"node{h}.tx", 10 * GBIT, True))
             reps.append(nodes_of)
         pick = rng.integers(0, 3, size=n)
         for img, node, j in zip(images, nodes, pick, strict=True):
