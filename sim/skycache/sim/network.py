@@ -36,10 +36,14 @@ that links private to one flow, or nested under the same larger links, never ent
    the pool has one completion entry (its earliest bound flow).
 5. **Links that do not fill are left out.** If the max-min point of the problem without a link
    satisfies that link, it is the max-min point with it (it is feasible, and nothing feasible with
-   the link improves on it). So a link carrying a few classes that are not nested (a NIC shared by
-   fetches from two targets) is left out when it cannot fill (its classes' rates, bounded by their
-   other links, sum below its capacity), or *guarded*: left out while the solution keeps it below
-   capacity. A guard gives each pool whose level moves its classes' rates a share of the room left;
+   the link improves on it). So a link whose classes are not nested (a NIC shared by fetches from
+   two targets, a rack downlink crossed by fetches from 8 targets or from many replica holders) is
+   left out when it cannot fill, or *guarded* (up to 64 classes): left out while the solution keeps
+   it below capacity. "Cannot fill" is a load bound kept per link as classes come, go and change
+   count (O(path) per change): each class counts at most its cap, and the classes grouped by the
+   smallest other link they cross count at most that link's capacity together. A rack downlink
+   under 8 targets is bounded by their 8 disks whatever the number of its classes, and a target's
+   link by its disk. A guard gives each pool whose level moves its classes' rates a share of the room left;
    a pool whose level outgrows a share re-checks the link, and a link found full is put back and
    the instant solved again (it is not guarded again until its classes change).
 6. **Progressive filling** (with a lazy heap of links keyed by fair share) solves whatever is left:
@@ -50,8 +54,8 @@ that links private to one flow, or nested under the same larger links, never ent
    zero-delay event. Completion entries are version-stamped and superseded ones are skipped; one
    SimPy timer is armed for the earliest completion.
 
-Cost of an arrival or a departure, with n active flows: O(path length + log n) for the link counts
-and the class heap; O(m log m) for each nested link of the changed class, m the classes on it (a
+Cost of an arrival or a departure, with n active flows: O(path length + log n) for the link counts,
+the load bounds and the class heap; O(m log m) for each nested link of the changed class, m the classes on it (a
 rack's NIC speeds: one or two), then O(log C) in a simple pool of C classes per class whose cap or
 side of the level changed (the classes of those nested links). A star costs O(log n) per event and a
 hierarchy O(log n + m log C): neither depends on the number of flows whose other links are theirs
@@ -64,7 +68,9 @@ every solve, and every completion time, with such a reference, and with processo
 forms).
 
 Observation: *watched* links (the default of :meth:`Network.add_link`) keep their load, peak load and
-carried bytes exactly, updated at every change of their rate; they are never folded as private, so
+carried bytes exactly, updated at every change of their rate (a watched rack downlink under every
+target's pool is refreshed, at O(its classes), whenever one of their levels moves: in a storm of the
+model this is the largest cost left, O(racks) per event); they are never folded as private, so
 watch only the links you measure (a watched NIC under one flow costs one class per flow). Unwatched
 links give their instantaneous ``load`` on demand only. Iteration is in insertion order (dicts,
 never sets of objects hashed by address) and heap ties break on counters, so a run is bit-identical
