@@ -211,7 +211,7 @@ BEFORE_RACKS = {
 # distributed_without_racks below, same build until the network's per-link load bounds (branch
 # h16b) left a holder's NIC out of its disk's pool: the last bits moved (every per-VM time and
 # sample within 6.3e-14 relative of d774942d5f31c687's), so the digest is this build's.
-DISTRIBUTED_BEFORE_RACKS = "4ae5ded0573c6e68"
+DISTRIBUTED_BEFORE_RACKS = "b04889f722552a22"
 
 
 @pytest.mark.parametrize(("name", "variant"), list(BEFORE_RACKS))
