@@ -74,7 +74,8 @@ def test_racks_network_speed(benchmark: Any, mixed: bool) -> None:
         assert min(r.wall_s, r.cpu_s) <= 10.0
 
 
-@pytest.mark.parametrize("peers", [False, True], ids=["san-racks", "peer-racks"])
+# Ids without "racks", so that -k racks selects the racks benchmarks alone.
+@pytest.mark.parametrize("peers", [False, True], ids=["san", "peers"])
 def test_storm_network_speed(benchmark: Any, peers: bool) -> None:
     r = _once(benchmark, storm(STORM_NODES, peers=peers))
     if not peers:
