@@ -75,7 +75,7 @@ class Link:
         self.guard_ver = 0
         self.refused = False  # a guard failed: not guarded again until its classes change
         # An upper bound on this link's load at any allocation its classes' other links and caps allow
-        # (see add_bound): classes grouped by the smallest-capacity other link they cross, each group
+        # (see move_bound): classes grouped by the smallest-capacity other link they cross, each group
         # counting at most that link's capacity. A fetch from 8 targets through a rack downlink:
         # at most the 8 targets' disks, however many classes the rack carries.
         self.groups: dict[Link | None, list[float]] = {}  # group link -> [sum of bounds, classes]
@@ -127,18 +127,22 @@ class Link:
         if not self.watched:
             raise ValueError(f"link {self.name} is not watched: its {what} is not tracked")
 
-    def add_bound(self, group: Link | None, value: float, count: int) -> None:
-        """Add (``count`` 1) or take back (-1) one class's bound ``value`` in ``group``: the class's
-        smallest-capacity other link, or None when it crosses no other (its own cap bounds it)."""
+    def move_bound(self, group: Link | None, old: float | None, new: float | None) -> None:
+        """One class's bound in ``group`` goes from ``old`` to ``new`` (None: not on this link). The
+        group is the class's smallest-capacity other link, or None when it crosses no other (its
+        own cap bounds it)."""
         entry = self.groups.get(group)
         if entry is None:
             entry = self.groups[group] = [0.0, 0]
         before = _group_bound(group, entry[0])
-        if math.isinf(value):
-            self.unbounded += count
-        else:
-            entry[0] += count * value
-        entry[1] += count
+        for value, sign in ((old, -1), (new, 1)):
+            if value is None:
+                continue
+            if math.isinf(value):
+                self.unbounded += sign
+            else:
+                entry[0] += sign * value
+            entry[1] += sign
         if entry[1] == 0:
             del self.groups[group]
             after = 0.0
@@ -172,6 +176,7 @@ class FlowClass:
         "_stamp",
         "alive",
         "bound",
+        "bound_groups",
         "bound_n",
         "cap",
         "cid",
@@ -179,7 +184,6 @@ class FlowClass:
         "folded",
         "heap",
         "key",
-        "lows",
         "multi",
         "n",
         "offset",
@@ -223,25 +227,17 @@ class FlowClass:
         self.watched_extra: tuple[Link, ...] = ()
         self._stamp = -1
         self._new = 0.0
-        # The two smallest-capacity shared links (ties: link order): on each shared link the class's
-        # load bound is grouped by the smallest other one. bound_n: the count the bounds were added at.
+        # Per shared link: the smallest-capacity other link of the class (ties: link order), which
+        # groups its load bound there (Link.move_bound), and that link's capacity (inf: none).
+        # bound_n: the count the bounds were last entered with.
         ranked = sorted(shared, key=lambda link: (link.capacity, link.index))[:2]
-        self.lows: tuple[Link | None, Link | None] = (
-            ranked[0] if ranked else None,
-            ranked[1] if len(ranked) > 1 else None,
-        )
+        groups = []
+        for link in shared:
+            others = [g for g in ranked if g is not link]
+            group = others[0] if others else None
+            groups.append((link, group, group.capacity if group is not None else math.inf))
+        self.bound_groups: tuple[tuple[Link, Link | None, float], ...] = tuple(groups)
         self.bound_n = 0
-
-    def group_on(self, link: Link) -> Link | None:
-        """The smallest-capacity link of this class other than ``link``."""
-        return self.lows[1] if self.lows[0] is link else self.lows[0]
-
-    def bound_on(self, link: Link, n: int) -> float:
-        """Most that ``n`` flows of this class can carry over ``link``: their caps, and the
-        capacity of the smallest other link they cross."""
-        group = self.group_on(link)
-        own = n * self.cap
-        return own if group is None else min(own, group.capacity)
 
     def vnow(self, now: float) -> float:
         if self.bound:

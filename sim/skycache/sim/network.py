@@ -55,14 +55,14 @@ that links private to one flow, or nested under the same larger links, never ent
    SimPy timer is armed for the earliest completion.
 
 Cost of an arrival or a departure, with n active flows: O(path length + log n) for the link counts,
-the load bounds and the class heap; O(m log m) for each nested link of the changed class, m the classes on it (a
-rack's NIC speeds: one or two), then O(log C) in a simple pool of C classes per class whose cap or
-side of the level changed (the classes of those nested links). A star costs O(log n) per event and a
-hierarchy O(log n + m log C): neither depends on the number of flows whose other links are theirs
-alone. A guarded link costs O(its classes) when they change or a level outgrows its budget, and a
-solve again at that instant when it fills. What does not reduce (non-nested overlaps that do fill,
-e.g. a slow NIC receiving from two targets) costs O((C_c + L_c) log L_c) per event for the C_c
-classes and L_c shared links of the touched component only. Exactness: results equal a
+the load bounds and the class heap; O(m log m) for each nested link of the changed class, m the
+classes on it (a rack's NIC speeds: one or two), then O(log C) in a simple pool of C classes per
+class whose cap or side of the level changed (the classes of those nested links). A star costs O(log
+n) per event and a hierarchy O(log n + m log C): neither depends on the number of flows whose other
+links are theirs alone. A guarded link costs O(its classes) when they change or a level outgrows its
+budget, and a solve again at that instant when it fills. What does not reduce (non-nested overlaps
+that do fill, e.g. a slow NIC receiving from two targets) costs O((C_c + L_c) log L_c) per event for
+the C_c classes and L_c shared links of the touched component only. Exactness: results equal a
 from-scratch progressive filling at every event to rounding (tests compare every flow's rate after
 every solve, and every completion time, with such a reference, and with processor-sharing closed
 forms).
@@ -316,14 +316,17 @@ class Network:
     def _rebound(c: FlowClass) -> None:
         """Bring the load bounds of the class's links to its current count (0 once retired)."""
         n = c.n if c.alive else 0
-        if n == c.bound_n:
+        was = c.bound_n
+        if n == was:
             return
-        for link in c.shared:
-            group = c.group_on(link)
-            if c.bound_n:
-                link.add_bound(group, c.bound_on(link, c.bound_n), -1)
-            if n:
-                link.add_bound(group, c.bound_on(link, n), 1)
+        cap = c.cap
+        for link, group, limit in c.bound_groups:
+            # The most these flows carry over the link: their caps, and the capacity of the
+            # smallest other link they cross (often the bound, so a count change moves nothing).
+            old = min(was * cap, limit) if was else None
+            new = min(n * cap, limit) if n else None
+            if old != new:
+                link.move_bound(group, old, new)
         c.bound_n = n
 
     def _foldable(self, link: Link) -> bool:
