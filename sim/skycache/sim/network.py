@@ -57,8 +57,8 @@ that links private to one flow, or nested under the same larger links, never ent
 Cost of an arrival or a departure, with n active flows: O(path length + log n) for the link counts,
 the load bounds and the class heap; O(m log m) for each nested link of the changed class, m the
 classes on it (a rack's NIC speeds: one or two), then O(log C) in a simple pool of C classes per
-class whose cap or side of the level changed (the classes of those nested links). A star costs O(log
-n) per event and a hierarchy O(log n + m log C): neither depends on the number of flows whose other
+class whose cap or side of the level changed (the classes of those nested links). A star costs
+O(log n) per event and a hierarchy O(log n + m log C): neither depends on the number of flows whose other
 links are theirs alone. A guarded link costs O(its classes) when they change or a level outgrows its
 budget, and a solve again at that instant when it fills. What does not reduce (non-nested overlaps
 that do fill, e.g. a slow NIC receiving from two targets) costs O((C_c + L_c) log L_c) per event for
