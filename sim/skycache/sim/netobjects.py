@@ -78,7 +78,9 @@ class Link:
         # (see move_bound): classes grouped by the smallest-capacity other link they cross, each group
         # counting at most that link's capacity. A fetch from 8 targets through a rack downlink:
         # at most the 8 targets' disks, however many classes the rack carries.
-        self.groups: dict[Link | None, list[float]] = {}  # group link -> [sum of bounds, classes]
+        # group link -> [sum of bounds, classes]; None until a class shares the link (a million
+        # private NICs hold no dict)
+        self.groups: dict[Link | None, list[float]] | None = None
         self.bound = 0.0  # sum over groups of min(group link's capacity, its sum)
         self.unbounded = 0  # classes without another link or a cap: no bound at all
         self.bound_ops = 0
@@ -131,9 +133,12 @@ class Link:
         """One class's bound in ``group`` goes from ``old`` to ``new`` (None: not on this link). The
         group is the class's smallest-capacity other link, or None when it crosses no other (its
         own cap bounds it)."""
-        entry = self.groups.get(group)
+        groups = self.groups
+        if groups is None:
+            groups = self.groups = {}
+        entry = groups.get(group)
         if entry is None:
-            entry = self.groups[group] = [0.0, 0]
+            entry = groups[group] = [0.0, 0]
         before = _group_bound(group, entry[0])
         for value, sign in ((old, -1), (new, 1)):
             if value is None:
@@ -144,15 +149,15 @@ class Link:
                 entry[0] += sign * value
             entry[1] += sign
         if entry[1] == 0:
-            del self.groups[group]
+            del groups[group]
             after = 0.0
         else:
             after = _group_bound(group, entry[0])
         self.bound_ops += 1
-        if not self.groups:
+        if not groups:
             self.bound = 0.0  # nothing left: no rounding carried over
         elif self.bound_ops % 1024 == 0:
-            self.bound = math.fsum(_group_bound(g, e[0]) for g, e in self.groups.items())
+            self.bound = math.fsum(_group_bound(g, e[0]) for g, e in groups.items())
         else:
             self.bound += after - before
 
