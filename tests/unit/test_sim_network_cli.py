@@ -54,7 +54,10 @@ def test_vm_bench_says_how_many_transfers_it_had_at_once(
         (["--network", "star", "--flows", "nan"], "--flows 'nan' is not a whole number"),
         (["--network", "star", "--flows", "0"], "--flows '0' is out of range"),
         (["--network", "star", "--flows", "9" * 50], "is out of range [1, 1000000]"),
-        (["--network", "star", "--racks", "3"], "--racks is for --network racks or mixed-racks"),
+        (
+            ["--network", "star", "--racks", "3"],
+            "--racks is for --network racks, mixed-racks, san-racks or peer-racks",
+        ),
         (["--network", "racks", "--flows", "10", "--racks", "11"], "--racks '11' is out of range"),
         (["--network", "star", "--vms", "5"], "--network times the network alone"),
     ],

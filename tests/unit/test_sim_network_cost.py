@@ -80,3 +80,14 @@ def test_transfer_refuses_a_link_twice_a_non_positive_cap_and_an_infinite_size()
         net.transfer(1, [link], cap=math.nan)
     with pytest.raises(ValueError, match="finite"):
         net.transfer(math.inf, [link])
+
+
+@pytest.mark.parametrize("peers", [False, True], ids=["san-racks", "peer-racks"])
+def test_the_models_storm_rates_a_bounded_number_of_classes_per_event(peers: bool) -> None:
+    """A rack downlink under several roots (8 targets, or replica holders) is left out while it
+    cannot fill, so an event re-rates its own class and those crossing its root's level, not every
+    class of the component that rack links would otherwise join (before: hundreds per solve)."""
+    for nodes in (800, 3200):
+        _, net, _ = bench.simulate_topology(bench.storm(nodes, peers=peers))
+        assert net.peak_active >= 0.3 * nodes
+        assert net.classes_rated / net.recomputes < 2.0, (nodes, net.classes_rated / net.recomputes)

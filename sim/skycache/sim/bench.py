@@ -14,6 +14,14 @@ alone on a faithful topology with as many concurrent transfers as asked (``sim b
   become their own: water-filling has classes on both sides of the level.
 * ``mixed-racks``: the same with every third NIC at 1 Gb/s, so every rack carries two classes of
   flows (nested water levels instead of one class per rack).
+* ``san-racks`` and ``peer-racks``: the cluster model's boot storm (``sim-san-vs-distributed.toml``)
+  at the network level. N fetches of 300 MiB within 10 s, each to a random node (some nodes fetch
+  twice, so their NIC is shared) of racks of 40 behind 40 Gb/s rack links. ``san-racks``: from 8
+  targets (a 400 MiB/s disk and a 10 Gb/s link each; image popularity Zipf 1 over 200 images,
+  image i on target i % 8) over [target disk, target link, rack downlink, NIC]. ``peer-racks``: from
+  one of 3 holders of the image among the nodes (a 400 MiB/s disk each) over [holder disk, holder
+  NIC up, its rack's uplink, the node's rack downlink, NIC], or [disk, NIC up, NIC] within a rack. A
+  rack downlink carries flows from several roots (targets or holders), so it nests under none.
 """
 
 from __future__ import annotations
@@ -98,7 +106,7 @@ DEFAULT_SCENARIO = Path(__file__).resolve().parents[3] / "scenarios" / "sim-scal
 
 
 GBIT = 1e9 / 8  # bytes per second of 1 Gb/s
-TOPOLOGIES = ("star", "racks", "mixed-racks")
+TOPOLOGIES = ("star", "racks", "mixed-racks", "san-racks", "peer-racks")
 RACK_SIZE = 40  # nodes per rack when the rack count is not given
 
 
@@ -160,11 +168,83 @@ def racks(n: int, racks: int | None = None, *, seed: int = 1, mixed: bool = Fals
     )
 
 
+STORM_IMAGES = 200
+STORM_WS = 300.0 * 2**20  # the scenario's working set
+STORM_DISK = 400.0 * 2**20  # the example calibration's repository disk
+
+
+def storm(n: int, racks: int | None = None, *, seed: int = 1, peers: bool = False) -> Topology:
+    """The model's boot storm on its rack topology (see the module docstring): n fetches, n nodes."""
+    n_racks = racks if racks is not None else max(1, math.ceil(n / RACK_SIZE))
+    if not 1 <= n_racks <= n:
+        raise ValueError(f"racks: {n_racks} racks for {n} nodes")
+    rng = np.random.default_rng(seed)
+    names: list[str] = []
+    caps: list[float] = []
+    watched: list[bool] = []
+
+    def link(name: str, cap: float, watch: bool) -> int:
+        names.append(name)
+        caps.append(cap)
+        watched.append(watch)
+        return len(names) - 1
+
+    # Watched as the model watches them: racks, repository links and disks; NICs are not.
+    up = [link(f"rack{r}.tx", 40 * GBIT, True) for r in range(n_racks)]
+    down = [link(f"rack{r}.rx", 40 * GBIT, True) for r in range(n_racks)]
+    nic_rx = [link(f"node{i}.rx", 10 * GBIT, False) for i in range(n)]
+    rack_of = [i * n_racks // n for i in range(n)]  # contiguous racks, as the model places them
+    weights = 1.0 / np.arange(1, STORM_IMAGES + 1)
+    images = rng.choice(STORM_IMAGES, size=n, p=weights / weights.sum())
+    nodes = rng.integers(0, n, size=n)
+    paths: list[tuple[int, ...]] = []
+    if not peers:
+        disks = [link(f"target{t}.disk", STORM_DISK, True) for t in range(8)]
+        tx = [link(f"target{t}.tx", 10 * GBIT, True) for t in range(8)]
+        for img, node in zip(images, nodes, strict=True):
+            t = int(img) % 8
+            paths.append((disks[t], tx[t], down[rack_of[node]], nic_rx[node]))
+    else:
+        stride = max(1, n // 3)
+        holders: dict[int, tuple[int, int]] = {}  # node -> (disk, NIC up)
+        reps = []
+        for img in range(STORM_IMAGES):
+            nodes_of = [(img * 7919 + j * stride) % n for j in range(3)]
+            for h in nodes_of:
+                if h not in holders:
+                    disk = link(f"node{h}.disk", STORM_DISK, True)
+                    holders[h] = (disk, link(f"node{h}.tx", 10 * GBIT, True))
+            reps.append(nodes_of)
+        pick = rng.integers(0, 3, size=n)
+        for img, node, j in zip(images, nodes, pick, strict=True):
+            h = reps[int(img)][int(j)]
+            if h == node:
+                h = reps[int(img)][(int(j) + 1) % 3]
+            disk, nic_up = holders[h]
+            if h == node:  # every replica on this node (a tiny cluster): a local read
+                paths.append((disk,))
+            elif rack_of[h] == rack_of[node]:
+                paths.append((disk, nic_up, nic_rx[node]))
+            else:
+                paths.append((disk, nic_up, up[rack_of[h]], down[rack_of[node]], nic_rx[node]))
+    return Topology(
+        f"{'peer' if peers else 'san'}-racks-{n}x{n_racks}",
+        names,
+        caps,
+        watched,
+        np.sort(rng.uniform(0.0, 10.0, n)),
+        np.full(n, STORM_WS),
+        paths,
+    )
+
+
 def topology(name: str, flows: int, racks_count: int | None = None) -> Topology:
     if name == "star":
         return star(flows)
     if name in ("racks", "mixed-racks"):
         return racks(flows, racks_count, mixed=name == "mixed-racks")
+    if name in ("san-racks", "peer-racks"):
+        return storm(flows, racks_count, peers=name == "peer-racks")
     raise ValueError(f"unknown topology {name!r} (known: {', '.join(TOPOLOGIES)})")
 
 

@@ -400,8 +400,9 @@ def bench_cmd(
         typer.Option(
             "--network",
             help="Time the flow network alone on a topology with --flows concurrent transfers: "
-            "star (one 10 Gb/s repository link, a NIC per VM), racks (nodes behind rack uplinks) or "
-            "mixed-racks (racks, every third NIC 1 Gb/s).",
+            "star (one 10 Gb/s repository link, a NIC per VM), racks (nodes behind rack uplinks), "
+            "mixed-racks (racks, every third NIC 1 Gb/s), san-racks or peer-racks (the model's boot "
+            "storm on its racks: from 8 targets, or from replica holders among the nodes).",
         ),
     ] = None,
     flows_text: Annotated[
@@ -429,7 +430,7 @@ def bench_cmd(
         racks = None
         if racks_text is not None:
             if not network.endswith("racks"):
-                raise InvalidInput("--racks is for --network racks or mixed-racks")
+                raise InvalidInput("--racks is for --network racks, mixed-racks, san-racks or peer-racks")
             racks = parse_int(racks_text, what="--racks", minimum=1, maximum=flows, bound="--flows")
         _network_bench(network, flows, racks, as_json)
         return
@@ -467,7 +468,8 @@ def bench_cmd(
     if r.peak_concurrent < FEW_TRANSFERS:
         typer.echo(
             f"peak {r.peak_concurrent} concurrent transfers: this times SimPy's events and the VM model, "
-            "not bandwidth sharing (for that: --network star|racks|mixed-racks --flows N)"
+            "not bandwidth sharing (for that: --network star|racks|mixed-racks|san-racks|peer-racks "
+            "--flows N)"
         )
     else:
         typer.echo(f"peak {r.peak_concurrent} concurrent transfers")

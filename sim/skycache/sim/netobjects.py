@@ -33,11 +33,14 @@ class Link:
         "_n",
         "_rem",
         "_stamp",
+        "bound",
+        "bound_ops",
         "bytes_done",
         "capacity",
         "classes",
         "fold_state",
         "folded_by",
+        "groups",
         "guard_ver",
         "guarded",
         "index",
@@ -50,6 +53,7 @@ class Link:
         "slack",
         "solo",
         "t_mark",
+        "unbounded",
         "watched",
     )
 
@@ -70,6 +74,16 @@ class Link:
         self.guarded = False  # left out while the solution keeps it below capacity (see _guard)
         self.guard_ver = 0
         self.refused = False  # a guard failed: not guarded again until its classes change
+        # An upper bound on this link's load at any allocation its classes' other links and caps allow
+        # (see move_bound): classes grouped by the smallest-capacity other link they cross, each group
+        # counting at most that link's capacity. A fetch from 8 targets through a rack downlink:
+        # at most the 8 targets' disks, however many classes the rack carries.
+        # group link -> [sum of bounds, classes]; None until a class shares the link (a million
+        # private NICs hold no dict)
+        self.groups: dict[Link | None, list[float]] | None = None
+        self.bound = 0.0  # sum over groups of min(group link's capacity, its sum)
+        self.unbounded = 0  # classes without another link or a cap: no bound at all
+        self.bound_ops = 0
         self._load = 0.0  # watched links: sum of current flow rates, bytes/s
         self.peak = 0.0
         self.bytes_done = 0.0  # watched links: bytes carried up to t_mark
@@ -115,6 +129,49 @@ class Link:
         if not self.watched:
             raise ValueError(f"link {self.name} is not watched: its {what} is not tracked")
 
+    def move_bound(self, group: Link | None, old: float | None, new: float | None) -> None:
+        """One class's bound in ``group`` goes from ``old`` to ``new`` (None: not on this link). The
+        group is the class's smallest-capacity other link, or None when it crosses no other (its
+        own cap bounds it)."""
+        groups = self.groups
+        if groups is None:
+            groups = self.groups = {}
+        entry = groups.get(group)
+        if entry is None:
+            entry = groups[group] = [0.0, 0]
+        before = _group_bound(group, entry[0])
+        for value, sign in ((old, -1), (new, 1)):
+            if value is None:
+                continue
+            if math.isinf(value):
+                self.unbounded += sign
+            else:
+                entry[0] += sign * value
+            entry[1] += sign
+        if entry[1] == 0:
+            del groups[group]
+            after = 0.0
+        else:
+            after = _group_bound(group, entry[0])
+        self.bound_ops += 1
+        if not groups:
+            self.bound = 0.0  # nothing left: no rounding carried over
+        elif self.bound_ops % 1024 == 0:
+            self.bound = math.fsum(_group_bound(g, e[0]) for g, e in groups.items())
+        else:
+            self.bound += after - before
+
+    def can_fill(self) -> bool:
+        """Whether the bound leaves this link any chance to fill (1e-9 margin for the rounding of
+        the sums kept by additions and subtractions)."""
+        return self.unbounded > 0 or self.bound > self.capacity * (1 - 1e-9)
+
+
+def _group_bound(group: Link | None, total: float) -> float:
+    if group is None:
+        return total
+    return min(group.capacity, total)
+
 
 class FlowClass:
     """Active flows with the same shared links and cap: one rate, one virtual clock."""
@@ -124,6 +181,8 @@ class FlowClass:
         "_stamp",
         "alive",
         "bound",
+        "bound_groups",
+        "bound_n",
         "cap",
         "cid",
         "eff",
@@ -173,6 +232,17 @@ class FlowClass:
         self.watched_extra: tuple[Link, ...] = ()
         self._stamp = -1
         self._new = 0.0
+        # Per shared link: the smallest-capacity other link of the class (ties: link order), which
+        # groups its load bound there (Link.move_bound), and that link's capacity (inf: none).
+        # bound_n: the count the bounds were last entered with.
+        ranked = sorted(shared, key=lambda link: (link.capacity, link.index))[:2]
+        groups = []
+        for link in shared:
+            others = [g for g in ranked if g is not link]
+            group = others[0] if others else None
+            groups.append((link, group, group.capacity if group is not None else math.inf))
+        self.bound_groups: tuple[tuple[Link, Link | None, float], ...] = tuple(groups)
+        self.bound_n = 0
 
     def vnow(self, now: float) -> float:
         if self.bound:

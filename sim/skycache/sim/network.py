@@ -36,10 +36,14 @@ that links private to one flow, or nested under the same larger links, never ent
    the pool has one completion entry (its earliest bound flow).
 5. **Links that do not fill are left out.** If the max-min point of the problem without a link
    satisfies that link, it is the max-min point with it (it is feasible, and nothing feasible with
-   the link improves on it). So a link carrying a few classes that are not nested (a NIC shared by
-   fetches from two targets) is left out when it cannot fill (its classes' rates, bounded by their
-   other links, sum below its capacity), or *guarded*: left out while the solution keeps it below
-   capacity. A guard gives each pool whose level moves its classes' rates a share of the room left;
+   the link improves on it). So a link whose classes are not nested (a NIC shared by fetches from
+   two targets, a rack downlink crossed by fetches from 8 targets or from many replica holders) is
+   left out when it cannot fill, or *guarded* (up to 64 classes): left out while the solution keeps
+   it below capacity. "Cannot fill" is a load bound kept per link as classes come, go and change
+   count (O(path) per change): each class counts at most its cap, and the classes grouped by the
+   smallest other link they cross count at most that link's capacity together. A rack downlink
+   under 8 targets is bounded by their 8 disks whatever the number of its classes, and a target's
+   link by its disk. A guard gives each pool whose level moves its classes' rates a share of the room left;
    a pool whose level outgrows a share re-checks the link, and a link found full is put back and
    the instant solved again (it is not guarded again until its classes change).
 6. **Progressive filling** (with a lazy heap of links keyed by fair share) solves whatever is left:
@@ -50,21 +54,23 @@ that links private to one flow, or nested under the same larger links, never ent
    zero-delay event. Completion entries are version-stamped and superseded ones are skipped; one
    SimPy timer is armed for the earliest completion.
 
-Cost of an arrival or a departure, with n active flows: O(path length + log n) for the link counts
-and the class heap; O(m log m) for each nested link of the changed class, m the classes on it (a
-rack's NIC speeds: one or two), then O(log C) in a simple pool of C classes per class whose cap or
-side of the level changed (the classes of those nested links). A star costs O(log n) per event and a
-hierarchy O(log n + m log C): neither depends on the number of flows whose other links are theirs
-alone. A guarded link costs O(its classes) when they change or a level outgrows its budget, and a
-solve again at that instant when it fills. What does not reduce (non-nested overlaps that do fill,
-e.g. a slow NIC receiving from two targets) costs O((C_c + L_c) log L_c) per event for the C_c
-classes and L_c shared links of the touched component only. Exactness: results equal a
+Cost of an arrival or a departure, with n active flows: O(path length + log n) for the link counts,
+the load bounds and the class heap; O(m log m) for each nested link of the changed class, m the
+classes on it (a rack's NIC speeds: one or two), then O(log C) in a simple pool of C classes per
+class whose cap or side of the level changed (the classes of those nested links). A star costs
+O(log n) per event and a hierarchy O(log n + m log C): neither depends on the number of flows whose other
+links are theirs alone. A guarded link costs O(its classes) when they change or a level outgrows its
+budget, and a solve again at that instant when it fills. What does not reduce (non-nested overlaps
+that do fill, e.g. a slow NIC receiving from two targets) costs O((C_c + L_c) log L_c) per event for
+the C_c classes and L_c shared links of the touched component only. Exactness: results equal a
 from-scratch progressive filling at every event to rounding (tests compare every flow's rate after
 every solve, and every completion time, with such a reference, and with processor-sharing closed
 forms).
 
 Observation: *watched* links (the default of :meth:`Network.add_link`) keep their load, peak load and
-carried bytes exactly, updated at every change of their rate; they are never folded as private, so
+carried bytes exactly, updated at every change of their rate (a watched rack downlink under every
+target's pool is refreshed, at O(its classes), whenever one of their levels moves: in a storm of the
+model this is the largest cost left, O(racks) per event); they are never folded as private, so
 watch only the links you measure (a watched NIC under one flow costs one class per flow). Unwatched
 links give their instantaneous ``load`` on demand only. Iteration is in insertion order (dicts,
 never sets of objects hashed by address) and heap ties break on counters, so a run is bit-identical
@@ -85,9 +91,9 @@ from skycache.sim.netobjects import CAPPED, OUT, SHARING, Flow, FlowClass, Link,
 
 __all__ = ["Flow", "FlowClass", "Link", "Network", "Pool"]
 
-# Links with at most this many classes are checked for slack (a NIC shared by two fetches); a link
-# carrying more is usually a bottleneck, and checking it would cost a pass over its classes.
-_SLACK_CLASSES = 8
+# Links with at most this many classes may be guarded (a NIC shared by two fetches, a rack downlink
+# under fetches from a few dozen replica holders); a guard costs a pass over the link's classes.
+_GUARD_CLASSES = 64
 
 # Relative tolerance for "this flow has finished": rounding in the virtual clocks leaves a few ulps.
 _EPS = 1e-9
@@ -299,18 +305,29 @@ class Network:
     @staticmethod
     def _is_slack(link: Link) -> bool:
         """Whether ``link`` stays below capacity at any allocation the other links allow: a class's
-        rate is at most its cap and capacity / n on each of its other links. Leaving such a link out
-        leaves max-min unchanged (the max-min point of the larger polytope satisfies the link)."""
-        if not 2 <= len(link.classes) <= _SLACK_CLASSES:
-            return False
-        total = 0.0
-        for c in link.classes:
-            bound = c.cap
-            for other in c.shared:
-                if other is not link:
-                    bound = min(bound, other.capacity / c.n)
-            total += c.n * bound
-        return total <= link.capacity * (1 - 1e-9)
+        rate is at most its cap, and the classes that cross one other link carry at most its
+        capacity together (``Link.bound``). Leaving such a link out leaves max-min unchanged (the
+        max-min point of the larger polytope satisfies the link). A link whose bound uses another
+        left-out link's capacity has a larger capacity than it, so the links left out this way are
+        satisfied in order of capacity, from the smallest, whose bound uses only links solved."""
+        return len(link.classes) >= 2 and not link.can_fill()
+
+    @staticmethod
+    def _rebound(c: FlowClass) -> None:
+        """Bring the load bounds of the class's links to its current count (0 once retired)."""
+        n = c.n if c.alive else 0
+        was = c.bound_n
+        if n == was:
+            return
+        cap = c.cap
+        for link, group, limit in c.bound_groups:
+            # The most these flows carry over the link: their caps, and the capacity of the
+            # smallest other link they cross (often the bound, so a count change moves nothing).
+            old = min(was * cap, limit) if was else None
+            new = min(n * cap, limit) if n else None
+            if old != new:
+                link.move_bound(group, old, new)
+        c.bound_n = n
 
     def _foldable(self, link: Link) -> bool:
         """Whether ``link`` is nested under the same larger links for every class on it (a rack
@@ -478,11 +495,15 @@ class Network:
         self._solve = next(self._stamps)
         links, self._dirty_links = self._dirty_links, {}
         dirty = self._dirty_classes
+        for c in dirty:
+            self._rebound(c)
         for link in links:
             link.refused = False  # its classes changed: it may be guarded again
             multi = len(link.classes) >= 2
-            if multi != link.is_multi or (multi and (link.folded_by or _nested(link))):
+            if multi != link.is_multi or (multi and not link.slack and (link.folded_by or _nested(link))):
                 # The link moves in or out of its classes' `multi`, or it may fold: re-place them.
+                # (A link left out folds into no cap; if it is put back below, its classes are
+                # re-placed there.)
                 link.is_multi = multi
                 for c in link.classes:
                     dirty[c] = None
@@ -507,9 +528,10 @@ class Network:
             # A class's count changes the water level of the links folded into its cap, or nested
             # under its top link now, so the cap of every class on them.
             if c.alive and len(c.shared) > 1:
-                top = max(len(link.classes) for link in c.shared)
+                # (Links left out are not part of any nesting: see _foldable.)
+                top = max((len(link.classes) for link in c.shared if not link.slack), default=0)
                 for link in c.shared:
-                    if link.folded_by or 2 <= len(link.classes) < top:
+                    if link.folded_by or (2 <= len(link.classes) < top and not link.slack):
                         for other in link.classes:
                             dirty[other] = None
         touched: dict[FlowClass, None] = {}
@@ -705,8 +727,9 @@ class Network:
                 load = pool.n_above * pool.rate + pool.s_below  # a simple pool's link: O(1)
         if load is None:
             load = 0.0
-            for c in link.classes:
-                load += c.n * c.current_rate()
+            for c in link.classes:  # c.current_rate(), inlined: a rack link under every target's
+                # pool is refreshed whenever one of their levels moves
+                load += c.n * (c.pool.rate if c.bound else c.rate)  # type: ignore[union-attr]
         link._load = load
         if load > link.peak:
             link.peak = load
@@ -795,24 +818,32 @@ def _may_guard(link: Link) -> bool:
     """A link with a few classes that are not nested under the same larger links (a NIC fetching
     from two targets) may be left out while the solution keeps it below capacity."""
     n = len(link.classes)
-    if not 2 <= n <= _SLACK_CLASSES or link.refused:
+    if not 2 <= n <= _GUARD_CLASSES or link.refused:
         return False
     upper: tuple[Link, ...] | None = None
     differ = False
     for c in link.classes:
         above = tuple(other for other in c.shared if len(other.classes) > n)
-        if math.isinf(c.cap) and not any(len(other.classes) > _SLACK_CLASSES for other in above):
-            return False  # nothing that is never left out would bound the class
+        if math.isinf(c.cap) and not any(_tighter(other, link) and other.can_fill() for other in c.shared):
+            # Nothing would bound the class. (Of an uncapped class's links that can fill, the one of
+            # smallest capacity is never guarded, by this rule: the class stays bounded.)
+            return False
         differ = differ or (upper is not None and above != upper)
         upper = above
     return differ  # when nested it folds instead (exact and cheaper)
 
 
+def _tighter(a: Link, b: Link) -> bool:
+    """A strict order of links, smallest capacity first (ties: link order)."""
+    return (a.capacity, a.index) < (b.capacity, b.index)
+
+
 def _nested(link: Link) -> bool:
-    """Whether a class on ``link`` also crosses a link that carries more classes."""
+    """Whether a class on ``link`` also crosses a link that carries more classes (and is not left
+    out: a link left out is part of no nesting)."""
     n = len(link.classes)
     c = next(iter(link.classes))
-    return any(len(other.classes) > n for other in c.shared)
+    return any(len(other.classes) > n and not other.slack for other in c.shared)
 
 
 def _link_index(link: Link) -> int:
