@@ -31,11 +31,7 @@ COMMAND_LINE = re.compile(
 
 # Blocks this test does not classify yet, each with the reason; the work named there marks them.
 PENDING: dict[str, str] = {}
-PENDING_SECTIONS: dict[tuple[str, str], str] = {
-    ("docs/sim.md", "Central SAN vs distributed repository at 10,000 nodes"): (
-        "being rewritten with the sim network work (issue 17)"
-    ),
-}
+PENDING_SECTIONS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
