@@ -158,18 +158,9 @@ def test_worker_drives_the_repository_over_ssh_with_chap(lab: dict[str, object])
     bad = on("w1", "skycache", "attach", "r2/vm1", "--portal", PORTAL, check=False)
     assert bad.returncode != 0 and "authorization failure" in bad.stderr, bad
     on("w1", "rm", "-f", secret)
-    attached = on(
-        "w1",
-        "skycache",
-        "attach",
-        "r2/vm1",
-        "--portal",
-        PORTAL,
-        "--chap-from",
-        "repo",
-        "--ssh-config",
-        _ssh_config(),
-    )
+    # --ssh-config is a root option: it serves every host the command names (here --chap-from's).
+    fetch = ["skycache", "--ssh-config", _ssh_config(), "attach", "r2/vm1", "--portal", PORTAL]
+    attached = on("w1", *fetch, "--chap-from", "repo")
     device = attached.stdout.strip().splitlines()[-1]
     written = on(
         "w1",

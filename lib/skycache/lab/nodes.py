@@ -84,6 +84,7 @@ def make_keys(runner: Runner, directory: Path) -> None:
 
 
 def ssh_files(directory: Path, nodes: list[Node], guest_key_path: str) -> None:
+    control_dir = str(Path(guest_key_path).parent)  # private to root in each node (0700)
     """The nodes' ssh client config and known_hosts, for ``ssh -F`` and the library's SshTarget."""
     host_key = (directory / f"{HOST_KEY_NAME}.pub").read_text().split()
     known = "".join(f"{n.name},{n.address} {host_key[0]} {host_key[1]}\n" for n in nodes)
@@ -99,6 +100,11 @@ def ssh_files(directory: Path, nodes: list[Node], guest_key_path: str) -> None:
             f"  UserKnownHostsFile {directory / KNOWN_HOSTS}\n"
             "  StrictHostKeyChecking yes\n"
             "  BatchMode yes\n"
+            # One connection per pair of nodes, shared by every command: a new ssh handshake costs
+            # seconds under TCG, and the library runs dozens of commands per verb on a remote host.
+            f"  ControlMaster auto\n"
+            f"  ControlPath {control_dir}/%r@%h:%p\n"
+            "  ControlPersist 120\n"
         )
     (directory / SSH_CONFIG).write_text("\n".join(blocks))
 
