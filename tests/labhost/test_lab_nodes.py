@@ -133,6 +133,12 @@ def _ssh_config() -> str:
     return str(Path(os.environ["SKYCACHE_LAB_SESSION"]) / "share" / "common" / "ssh_config")
 
 
+# About 4 min under TCG (233 s measured: every library command on the repository node is an ssh
+# round trip from the worker), so opt-in, like the lab tier's `where = "hosts"` test: it would take
+# a quarter of CI's budget. SKYCACHE_LAB_NODES_SSH=1 make test-labhost runs it.
+@pytest.mark.skipif(
+    os.environ.get("SKYCACHE_LAB_NODES_SSH") != "1", reason="opt-in: SKYCACHE_LAB_NODES_SSH=1"
+)
 def test_worker_drives_the_repository_over_ssh_with_chap(lab: dict[str, object]) -> None:
     """Issue 14's round trip, from the worker: the repository node's verbs over SSH (`--host repo`),
     an export with CHAP (the default) for the worker's IQN, the secret fetched from the repository
