@@ -39,6 +39,7 @@ def lab(cache: Path) -> Iterator[session.Session]:
         memory="3G",
         cpus=2,
         disk_sizes=(1024**3,),
+        disk_files=(),
         rwdirs=("/work",),
         cwd="/",
         nodes=(node,),

@@ -42,6 +42,8 @@ app.command("nat")(cli_net.nat_bench)
 validators.register(bench_validate.KIND)
 suite_app = typer.Typer(help="Scenario suites (scenarios/*.toml).", no_args_is_help=True)
 
+# What the lab's command server imports ahead for its warm forks (skycache.lab.command_server).
+LAB_WARM_IMPORTS = ("skycache.bench.scenario",)
 _consoles: dict[str, Console] = {}
 
 

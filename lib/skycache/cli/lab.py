@@ -68,7 +68,7 @@ def run_cmd(
         list[str] | None,
         typer.Option(
             help="Add a disk backed by a file you keep, PATH:SIZE (made sparse if missing, else used "
-            "as it is; repeatable; with --nodes, {node} in PATH names each node's file). It survives "
+            "as it is; repeatable; with --nodes, PATH holds a node placeholder: docs/lab.md). It survives "
             "the lab: boot again on it after a power cut. The guest lists them in $SKYCACHE_LAB_DISK_FILES.",
             metavar="PATH:SIZE",
         ),
@@ -262,7 +262,7 @@ def up_cmd(
         list[str] | None,
         typer.Option(
             help="Add a disk backed by a file you keep, PATH:SIZE (made sparse if missing, else used "
-            "as it is; repeatable; with --nodes, {node} in PATH names each node's file). It survives "
+            "as it is; repeatable; with --nodes, PATH holds a node placeholder: docs/lab.md). It survives "
             "the lab: boot again on it after a power cut. The guest lists them in $SKYCACHE_LAB_DISK_FILES.",
             metavar="PATH:SIZE",
         ),

@@ -59,16 +59,11 @@ class ServerConfig:
 
 
 # Imported ahead too, so that forks find them loaded: typer's parameter coercion (it imports pydantic
-# when it parses any command line), the scenario schemas and rich's tables. Not numpy or pandas:
-# OpenBLAS starts threads at import, and a fork of a process with threads may hang in its child.
-WARM_MODULES = (
-    "typer._adapters",
-    "skycache.bench.scenario",
-    "skycache.sim.scenario",
-    "skycache.sim.calibration",
-    "rich.console",
-    "rich.table",
-)
+# when it parses any command line) and rich's tables; and what each plugin's CLI module names in its
+# LAB_WARM_IMPORTS (its scenario schemas). Not numpy or pandas: OpenBLAS starts threads at import,
+# and a fork of a process with threads may hang in its child.
+WARM_MODULES = ("typer._adapters", "rich.console", "rich.table")
+WARM_ATTRIBUTE = "LAB_WARM_IMPORTS"
 
 
 def preload_cli() -> bool:
@@ -86,7 +81,13 @@ def preload_cli() -> bool:
         return False
     finally:
         sys.argv = saved
-    for name in WARM_MODULES:
+    plugin_warm = [
+        name
+        for module in list(sys.modules.values())
+        if module is not None and module.__name__.startswith("skycache.")
+        for name in getattr(module, WARM_ATTRIBUTE, ())
+    ]
+    for name in (*WARM_MODULES, *plugin_warm):
         try:
             importlib.import_module(name)
         except ImportError as exc:  # a leaner install: that part just starts cold

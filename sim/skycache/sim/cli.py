@@ -35,6 +35,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 # `skycache validate` checks these kinds of file, and other verbs name `sim check` for a sim scenario
+# What the lab's command server imports ahead for its warm forks (skycache.lab.command_server).
+LAB_WARM_IMPORTS = ("skycache.sim.scenario", "skycache.sim.calibration")
 validators.register(sim_validate.SCENARIO_KIND)
 validators.register(sim_validate.CALIBRATION_KIND)
 
