@@ -235,8 +235,9 @@ def test_skycache_runs_warm_in_a_fork_with_its_own_exit_code() -> None:
         assert code == 0 and out.decode().startswith("skycache ")
         code, _out, err = _run(port, ["skycache", "repo", "frobnicate"])
         assert code == 2 and b"frobnicate" in err
-        # Warm means no new interpreter: the command's process is a fork of the server.
-        code, out, _err = _run(port, ["skycache", "--help"])
+        # Warm means no new process from PATH: with a PATH where no skycache is, a fork of the
+        # server still runs it (a cold start would be refused as a program it cannot find).
+        code, out, _err = _run(port, ["skycache", "--help"], env={"PATH": "/nonexistent"})
         assert code == 0 and b"lab" in out
     finally:
         _stop(pid)

@@ -26,6 +26,43 @@ if TYPE_CHECKING:  # the lab's modules are imported by the verbs that use them: 
 MAX_CPUS = 64
 MAX_TIMEOUT_S = 7 * 86400.0
 
+# Each node is a TCG VM with a vCPU of its own: more than this on a small host only crawls.
+MAX_NODES = 8
+
+# The options `lab run` and `lab up` share (their defaults stay in each signature).
+MemoryOption = Annotated[str, typer.Option(help="Guest memory (e.g. 2G).", metavar="SIZE")]
+CpusOption = Annotated[
+    str | None,
+    typer.Option(help=f"Guest CPUs (1 to {MAX_CPUS}; default 2, or 1 per node with --nodes).", metavar="N"),
+]
+AccelOption = Annotated[
+    str, typer.Option("--accel", help="auto (probe KVM once, else TCG), kvm or tcg.", metavar="MODE")
+]
+DiskOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Add an empty scratch disk of this size (repeatable); "
+        "the guest lists them in $SKYCACHE_LAB_DISKS. Thrown away with the lab.",
+        metavar="SIZE",
+    ),
+]
+RwdirOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help="Host directory the guest may write (repeatable); default: the current directory.",
+        metavar="DIR",
+    ),
+]
+DiskFileOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Add a disk backed by a file you keep, PATH:SIZE (made sparse if missing, else used "
+        "as it is; repeatable; with --nodes, PATH holds a node placeholder: docs/lab.md). It survives "
+        "the lab: boot again on it after a power cut. The guest lists them in $SKYCACHE_LAB_DISK_FILES.",
+        metavar="PATH:SIZE",
+    ),
+]
+
 lab_app = typer.Typer(help="The lab: a disposable VM with a real Linux kernel.", no_args_is_help=True)
 
 
@@ -39,40 +76,12 @@ def register(app: typer.Typer) -> None:
 )
 def run_cmd(
     ctx: typer.Context,
-    memory: Annotated[str, typer.Option(help="Guest memory (e.g. 2G).", metavar="SIZE")] = "2G",
-    cpus: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Guest CPUs (1 to {MAX_CPUS}; default 2, or 1 per node with --nodes).", metavar="N"
-        ),
-    ] = None,
-    accel_request: Annotated[
-        str, typer.Option("--accel", help="auto (probe KVM once, else TCG), kvm or tcg.", metavar="MODE")
-    ] = "auto",
-    disk: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Add an empty scratch disk of this size (repeatable); "
-            "the guest lists them in $SKYCACHE_LAB_DISKS.",
-            metavar="SIZE",
-        ),
-    ] = None,
-    rwdir: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="Host directory the guest may write (repeatable); default: the current directory.",
-            metavar="DIR",
-        ),
-    ] = None,
-    disk_file: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Add a disk backed by a file you keep, PATH:SIZE (made sparse if missing, else used "
-            "as it is; repeatable; with --nodes, PATH holds a node placeholder: docs/lab.md). It survives "
-            "the lab: boot again on it after a power cut. The guest lists them in $SKYCACHE_LAB_DISK_FILES.",
-            metavar="PATH:SIZE",
-        ),
-    ] = None,
+    memory: MemoryOption = "2G",
+    cpus: CpusOption = None,
+    accel_request: AccelOption = "auto",
+    disk: DiskOption = None,
+    rwdir: RwdirOption = None,
+    disk_file: DiskFileOption = None,
     timeout: Annotated[
         str,
         typer.Option(
@@ -182,8 +191,6 @@ def _exec_on(up: Session, target: NodeRun, argv: list[str], *, cwd: Path, env: d
         )
 
 
-# Each node is a TCG VM with a vCPU of its own: more than this on a small host only crawls.
-MAX_NODES = 8
 
 
 def _lab_spec(
@@ -233,40 +240,12 @@ def _lab_spec(
 
 @lab_app.command("up")
 def up_cmd(
-    memory: Annotated[str, typer.Option(help="Guest memory (e.g. 2G).", metavar="SIZE")] = "3G",
-    cpus: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Guest CPUs (1 to {MAX_CPUS}; default 2, or 1 per node with --nodes).", metavar="N"
-        ),
-    ] = None,
-    accel_request: Annotated[
-        str, typer.Option("--accel", help="auto (probe KVM once, else TCG), kvm or tcg.", metavar="MODE")
-    ] = "auto",
-    disk: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Add an empty scratch disk of this size (repeatable); "
-            "the guest lists them in $SKYCACHE_LAB_DISKS. Thrown away by `lab down`.",
-            metavar="SIZE",
-        ),
-    ] = None,
-    rwdir: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="Host directory the guest may write (repeatable); default: the current directory.",
-            metavar="DIR",
-        ),
-    ] = None,
-    disk_file: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Add a disk backed by a file you keep, PATH:SIZE (made sparse if missing, else used "
-            "as it is; repeatable; with --nodes, PATH holds a node placeholder: docs/lab.md). It survives "
-            "the lab: boot again on it after a power cut. The guest lists them in $SKYCACHE_LAB_DISK_FILES.",
-            metavar="PATH:SIZE",
-        ),
-    ] = None,
+    memory: MemoryOption = "3G",
+    cpus: CpusOption = None,
+    accel_request: AccelOption = "auto",
+    disk: DiskOption = None,
+    rwdir: RwdirOption = None,
+    disk_file: DiskFileOption = None,
     nodes: Annotated[
         str,
         typer.Option(

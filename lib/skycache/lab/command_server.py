@@ -116,8 +116,6 @@ def serve(config: ServerConfig) -> int:
             conn, _addr = listener.accept()
         except TimeoutError:
             continue
-        except InterruptedError:
-            continue
         pid = os.fork()
         if pid == 0:  # the handler
             listener.close()

@@ -98,9 +98,7 @@ def run(
 def _relay(sock: socket.socket, on_stdout: Sink, on_stderr: Sink) -> int:
     while True:
         try:
-            frame = wire.recv(sock)
-        except InterruptedError:
-            continue
+            frame = wire.recv(sock)  # a signal's handler runs in between; the read goes on (PEP 475)
         except (OSError, wire.WireError) as exc:
             raise ChannelError(f"the lab's command server broke off ({exc})") from exc
         if frame is None:

@@ -90,7 +90,8 @@ class HostShare:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="skycache-host-load", daemon=True)
 
-    def _write_load(self) -> None:
+    def write_load(self) -> None:
+        """The host's load average now, into the share (the loop calls it every few seconds)."""
         load = parse_loadavg(self.runner.read_text("/proc/loadavg"))
         if load is None:
             return
@@ -101,7 +102,7 @@ class HostShare:
     def _loop(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(OSError):  # the share is going away with the boot
-                self._write_load()
+                self.write_load()
             self._stop.wait(LOAD_PERIOD_S)
 
     def __enter__(self) -> HostShare:

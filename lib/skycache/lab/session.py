@@ -125,7 +125,7 @@ def load() -> Session | None:
     try:
         record = json.loads(path.read_text())
         record["disk_sizes"] = tuple(record["disk_sizes"])
-        record["disk_files"] = tuple(record.get("disk_files", ()))
+        record["disk_files"] = tuple(record["disk_files"])
         record["rwdirs"] = tuple(record["rwdirs"])
         record["nodes"] = tuple(NodeRun(**n) for n in record["nodes"])
         return Session(**record)
@@ -235,7 +235,7 @@ def up(
             node_spec = replace(spec, rwdirs=(*spec.rwdirs, common_dir()))
         kept = kept_disks(spec, name)
         disks, guest_spec = write_share(share, node_spec, what, kept)
-        hostinfo.HostShare(runner, share, facts)._write_load()  # each `lab exec` refreshes the load
+        hostinfo.HostShare(runner, share, facts).write_load()  # each `lab exec` refreshes the load
         argv = vng_argv(
             kernel,
             node_spec,

@@ -25,7 +25,7 @@ from typing import Literal
 from skycache.errors import InvalidInput, SkycacheError
 from skycache.lab import hostinfo
 from skycache.lab.kernel import LabKernel
-from skycache.lab.nodes import Node, Segment
+from skycache.lab.nodes import Node, Segment, plan
 from skycache.runner import LineSink, MissingProgram, SystemRunner
 from skycache.units import parse_size
 
@@ -104,7 +104,7 @@ def parse_disk_file(text: str, *, nodes: int) -> DiskFile:
             "(one file per node)"
         )
     path = Path(path_text).absolute()
-    for node in ("lab", "repo", "w1") if nodes > 1 else ("lab",):
+    for node in [n.name for n in plan(nodes)] if nodes > 1 else ["lab"]:
         real = Path(str(path).replace(NODE_PLACEHOLDER, node))
         if real.is_relative_to("/proc") or real.is_relative_to("/sys") or real.is_relative_to("/dev"):
             raise InvalidInput(f"--disk-file {text!r}: {real} is under /proc, /sys or /dev")
